@@ -1,0 +1,108 @@
+"""The configuration model: frozen dataclasses, every field with a default.
+
+Nothing here reads files or the environment; ``config.loader`` does that and
+validates the values before building these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Public base URL used in printed URLs and in CDP/AIA extensions; None means
+    # "http://<host>:<port>" for printing and no CDP/AIA in certificates.
+    public_url: str | None = None
+    # Request bodies above this are answered with HTTP 413.
+    max_body_bytes: int = 64 * 1024
+    # certmonger sends ~3.5 kB (RSA-2048) to ~5.4 kB (RSA-4096) GET queries.
+    max_line_bytes: int = 32 * 1024
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    key_size: int = 2048
+    # Subject of the self-signed CA created by ``scep-ca init``.
+    subject: str = "CN=scep-ca,O=scep-ca"
+    validity_days: int = 3650
+    # Name of the environment variable holding the CA key passphrase (None: unencrypted key).
+    passphrase_env: str | None = None
+
+
+@dataclass(frozen=True)
+class ScepConfig:
+    allow_des: bool = True
+    # Whether the CA certificate rides along in the certs-only reply bag (Cisco wants it, Juniper refuses).
+    include_ca_in_reply: bool = False
+
+
+@dataclass(frozen=True)
+class ChallengeConfig:
+    # Bytes of randomness; rendered as 2*N uppercase hex characters (NDES PasswordLength).
+    length_bytes: int = 8
+    validity_minutes: int = 60
+    # NDES PasswordMax: unused, unexpired challenges per integration at once.
+    max_unused: int = 5
+    utf16_bom: bool = False
+    lockout_failures: int = 10
+    lockout_window_seconds: int = 300
+    lockout_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class CertificateConfig:
+    validity_days: int = 365
+    key_sizes: tuple[int, ...] = (2048,)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    # None: SQLite file ``scep-ca.sqlite3`` in the data directory.
+    dsn: str | None = None
+    pool_min: int = 1
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+    format: str = "text"  # "text" or "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("./scep-ca-data")
+    server: ServerConfig = field(default_factory=ServerConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    ca: CAConfig = field(default_factory=CAConfig)
+    scep: ScepConfig = field(default_factory=ScepConfig)
+    challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
+    certificate: CertificateConfig = field(default_factory=CertificateConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def base_url(self) -> str:
+        """The URL printed to operators: the public URL, else the listen address."""
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        scheme = "https" if self.tls.cert else "http"
+        host = self.server.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.server.port}"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "scep-ca.sqlite3"

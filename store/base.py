@@ -1,0 +1,220 @@
+"""The persistence contract: records and the async ``Store`` protocol.
+
+Every backend (SQLite, PostgreSQL) implements ``Store`` and passes the same
+contract suite in ``tests/store``. The store never holds private keys.
+Serials are stored as lowercase hexadecimal text (159-bit values do not fit a
+64-bit integer column). Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """Base class of errors a store raises on purpose."""
+
+
+class ChallengeRejected(StoreError):
+    """The challenge is unknown, expired, already used or of another integration."""
+
+
+class DuplicateTransaction(StoreError):
+    """A transaction with this (integration, transactionID) already exists."""
+
+
+class DuplicateSerial(StoreError):
+    """A certificate with this serial already exists (the caller draws a new serial)."""
+
+
+class IntegrationNotFound(StoreError):
+    """No live integration has this id."""
+
+
+class CertStatus(enum.StrEnum):
+    ISSUED = "issued"
+    REVOKED = "revoked"
+
+
+class TransactionStatus(enum.StrEnum):
+    ISSUED = "issued"
+    PENDING = "pending"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Integration:
+    id: str
+    name: str
+    subject_template: str
+    created_at: datetime
+    validity_days: int
+    username: str
+    # scrypt hash string for Basic ("scrypt$n$r$p$salt_b64$hash_b64"); None until credentials exist.
+    password_scrypt: str | None = None
+    # NT hash encrypted with the server's secret key (AES-GCM nonce||ciphertext); see challenge/.
+    nt_hash_encrypted: bytes | None = None
+    # None: Basic allowed only over TLS or on loopback; True/False force it.
+    allow_basic: bool | None = None
+    allowed_san_types: tuple[str, ...] = ()
+    include_ca_in_reply: bool | None = None
+    deleted_at: datetime | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    serial: str  # lowercase hex, no leading zeros
+    integration_id: str
+    issuer_fingerprint: str  # SHA-256 hex of the issuing CA certificate
+    subject: str  # RFC 4514
+    not_before: datetime
+    not_after: datetime
+    der: bytes
+    transaction_id: str
+    pubkey_sha256: str  # hex SHA-256 of the SubjectPublicKeyInfo DER
+    message_type: int
+    requester_address: str | None = None
+    user_agent: str | None = None
+    status: CertStatus = CertStatus.ISSUED
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None  # RFC 5280 reason name, e.g. "cessationOfOperation"
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Transaction:
+    integration_id: str
+    transaction_id: str
+    pubkey_sha256: str
+    status: TransactionStatus
+    created_at: datetime
+    serial: str | None = None
+    message_type: int = 19
+    csr_der: bytes | None = None
+
+
+@dataclass(frozen=True)
+class IssuanceRequest:
+    """Everything ``Store.record_issuance`` writes in one transaction."""
+
+    certificate: CertificateRecord
+    # SHA-256 hex of the challenge password to consume; None when no challenge applies (renewal).
+    challenge_hash: str | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class CertificateFilter:
+    integration_id: str | None = None
+    status: CertStatus | None = None
+    # Only certificates whose not_after is before this (for "expired" listings).
+    expired_before: datetime | None = None
+    issued_only_unexpired_at: datetime | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    serial: str
+    revoked_at: datetime
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ChallengeAdd:
+    integration_id: str
+    challenge_hash: str
+    now: datetime
+    expires_at: datetime
+    max_unused: int
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    revoked: int
+    deleted_at: datetime
+
+
+@dataclass
+class StoreInfo:
+    schema_version: int
+    backend: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """Async persistence. Each method is one atomic unit of work."""
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    async def info(self) -> StoreInfo: ...
+
+    # Integrations
+    async def create_integration(self, integration: Integration) -> None: ...
+
+    async def get_integration(
+        self, integration_id: str, *, include_deleted: bool = False
+    ) -> Integration | None: ...
+
+    async def find_integration_by_username(self, username: str) -> Integration | None:
+        """The live integration whose username matches exactly (case-insensitive), if any."""
+
+    async def list_integrations(self, *, include_deleted: bool = False) -> Sequence[Integration]: ...
+
+    async def update_credentials(
+        self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
+    ) -> None:
+        """Replace an integration's credentials; the old ones stop working at once."""
+
+    async def delete_integration(self, integration_id: str, now: datetime) -> DeleteResult:
+        """Mark deleted, revoke every certificate (cessationOfOperation, one time), kill challenges.
+
+        All or nothing. Raises IntegrationNotFound if there is no live integration with this id.
+        """
+
+    # Challenges
+    async def add_challenge(self, add: ChallengeAdd) -> bool:
+        """Purge expired challenges of the integration, then insert one unless
+        ``max_unused`` unused unexpired ones exist already. Returns False when the cache is full."""
+
+    async def challenge_usable(self, integration_id: str, challenge_hash: str, now: datetime) -> bool:
+        """Read-only check: the challenge exists for this integration, is unused and unexpired."""
+
+    async def count_unused_challenges(self, integration_id: str, now: datetime) -> int: ...
+
+    # Issuance
+    async def record_issuance(self, req: IssuanceRequest) -> None:
+        """In one transaction: consume the challenge (if any), insert the certificate and its
+        transaction. Raises ChallengeRejected, DuplicateTransaction or DuplicateSerial and then
+        changes nothing."""
+
+    async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None: ...
+
+    # Certificates
+    async def get_certificate(self, serial: str) -> CertificateRecord | None: ...
+
+    async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]: ...
+
+    async def count_certificates(self, integration_id: str | None = None) -> int: ...
+
+    async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
+        """Revoke one issued certificate; False when unknown or already revoked."""
+
+    async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]: ...
+
+    async def next_crl_number(self, issuer_fingerprint: str) -> int:
+        """Atomically increment and return the CRL number of this issuer (starts at 1)."""
+
+    async def revocation_epoch(self) -> int:
+        """A counter that changes whenever any revocation or deletion happens (cache key)."""
