@@ -1,0 +1,119 @@
+"""Semantic checks on a fully built ``Config``.
+
+Types are already right when these run (see ``config.coerce``); here we check
+ranges, enumerations and relations between keys. The first problem found is
+raised as a ``ConfigError`` naming its dotted key.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from config.errors import ConfigError
+from config.model import Config
+
+RSA_KEY_SIZES = frozenset({2048, 3072, 4096})
+LOG_FORMATS = frozenset({"text", "json"})
+CHALLENGE_LENGTH_BYTES = range(4, 65)
+DSN_SCHEMES = ("postgresql://", "postgres://")
+
+
+def validate(config: Config) -> None:
+    """Raise ``ConfigError`` for the first invalid value in ``config``."""
+    _validate_server(config)
+    _validate_tls(config)
+    _validate_ca(config)
+    _validate_challenge(config)
+    _validate_certificate(config)
+    _validate_store(config)
+    _validate_log(config)
+
+
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(key, f"must be a positive integer, got {value}")
+
+
+def _non_empty(key: str, value: str) -> None:
+    if not value.strip():
+        raise ConfigError(key, "must not be empty")
+
+
+def _validate_server(config: Config) -> None:
+    server = config.server
+    _non_empty("server.host", server.host)
+    if not 1 <= server.port <= 65535:
+        raise ConfigError("server.port", "must be an integer between 1 and 65535")
+    _positive("server.max_body_bytes", server.max_body_bytes)
+    _positive("server.max_line_bytes", server.max_line_bytes)
+    _positive("server.workers", server.workers)
+    if server.public_url is not None:
+        parts = urlsplit(server.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError("server.public_url", "must be an http:// or https:// URL with a host")
+
+
+def _validate_tls(config: Config) -> None:
+    # A certificate without its key (or the reverse) cannot serve TLS; refuse
+    # rather than silently falling back to plain HTTP.
+    if config.tls.cert is not None and config.tls.key is None:
+        raise ConfigError("tls.key", "must be set when tls.cert is set")
+    if config.tls.key is not None and config.tls.cert is None:
+        raise ConfigError("tls.cert", "must be set when tls.key is set")
+
+
+def _validate_ca(config: Config) -> None:
+    ca = config.ca
+    if ca.key_size not in RSA_KEY_SIZES:
+        raise ConfigError("ca.key_size", f"must be one of {_listing(RSA_KEY_SIZES)}")
+    _non_empty("ca.subject", ca.subject)
+    _positive("ca.validity_days", ca.validity_days)
+    if ca.passphrase_env is not None:
+        _non_empty("ca.passphrase_env", ca.passphrase_env)
+
+
+def _validate_challenge(config: Config) -> None:
+    ch = config.challenge
+    if ch.length_bytes not in CHALLENGE_LENGTH_BYTES:
+        raise ConfigError("challenge.length_bytes", "must be an integer between 4 and 64")
+    _positive("challenge.validity_minutes", ch.validity_minutes)
+    _positive("challenge.max_unused", ch.max_unused)
+    _positive("challenge.lockout_failures", ch.lockout_failures)
+    _positive("challenge.lockout_window_seconds", ch.lockout_window_seconds)
+    _positive("challenge.lockout_seconds", ch.lockout_seconds)
+
+
+def _validate_certificate(config: Config) -> None:
+    cert = config.certificate
+    _positive("certificate.validity_days", cert.validity_days)
+    if not cert.key_sizes:
+        raise ConfigError("certificate.key_sizes", "must name at least one key size")
+    bad = sorted(set(cert.key_sizes) - RSA_KEY_SIZES)
+    if bad:
+        raise ConfigError(
+            "certificate.key_sizes", f"must be a subset of {_listing(RSA_KEY_SIZES)}, got {bad[0]}"
+        )
+
+
+def _validate_store(config: Config) -> None:
+    store = config.store
+    if store.dsn is not None and not store.dsn.startswith(DSN_SCHEMES):
+        # Never echo the DSN: it may hold a password.
+        raise ConfigError("store.dsn", "must start with postgresql:// or postgres://")
+    if store.pool_min < 0:
+        raise ConfigError("store.pool_min", f"must be zero or more, got {store.pool_min}")
+    _positive("store.pool_max", store.pool_max)
+    if store.pool_min > store.pool_max:
+        raise ConfigError("store.pool_min", "must not exceed store.pool_max")
+
+
+def _validate_log(config: Config) -> None:
+    if config.log.format not in LOG_FORMATS:
+        raise ConfigError("log.format", f"must be one of {_listing(LOG_FORMATS)}")
+    if config.log.level.upper() not in logging.getLevelNamesMapping():
+        raise ConfigError("log.level", "must be a logging level name such as DEBUG, INFO or WARNING")
+
+
+def _listing(values: frozenset[int] | frozenset[str]) -> str:
+    return ", ".join(sorted(str(v) for v in values))
