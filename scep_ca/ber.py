@@ -1,0 +1,113 @@
+"""A minimal BER reader for the one place asn1crypto cannot follow.
+
+scepclient (and old routers) send EnvelopedData whose ``encryptedContent``
+(``[0] IMPLICIT OCTET STRING``) is BER constructed, possibly with indefinite
+lengths; asn1crypto refuses a constructed encoding under an implicit primitive
+tag. These helpers read raw TLVs so the envelope code can join the segments.
+Every read is bounds-checked: malformed input raises ``BERError``, never reads
+past the buffer, and recursion depth is capped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_MAX_DEPTH = 16
+
+
+class BERError(ValueError):
+    """The bytes are not well-formed BER."""
+
+
+@dataclass(frozen=True)
+class TLV:
+    tag_class: int  # 0 universal, 1 application, 2 context, 3 private
+    constructed: bool
+    tag_number: int
+    # Content octets; for an indefinite-length value, the octets between header and end-of-contents.
+    content: bytes
+    end: int  # offset just past this TLV (including any end-of-contents octets)
+
+
+def read_tlv(data: bytes, offset: int = 0, depth: int = 0) -> TLV:
+    if depth > _MAX_DEPTH:
+        raise BERError("nesting too deep")
+    if offset >= len(data):
+        raise BERError("truncated: no tag")
+    first = data[offset]
+    tag_class, constructed, tag_number = first >> 6, bool(first & 0x20), first & 0x1F
+    pos = offset + 1
+    if tag_number == 0x1F:
+        tag_number = 0
+        while True:
+            if pos >= len(data):
+                raise BERError("truncated tag")
+            b = data[pos]
+            pos += 1
+            tag_number = (tag_number << 7) | (b & 0x7F)
+            if not b & 0x80:
+                break
+            if tag_number > 1 << 28:
+                raise BERError("tag number too large")
+    if pos >= len(data):
+        raise BERError("truncated: no length")
+    length_byte = data[pos]
+    pos += 1
+    if length_byte == 0x80:
+        if not constructed:
+            raise BERError("indefinite length on a primitive value")
+        start = cursor = pos
+        while True:
+            if cursor + 2 > len(data):
+                raise BERError("truncated: missing end-of-contents")
+            if data[cursor] == 0 and data[cursor + 1] == 0:
+                return TLV(tag_class, constructed, tag_number, data[start:cursor], cursor + 2)
+            cursor = read_tlv(data, cursor, depth + 1).end
+    if length_byte & 0x80:
+        n = length_byte & 0x7F
+        if n > 4 or pos + n > len(data):
+            raise BERError("bad length")
+        length = int.from_bytes(data[pos : pos + n], "big")
+        pos += n
+    else:
+        length = length_byte
+    if pos + length > len(data):
+        raise BERError("truncated: value runs past the end")
+    return TLV(tag_class, constructed, tag_number, data[pos : pos + length], pos + length)
+
+
+def children(content: bytes, depth: int = 0) -> list[TLV]:
+    """The TLVs that make up a constructed value's content."""
+    out, pos = [], 0
+    while pos < len(content):
+        tlv = read_tlv(content, pos, depth + 1)
+        out.append(tlv)
+        pos = tlv.end
+    return out
+
+
+def octet_string_value(tlv: TLV, depth: int = 0) -> bytes:
+    """The octets of an OCTET STRING, primitive or constructed (segments joined, X.690 8.7)."""
+    if not tlv.constructed:
+        return tlv.content
+    if depth > _MAX_DEPTH:
+        raise BERError("nesting too deep")
+    parts = []
+    for child in children(tlv.content, depth):
+        if child.tag_class != 0 or child.tag_number != 4:
+            raise BERError("constructed OCTET STRING holds a non-OCTET STRING segment")
+        parts.append(octet_string_value(child, depth + 1))
+    return b"".join(parts)
+
+
+def der_length(n: int) -> bytes:
+    """A DER length field (X.690 8.1.3, definite form)."""
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def encode_tlv(tag: int, content: bytes) -> bytes:
+    """One DER TLV with a single-byte tag."""
+    return bytes([tag]) + der_length(len(content)) + content

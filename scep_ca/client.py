@@ -1,0 +1,130 @@
+"""The client side of SCEP, for tests, benchmarks and operator self-checks.
+
+Builds PKCSReq/RenewalReq/CertPoll pkiMessages the way RFC 8894 section 3.3.1 and
+the real clients do, and opens CertReps. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from scep_ca.asn1 import attribute
+from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
+from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
+from scep_ca.message import decode_pki_message, verify_pki_message
+from scep_ca.signing import sign_message
+
+
+def to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def self_signed_signer(key: rsa.RSAPrivateKey, cn: str = "SCEP SIGNER") -> x509.Certificate:
+    """The transient certificate a device signs its PKCSReq with (RFC 8894 section 2.3)."""
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def build_csr(
+    key: rsa.RSAPrivateKey,
+    subject: x509.Name,
+    challenge: str | None,
+    hash_alg: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None = None,
+) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if challenge is not None:
+        builder = builder.add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode())
+    return builder.sign(key, hash_alg or hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True)
+class Request:
+    der: bytes
+    transaction_id: str
+    sender_nonce: bytes
+
+
+def build_request(
+    payload: bytes | None,
+    *,
+    signer_cert: x509.Certificate,
+    signer_key: rsa.RSAPrivateKey,
+    recipient: x509.Certificate,
+    transaction_id: str,
+    message_type: MessageType = MessageType.PKCS_REQ,
+    cipher: ContentCipher = ContentCipher.AES256,
+    digest: DigestAlg = DigestAlg.SHA256,
+) -> Request:
+    """A pkiMessage: ``payload`` (CSR, IssuerAndSubject, ...) enveloped to ``recipient`` and signed."""
+    nonce = os.urandom(16)
+    enveloped = None
+    if payload is not None:
+        public = recipient.public_key()
+        assert isinstance(public, rsa.RSAPublicKey)
+        enveloped = encrypt_envelope(payload, to_asn1(recipient), public, cipher)
+    attrs = [
+        attribute("message_type", str(int(message_type))),
+        attribute("transaction_id", transaction_id),
+        attribute("sender_nonce", nonce),
+    ]
+    der = sign_message(to_asn1(signer_cert), signer_key, digest, attrs, enveloped)
+    return Request(der=der, transaction_id=transaction_id, sender_nonce=nonce)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: PKIStatus
+    fail_info: FailInfo | None
+    fail_text: str | None
+    transaction_id: str
+    recipient_nonce: bytes | None
+    certificates: list[x509.Certificate]
+    cipher: ContentCipher | None
+    digest: DigestAlg | None
+    signer_cert_der: bytes
+
+
+def open_reply(der: bytes, signer_cert: x509.Certificate, signer_key: rsa.RSAPrivateKey) -> Reply:
+    """Verify a CertRep's signature and decrypt its certs-only content (RFC 8894 section 3.3.2)."""
+    msg = decode_pki_message(der)
+    verify_pki_message(msg)
+    attrs = {a["type"].native: a["values"][0].native for a in msg.signer_info["signed_attrs"]}
+    status = PKIStatus(int(attrs["pki_status"]))
+    fail = attrs.get("fail_info")
+    certs: list[x509.Certificate] = []
+    cipher = None
+    if status is PKIStatus.SUCCESS and msg.content:
+        decrypted = decrypt_envelope(msg.content, RecipientKey(to_asn1(signer_cert), signer_key), allow_des=True)
+        cipher = decrypted.cipher
+        bag = cms.ContentInfo.load(decrypted.plaintext)["content"]
+        certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in bag["certificates"]]
+    return Reply(
+        status=status,
+        fail_info=FailInfo(int(fail)) if fail is not None else None,
+        fail_text=attrs.get("fail_info_text"),
+        transaction_id=attrs["transaction_id"],
+        recipient_nonce=attrs.get("recipient_nonce"),
+        certificates=certs,
+        cipher=cipher,
+        digest=msg.digest_alg,
+        signer_cert_der=msg.signer_cert_der,
+    )
