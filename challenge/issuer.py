@@ -1,0 +1,27 @@
+"""Handing out one challenge: generate, hash, store under NDES's PasswordMax rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from challenge.codes import generate_challenge, hash_challenge
+from config.model import ChallengeConfig
+from store.base import ChallengeAdd, Store
+
+
+async def issue_challenge(
+    store: Store, cfg: ChallengeConfig, integration_id: str, now: dt.datetime | None = None
+) -> str | None:
+    """A fresh one-time challenge for the integration, or None when its cache is full."""
+    now = now or dt.datetime.now(dt.UTC)
+    password = generate_challenge(cfg.length_bytes)
+    added = await store.add_challenge(
+        ChallengeAdd(
+            integration_id=integration_id,
+            challenge_hash=hash_challenge(password),
+            now=now,
+            expires_at=now + dt.timedelta(minutes=cfg.validity_minutes),
+            max_unused=cfg.max_unused,
+        )
+    )
+    return password if added else None

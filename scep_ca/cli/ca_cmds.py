@@ -1,0 +1,74 @@
+"""``scep-ca init`` and ``scep-ca serve``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+
+from store.factory import open_store
+
+from config import Config
+from scep_ca.app import build_app, run_server
+from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca
+from scep_ca.cli.context import ca_passphrase, colon_fingerprint, config_from_args
+from scep_ca.logsetup import configure_logging
+
+log = logging.getLogger("scep_ca.cli")
+
+
+def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
+    """Load the CA, creating it first when the data directory has none."""
+    passphrase = ca_passphrase(config)
+    if ca_exists(config.data_dir):
+        return load_ca(config.data_dir, passphrase), False
+    ca = create_ca(
+        config.data_dir,
+        subject=config.ca.subject,
+        key_size=config.ca.key_size,
+        validity_days=config.ca.validity_days,
+        passphrase=passphrase,
+    )
+    return ca, True
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    passphrase = ca_passphrase(config)
+    ca = create_ca(
+        config.data_dir,
+        subject=args.subject or config.ca.subject,
+        key_size=args.key_size or config.ca.key_size,
+        validity_days=config.ca.validity_days,
+        passphrase=passphrase,
+    )
+    print(f"CA created in {config.data_dir}")
+    print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
+    print(f"  Key:                  RSA {ca.key.key_size} ({config.data_dir / 'ca.key'}, mode 0600)")
+    print(f"  Fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    configure_logging(config.log)
+    ca, created = ensure_ca(config)
+    if created:
+        log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
+    app = build_app(config, ca, open_store(config))
+    # Ctrl-C is the normal way to stop a foreground server: no traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_server(app, config))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("init", parents=[common], help="create the CA key and certificate")
+    p.add_argument("--key-size", type=int, choices=(2048, 3072, 4096))
+    p.add_argument("--subject", help="CA subject DN (RFC 4514), default from ca.subject")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("serve", parents=[common], help="run the server (creates the CA on first start)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,76 @@
+"""What every command needs: the config, the CA, the store, and printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from store.factory import open_store
+
+from config import Config, load_config
+from scep_ca.ca import CAIdentity, load_ca
+from store.base import Store
+
+
+class CliError(Exception):
+    """An operator error: printed as one line to stderr, exit code 1."""
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, object] = {}
+    for attr, key in (
+        ("data_dir", "data_dir"),
+        ("host", "server.host"),
+        ("port", "server.port"),
+        ("workers", "server.workers"),
+    ):
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[key] = value
+    config_path = getattr(args, "config", None)
+    return load_config(Path(config_path) if config_path else None, os.environ, overrides)
+
+
+def ca_passphrase(config: Config) -> bytes | None:
+    if not config.ca.passphrase_env:
+        return None
+    value = os.environ.get(config.ca.passphrase_env)
+    if not value:
+        raise CliError(f"ca.passphrase_env names {config.ca.passphrase_env}, which is not set")
+    return value.encode()
+
+
+def load_identity(config: Config) -> CAIdentity:
+    return load_ca(config.data_dir, ca_passphrase(config))
+
+
+@asynccontextmanager
+async def opened_store(config: Config) -> AsyncIterator[Store]:
+    store = open_store(config)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def print_json(value: object) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def colon_fingerprint(hex_digest: str) -> str:
+    upper = hex_digest.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))

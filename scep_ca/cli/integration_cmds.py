@@ -1,0 +1,178 @@
+"""``scep-ca integration ...`` and ``scep-ca challenge new``: what an MDM admin pastes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import secrets
+import string
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from challenge.issuer import issue_challenge
+from config import Config
+from scep_ca.cli.context import (
+    CliError,
+    colon_fingerprint,
+    config_from_args,
+    load_identity,
+    opened_store,
+    print_json,
+    print_table,
+)
+from scep_ca.dn import DNError, parse_dn
+from store.base import Integration
+
+DEFAULT_SUBJECT = "CN=$USERID$"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_integration_id() -> str:
+    """Short, URL-safe, lowercase (MDM forms and URLs keep it intact); never reused after delete."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def scep_url(config: Config, integration_id: str) -> str:
+    return f"{config.base_url}/scep/{integration_id}"
+
+
+def challenge_url(config: Config, integration_id: str) -> str:
+    return f"{config.base_url}/challenge/{integration_id}/certsrv/mscep_admin/"
+
+
+def describe(config: Config, integration: Integration, ca_fingerprint: str) -> dict[str, object]:
+    return {
+        "id": integration.id,
+        "name": integration.name,
+        "scep_url": scep_url(config, integration.id),
+        "subject": integration.subject_template,
+        "challenge_url": challenge_url(config, integration.id),
+        "username": integration.username,
+        "ca_fingerprint_sha256": ca_fingerprint,
+        "validity_days": integration.validity_days,
+        "created_at": integration.created_at.isoformat(),
+        "deleted_at": integration.deleted_at.isoformat() if integration.deleted_at else None,
+    }
+
+
+async def _create(config: Config, args: argparse.Namespace) -> int:
+    ca = load_identity(config)
+    subject = args.subject or DEFAULT_SUBJECT
+    try:
+        parse_dn(subject)
+    except DNError as exc:
+        raise CliError(f"--subject: {exc}") from exc
+    async with opened_store(config) as store:
+        integration_id = new_integration_id()
+        integration = Integration(
+            id=integration_id,
+            name=args.name,
+            subject_template=subject,
+            created_at=dt.datetime.now(dt.UTC),
+            validity_days=args.validity_days or config.certificate.validity_days,
+            username=f"scep-{integration_id}",
+        )
+        await store.create_integration(integration)
+    info = describe(config, integration, ca.fingerprint_sha256)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"Integration {integration.name!r} created (id {integration.id}).")
+    print()
+    print("MDM values (Certificate Enrollment > SCEP):")
+    print(f"  SCEP URL:       {info['scep_url']}")
+    print(f"  Subject:        {info['subject']}")
+    print(f"  Challenge URL:  {info['challenge_url']}")
+    print(f"  Username:       {info['username']}")
+    print()
+    print(f"CA fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
+    return 0
+
+
+async def _list(config: Config, args: argparse.Namespace) -> int:
+    ca = load_identity(config)
+    async with opened_store(config) as store:
+        integrations = await store.list_integrations(include_deleted=args.all)
+    if args.json:
+        print_json([describe(config, i, ca.fingerprint_sha256) for i in integrations])
+        return 0
+    print_table(
+        ["ID", "NAME", "SUBJECT", "CREATED", "STATUS"],
+        [
+            [
+                i.id,
+                i.name,
+                i.subject_template,
+                i.created_at.strftime("%Y-%m-%d %H:%M"),
+                "deleted" if i.deleted else "active",
+            ]
+            for i in integrations
+        ],
+    )
+    return 0
+
+
+async def _show(config: Config, args: argparse.Namespace) -> int:
+    ca = load_identity(config)
+    async with opened_store(config) as store:
+        integration = await store.get_integration(args.id, include_deleted=True)
+        if integration is None:
+            raise CliError(f"no integration {args.id!r}")
+        issued = await store.count_certificates(integration.id)
+    info = describe(config, integration, ca.fingerprint_sha256)
+    info["certificates"] = issued
+    if args.json:
+        print_json(info)
+        return 0
+    for key, value in info.items():
+        print(f"{key + ':':24}{'' if value is None else value}")
+    return 0
+
+
+async def _challenge_new(config: Config, args: argparse.Namespace) -> int:
+    async with opened_store(config) as store:
+        integration = await store.get_integration(args.id)
+        if integration is None:
+            raise CliError(f"no live integration {args.id!r}")
+        password = await issue_challenge(store, config.challenge, integration.id)
+    if password is None:
+        raise CliError(
+            f"the challenge cache of {args.id} is full ({config.challenge.max_unused} unused); "
+            "use or let them expire, or raise challenge.max_unused"
+        )
+    print(password)
+    return 0
+
+
+def _run(
+    handler: Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return int(asyncio.run(handler(config_from_args(args), args)))
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("integration", help="MDM integrations")
+    isub = p.add_subparsers(dest="integration_cmd", required=True)
+    c = isub.add_parser("create", parents=[common], help="create an integration and print the MDM values")
+    c.add_argument("name")
+    c.add_argument("--subject", help="subject template, e.g. 'CN=$USERID$,O=Example' (default CN=$USERID$)")
+    c.add_argument("--validity-days", type=int)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_run(_create))
+    c = isub.add_parser("list", parents=[common], help="list integrations")
+    c.add_argument("--all", action="store_true", help="include deleted ones")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_run(_list))
+    c = isub.add_parser("show", parents=[common], help="show one integration")
+    c.add_argument("id")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_run(_show))
+    p = sub.add_parser("challenge", help="one-time enrollment challenges")
+    csub = p.add_subparsers(dest="challenge_cmd", required=True)
+    c = csub.add_parser("new", parents=[common], help="print a fresh one-time challenge")
+    c.add_argument("id")
+    c.set_defaults(func=_run(_challenge_new))

@@ -1,0 +1,40 @@
+"""Argument parsing and dispatch; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from config import ConfigError
+from scep_ca.ca import CAError
+from scep_ca.cli import ca_cmds, integration_cmds
+from scep_ca.cli.context import CliError
+from store.base import StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS keeps a sub-command's default from hiding the same option given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file")
+    common.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (default ./scep-ca-data)")
+    parser = argparse.ArgumentParser(prog="scep-ca", description="A SCEP (RFC 8894) certificate authority.")
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--data-dir", help="data directory (default ./scep-ca-data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ca_cmds.register(sub, common)
+    integration_cmds.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, ConfigError, CAError, StoreError) as exc:
+        print(f"scep-ca: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
