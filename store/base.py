@@ -35,6 +35,10 @@ class IntegrationNotFound(StoreError):
     """No live integration has this id."""
 
 
+class DuplicateIntegration(StoreError):
+    """An integration with this id, or a live one with this username, already exists."""
+
+
 class CertStatus(enum.StrEnum):
     ISSUED = "issued"
     REVOKED = "revoked"

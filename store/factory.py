@@ -1,0 +1,18 @@
+"""Pick the store backend that the configuration names."""
+
+from __future__ import annotations
+
+from config.model import Config
+from store.base import Store, StoreError
+from store.sqlite import SQLiteStore
+
+
+def open_store(config: Config) -> Store:
+    """Build the configured store; the caller then awaits ``store.open()``.
+
+    No DSN: SQLite in ``config.data_dir``, which is created (mode 0700) if missing.
+    """
+    if config.store.dsn is not None:
+        raise StoreError("PostgreSQL store is not available yet")
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return SQLiteStore(config.sqlite_path)

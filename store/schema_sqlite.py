@@ -1,0 +1,125 @@
+"""SQLite schema migrations, applied in order by ``SQLiteStore.open``.
+
+Each migration is a version number and its DDL statements; a migration never
+changes once released (add a new one instead). Times are INTEGER microseconds
+since the Unix epoch, UTC: exact, compact and ordered, so range filters and
+ORDER BY work on the column directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    statements: tuple[str, ...]
+
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL
+)
+"""
+
+REVOCATION_EPOCH_KEY = "revocation_epoch"
+
+_V1 = Migration(
+    1,
+    (
+        """
+        CREATE TABLE integrations (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            subject_template TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            validity_days INTEGER NOT NULL,
+            username TEXT NOT NULL,
+            -- casefold() of username, computed in Python so lookups are
+            -- case-insensitive beyond ASCII (NOCASE folds ASCII only).
+            username_key TEXT NOT NULL,
+            password_scrypt TEXT,
+            nt_hash_encrypted BLOB,
+            allow_basic INTEGER CHECK (allow_basic IN (0, 1)),
+            allowed_san_types TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
+            include_ca_in_reply INTEGER CHECK (include_ca_in_reply IN (0, 1)),
+            deleted_at INTEGER
+        )
+        """,
+        # Deleted integrations keep their username for audit; only live ones must be unique.
+        """
+        CREATE UNIQUE INDEX integrations_live_username
+            ON integrations (username_key) WHERE deleted_at IS NULL
+        """,
+        """
+        CREATE TABLE challenges (
+            id INTEGER PRIMARY KEY,
+            integration_id TEXT NOT NULL REFERENCES integrations (id),
+            challenge_hash TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at INTEGER
+        )
+        """,
+        "CREATE INDEX challenges_lookup ON challenges (integration_id, challenge_hash)",
+        """
+        CREATE TABLE certificates (
+            serial TEXT PRIMARY KEY,
+            integration_id TEXT NOT NULL REFERENCES integrations (id),
+            issuer_fingerprint TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            not_before INTEGER NOT NULL,
+            not_after INTEGER NOT NULL,
+            der BLOB NOT NULL,
+            transaction_id TEXT NOT NULL,
+            pubkey_sha256 TEXT NOT NULL,
+            message_type INTEGER NOT NULL,
+            requester_address TEXT,
+            user_agent TEXT,
+            status TEXT NOT NULL CHECK (status IN ('issued', 'revoked')),
+            revoked_at INTEGER,
+            revocation_reason TEXT,
+            created_at INTEGER NOT NULL
+        )
+        """,
+        # Serves delete_integration's bulk revoke and per-integration listings.
+        "CREATE INDEX certificates_integration_status ON certificates (integration_id, status)",
+        "CREATE INDEX certificates_integration_txn ON certificates (integration_id, transaction_id)",
+        # CRL and OCSP read only revoked rows of one issuer; a partial index keeps it small.
+        """
+        CREATE INDEX certificates_revoked
+            ON certificates (issuer_fingerprint) WHERE status = 'revoked'
+        """,
+        "CREATE INDEX certificates_created ON certificates (created_at)",
+        """
+        CREATE TABLE transactions (
+            integration_id TEXT NOT NULL REFERENCES integrations (id),
+            transaction_id TEXT NOT NULL,
+            pubkey_sha256 TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('issued', 'pending', 'rejected')),
+            serial TEXT REFERENCES certificates (serial),
+            message_type INTEGER NOT NULL,
+            csr_der BLOB,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (integration_id, transaction_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE crl_numbers (
+            issuer_fingerprint TEXT PRIMARY KEY,
+            number INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        f"INSERT INTO meta (key, value) VALUES ('{REVOCATION_EPOCH_KEY}', 0)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1,)

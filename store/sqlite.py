@@ -1,0 +1,424 @@
+"""The embedded SQLite store (WAL), the default backend.
+
+Concurrency strategy. One ``sqlite3`` connection per store object, in autocommit
+mode; every write method issues ``BEGIN IMMEDIATE`` ... ``COMMIT`` itself and runs
+its whole unit of work synchronously, with no ``await`` inside the transaction.
+Coroutines on one event loop therefore never interleave inside a transaction, and
+no thread hop is needed: the statements here take tens of microseconds, less than
+handing work to a thread pool would cost. Several server processes sharing the
+file are serialised by SQLite's write lock: ``BEGIN IMMEDIATE`` takes it up front
+(so a reader never has to upgrade and deadlock) and ``busy_timeout`` makes a
+process wait for it instead of failing. The price is that while another process
+holds the lock, this process's event loop waits too (at most ``busy_timeout``);
+write transactions here are short, and deployments with many processes or hosts
+belong on PostgreSQL. A per-object lock also makes the object safe to share
+between threads, which ``check_same_thread=False`` would otherwise allow unsafely.
+
+``record_issuance`` is the hot path: six prepared statements (BEGIN, live check,
+challenge UPDATE, two INSERTs, COMMIT), all cached by ``sqlite3``'s statement cache;
+pragmas are set once per connection in ``open``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from store import sqlite_codec as codec
+from store.base import (
+    CertificateFilter,
+    CertificateRecord,
+    CertStatus,
+    ChallengeAdd,
+    ChallengeRejected,
+    DeleteResult,
+    DuplicateIntegration,
+    DuplicateSerial,
+    DuplicateTransaction,
+    Integration,
+    IntegrationNotFound,
+    IssuanceRequest,
+    RevokedEntry,
+    StoreError,
+    StoreInfo,
+    Transaction,
+    TransactionStatus,
+)
+from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
+
+BUSY_TIMEOUT_MS = 5000
+DELETION_REASON = "cessationOfOperation"
+
+_INSERT_CERTIFICATE = f"INSERT INTO certificates ({codec.CERTIFICATE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_INSERT_TRANSACTION = f"INSERT INTO transactions ({codec.TRANSACTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# Several rows may share a hash (two identical random draws, or a re-added
+# challenge): consume exactly one of them.
+_CONSUME_CHALLENGE = """
+UPDATE challenges SET used_at = ?
+WHERE id = (
+    SELECT id FROM challenges
+    WHERE integration_id = ? AND challenge_hash = ? AND used_at IS NULL AND expires_at > ?
+    LIMIT 1
+)
+"""
+_BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = ?"
+
+
+class SQLiteStore:
+    """``Store`` on one SQLite database file. Call ``open()`` before use."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        _create_private_file(self._path)
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, cached_statements=256)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"SQLite refused WAL mode for {self._path} (got {mode})")
+            # NORMAL in WAL mode: a commit survives an application crash; only an OS
+            # crash or power loss can lose the last transactions, never corrupt the file.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._conn = conn
+            self._migrate()
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def info(self) -> StoreInfo:
+        with self._read() as conn:
+            version = _schema_version(conn)
+        return StoreInfo(
+            schema_version=version,
+            backend="sqlite",
+            extra={"path": str(self._path), "sqlite_version": sqlite3.sqlite_version},
+        )
+
+    def _migrate(self) -> None:
+        # Inside one IMMEDIATE transaction, so two processes opening a new file at
+        # once apply each migration exactly once.
+        with self._transaction() as conn:
+            conn.execute(MIGRATIONS_TABLE)
+            current = _schema_version(conn)
+            latest = MIGRATIONS[-1].version
+            if current > latest:
+                raise StoreError(f"database schema version {current} is newer than this scep-ca supports ({latest})")
+            applied_at = datetime.now(UTC).isoformat()
+            for migration in MIGRATIONS:
+                if migration.version > current:
+                    for statement in migration.statements:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (migration.version, applied_at),
+                    )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back and re-raises."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # A single SELECT in autocommit mode is its own consistent snapshot.
+        with self._lock:
+            yield self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is not open")
+        return self._conn
+
+    # -- integrations ----------------------------------------------------------------
+
+    async def create_integration(self, integration: Integration) -> None:
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO integrations ({codec.INTEGRATION_COLUMNS}, username_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    codec.integration_params(integration),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateIntegration(
+                f"an integration with id {integration.id!r} or username {integration.username!r} exists"
+            ) from exc
+
+    async def get_integration(self, integration_id: str, *, include_deleted: bool = False) -> Integration | None:
+        sql = f"SELECT {codec.INTEGRATION_COLUMNS} FROM integrations WHERE id = ?"
+        if not include_deleted:
+            sql += " AND deleted_at IS NULL"
+        with self._read() as conn:
+            row = conn.execute(sql, (integration_id,)).fetchone()
+        return None if row is None else codec.integration_from_row(row)
+
+    async def find_integration_by_username(self, username: str) -> Integration | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {codec.INTEGRATION_COLUMNS} FROM integrations WHERE username_key = ? AND deleted_at IS NULL",
+                (codec.username_key(username),),
+            ).fetchone()
+        return None if row is None else codec.integration_from_row(row)
+
+    async def list_integrations(self, *, include_deleted: bool = False) -> Sequence[Integration]:
+        where = "" if include_deleted else " WHERE deleted_at IS NULL"
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {codec.INTEGRATION_COLUMNS} FROM integrations{where} ORDER BY created_at, id"
+            ).fetchall()
+        return [codec.integration_from_row(row) for row in rows]
+
+    async def update_credentials(
+        self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
+    ) -> None:
+        try:
+            with self._transaction() as conn:
+                cursor = conn.execute(
+                    "UPDATE integrations SET username = ?, username_key = ?, password_scrypt = ?, "
+                    "nt_hash_encrypted = ? WHERE id = ? AND deleted_at IS NULL",
+                    (username, codec.username_key(username), password_scrypt, nt_hash_encrypted, integration_id),
+                )
+                if cursor.rowcount != 1:
+                    raise IntegrationNotFound(integration_id)
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateIntegration(f"another live integration has username {username!r}") from exc
+
+    async def delete_integration(self, integration_id: str, now: datetime) -> DeleteResult:
+        now_us = codec.to_us(now)
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE integrations SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+                (now_us, integration_id),
+            )
+            if cursor.rowcount != 1:
+                raise IntegrationNotFound(integration_id)
+            revoked = conn.execute(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? "
+                "WHERE integration_id = ? AND status = 'issued'",
+                (now_us, DELETION_REASON, integration_id),
+            ).rowcount
+            # Used ones too: nothing can consume them any more, and nothing would purge them.
+            conn.execute("DELETE FROM challenges WHERE integration_id = ?", (integration_id,))
+            conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+        return DeleteResult(revoked=revoked, deleted_at=now)
+
+    # -- challenges ------------------------------------------------------------------
+
+    async def add_challenge(self, add: ChallengeAdd) -> bool:
+        now_us = codec.to_us(add.now)
+        with self._transaction() as conn:
+            _require_live(conn, add.integration_id)
+            # Expired rows (used or not) can never be consumed; purging them here keeps
+            # the table at most a few rows per integration without a background job.
+            conn.execute(
+                "DELETE FROM challenges WHERE integration_id = ? AND expires_at <= ?",
+                (add.integration_id, now_us),
+            )
+            (unused,) = conn.execute(
+                "SELECT count(*) FROM challenges WHERE integration_id = ? AND used_at IS NULL",
+                (add.integration_id,),
+            ).fetchone()
+            if unused >= add.max_unused:
+                return False
+            conn.execute(
+                "INSERT INTO challenges (integration_id, challenge_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (add.integration_id, add.challenge_hash, now_us, codec.to_us(add.expires_at)),
+            )
+        return True
+
+    async def challenge_usable(self, integration_id: str, challenge_hash: str, now: datetime) -> bool:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM challenges WHERE integration_id = ? AND challenge_hash = ? "
+                "AND used_at IS NULL AND expires_at > ? LIMIT 1",
+                (integration_id, challenge_hash, codec.to_us(now)),
+            ).fetchone()
+        return row is not None
+
+    async def count_unused_challenges(self, integration_id: str, now: datetime) -> int:
+        with self._read() as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM challenges WHERE integration_id = ? AND used_at IS NULL AND expires_at > ?",
+                (integration_id, codec.to_us(now)),
+            ).fetchone()
+        return int(count)
+
+    # -- issuance --------------------------------------------------------------------
+
+    async def record_issuance(self, req: IssuanceRequest) -> None:
+        cert = req.certificate
+        now_us = codec.to_us(req.now)
+        cert_params = codec.certificate_params(cert, req.now)
+        txn_params = codec.transaction_params(
+            Transaction(
+                integration_id=cert.integration_id,
+                transaction_id=cert.transaction_id,
+                pubkey_sha256=cert.pubkey_sha256,
+                status=TransactionStatus.ISSUED,
+                created_at=req.now,
+                serial=cert.serial,
+                message_type=cert.message_type,
+            )
+        )
+        with self._transaction() as conn:
+            _require_live(conn, cert.integration_id)
+            if req.challenge_hash is not None:
+                consumed = conn.execute(
+                    _CONSUME_CHALLENGE, (now_us, cert.integration_id, req.challenge_hash, now_us)
+                ).rowcount
+                if consumed != 1:
+                    raise ChallengeRejected(cert.integration_id)
+            try:
+                conn.execute(_INSERT_CERTIFICATE, cert_params)
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise DuplicateSerial(cert.serial) from exc
+                raise
+            try:
+                conn.execute(_INSERT_TRANSACTION, txn_params)
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise DuplicateTransaction(cert.transaction_id) from exc
+                raise
+
+    async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {codec.TRANSACTION_COLUMNS} FROM transactions WHERE integration_id = ? AND transaction_id = ?",
+                (integration_id, transaction_id),
+            ).fetchone()
+        return None if row is None else codec.transaction_from_row(row)
+
+    # -- certificates ----------------------------------------------------------------
+
+    async def get_certificate(self, serial: str) -> CertificateRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {codec.CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?", (serial,)
+            ).fetchone()
+        return None if row is None else codec.certificate_from_row(row)
+
+    async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if flt.integration_id is not None:
+            clauses.append("integration_id = ?")
+            params.append(flt.integration_id)
+        if flt.status is not None:
+            clauses.append("status = ?")
+            params.append(flt.status.value)
+        if flt.expired_before is not None:
+            clauses.append("not_after < ?")
+            params.append(codec.to_us(flt.expired_before))
+        if flt.issued_only_unexpired_at is not None:
+            clauses.append("status = 'issued' AND not_after >= ?")
+            params.append(codec.to_us(flt.issued_only_unexpired_at))
+        sql = f"SELECT {codec.CERTIFICATE_COLUMNS} FROM certificates"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at, serial"
+        if flt.limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(flt.limit, 0))
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [codec.certificate_from_row(row) for row in rows]
+
+    async def count_certificates(self, integration_id: str | None = None) -> int:
+        with self._read() as conn:
+            if integration_id is None:
+                (count,) = conn.execute("SELECT count(*) FROM certificates").fetchone()
+            else:
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM certificates WHERE integration_id = ?", (integration_id,)
+                ).fetchone()
+        return int(count)
+
+    async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ? "
+                "WHERE serial = ? AND status = 'issued'",
+                (CertStatus.REVOKED.value, codec.to_us(now), reason, serial),
+            ).rowcount
+            if changed:
+                conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+        return changed == 1
+
+    async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT serial, revoked_at, revocation_reason FROM certificates "
+                "WHERE issuer_fingerprint = ? AND status = 'revoked' ORDER BY revoked_at, serial",
+                (issuer_fingerprint,),
+            ).fetchall()
+        return [codec.revoked_from_row(row) for row in rows]
+
+    async def next_crl_number(self, issuer_fingerprint: str) -> int:
+        with self._transaction() as conn:
+            (number,) = conn.execute(
+                "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES (?, 1) "
+                "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = number + 1 RETURNING number",
+                (issuer_fingerprint,),
+            ).fetchall()[0]
+        return int(number)
+
+    async def revocation_epoch(self) -> int:
+        with self._read() as conn:
+            (value,) = conn.execute("SELECT value FROM meta WHERE key = ?", (REVOCATION_EPOCH_KEY,)).fetchone()
+        return int(value)
+
+
+def _require_live(conn: sqlite3.Connection, integration_id: str) -> None:
+    row = conn.execute("SELECT 1 FROM integrations WHERE id = ? AND deleted_at IS NULL", (integration_id,)).fetchone()
+    if row is None:
+        raise IntegrationNotFound(integration_id)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(version)
+
+
+def _is_unique_violation(exc: sqlite3.IntegrityError) -> bool:
+    # sqlite_errorname (Python 3.11+) tells a duplicate key from e.g. a foreign-key failure.
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file with mode 0600: it holds password hashes and
+    encrypted NT hashes. SQLite gives its -wal and -shm files the same mode."""
+    if path.exists():
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
