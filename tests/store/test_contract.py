@@ -1,0 +1,555 @@
+"""The Store contract: every backend must pass these tests unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from store.base import (
+    CertificateFilter,
+    CertificateRecord,
+    CertStatus,
+    ChallengeAdd,
+    ChallengeRejected,
+    DuplicateIntegration,
+    DuplicateSerial,
+    DuplicateTransaction,
+    Integration,
+    IntegrationNotFound,
+    IssuanceRequest,
+    Store,
+    TransactionStatus,
+)
+from tests.store.conftest import Harness
+
+# Microseconds on purpose: times must round-trip exactly.
+NOW = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
+VALIDITY = timedelta(minutes=60)
+ISSUER = "a" * 64
+OTHER_ISSUER = "b" * 64
+
+
+def integration(id_: str = "int1", username: str | None = None, **changes: object) -> Integration:
+    base = Integration(
+        id=id_,
+        name=f"Integration {id_}",
+        subject_template="CN=$USERID$,O=Example",
+        created_at=NOW,
+        validity_days=365,
+        username=username or f"user-{id_}",
+        password_scrypt="scrypt$16384$8$1$c2FsdA==$aGFzaA==",
+        nt_hash_encrypted=b"\x00\x01nonce-and-ciphertext\xff",
+        allow_basic=None,
+        allowed_san_types=("rfc822Name", "uri"),
+        include_ca_in_reply=False,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def certificate(serial: str, integration_id: str = "int1", **changes: object) -> CertificateRecord:
+    base = CertificateRecord(
+        serial=serial,
+        integration_id=integration_id,
+        issuer_fingerprint=ISSUER,
+        subject=f"CN=device-{serial},O=Example",
+        not_before=NOW - timedelta(minutes=5),
+        not_after=NOW + timedelta(days=365),
+        der=b"\x30\x82" + serial.encode(),
+        transaction_id=f"TXN-{serial}",
+        pubkey_sha256=f"{int(serial, 16):064x}",
+        message_type=19,
+        requester_address="192.0.2.7",
+        user_agent="scepclient/2.1.0",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def issuance(cert: CertificateRecord, challenge: str | None = "c1", now: datetime = NOW) -> IssuanceRequest:
+    return IssuanceRequest(certificate=cert, challenge_hash=challenge, now=now)
+
+
+async def add(store: Store, challenge: str, integration_id: str = "int1", now: datetime = NOW) -> bool:
+    return await store.add_challenge(
+        ChallengeAdd(
+            integration_id=integration_id,
+            challenge_hash=challenge,
+            now=now,
+            expires_at=now + VALIDITY,
+            max_unused=5,
+        )
+    )
+
+
+async def snapshot(store: Store) -> tuple[int, int, int, list[CertificateRecord]]:
+    """What a rejected request must leave unchanged."""
+    return (
+        await store.count_certificates(),
+        await store.count_unused_challenges("int1", NOW),
+        await store.revocation_epoch(),
+        list(await store.list_certificates(CertificateFilter())),
+    )
+
+
+# -- schema ----------------------------------------------------------------------------
+
+
+async def test_migrations_are_idempotent(harness: Harness) -> None:
+    store = harness.store
+    await store.create_integration(integration())
+    await store.open()  # already open: no-op
+    other = await harness.second_store()  # opens the same database and finds it migrated
+    info = await other.info()
+    assert info.schema_version == 1
+    assert (await store.info()).schema_version == 1
+    assert await other.get_integration("int1") == integration()
+
+
+# -- integrations ----------------------------------------------------------------------
+
+
+async def test_integration_round_trip(store: Store) -> None:
+    first = integration("int1", allow_basic=None)
+    second = integration("int2", allow_basic=True, allowed_san_types=(), include_ca_in_reply=None)
+    third = integration("int3", allow_basic=False, password_scrypt=None, nt_hash_encrypted=None)
+    for item in (first, second, third):
+        await store.create_integration(item)
+    assert await store.get_integration("int1") == first
+    assert await store.get_integration("int2") == second
+    assert await store.get_integration("int3") == third
+    assert await store.get_integration("nope") is None
+    assert [i.id for i in await store.list_integrations()] == ["int1", "int2", "int3"]
+
+
+async def test_duplicate_integration_id(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    with pytest.raises(DuplicateIntegration):
+        await store.create_integration(integration("int1", username="someone-else"))
+
+
+async def test_duplicate_live_username_case_insensitive(store: Store) -> None:
+    await store.create_integration(integration("int1", username="MDM-Admin"))
+    with pytest.raises(DuplicateIntegration):
+        await store.create_integration(integration("int2", username="mdm-admin"))
+    assert [i.id for i in await store.list_integrations()] == ["int1"]
+
+
+async def test_username_lookup(store: Store) -> None:
+    await store.create_integration(integration("int1", username="MobileIron"))
+    await store.create_integration(integration("int2", username="intune"))
+    found = await store.find_integration_by_username("mobileiron")
+    assert found is not None and found.id == "int1"
+    assert (await store.find_integration_by_username("MOBILEIRON")) == found
+    assert await store.find_integration_by_username("mobileiro") is None
+    assert await store.find_integration_by_username("") is None
+
+
+async def test_username_reusable_after_delete(store: Store) -> None:
+    await store.create_integration(integration("int1", username="mdm"))
+    await store.delete_integration("int1", NOW)
+    assert await store.find_integration_by_username("mdm") is None
+    await store.create_integration(integration("int2", username="mdm"))
+    found = await store.find_integration_by_username("mdm")
+    assert found is not None and found.id == "int2"
+    assert [i.id for i in await store.list_integrations()] == ["int2"]
+    assert [i.id for i in await store.list_integrations(include_deleted=True)] == ["int1", "int2"]
+
+
+async def test_update_credentials(store: Store) -> None:
+    await store.create_integration(integration("int1", username="old"))
+    await store.create_integration(integration("int2", username="taken"))
+    await store.update_credentials("int1", username="New", password_scrypt="scrypt$new", nt_hash_encrypted=b"nt2")
+    assert await store.find_integration_by_username("old") is None
+    updated = await store.find_integration_by_username("new")
+    assert updated is not None and updated.id == "int1"
+    assert updated.username == "New"
+    assert updated.password_scrypt == "scrypt$new"
+    assert updated.nt_hash_encrypted == b"nt2"
+    assert updated.subject_template == integration().subject_template  # the rest is untouched
+    with pytest.raises(DuplicateIntegration):
+        await store.update_credentials("int1", username="TAKEN", password_scrypt="x", nt_hash_encrypted=b"x")
+    with pytest.raises(IntegrationNotFound):
+        await store.update_credentials("nope", username="x", password_scrypt="x", nt_hash_encrypted=b"x")
+    await store.delete_integration("int2", NOW)
+    with pytest.raises(IntegrationNotFound):
+        await store.update_credentials("int2", username="y", password_scrypt="y", nt_hash_encrypted=b"y")
+
+
+# -- challenges ------------------------------------------------------------------------
+
+
+async def test_challenge_cache_full_and_counts(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    for n in range(5):
+        assert await add(store, f"c{n}") is True
+    assert await store.count_unused_challenges("int1", NOW) == 5
+    assert await add(store, "c5") is False  # NDES "The password cache is full."
+    assert await store.count_unused_challenges("int1", NOW) == 5
+    assert await store.challenge_usable("int1", "c5", NOW) is False
+    # Consuming one frees a slot.
+    await store.record_issuance(issuance(certificate("01"), "c0"))
+    assert await store.count_unused_challenges("int1", NOW) == 4
+    assert await add(store, "c5") is True
+
+
+async def test_expired_challenges_are_purged_and_free_the_cache(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    for n in range(5):
+        assert await add(store, f"c{n}")
+    later = NOW + VALIDITY  # expiry instant: no longer usable
+    assert await store.count_unused_challenges("int1", later) == 0
+    assert await store.challenge_usable("int1", "c0", later) is False
+    assert await store.challenge_usable("int1", "c0", later - timedelta(microseconds=1)) is True
+    assert await add(store, "fresh", now=later) is True
+    assert await store.count_unused_challenges("int1", later) == 1
+
+
+async def test_challenge_usable(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2"))
+    await add(store, "c1")
+    assert await store.challenge_usable("int1", "c1", NOW) is True
+    assert await store.challenge_usable("int2", "c1", NOW) is False  # another integration's
+    assert await store.challenge_usable("int1", "unknown", NOW) is False
+    await store.record_issuance(issuance(certificate("01"), "c1"))
+    assert await store.challenge_usable("int1", "c1", NOW) is False  # used
+
+
+async def test_add_challenge_needs_live_integration(store: Store) -> None:
+    with pytest.raises(IntegrationNotFound):
+        await add(store, "c1", integration_id="nope")
+    await store.create_integration(integration("int1"))
+    await store.delete_integration("int1", NOW)
+    with pytest.raises(IntegrationNotFound):
+        await add(store, "c1")
+
+
+# -- issuance --------------------------------------------------------------------------
+
+
+async def test_record_issuance(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await add(store, "c1")
+    cert = certificate("1f")
+    await store.record_issuance(issuance(cert, "c1"))
+    stored = await store.get_certificate("1f")
+    assert stored == replace(cert, created_at=NOW)  # created_at defaults to the request time
+    assert stored.status is CertStatus.ISSUED
+    txn = await store.get_transaction("int1", cert.transaction_id)
+    assert txn is not None
+    assert txn.status is TransactionStatus.ISSUED
+    assert txn.serial == "1f"
+    assert txn.pubkey_sha256 == cert.pubkey_sha256
+    assert txn.message_type == 19
+    assert txn.created_at == NOW
+    assert await store.get_transaction("int2", cert.transaction_id) is None
+    assert await store.challenge_usable("int1", "c1", NOW) is False
+    assert await store.count_certificates() == 1
+    assert await store.count_certificates("int1") == 1
+    assert await store.count_certificates("int2") == 0
+
+
+async def test_record_issuance_keeps_given_created_at(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    created = NOW - timedelta(seconds=3)
+    await store.record_issuance(issuance(certificate("02", created_at=created), None))
+    stored = await store.get_certificate("02")
+    assert stored is not None and stored.created_at == created
+
+
+async def test_renewal_without_challenge(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await add(store, "c1")
+    await store.record_issuance(issuance(certificate("02", message_type=17), None))
+    stored = await store.get_certificate("02")
+    assert stored is not None and stored.message_type == 17
+    assert await store.challenge_usable("int1", "c1", NOW) is True  # untouched
+
+
+@pytest.mark.parametrize("case", ["used", "expired", "foreign", "unknown"])
+async def test_rejected_challenge_changes_nothing(store: Store, case: str) -> None:
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2"))
+    await add(store, "c1")
+    await add(store, "spare")
+    await add(store, "theirs", integration_id="int2")
+    await store.record_issuance(issuance(certificate("01"), "c1"))
+    challenge, now = {
+        "used": ("c1", NOW),
+        "expired": ("spare", NOW + VALIDITY),
+        "foreign": ("theirs", NOW),
+        "unknown": ("never-issued", NOW),
+    }[case]
+    before = await snapshot(store)
+    with pytest.raises(ChallengeRejected):
+        await store.record_issuance(issuance(certificate("02"), challenge, now))
+    assert await snapshot(store) == before
+    assert await store.get_certificate("02") is None
+    assert await store.get_transaction("int1", "TXN-02") is None
+    assert await store.challenge_usable("int1", "spare", NOW) is True
+    assert await store.challenge_usable("int2", "theirs", NOW) is True
+
+
+async def test_duplicate_transaction(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await add(store, "c1")
+    await add(store, "c2")
+    await store.record_issuance(issuance(certificate("01", transaction_id="T"), "c1"))
+    before = await snapshot(store)
+    with pytest.raises(DuplicateTransaction):
+        await store.record_issuance(issuance(certificate("02", transaction_id="T"), "c2"))
+    assert await snapshot(store) == before
+    assert await store.challenge_usable("int1", "c2", NOW) is True  # not consumed
+    assert await store.get_certificate("02") is None
+    txn = await store.get_transaction("int1", "T")
+    assert txn is not None and txn.serial == "01"
+
+
+async def test_same_transaction_id_in_another_integration_is_fine(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2"))
+    await store.record_issuance(issuance(certificate("01", transaction_id="T"), None))
+    await store.record_issuance(issuance(certificate("02", "int2", transaction_id="T"), None))
+    assert await store.count_certificates() == 2
+
+
+async def test_duplicate_serial(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await add(store, "c1")
+    await add(store, "c2")
+    await store.record_issuance(issuance(certificate("01"), "c1"))
+    before = await snapshot(store)
+    with pytest.raises(DuplicateSerial):
+        await store.record_issuance(issuance(certificate("01", transaction_id="OTHER"), "c2"))
+    assert await snapshot(store) == before
+    assert await store.challenge_usable("int1", "c2", NOW) is True
+    assert await store.get_transaction("int1", "OTHER") is None
+
+
+@pytest.mark.parametrize("challenge", ["c1", None])
+async def test_issuance_for_deleted_integration(store: Store, challenge: str | None) -> None:
+    await store.create_integration(integration("int1"))
+    await add(store, "c1")
+    await store.delete_integration("int1", NOW)
+    with pytest.raises(IntegrationNotFound):
+        await store.record_issuance(issuance(certificate("01"), challenge))
+    assert await store.count_certificates() == 0
+    with pytest.raises(IntegrationNotFound):
+        await store.record_issuance(issuance(certificate("02", "never-existed"), None))
+
+
+async def test_shared_hash_consumes_one_row(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await add(store, "same")
+    await add(store, "same")
+    await store.record_issuance(issuance(certificate("01"), "same"))
+    assert await store.count_unused_challenges("int1", NOW) == 1
+    await store.record_issuance(issuance(certificate("02"), "same"))
+    assert await store.count_unused_challenges("int1", NOW) == 0
+    with pytest.raises(ChallengeRejected):
+        await store.record_issuance(issuance(certificate("03"), "same"))
+
+
+async def test_naive_time_is_refused(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    with pytest.raises((ValueError, TypeError)):
+        await store.record_issuance(issuance(certificate("01"), None, now=NOW.replace(tzinfo=None)))
+    assert await store.count_certificates() == 0
+
+
+# -- deletion and revocation -----------------------------------------------------------
+
+
+async def test_delete_integration_revokes_everything(store: Store) -> None:
+    await store.create_integration(integration("int1", username="mdm"))
+    await store.create_integration(integration("int2"))
+    for n in range(1, 6):
+        await store.record_issuance(issuance(certificate(f"{n:02x}"), None))
+    await store.record_issuance(issuance(certificate("ff", "int2"), None))
+    earlier = NOW - timedelta(days=1)
+    assert await store.revoke_certificate("05", "keyCompromise", earlier)
+    await add(store, "c1")
+    epoch = await store.revocation_epoch()
+
+    when = NOW + timedelta(hours=1)
+    result = await store.delete_integration("int1", when)
+
+    assert result.revoked == 4
+    assert result.deleted_at == when
+    for n in range(1, 5):
+        cert = await store.get_certificate(f"{n:02x}")
+        assert cert is not None
+        assert cert.status is CertStatus.REVOKED
+        assert cert.revoked_at == when
+        assert cert.revocation_reason == "cessationOfOperation"
+    already = await store.get_certificate("05")
+    assert already is not None and already.revoked_at == earlier and already.revocation_reason == "keyCompromise"
+    untouched = await store.get_certificate("ff")
+    assert untouched is not None and untouched.status is CertStatus.ISSUED
+    assert await store.challenge_usable("int1", "c1", NOW) is False
+    assert await store.count_unused_challenges("int1", NOW) == 0
+    assert await store.find_integration_by_username("mdm") is None
+    assert await store.get_integration("int1") is None
+    deleted = await store.get_integration("int1", include_deleted=True)
+    assert deleted is not None and deleted.deleted_at == when and deleted.deleted
+    assert await store.revocation_epoch() != epoch
+    assert {e.serial for e in await store.revoked_entries(ISSUER)} == {"01", "02", "03", "04", "05"}
+    with pytest.raises(IntegrationNotFound):
+        await store.delete_integration("int1", when)
+    with pytest.raises(IntegrationNotFound):
+        await store.delete_integration("never-existed", when)
+
+
+async def test_delete_integration_is_all_or_nothing(harness: Harness) -> None:
+    store = harness.store
+    await store.create_integration(integration("int1", username="mdm"))
+    for n in range(1, 21):
+        await store.record_issuance(issuance(certificate(f"{n:02x}"), None))
+    await add(store, "c1")
+    epoch = await store.revocation_epoch()
+    await harness.fail_revocation_after("int1", 10)
+
+    with pytest.raises(Exception, match="injected failure"):
+        await store.delete_integration("int1", NOW)
+
+    issued = await store.list_certificates(CertificateFilter(status=CertStatus.ISSUED))
+    assert len(issued) == 20
+    assert await store.revoked_entries(ISSUER) == []
+    live = await store.get_integration("int1")
+    assert live is not None and live.deleted_at is None
+    assert await store.find_integration_by_username("mdm") == live
+    assert await store.challenge_usable("int1", "c1", NOW) is True
+    assert await store.revocation_epoch() == epoch
+
+
+async def test_delete_100k_certificates(harness: Harness) -> None:
+    store = harness.store
+    await store.create_integration(integration("big"))
+    await store.create_integration(integration("small"))
+    count = 100_000
+    await harness.bulk_insert_certificates(
+        [certificate(f"{n + 0x100000:x}", "big", transaction_id=f"T{n}") for n in range(count)]
+    )
+    await store.record_issuance(issuance(certificate("01", "small"), None))
+    assert await store.count_certificates("big") == count
+
+    started = time.perf_counter()
+    result = await store.delete_integration("big", NOW)
+    elapsed = time.perf_counter() - started
+    print(f"\ndelete_integration revoked {result.revoked} certificates in {elapsed:.3f} s")
+
+    assert result.revoked == count
+    assert elapsed < 10
+    assert await store.list_certificates(CertificateFilter(integration_id="big", status=CertStatus.ISSUED)) == []
+    assert len(await store.revoked_entries(ISSUER)) == count
+    small = await store.get_certificate("01")
+    assert small is not None and small.status is CertStatus.ISSUED
+
+
+async def test_revoke_certificate(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.record_issuance(issuance(certificate("01"), None))
+    await store.record_issuance(issuance(certificate("02", issuer_fingerprint=OTHER_ISSUER), None))
+    epoch = await store.revocation_epoch()
+    when = NOW + timedelta(minutes=1)
+
+    assert await store.revoke_certificate("01", "keyCompromise", when) is True
+    epoch_after = await store.revocation_epoch()
+    assert epoch_after != epoch
+    cert = await store.get_certificate("01")
+    assert cert is not None
+    assert (cert.status, cert.revoked_at, cert.revocation_reason) == (CertStatus.REVOKED, when, "keyCompromise")
+
+    # A second revocation changes nothing: not the time, not the reason, not the epoch.
+    assert await store.revoke_certificate("01", "superseded", when + timedelta(days=1)) is False
+    assert await store.get_certificate("01") == cert
+    assert await store.revoke_certificate("ffff", "keyCompromise", when) is False
+    assert await store.revocation_epoch() == epoch_after
+
+
+async def test_revoked_entries_per_issuer(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.record_issuance(issuance(certificate("01"), None))
+    await store.record_issuance(issuance(certificate("02"), None))
+    await store.record_issuance(issuance(certificate("03", issuer_fingerprint=OTHER_ISSUER), None))
+    assert await store.revoked_entries(ISSUER) == []
+    await store.revoke_certificate("02", "affiliationChanged", NOW)
+    await store.revoke_certificate("03", "keyCompromise", NOW)
+    entries = await store.revoked_entries(ISSUER)
+    assert [(e.serial, e.revoked_at, e.reason) for e in entries] == [("02", NOW, "affiliationChanged")]
+    other = await store.revoked_entries(OTHER_ISSUER)
+    assert [e.serial for e in other] == ["03"]
+    assert await store.revoked_entries("c" * 64) == []
+
+
+async def test_crl_numbers_increase_per_issuer(store: Store) -> None:
+    assert [await store.next_crl_number(ISSUER) for _ in range(3)] == [1, 2, 3]
+    assert await store.next_crl_number(OTHER_ISSUER) == 1
+    assert await store.next_crl_number(ISSUER) == 4
+
+
+async def test_crl_numbers_are_shared_between_store_objects(harness: Harness) -> None:
+    other = await harness.second_store()
+    numbers = [await harness.store.next_crl_number(ISSUER), await other.next_crl_number(ISSUER)]
+    numbers.append(await harness.store.next_crl_number(ISSUER))
+    assert numbers == [1, 2, 3]
+
+
+async def test_epoch_is_shared_between_store_objects(harness: Harness) -> None:
+    store = harness.store
+    other = await harness.second_store()
+    await store.create_integration(integration("int1"))
+    await store.record_issuance(issuance(certificate("01"), None))
+    before = await other.revocation_epoch()
+    await store.revoke_certificate("01", "keyCompromise", NOW)
+    assert await other.revocation_epoch() != before
+
+
+# -- listing ---------------------------------------------------------------------------
+
+
+async def test_list_certificates_filters(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2"))
+    t = [NOW + timedelta(seconds=n) for n in range(4)]
+    expired_at = NOW - timedelta(days=1)
+    await store.record_issuance(issuance(certificate("04"), None, now=t[0]))
+    await store.record_issuance(issuance(certificate("03", not_after=expired_at), None, now=t[1]))
+    await store.record_issuance(issuance(certificate("02", "int2"), None, now=t[2]))
+    await store.record_issuance(issuance(certificate("01"), None, now=t[3]))
+    await store.revoke_certificate("01", "keyCompromise", NOW)
+
+    async def serials(**kwargs: object) -> list[str]:
+        return [c.serial for c in await store.list_certificates(CertificateFilter(**kwargs))]  # type: ignore[arg-type]
+
+    assert await serials() == ["04", "03", "02", "01"]  # by creation time, not serial
+    assert await serials(integration_id="int1") == ["04", "03", "01"]
+    assert await serials(status=CertStatus.REVOKED) == ["01"]
+    assert await serials(status=CertStatus.ISSUED, integration_id="int1") == ["04", "03"]
+    assert await serials(expired_before=NOW) == ["03"]
+    assert await serials(issued_only_unexpired_at=NOW) == ["04", "02"]
+    assert await serials(limit=2) == ["04", "03"]
+    assert await serials(integration_id="int1", limit=1) == ["04"]
+    assert await serials(integration_id="none") == []
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+
+async def test_concurrent_tasks_consume_a_challenge_once(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await add(store, "c1")
+
+    async def attempt(n: int) -> bool:
+        try:
+            await store.record_issuance(issuance(certificate(f"{n + 1:x}"), "c1"))
+        except ChallengeRejected:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(n) for n in range(50)))
+    assert results.count(True) == 1
+    assert await store.count_certificates() == 1

@@ -1,0 +1,152 @@
+"""SQLite-specific behaviour: the file, its pragmas, migrations and multi-process races."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from config.model import Config, StoreConfig
+from store.base import ChallengeRejected, StoreError
+from store.factory import open_store
+from store.sqlite import SQLiteStore
+from tests.store.test_contract import add, certificate, integration, issuance
+
+
+async def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+            assert versions == [(1,)]
+        finally:
+            conn.close()
+        info = await store.info()
+        assert (info.backend, info.schema_version, info.extra["path"]) == ("sqlite", 1, str(path))
+    finally:
+        await store.close()
+
+
+async def test_reopen_keeps_data_and_applies_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    first = SQLiteStore(path)
+    await first.open()
+    await first.create_integration(integration("int1"))
+    await first.close()
+    second = SQLiteStore(path)
+    await second.open()
+    try:
+        assert await second.get_integration("int1") == integration("int1")
+        assert (await second.info()).schema_version == 1
+    finally:
+        await second.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        await SQLiteStore(path).open()
+
+
+async def test_use_before_open_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not open"):
+        await SQLiteStore(tmp_path / "db.sqlite3").revocation_epoch()
+
+
+def test_two_store_objects_race_on_one_challenge(tmp_path: Path) -> None:
+    """Two store objects on one file stand in for two server processes; four threads
+    each hammer the same challenge, round after round. Exactly one wins each round."""
+    path = tmp_path / "db.sqlite3"
+    stores = [SQLiteStore(path), SQLiteStore(path)]
+    rounds, threads_per_store = 20, 4
+    barrier = threading.Barrier(len(stores) * threads_per_store)
+    wins = [0] * rounds
+    errors: list[BaseException] = []
+    wins_lock = threading.Lock()
+
+    async def setup() -> None:
+        for store in stores:
+            await store.open()
+        await stores[0].create_integration(integration("int1"))
+
+    asyncio.run(setup())
+
+    def worker(store: SQLiteStore, worker_id: int) -> None:
+        async def run() -> None:
+            for r in range(rounds):
+                if worker_id == 0:
+                    assert await add(store, f"round-{r}")
+                barrier.wait()  # everyone sees the challenge before anyone tries
+                serial = f"{(r << 8) | (worker_id + 1):x}"
+                try:
+                    await store.record_issuance(issuance(certificate(serial), f"round-{r}"))
+                except ChallengeRejected:
+                    pass
+                else:
+                    with wins_lock:
+                        wins[r] += 1
+                barrier.wait()  # round over before the next challenge is added
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(stores[n % 2], n)) for n in range(len(stores) * threads_per_store)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    async def teardown() -> int:
+        count = await stores[0].count_certificates()
+        for store in stores:
+            await store.close()
+        return count
+
+    issued = asyncio.run(teardown())
+    assert errors == []
+    assert wins == [1] * rounds
+    assert issued == rounds
+
+
+def test_factory_builds_sqlite_in_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    config = Config(data_dir=data_dir)
+    store = open_store(config)
+    assert isinstance(store, SQLiteStore)
+    assert data_dir.is_dir()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+    async def use() -> None:
+        await store.open()
+        try:
+            await store.create_integration(integration("int1"))
+        finally:
+            await store.close()
+
+    asyncio.run(use())
+    assert config.sqlite_path.is_file()
+
+
+def test_factory_refuses_postgres_for_now(tmp_path: Path) -> None:
+    config = Config(data_dir=tmp_path, store=StoreConfig(dsn="postgresql://localhost/scep"))
+    with pytest.raises(StoreError, match="PostgreSQL store is not available yet"):
+        open_store(config)
