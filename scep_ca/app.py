@@ -75,12 +75,10 @@ async def run_server(
         )
     runner = web.AppRunner(
         app,
-        handler_args={
-            "max_line_size": config.server.max_line_bytes,
-            "max_field_size": config.server.max_line_bytes,
-        },
         access_log=None,
         shutdown_timeout=30.0,
+        max_line_size=config.server.max_line_bytes,
+        max_field_size=config.server.max_line_bytes,
     )
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls, reuse_port=reuse_port or None)

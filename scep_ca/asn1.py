@@ -52,7 +52,3 @@ def _register() -> None:
 
 _register()
 
-
-def attribute(name: str, value: object) -> cms.CMSAttribute:
-    """One signed attribute with a single value."""
-    return cms.CMSAttribute({"type": name, "values": [value]})

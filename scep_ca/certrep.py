@@ -14,24 +14,12 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 
-from asn1crypto import cms, core
-from asn1crypto import x509 as asn1_x509
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from scep_ca.asn1 import attribute
-from scep_ca.ber import encode_tlv, read_tlv
+from scep_ca import der, oids
 from scep_ca.enums import DigestAlg, FailInfo, MessageType, PKIStatus
-from scep_ca.signing import sign_message
+from scep_ca.signing import SignerIdentity, attribute, sign_message
 
 NONCE_BYTES = 16
-
-
-@dataclass(frozen=True)
-class Signer:
-    """The identity that signs CertReps: the certificate from GetCACert and its key."""
-
-    cert: asn1_x509.Certificate
-    key: rsa.RSAPrivateKey
+MAX_FAIL_TEXT = 200
 
 
 @dataclass(frozen=True)
@@ -46,30 +34,29 @@ class ReplyTo:
 def certs_only(certs_der: list[bytes]) -> bytes:
     """A degenerate certs-only SignedData (RFC 8894 section 3.4) with the certificates in this order.
 
-    Apple takes the first certificate of the reply as the issued one, and asn1crypto
-    sorts a SET OF when it re-encodes one, so the [0] certificates field is written
-    here by hand, in the caller's order.
+    Apple takes the first certificate of the reply as the issued one, so the [0]
+    certificates field keeps the caller's order rather than DER's SET OF sorting.
     """
-    template = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [],
-            "encap_content_info": {"content_type": "data"},
-            "signer_infos": [],
-        }
+    signed_data = der.seq(
+        der.integer(1),
+        der.set_of(),
+        der.seq(oids.DATA),
+        der.explicit(0, b"".join(certs_der)),
+        der.set_of(),
     )
-    fields = template.contents
-    # fields = version, digestAlgorithms, encapContentInfo, signerInfos (in that order).
-    encap_end = read_tlv(fields, read_tlv(fields, read_tlv(fields, 0).end).end).end
-    certs_field = encode_tlv(0xA0, b"".join(certs_der))
-    body = fields[:encap_end] + certs_field + fields[encap_end:]
-    signed_data = encode_tlv(0x30, body)
-    oid = cms.ContentType("signed_data").dump()
-    return encode_tlv(0x30, oid + encode_tlv(0xA0, signed_data))
+    return der.seq(oids.SIGNED_DATA, der.explicit(0, signed_data))
+
+
+def _transaction_id_value(transaction_id: str) -> bytes:
+    # PrintableString per RFC 8894 3.2.1.1; an id with other characters is echoed as it came (UTF8String).
+    try:
+        return der.printable_string(transaction_id)
+    except UnicodeEncodeError:
+        return der.utf8_string(transaction_id)
 
 
 def build_cert_rep(
-    signer: Signer,
+    signer: SignerIdentity,
     reply_to: ReplyTo,
     status: PKIStatus,
     *,
@@ -84,17 +71,16 @@ def build_cert_rep(
     if (status is PKIStatus.SUCCESS) != (enveloped is not None):
         raise ValueError("a SUCCESS CertRep carries the enveloped certificate, others nothing")
     now = now or dt.datetime.now(dt.UTC)
-    digest = reply_to.digest
     attrs = [
-        attribute("signing_time", cms.Time(name="utc_time", value=core.UTCTime(now.replace(microsecond=0)))),
-        attribute("message_type", str(int(MessageType.CERT_REP))),
-        attribute("pki_status", str(int(status))),
-        attribute("transaction_id", reply_to.transaction_id),
-        attribute("sender_nonce", os.urandom(NONCE_BYTES)),
-        attribute("recipient_nonce", reply_to.sender_nonce),
+        attribute(oids.SIGNING_TIME, der.utc_time(now)),
+        attribute(oids.MESSAGE_TYPE, der.printable_string(str(int(MessageType.CERT_REP)))),
+        attribute(oids.PKI_STATUS, der.printable_string(str(int(status)))),
+        attribute(oids.TRANSACTION_ID, _transaction_id_value(reply_to.transaction_id)),
+        attribute(oids.SENDER_NONCE, der.octet_string(os.urandom(NONCE_BYTES))),
+        attribute(oids.RECIPIENT_NONCE, der.octet_string(reply_to.sender_nonce)),
     ]
     if fail_info is not None:
-        attrs.append(attribute("fail_info", str(int(fail_info))))
+        attrs.append(attribute(oids.FAIL_INFO, der.printable_string(str(int(fail_info)))))
         if fail_text:
-            attrs.append(attribute("fail_info_text", fail_text[:200]))
-    return sign_message(signer.cert, signer.key, digest, attrs, enveloped)
+            attrs.append(attribute(oids.FAIL_INFO_TEXT, der.utf8_string(fail_text[:MAX_FAIL_TEXT])))
+    return sign_message(signer, reply_to.digest, attrs, enveloped)

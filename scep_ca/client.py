@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from scep_ca.asn1 import attribute
+from scep_ca import der, oids
 from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
 from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.message import decode_pki_message, verify_pki_message
-from scep_ca.signing import sign_message
+from scep_ca.signing import SignerIdentity, attribute, issuer_and_serial, sign_message
 
 
 def to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
@@ -80,14 +80,15 @@ def build_request(
     if payload is not None:
         public = recipient.public_key()
         assert isinstance(public, rsa.RSAPublicKey)
-        enveloped = encrypt_envelope(payload, to_asn1(recipient), public, cipher)
+        recipient_der = recipient.public_bytes(serialization.Encoding.DER)
+        enveloped = encrypt_envelope(payload, issuer_and_serial(recipient_der), public, cipher)
     attrs = [
-        attribute("message_type", str(int(message_type))),
-        attribute("transaction_id", transaction_id),
-        attribute("sender_nonce", nonce),
+        attribute(oids.MESSAGE_TYPE, der.printable_string(str(int(message_type)))),
+        attribute(oids.TRANSACTION_ID, der.printable_string(transaction_id)),
+        attribute(oids.SENDER_NONCE, der.octet_string(nonce)),
     ]
-    der = sign_message(to_asn1(signer_cert), signer_key, digest, attrs, enveloped)
-    return Request(der=der, transaction_id=transaction_id, sender_nonce=nonce)
+    message = sign_message(SignerIdentity.from_cert(signer_cert, signer_key), digest, attrs, enveloped)
+    return Request(der=message, transaction_id=transaction_id, sender_nonce=nonce)
 
 
 @dataclass(frozen=True)

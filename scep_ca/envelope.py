@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
+from scep_ca import der, oids
 from scep_ca.ber import BERError, children, encode_tlv, octet_string_value
 from scep_ca.enums import ContentCipher
 from scep_ca.errors import BadAlg, BadMessageCheck
@@ -68,7 +69,11 @@ def _block_bytes(cipher: ContentCipher) -> int:
 def _matches(rid: cms.RecipientIdentifier, cert: asn1_x509.Certificate) -> bool:
     if rid.name == "issuer_and_serial_number":
         ias = rid.chosen
-        return bool(ias["serial_number"].native == cert.serial_number and ias["issuer"] == cert.issuer)
+        tbs = cert["tbs_certificate"]
+        # Encodings, not asn1crypto Name equality (which normalises and is slow).
+        return bool(
+            ias["serial_number"].native == tbs["serial_number"].native and ias["issuer"].dump() == tbs["issuer"].dump()
+        )
     return bool(rid.chosen.native == cert.key_identifier)
 
 
@@ -149,12 +154,13 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool
 
 
 def encrypt_envelope(
-    plaintext: bytes,
-    recipient_cert: asn1_x509.Certificate,
-    recipient_key: rsa.RSAPublicKey,
-    cipher: ContentCipher,
+    plaintext: bytes, recipient_issuer_and_serial: bytes, recipient_key: rsa.RSAPublicKey, cipher: ContentCipher
 ) -> bytes:
-    """EnvelopedData for the requester (RFC 8894 section 3.3.2.1): its cipher, RSA PKCS#1 v1.5 transport."""
+    """EnvelopedData for the requester (RFC 8894 section 3.3.2.1): its cipher, RSA PKCS#1 v1.5 transport.
+
+    ``recipient_issuer_and_serial`` is the DER IssuerAndSerialNumber of the requester's signer
+    certificate (``scep_ca.signing.issuer_and_serial``).
+    """
     block = _block_bytes(cipher)
     key = os.urandom(_KEY_BYTES[cipher])
     iv = os.urandom(block)
@@ -163,35 +169,11 @@ def encrypt_envelope(
     encryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
     encrypted_key = recipient_key.encrypt(key, padding.PKCS1v15())
-    env = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [
-                cms.RecipientInfo(
-                    name="ktri",
-                    value=cms.KeyTransRecipientInfo(
-                        {
-                            "version": "v0",
-                            "rid": cms.RecipientIdentifier(
-                                name="issuer_and_serial_number",
-                                value=cms.IssuerAndSerialNumber(
-                                    {
-                                        "issuer": recipient_cert.issuer,
-                                        "serial_number": recipient_cert.serial_number,
-                                    }
-                                ),
-                            ),
-                            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-                            "encrypted_key": encrypted_key,
-                        }
-                    ),
-                )
-            ],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": cipher.value, "parameters": iv},
-                "encrypted_content": ciphertext,
-            },
-        }
+    ktri = der.seq(der.integer(0), recipient_issuer_and_serial, oids.RSA_ENCRYPTION, der.octet_string(encrypted_key))
+    encrypted_content_info = der.seq(
+        oids.DATA,
+        der.algorithm(oids.CIPHER_OIDS[cipher], der.octet_string(iv)),
+        der.implicit_primitive(0, ciphertext),
     )
-    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": env}).dump())
+    enveloped = der.seq(der.integer(0), der.set_of(ktri), encrypted_content_info)
+    return der.seq(oids.ENVELOPED_DATA, der.explicit(0, enveloped))

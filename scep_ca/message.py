@@ -78,10 +78,12 @@ def _single_attr(attrs: dict[str, cms.CMSAttribute], name: str) -> object:
 def _find_signer_cert(sd: cms.SignedData, sid: cms.SignerIdentifier) -> asn1_x509.Certificate:
     certs = [c.chosen for c in sd["certificates"] or [] if c.name == "certificate"]
     if sid.name == "issuer_and_serial_number":
-        issuer = sid.chosen["issuer"]
+        # Compare encodings: asn1crypto's Name equality normalises every string and is slow.
+        issuer = sid.chosen["issuer"].dump()
         serial = sid.chosen["serial_number"].native
         for cert in certs:
-            if cert.serial_number == serial and cert.issuer == issuer:
+            tbs = cert["tbs_certificate"]
+            if tbs["serial_number"].native == serial and tbs["issuer"].dump() == issuer:
                 return cert
     else:
         ski = sid.chosen.native

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.codes import hash_challenge
 from config.model import Config
 from scep_ca.ca import CAIdentity
-from scep_ca.certrep import ReplyTo, Signer, build_cert_rep, certs_only
+from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
 from scep_ca.client import to_asn1
 from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
 from scep_ca.dn import DNError, parse_dn
@@ -27,6 +28,7 @@ from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.issue import Profile, issue_certificate, random_serial
 from scep_ca.message import PKIMessage, decode_pki_message, verify_pki_message
+from scep_ca.signing import SignerIdentity, issuer_and_serial
 from store.base import (
     CertificateRecord,
     ChallengeRejected,
@@ -67,9 +69,8 @@ class ScepService:
         self._ca = ca
         self._config = config
         self._clock = clock
-        ca_asn1 = to_asn1(ca.cert)
-        self._signer = Signer(ca_asn1, ca.key)
-        self._recipient = RecipientKey(ca_asn1, ca.key)
+        self._signer = SignerIdentity.from_cert(ca.cert, ca.key)
+        self._recipient = RecipientKey(to_asn1(ca.cert), ca.key)
         self._templates: dict[str, x509.Name] = {}
         public = config.server.public_url
         self._profile_urls = (
@@ -282,7 +283,8 @@ class ScepService:
             include_ca = self._config.scep.include_ca_in_reply
         bag = certs_only([cert_der, self._ca.cert_der] if include_ca else [cert_der])
         public = signer.public_key()
-        enveloped = encrypt_envelope(bag, msg.signer_cert, public, cipher)  # type: ignore[arg-type]
+        assert isinstance(public, rsa.RSAPublicKey)  # verify_pki_message accepts RSA signers only
+        enveloped = encrypt_envelope(bag, issuer_and_serial(msg.signer_cert_der), public, cipher)
         return build_cert_rep(self._signer, reply_to, PKIStatus.SUCCESS, enveloped=enveloped, now=self._clock())
 
 

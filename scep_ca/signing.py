@@ -1,61 +1,89 @@
-"""Signing a pkiMessage: one SignerInfo over SCEP signed attributes (RFC 8894 section 3.2, RFC 5652 5.4)."""
+"""Signing a pkiMessage: one SignerInfo over SCEP signed attributes (RFC 8894 section 3.2, RFC 5652 5.3-5.4).
+
+Written with the DER builder (``scep_ca.der``) because this runs on every reply.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
-from asn1crypto import cms
-from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from scep_ca.asn1 import attribute
-from scep_ca.ber import encode_tlv
+from scep_ca import der, oids
+from scep_ca.ber import children, read_tlv
 from scep_ca.enums import DigestAlg
 from scep_ca.message import hash_algorithm
 
 
+@dataclass(frozen=True)
+class SignerIdentity:
+    """A signing certificate with its DER pieces precomputed, and its private key."""
+
+    cert_der: bytes
+    issuer_and_serial: bytes  # DER IssuerAndSerialNumber
+    key: rsa.RSAPrivateKey
+
+    @classmethod
+    def from_cert(cls, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> SignerIdentity:
+        cert_der = cert.public_bytes(serialization.Encoding.DER)
+        return cls(cert_der, issuer_and_serial(cert_der), key)
+
+
+def issuer_and_serial(cert_der: bytes) -> bytes:
+    """IssuerAndSerialNumber (RFC 5652 section 10.2.4) taken byte for byte from a certificate."""
+    tbs = children(read_tlv(cert_der).content)[0]
+    fields = children(tbs.content)
+    # tbsCertificate: [0] version (optional), serialNumber, signature, issuer, ...
+    start = 1 if fields[0].tag_class == 2 and fields[0].tag_number == 0 else 0
+    serial, issuer = fields[start], fields[start + 2]
+    return der.seq(der.encode_tlv(0x30, issuer.content), der.encode_tlv(0x02, serial.content))
+
+
+def attribute(attr_oid: bytes, value: bytes) -> bytes:
+    """One Attribute (RFC 5652 section 5.3) with a single, already encoded value."""
+    return der.seq(attr_oid, der.set_of(value))
+
+
 def sign_message(
-    cert: asn1_x509.Certificate,
-    key: rsa.RSAPrivateKey,
+    signer: SignerIdentity,
     digest: DigestAlg,
-    attrs: list[cms.CMSAttribute],
+    attrs: list[bytes],
     content: bytes | None,
 ) -> bytes:
-    """A SignedData ContentInfo with ``content`` as eContent (absent when None), signed by ``cert``.
+    """A SignedData ContentInfo with ``content`` as eContent (absent when None), signed by ``signer``.
 
-    ``attrs`` are the SCEP attributes; contentType and messageDigest are added here.
+    ``attrs`` are encoded SCEP attributes; contentType and messageDigest are added here.
     The signature covers the DER SET of the attributes exactly as they are emitted.
     """
+    digest_value = hashlib.new(digest.value, content or b"").digest()
     all_attrs = [
-        attribute("content_type", "data"),
+        attribute(oids.CONTENT_TYPE, oids.DATA),
         *attrs,
-        attribute("message_digest", hashlib.new(digest.value, content or b"").digest()),
+        attribute(oids.MESSAGE_DIGEST, der.octet_string(digest_value)),
     ]
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                name="issuer_and_serial_number",
-                value=cms.IssuerAndSerialNumber({"issuer": cert.issuer, "serial_number": cert.serial_number}),
-            ),
-            "digest_algorithm": {"algorithm": digest.value},
-            "signed_attrs": cms.CMSAttributes(all_attrs),
-            "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"},
-            "signature": b"",
-        }
+    signed_attrs = der.set_of(*all_attrs)
+    signature = signer.key.sign(signed_attrs, padding.PKCS1v15(), hash_algorithm(digest))
+    digest_alg = oids.DIGEST_ALGORITHMS[digest]
+    signer_info = der.seq(
+        der.integer(1),
+        signer.issuer_and_serial,
+        digest_alg,
+        # signedAttrs is [0] IMPLICIT SET OF: same content octets, context tag.
+        b"\xa0" + signed_attrs[1:],
+        oids.RSA_ENCRYPTION,
+        der.octet_string(signature),
     )
-    to_sign = encode_tlv(0x31, signer_info["signed_attrs"].contents)
-    signer_info["signature"] = key.sign(to_sign, padding.PKCS1v15(), hash_algorithm(digest))
-    encap: dict[str, object] = {"content_type": "data"}
+    encap = [oids.DATA]
     if content is not None:
-        encap["content"] = content
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [{"algorithm": digest.value}],
-            "encap_content_info": encap,
-            "certificates": [cert],
-            "signer_infos": [signer_info],
-        }
+        encap.append(der.explicit(0, der.octet_string(content)))
+    signed_data = der.seq(
+        der.integer(1),
+        der.set_of(digest_alg),
+        der.seq(*encap),
+        der.explicit(0, signer.cert_der),
+        der.set_of(signer_info),
     )
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump())
+    return der.seq(oids.SIGNED_DATA, der.explicit(0, signed_data))

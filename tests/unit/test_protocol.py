@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scep_ca.asn1 import attribute
+from scep_ca import der, oids
 from scep_ca.ca import CAIdentity, create_ca
-from scep_ca.certrep import ReplyTo, Signer, build_cert_rep, certs_only
+from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
 from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer, to_asn1
 from scep_ca.csr import CsrPolicy, check_csr
 from scep_ca.dn import parse_dn
@@ -23,7 +23,7 @@ from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadAlg, BadMessageCheck, BadRequest, MalformedRequest
 from scep_ca.issue import Profile, issue_certificate, random_serial
 from scep_ca.message import decode_pki_message, verify_pki_message
-from scep_ca.signing import sign_message
+from scep_ca.signing import SignerIdentity, attribute, issuer_and_serial, sign_message
 
 POLICY = CsrPolicy(key_sizes=(2048,), subject_template=parse_dn("CN=$USERID$,O=Example"))
 
@@ -83,9 +83,9 @@ def test_round_trip_every_cipher_and_digest(
     bag = certs_only([cert.public_bytes(serialization.Encoding.DER)])
     public = signer_cert.public_key()
     assert isinstance(public, rsa.RSAPublicKey)
-    env = encrypt_envelope(bag, msg.signer_cert, public, decrypted.cipher)
+    env = encrypt_envelope(bag, issuer_and_serial(msg.signer_cert_der), public, decrypted.cipher)
     rep = build_cert_rep(
-        Signer(to_asn1(ca.cert), ca.key),
+        SignerIdentity.from_cert(ca.cert, ca.key),
         ReplyTo(msg.transaction_id, msg.sender_nonce, msg.reply_digest()),
         PKIStatus.SUCCESS,
         enveloped=env,
@@ -102,7 +102,7 @@ def test_round_trip_every_cipher_and_digest(
 
 def test_cert_rep_attributes_are_printable_strings(ca: CAIdentity) -> None:
     rep = build_cert_rep(
-        Signer(to_asn1(ca.cert), ca.key),
+        SignerIdentity.from_cert(ca.cert, ca.key),
         ReplyTo("T", b"n" * 16, DigestAlg.SHA256),
         PKIStatus.FAILURE,
         fail_info=FailInfo.BAD_REQUEST,
@@ -150,9 +150,12 @@ def test_certs_only_readable_by_openssl(ca: CAIdentity, tmp_path: Path) -> None:
 
 def test_cert_rep_verifies_with_openssl(ca: CAIdentity, tmp_path: Path, device_key: rsa.RSAPrivateKey) -> None:
     msg = decode_pki_message(_request(ca, device_key))
-    env = encrypt_envelope(b"x", msg.signer_cert, device_key.public_key(), ContentCipher.AES128)
+    env = encrypt_envelope(b"x", issuer_and_serial(msg.signer_cert_der), device_key.public_key(), ContentCipher.AES128)
     rep = build_cert_rep(
-        Signer(to_asn1(ca.cert), ca.key), ReplyTo("T", b"n" * 16, DigestAlg.SHA512), PKIStatus.SUCCESS, enveloped=env
+        SignerIdentity.from_cert(ca.cert, ca.key),
+        ReplyTo("T", b"n" * 16, DigestAlg.SHA512),
+        PKIStatus.SUCCESS,
+        enveloped=env,
     )
     (tmp_path / "rep.der").write_bytes(rep)
     (tmp_path / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
@@ -188,14 +191,14 @@ def test_garbage_is_malformed(der: bytes) -> None:
 
 
 def test_truncated_message_is_malformed(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:
-    der = _request(ca, device_key)
-    for cut in (len(der) // 3, len(der) // 2, len(der) - 5):
+    request = _request(ca, device_key)
+    for cut in (len(request) // 3, len(request) // 2, len(request) - 5):
         with pytest.raises(MalformedRequest):
-            decode_pki_message(der[:cut])
+            decode_pki_message(request[:cut])
 
 
 def test_enveloped_data_alone_is_malformed(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:
-    env = encrypt_envelope(b"x", to_asn1(ca.cert), ca.key.public_key(), ContentCipher.AES128)
+    env = encrypt_envelope(b"x", issuer_and_serial(ca.cert_der), ca.key.public_key(), ContentCipher.AES128)
     with pytest.raises(MalformedRequest, match="SignedData"):
         decode_pki_message(env)
 
@@ -211,12 +214,18 @@ def test_bad_signature_is_bad_message_check(ca: CAIdentity, device_key: rsa.RSAP
 
 
 def test_wrong_message_digest_is_bad_message_check(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:
-    der = _request(ca, device_key)
-    msg = decode_pki_message(der)
+    request = _request(ca, device_key)
+    msg = decode_pki_message(request)
     assert msg.content is not None
     # Sign attributes whose messageDigest is over other content.
-    attrs = [attribute("message_type", "19"), attribute("transaction_id", "T"), attribute("sender_nonce", b"n" * 16)]
-    good = sign_message(to_asn1(self_signed_signer(device_key)), device_key, DigestAlg.SHA256, attrs, b"other")
+    attrs = [
+        attribute(oids.MESSAGE_TYPE, der.printable_string("19")),
+        attribute(oids.TRANSACTION_ID, der.printable_string("T")),
+        attribute(oids.SENDER_NONCE, der.octet_string(b"n" * 16)),
+    ]
+    good = sign_message(
+        SignerIdentity.from_cert(self_signed_signer(device_key), device_key), DigestAlg.SHA256, attrs, b"other"
+    )
     info = cms.ContentInfo.load(good)
     info["content"]["encap_content_info"] = {"content_type": "data", "content": msg.content}
     with pytest.raises(BadMessageCheck, match="messageDigest"):
@@ -232,7 +241,7 @@ def test_envelope_for_another_recipient(ca: CAIdentity, device_key: rsa.RSAPriva
 
 
 def test_unsupported_cipher_is_bad_alg(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:
-    env = encrypt_envelope(b"x" * 20, to_asn1(ca.cert), ca.key.public_key(), ContentCipher.AES128)
+    env = encrypt_envelope(b"x" * 20, issuer_and_serial(ca.cert_der), ca.key.public_key(), ContentCipher.AES128)
     aes128_cbc = bytes.fromhex("0609608648016503040102")
     assert env.count(aes128_cbc) == 1
     gcm = env.replace(aes128_cbc, bytes.fromhex("0609608648016503040106"))  # id-aes128-GCM
@@ -241,7 +250,9 @@ def test_unsupported_cipher_is_bad_alg(ca: CAIdentity, device_key: rsa.RSAPrivat
 
 
 def test_tampered_ciphertext_is_bad_message_check(ca: CAIdentity) -> None:
-    env = bytearray(encrypt_envelope(b"x" * 40, to_asn1(ca.cert), ca.key.public_key(), ContentCipher.AES256))
+    env = bytearray(
+        encrypt_envelope(b"x" * 40, issuer_and_serial(ca.cert_der), ca.key.public_key(), ContentCipher.AES256)
+    )
     env[-1] ^= 0x55
     with pytest.raises(BadMessageCheck):
         decrypt_envelope(bytes(env), RecipientKey(to_asn1(ca.cert), ca.key), allow_des=True)
@@ -257,10 +268,15 @@ def test_unsupported_digest_is_bad_alg(ca: CAIdentity, device_key: rsa.RSAPrivat
 
 
 def test_missing_transaction_id_is_malformed(device_key: rsa.RSAPrivateKey) -> None:
-    attrs = [attribute("message_type", "19"), attribute("sender_nonce", b"n" * 16)]
-    der = sign_message(to_asn1(self_signed_signer(device_key)), device_key, DigestAlg.SHA256, attrs, b"x")
+    attrs = [
+        attribute(oids.MESSAGE_TYPE, der.printable_string("19")),
+        attribute(oids.SENDER_NONCE, der.octet_string(b"n" * 16)),
+    ]
+    message = sign_message(
+        SignerIdentity.from_cert(self_signed_signer(device_key), device_key), DigestAlg.SHA256, attrs, b"x"
+    )
     with pytest.raises(MalformedRequest, match="transaction_id"):
-        decode_pki_message(der)
+        decode_pki_message(message)
 
 
 # --- CSR policy -------------------------------------------------------------------------------------
