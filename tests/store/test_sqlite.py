@@ -150,3 +150,24 @@ def test_factory_refuses_postgres_for_now(tmp_path: Path) -> None:
     config = Config(data_dir=tmp_path, store=StoreConfig(dsn="postgresql://localhost/scep"))
     with pytest.raises(StoreError, match="PostgreSQL store is not available yet"):
         open_store(config)
+
+
+async def test_used_challenges_do_not_pile_up(tmp_path: Path) -> None:
+    """Each add purges used rows: without that, an hour of enrollments stays in the
+    table and every add_challenge scans it (measured: 332 enrollments/s instead of 5000)."""
+    path = tmp_path / "db.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.create_integration(integration("int1"))
+        for n in range(50):
+            assert await add(store, f"c{n}")
+            await store.record_issuance(issuance(certificate(f"{n + 1:x}"), f"c{n}"))
+        conn = sqlite3.connect(path)
+        try:
+            (rows,) = conn.execute("SELECT count(*) FROM challenges").fetchone()
+        finally:
+            conn.close()
+        assert rows <= 2  # the last one used, nothing older
+    finally:
+        await store.close()
