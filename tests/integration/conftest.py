@@ -1,0 +1,91 @@
+"""An in-process scep-ca app on a real SQLite store in a temporary directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from challenge.issuer import issue_challenge
+from config import Config, load_config
+from scep_ca.app import build_app
+from scep_ca.ca import CAIdentity, create_ca
+from store.base import Integration, Store
+from store.factory import open_store
+
+SUBJECT = "CN=$USERID$,O=Example"
+
+
+@dataclass
+class Server:
+    client: TestClient  # type: ignore[type-arg]
+    store: Store
+    config: Config
+    ca: CAIdentity
+    integration: Integration
+    other: Integration
+
+    def url(self, integration_id: str | None = None) -> str:
+        return f"/scep/{integration_id or self.integration.id}"
+
+    async def challenge(self, integration_id: str | None = None) -> str:
+        password = await issue_challenge(self.store, self.config.challenge, integration_id or self.integration.id)
+        assert password is not None
+        return password
+
+    async def cert_count(self) -> int:
+        return await self.store.count_certificates()
+
+
+@pytest.fixture(scope="session")
+def shared_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CAIdentity]:
+    path = Path(tmp_path_factory.mktemp("ca"))
+    return path, create_ca(path, subject="CN=Integration CA", key_size=2048, validity_days=3650, passphrase=None)
+
+
+@pytest.fixture(scope="session")
+def device_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _integration(integration_id: str) -> Integration:
+    return Integration(
+        id=integration_id,
+        name=integration_id,
+        subject_template=SUBJECT,
+        created_at=dt.datetime.now(dt.UTC),
+        validity_days=365,
+        username=f"scep-{integration_id}",
+    )
+
+
+ServerFactory = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def make_server(
+    tmp_path: Path,
+    shared_ca: tuple[Path, CAIdentity],
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+) -> AsyncIterator[ServerFactory]:
+    async def factory(**overrides: object) -> Server:
+        config = load_config(None, {}, {"data_dir": str(tmp_path), **overrides})
+        store = open_store(config)
+        app = build_app(config, shared_ca[1], store)
+        client = await aiohttp_client(app)
+        main, other = _integration("intega"), _integration("integb")
+        await store.create_integration(main)
+        await store.create_integration(other)
+        return Server(client, store, config, shared_ca[1], main, other)
+
+    yield factory
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> Server:
+    return await make_server()
