@@ -118,9 +118,7 @@ def _merge_overrides(
             _put(key, value, "command line", schema, raw, sources)
 
 
-def _put(
-    key: str, value: object, label: str, schema: Mapping[str, object], raw: _Raw, sources: _Sources
-) -> None:
+def _put(key: str, value: object, label: str, schema: Mapping[str, object], raw: _Raw, sources: _Sources) -> None:
     if key not in schema:
         raise _unknown(key, schema)
     raw[key] = value

@@ -91,9 +91,7 @@ def _validate_certificate(config: Config) -> None:
         raise ConfigError("certificate.key_sizes", "must name at least one key size")
     bad = sorted(set(cert.key_sizes) - RSA_KEY_SIZES)
     if bad:
-        raise ConfigError(
-            "certificate.key_sizes", f"must be a subset of {_listing(RSA_KEY_SIZES)}, got {bad[0]}"
-        )
+        raise ConfigError("certificate.key_sizes", f"must be a subset of {_listing(RSA_KEY_SIZES)}, got {bad[0]}")
 
 
 def _validate_store(config: Config) -> None:
