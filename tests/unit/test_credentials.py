@@ -1,0 +1,248 @@
+"""Integration credentials, the secret key file, Basic parsing and the lockout policy."""
+
+from __future__ import annotations
+
+import base64
+import stat
+import string
+from pathlib import Path
+
+import pytest
+
+from challenge.basic import basic_allowed, is_loopback_address, parse_basic
+from challenge.credentials import (
+    CredentialError,
+    bare_username,
+    decrypt_nt_hash,
+    encrypt_nt_hash,
+    generate_password,
+    make_credentials,
+    nt_hash,
+    scrypt_hash,
+    scrypt_verify,
+    username_for,
+    username_matches,
+)
+from challenge.lockout import Lockout
+from challenge.secret_key import SecretKeyError, load_or_create_secret_key
+
+KEY = bytes(range(32))
+
+# -- passwords and hashes ---------------------------------------------------------------
+
+
+def test_generated_password_is_long_random_and_form_safe() -> None:
+    passwords = {generate_password() for _ in range(50)}
+    assert len(passwords) == 50
+    for password in passwords:
+        assert len(password) == 32  # 32 base32 characters = 160 bits
+        assert set(password) <= set(string.ascii_uppercase + "234567")
+
+
+def test_scrypt_round_trip_and_format() -> None:
+    stored = scrypt_hash("correct horse")
+    assert stored.startswith("scrypt$32768$8$1$")
+    assert scrypt_verify("correct horse", stored)
+    assert not scrypt_verify("correct horsE", stored)
+    assert scrypt_hash("correct horse") != stored  # fresh salt each time
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "bcrypt$1$2$3$AA==$AA==",
+        "scrypt$32768$8$1$AA==",
+        "scrypt$1000$8$1$AAAA$AAAA",  # N not a power of two
+        "scrypt$2097152$8$1$AAAA$AAAA",  # N above the cap: a corrupt row must not allocate gigabytes
+        "scrypt$32768$8$1$!!!!$AAAA",
+        "scrypt$32768$8$1$AAAA$",
+        "scrypt$x$8$1$AAAA$AAAA",
+    ],
+)
+def test_scrypt_verify_rejects_malformed(stored: str) -> None:
+    assert not scrypt_verify("x", stored)
+
+
+def test_nt_hash_ms_nlmp_vector() -> None:
+    assert nt_hash("Password").hex() == "a4f49c406510bdcab6824ee7c30fd852"
+
+
+def test_nt_hash_encryption_round_trip() -> None:
+    nt = nt_hash("Password")
+    blob = encrypt_nt_hash(KEY, nt)
+    assert len(blob) == 12 + 16 + 16
+    assert nt not in blob
+    assert decrypt_nt_hash(KEY, blob) == nt
+    assert encrypt_nt_hash(KEY, nt) != blob  # fresh nonce
+
+
+def test_nt_hash_decryption_fails_closed() -> None:
+    blob = encrypt_nt_hash(KEY, nt_hash("Password"))
+    with pytest.raises(CredentialError):
+        decrypt_nt_hash(bytes(32), blob)
+    with pytest.raises(CredentialError):
+        decrypt_nt_hash(KEY, blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(CredentialError):
+        decrypt_nt_hash(KEY, blob[:20])
+
+
+def test_make_credentials_consistent() -> None:
+    username, password, scrypt_string, nt_encrypted = make_credentials(KEY, "abc123")
+    assert username == username_for("abc123") == "scep-abc123"
+    assert scrypt_verify(password, scrypt_string)
+    assert decrypt_nt_hash(KEY, nt_encrypted) == nt_hash(password)
+
+
+# -- user names -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["scep-abc", "SCEP-ABC", "EXAMPLE\\scep-abc", "example.com\\Scep-Abc", "scep-abc@example.com", "a\\b\\scep-abc"],
+)
+def test_username_forms_match(presented: str) -> None:
+    assert username_matches(presented, "scep-abc")
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["scep-abcd", "scep-ab", "", "scep-abc\\other", "other@scep-abc", "scep-abc ", "sce\u1e57-abc", "\u212a"],
+)
+def test_username_mismatches(presented: str) -> None:
+    assert not username_matches(presented, "scep-abc")
+
+
+def test_no_unicode_case_folding() -> None:
+    # KELVIN SIGN lower-cases to ASCII "k" in Python: it must not match.
+    assert "\u212a".lower() == "k"
+    assert not username_matches("scep-\u212aey", "scep-key")
+
+
+def test_bare_username() -> None:
+    assert bare_username("DOM\\user@x") == "user"
+    assert bare_username("user") == "user"
+
+
+# -- secret key file --------------------------------------------------------------------
+
+
+def test_secret_key_created_once_with_mode_0600(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    key = load_or_create_secret_key(data_dir)
+    assert len(key) == 32
+    path = data_dir / "secret.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_secret_key(data_dir) == key
+    assert [p.name for p in data_dir.iterdir()] == ["secret.key"]  # no temporary files left
+
+
+def test_secret_key_creation_never_overwrites(tmp_path: Path) -> None:
+    # Another worker may create the file between our exists() check and our link():
+    # creation then keeps the existing key and leaves no temporary file behind.
+    from challenge.secret_key import _create
+
+    first = load_or_create_secret_key(tmp_path)
+    _create(tmp_path / "secret.key")
+    assert load_or_create_secret_key(tmp_path) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]
+
+
+@pytest.mark.parametrize("content", ["", "zz" * 32, "00" * 31, "00" * 33])
+def test_bad_secret_key_file_rejected(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "secret.key"
+    path.write_text(content)
+    path.chmod(0o600)
+    with pytest.raises(SecretKeyError):
+        load_or_create_secret_key(tmp_path)
+
+
+# -- Basic ------------------------------------------------------------------------------
+
+
+def _b64(text: str, encoding: str = "utf-8") -> str:
+    return base64.b64encode(text.encode(encoding)).decode()
+
+
+def test_parse_basic() -> None:
+    assert parse_basic(_b64("DOM\\user:pa:ss")) == ("DOM\\user", "pa:ss")
+    assert parse_basic(_b64("user:")) == ("user", "")
+    assert parse_basic(_b64("üser:pässword", "latin-1")) == ("üser", "pässword")
+
+
+@pytest.mark.parametrize("token", ["", "!!!!", _b64("nocolon"), _b64(":password"), "A" * 2000])
+def test_parse_basic_rejects(token: str) -> None:
+    assert parse_basic(token) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("::ffff:127.0.0.1", True), ("10.0.0.1", False),
+     ("::ffff:10.0.0.1", False), (None, False), ("", False), ("not-an-ip", False)],
+)  # fmt: skip
+def test_loopback_detection(address: str | None, loopback: bool) -> None:
+    assert is_loopback_address(address) is loopback
+
+
+def test_basic_allowed_policy() -> None:
+    assert basic_allowed(None, tls=True, client_address="10.0.0.1")
+    assert basic_allowed(None, tls=False, client_address="127.0.0.1")
+    assert not basic_allowed(None, tls=False, client_address="10.0.0.1")
+    assert basic_allowed(True, tls=False, client_address="10.0.0.1")
+    assert not basic_allowed(False, tls=True, client_address="127.0.0.1")
+
+
+# -- lockout ----------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lockout_after_more_than_max_failures() -> None:
+    clock = FakeClock()
+    lock = Lockout(3, 60, 300, clock=clock)
+    key = Lockout.key("User", "10.0.0.1")
+    assert [lock.record_failure(key) for _ in range(3)] == [0, 0, 0]
+    assert lock.retry_after(key) == 0
+    assert lock.record_failure(key) == 300  # the fourth failure locks
+    clock.now += 299
+    assert lock.retry_after(key) == pytest.approx(1)
+    clock.now += 1
+    assert lock.retry_after(key) == 0
+    assert lock.record_failure(key) == 0  # counting starts afresh after the lock
+
+
+def test_lockout_window_slides() -> None:
+    clock = FakeClock()
+    lock = Lockout(2, 60, 300, clock=clock)
+    key = Lockout.key("u", "a")
+    lock.record_failure(key)
+    clock.now += 40
+    lock.record_failure(key)
+    clock.now += 30  # the first failure left the window
+    assert lock.record_failure(key) == 0
+    assert lock.record_failure(key) == 300
+
+
+def test_lockout_is_per_pair_case_insensitive_and_reset_by_success() -> None:
+    lock = Lockout(1, 60, 300, clock=FakeClock())
+    lock.record_failure(Lockout.key("User", "a"))
+    assert lock.record_failure(Lockout.key("USER", "a")) == 300
+    assert lock.retry_after(Lockout.key("user", "b")) == 0
+    assert lock.retry_after(Lockout.key("other", "a")) == 0
+    lock.record_failure(Lockout.key("x", "a"))
+    lock.record_success(Lockout.key("x", "a"))
+    assert lock.record_failure(Lockout.key("x", "a")) == 0
+
+
+def test_lockout_memory_is_bounded() -> None:
+    clock = FakeClock()
+    lock = Lockout(5, 60, 300, clock=clock, max_entries=100)
+    for i in range(1000):
+        lock.record_failure(Lockout.key(f"user{i}", "a"))
+    assert len(lock) <= 100
