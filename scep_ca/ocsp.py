@@ -29,6 +29,7 @@ import enum
 import hashlib
 import urllib.parse
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -46,7 +47,8 @@ MAX_REQUEST_BYTES = 16 * 1024
 # RFC 8954 §2.1: nonces are 1 to 32 octets.
 MAX_NONCE_BYTES = 32
 
-_HASH_NAMES = {"sha1": "sha1", "sha224": "sha224", "sha256": "sha256", "sha384": "sha384", "sha512": "sha512"}
+# hashlib names of the CertID hash algorithms cryptography can parse (RFC 6960 §4.1.1).
+_HASH_NAMES = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
 
 
 class OcspRequestError(ValueError):
@@ -142,8 +144,8 @@ def _issuer_hashes(ca: CAIdentity, algorithm: hashes.HashAlgorithm) -> tuple[byt
     # RFC 6960 §4.1.1: issuerNameHash is the hash of the DER issuer name (the CA
     # subject as encoded in its certificate), issuerKeyHash the hash of the
     # subjectPublicKey BIT STRING value, without tag, length and unused-bits octet.
-    name = _HASH_NAMES.get(algorithm.name)
-    if name is None:
+    name = algorithm.name
+    if name not in _HASH_NAMES:
         raise OcspRequestError(ocsp.OCSPResponseStatus.UNAUTHORIZED, "CertID hash algorithm not supported")
     tbs = asn1_x509.Certificate.load(ca.cert_der)["tbs_certificate"]
     key_bits: bytes = tbs["subject_public_key_info"]["public_key"].contents[1:]
@@ -178,11 +180,13 @@ def status_from_record(ca: CAIdentity, record: CertificateRecord | None) -> Cert
     return CertStatusInfo(OcspStatus.GOOD)
 
 
-_CERT_STATUS = {
-    OcspStatus.GOOD: ocsp.OCSPCertStatus.GOOD,
-    OcspStatus.REVOKED: ocsp.OCSPCertStatus.REVOKED,
-    OcspStatus.UNKNOWN: ocsp.OCSPCertStatus.UNKNOWN,
-}
+_CERT_STATUS = MappingProxyType(
+    {
+        OcspStatus.GOOD: ocsp.OCSPCertStatus.GOOD,
+        OcspStatus.REVOKED: ocsp.OCSPCertStatus.REVOKED,
+        OcspStatus.UNKNOWN: ocsp.OCSPCertStatus.UNKNOWN,
+    }
+)
 
 
 def build_ocsp_response(

@@ -8,6 +8,7 @@ same code through cryptography's ``ReasonFlags``, whose values are those same na
 from __future__ import annotations
 
 import enum
+from types import MappingProxyType
 
 from cryptography import x509
 
@@ -40,22 +41,24 @@ class Reason(enum.IntEnum):
         return x509.ReasonFlags(self.rfc_name)
 
 
-_NAMES: dict[Reason, str] = {
-    Reason.UNSPECIFIED: "unspecified",
-    Reason.KEY_COMPROMISE: "keyCompromise",
-    Reason.CA_COMPROMISE: "cACompromise",
-    Reason.AFFILIATION_CHANGED: "affiliationChanged",
-    Reason.SUPERSEDED: "superseded",
-    Reason.CESSATION_OF_OPERATION: "cessationOfOperation",
-    Reason.CERTIFICATE_HOLD: "certificateHold",
-    Reason.REMOVE_FROM_CRL: "removeFromCRL",
-    Reason.PRIVILEGE_WITHDRAWN: "privilegeWithdrawn",
-    Reason.AA_COMPROMISE: "aACompromise",
-}
+_NAMES: MappingProxyType[Reason, str] = MappingProxyType(
+    {
+        Reason.UNSPECIFIED: "unspecified",
+        Reason.KEY_COMPROMISE: "keyCompromise",
+        Reason.CA_COMPROMISE: "cACompromise",
+        Reason.AFFILIATION_CHANGED: "affiliationChanged",
+        Reason.SUPERSEDED: "superseded",
+        Reason.CESSATION_OF_OPERATION: "cessationOfOperation",
+        Reason.CERTIFICATE_HOLD: "certificateHold",
+        Reason.REMOVE_FROM_CRL: "removeFromCRL",
+        Reason.PRIVILEGE_WITHDRAWN: "privilegeWithdrawn",
+        Reason.AA_COMPROMISE: "aACompromise",
+    }
+)
 
 # Lookup key: the name lowercased with separators removed, so that ``keyCompromise``,
 # ``key-compromise``, ``key_compromise`` and ``KEYCOMPROMISE`` all meet.
-_BY_KEY: dict[str, Reason] = {name.lower(): reason for reason, name in _NAMES.items()}
+_BY_KEY: MappingProxyType[str, Reason] = MappingProxyType({name.lower(): reason for reason, name in _NAMES.items()})
 
 # removeFromCRL only exists in delta CRLs (RFC 5280 §5.3.1), which we do not issue;
 # certificateHold would need a release path, which this CA does not have: a "hold"

@@ -1,0 +1,202 @@
+"""The revocation service: CRL, OCSP, status API, revocation and integration deletion.
+
+This is the only revocation code that touches the store; the pure builders live in
+``crl``, ``ocsp``, ``status`` and ``cert_format``. One instance per server process
+(or CLI invocation) holds the CRL cache, so nothing here is module-level state.
+
+CRL cache (RFC 5280 §5, design §5 "regenerated after every change and before
+nextUpdate"): the cached DER is keyed by the store's ``revocation_epoch``, which every
+revocation and deletion bumps in the same transaction, so a change made by any process
+(the CLI, another worker) is served on the next fetch. The epoch is read *before* the
+entries: a revocation racing with a rebuild leaves a cache keyed by the older epoch,
+which the next fetch rebuilds, never a stale CRL under a new epoch. A CRL is also
+rebuilt once half its validity has passed, so what is served always has at least half
+of ``crl_next_update_hours`` left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.x509 import ocsp as x509_ocsp
+
+from scep_ca.ca import CAIdentity
+from scep_ca.cert_format import record_to_dict
+from scep_ca.crl import build_crl
+from scep_ca.ocsp import (
+    OcspRequestError,
+    build_ocsp_response,
+    decode_get_path,
+    error_response,
+    is_for_issuer,
+    parse_ocsp_request,
+    status_from_record,
+)
+from scep_ca.reasons import Reason, parse_reason
+from scep_ca.serials import Base, candidates
+from scep_ca.status import serial_of_pem, verify_certificate
+from store.base import CertificateRecord, DeleteResult, Store
+
+log = logging.getLogger("scep_ca.revocation")
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AmbiguousSerial(ValueError):
+    """A digits-only serial matches one certificate read as hex and another read as decimal."""
+
+    def __init__(self, text: str, matches: list[str]) -> None:
+        super().__init__(f"serial {text!r} matches {', '.join(matches)}: give it as 0x... or with --decimal")
+        self.matches = matches
+
+
+@dataclass(frozen=True)
+class _CachedCRL:
+    der: bytes
+    epoch: int
+    refresh_at: dt.datetime
+
+
+class RevocationService:
+    """Async revocation operations on one store for one issuing CA."""
+
+    def __init__(
+        self,
+        store: Store,
+        ca: CAIdentity,
+        crl_next_update_hours: float = 24,
+        clock: Clock = utc_now,
+        ocsp_validity: dt.timedelta = dt.timedelta(hours=1),
+    ) -> None:
+        if crl_next_update_hours <= 0:
+            raise ValueError("crl_next_update_hours must be positive")
+        self._store = store
+        self._ca = ca
+        self._fingerprint = ca.fingerprint_sha256
+        self._crl_hours = crl_next_update_hours
+        self._clock = clock
+        # OCSP answers are computed live; a short nextUpdate bounds how long a client
+        # may keep a "good" after a revocation (RFC 6960 §4.2.2.1).
+        self._ocsp_validity = ocsp_validity
+        self._crl: _CachedCRL | None = None
+        # Serialises rebuilds so that concurrent fetches of a stale CRL build it once
+        # (and use one CRL number) instead of once each.
+        self._crl_lock = asyncio.Lock()
+
+    # -- CRL ---------------------------------------------------------------------------
+
+    def _fresh(self, epoch: int, now: dt.datetime) -> bytes | None:
+        cached = self._crl
+        if cached is not None and cached.epoch == epoch and now < cached.refresh_at:
+            return cached.der
+        return None
+
+    async def current_crl(self) -> bytes:
+        """The DER CRL of this CA, rebuilt when revocations changed or it is half-way to nextUpdate."""
+        der = self._fresh(await self._store.revocation_epoch(), self._clock())
+        if der is not None:
+            return der
+        async with self._crl_lock:
+            epoch = await self._store.revocation_epoch()
+            now = self._clock()
+            der = self._fresh(epoch, now)
+            if der is not None:
+                return der
+            entries = await self._store.revoked_entries(self._fingerprint)
+            number = await self._store.next_crl_number(self._fingerprint)
+            # Encoding 100,000 entries takes a few hundred ms of CPU: off the event loop,
+            # so SCEP and OCSP requests keep being served meanwhile.
+            der = await asyncio.to_thread(build_crl, self._ca, entries, number, now, self._crl_hours)
+            self._crl = _CachedCRL(der, epoch, now + dt.timedelta(hours=self._crl_hours / 2))
+            log.info("CRL %d built: %d entries, %d bytes", number, len(entries), len(der))
+            return der
+
+    # -- OCSP --------------------------------------------------------------------------
+
+    async def ocsp(self, der: bytes) -> bytes:
+        """A DER OCSPResponse for a DER OCSPRequest (RFC 6960); errors are OCSP error responses."""
+        try:
+            query = parse_ocsp_request(der)
+        except OcspRequestError as exc:
+            return error_response(exc.status)
+        if not is_for_issuer(self._ca, query):
+            return error_response(x509_ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        try:
+            record = await self._store.get_certificate(query.serial_hex)
+        except Exception:
+            # RFC 6960 §2.3 internalError: a store outage must not look like "unknown".
+            log.exception("OCSP: store lookup failed")
+            return error_response(x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+        return build_ocsp_response(
+            self._ca, query, status_from_record(self._ca, record), self._clock(), self._ocsp_validity
+        )
+
+    async def ocsp_get(self, encoded: str) -> bytes:
+        """The GET form (RFC 6960 Appendix A.1): ``encoded`` is the path after ``/ocsp/``."""
+        try:
+            der = decode_get_path(encoded)
+        except OcspRequestError as exc:
+            return error_response(exc.status)
+        return await self.ocsp(der)
+
+    # -- lookups -----------------------------------------------------------------------
+
+    async def find_certificate(self, serial: str, *, base: Base = "auto") -> CertificateRecord | None:
+        """The record an operator's serial text denotes (``serials.candidates`` rules).
+
+        Raises ``SerialError`` for text that is no serial and ``AmbiguousSerial`` when a
+        digits-only serial matches one certificate as hex and another as decimal.
+        """
+        found: list[CertificateRecord] = []
+        for form in candidates(serial, base=base):
+            record = await self._store.get_certificate(form)
+            if record is not None:
+                found.append(record)
+        if len(found) > 1:
+            raise AmbiguousSerial(serial, [r.serial for r in found])
+        return found[0] if found else None
+
+    async def certificate_status(self, serial: str, *, base: Base = "auto") -> dict[str, Any] | None:
+        """JSON-ready status of one certificate, None when we have no such serial."""
+        record = await self.find_certificate(serial, base=base)
+        return None if record is None else record_to_dict(record, self._clock())
+
+    async def verify(self, pem: bytes) -> dict[str, Any]:
+        """Classify a PEM certificate (``status.verify_certificate``); raises CertificateParseError."""
+        record = await self._store.get_certificate(serial_of_pem(pem))
+        return verify_certificate(self._ca, pem, record, self._clock()).to_dict()
+
+    # -- changes -----------------------------------------------------------------------
+
+    async def revoke(self, serial: str, reason: str | Reason = Reason.UNSPECIFIED, *, base: Base = "auto") -> bool:
+        """Revoke one certificate; False when there is no such certificate or it is already revoked.
+
+        Raises ``ReasonError``, ``SerialError`` or ``AmbiguousSerial`` for bad input, before
+        anything changes. The next CRL fetch lists it (the store bumps the epoch).
+        """
+        parsed = reason if isinstance(reason, Reason) else parse_reason(reason)
+        record = await self.find_certificate(serial, base=base)
+        if record is None:
+            return False
+        revoked = await self._store.revoke_certificate(record.serial, parsed.rfc_name, self._clock())
+        if revoked:
+            log.info("certificate %s revoked (%s)", record.serial, parsed.rfc_name)
+        return revoked
+
+    async def delete_integration(self, integration_id: str) -> DeleteResult:
+        """Delete the integration and revoke all its certificates in one store transaction (design §5).
+
+        Raises ``IntegrationNotFound`` when there is no live integration with this id.
+        """
+        result = await self._store.delete_integration(integration_id, self._clock())
+        log.info("integration %s deleted: %d certificates revoked", integration_id, result.revoked)
+        return result
