@@ -111,3 +111,18 @@ def der_length(n: int) -> bytes:
 def encode_tlv(tag: int, content: bytes) -> bytes:
     """One DER TLV with a single-byte tag."""
     return bytes([tag]) + der_length(len(content)) + content
+
+
+def oid_to_dotted(content: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's content octets (X.690 8.19)."""
+    if not content or content[-1] & 0x80:
+        raise BERError("malformed OBJECT IDENTIFIER")
+    arcs: list[int] = []
+    value = 0
+    for b in content:
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])

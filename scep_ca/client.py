@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass
 
 from asn1crypto import cms
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -22,10 +21,6 @@ from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKISt
 from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.message import decode_pki_message, verify_pki_message
 from scep_ca.signing import SignerIdentity, attribute, issuer_and_serial, sign_message
-
-
-def to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
 def self_signed_signer(key: rsa.RSAPrivateKey, cn: str = "SCEP SIGNER") -> x509.Certificate:
@@ -108,22 +103,21 @@ def open_reply(der: bytes, signer_cert: x509.Certificate, signer_key: rsa.RSAPri
     """Verify a CertRep's signature and decrypt its certs-only content (RFC 8894 section 3.3.2)."""
     msg = decode_pki_message(der)
     verify_pki_message(msg)
-    attrs = {a["type"].native: a["values"][0].native for a in msg.signer_info["signed_attrs"]}
-    status = PKIStatus(int(attrs["pki_status"]))
-    fail = attrs.get("fail_info")
+    status = PKIStatus(int(msg.text_attribute("pki_status") or "-1"))
+    fail = msg.text_attribute("fail_info")
     certs: list[x509.Certificate] = []
     cipher = None
     if status is PKIStatus.SUCCESS and msg.content:
-        decrypted = decrypt_envelope(msg.content, RecipientKey(to_asn1(signer_cert), signer_key), allow_des=True)
+        decrypted = decrypt_envelope(msg.content, RecipientKey.from_cert(signer_cert, signer_key), allow_des=True)
         cipher = decrypted.cipher
         bag = cms.ContentInfo.load(decrypted.plaintext)["content"]
         certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in bag["certificates"]]
     return Reply(
         status=status,
         fail_info=FailInfo(int(fail)) if fail is not None else None,
-        fail_text=attrs.get("fail_info_text"),
-        transaction_id=attrs["transaction_id"],
-        recipient_nonce=attrs.get("recipient_nonce"),
+        fail_text=msg.text_attribute("fail_info_text"),
+        transaction_id=msg.transaction_id,
+        recipient_nonce=msg.octets_attribute("recipient_nonce"),
         certificates=certs,
         cipher=cipher,
         digest=msg.digest_alg,

@@ -11,18 +11,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from asn1crypto import algos, cms, core
-from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
 from scep_ca import der, oids
-from scep_ca.ber import BERError, children, encode_tlv, octet_string_value
+from scep_ca.ber import TLV, BERError, children, encode_tlv, octet_string_value, oid_to_dotted, read_tlv
 from scep_ca.enums import ContentCipher
 from scep_ca.errors import BadAlg, BadMessageCheck
+from scep_ca.signing import issuer_and_serial
 
 _KEY_BYTES = {
     ContentCipher.DES: 8,
@@ -31,12 +31,16 @@ _KEY_BYTES = {
     ContentCipher.AES192: 24,
     ContentCipher.AES256: 32,
 }
+_SHA1 = "1.3.14.3.2.26"
 _OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha1": hashes.SHA1,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
+    _SHA1: hashes.SHA1,
+    "2.16.840.1.101.3.4.2.1": hashes.SHA256,
+    "2.16.840.1.101.3.4.2.2": hashes.SHA384,
+    "2.16.840.1.101.3.4.2.3": hashes.SHA512,
 }
+_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+_RSAES_OAEP = "1.2.840.113549.1.1.7"
+_CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in oids.CIPHER_OIDS.items()}
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,17 @@ class Decrypted:
 class RecipientKey:
     """Our decryption identity: the certificate requests are encrypted to, and its key."""
 
-    cert: asn1_x509.Certificate
+    issuer_and_serial: bytes  # DER IssuerAndSerialNumber of the certificate
+    subject_key_identifier: bytes | None
     key: rsa.RSAPrivateKey
+
+    @classmethod
+    def from_cert(cls, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> RecipientKey:
+        try:
+            ski: bytes | None = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            ski = None
+        return cls(issuer_and_serial(cert.public_bytes(serialization.Encoding.DER)), ski, key)
 
 
 def _algorithm(cipher: ContentCipher, key: bytes) -> CipherAlgorithm:
@@ -66,32 +79,47 @@ def _block_bytes(cipher: ContentCipher) -> int:
     return 8 if cipher in (ContentCipher.DES, ContentCipher.DES3) else 16
 
 
-def _matches(rid: cms.RecipientIdentifier, cert: asn1_x509.Certificate) -> bool:
-    if rid.name == "issuer_and_serial_number":
-        ias = rid.chosen
-        tbs = cert["tbs_certificate"]
-        # Encodings, not asn1crypto Name equality (which normalises and is slow).
-        return bool(
-            ias["serial_number"].native == tbs["serial_number"].native and ias["issuer"].dump() == tbs["issuer"].dump()
-        )
-    return bool(rid.chosen.native == cert.key_identifier)
+def _matches(rid: TLV, recipient: RecipientKey) -> bool:
+    if rid.tag_class == 0 and rid.tag_number == 16:
+        return encode_tlv(0x30, rid.content) == recipient.issuer_and_serial
+    # subjectKeyIdentifier [0] IMPLICIT OCTET STRING
+    return rid.tag_class == 2 and rid.tag_number == 0 and rid.content == recipient.subject_key_identifier
 
 
-def _unwrap_key(ktri: cms.KeyTransRecipientInfo, key: rsa.RSAPrivateKey) -> bytes:
-    alg = ktri["key_encryption_algorithm"]
-    name = alg["algorithm"].native
-    encrypted_key = ktri["encrypted_key"].native
-    if name == "rsaes_pkcs1v15":
+def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
+    """An AlgorithmIdentifier's OID and its parameter TLVs."""
+    parts = children(tlv.content)
+    return oid_to_dotted(parts[0].content), parts[1:]
+
+
+def _oaep_padding(params: list[TLV]) -> padding.OAEP:
+    # RSAES-OAEP-params (RFC 8017 A.2.1): [0] hash, [1] MGF1 with its hash, [2] pSource; SHA-1 by default.
+    hash_oid = mgf_oid = _SHA1
+    if params and params[0].tag_number == 16:
+        for item in children(params[0].content):
+            inner = children(item.content)
+            if item.tag_number == 0:
+                hash_oid = _algorithm_oid(inner[0])[0]
+            elif item.tag_number == 1:
+                mgf_params = _algorithm_oid(inner[0])[1]
+                mgf_oid = _algorithm_oid(mgf_params[0])[0] if mgf_params else _SHA1
+            elif item.tag_number == 2:
+                raise BadAlg("OAEP labels are not supported")
+    if hash_oid not in _OAEP_HASHES or mgf_oid not in _OAEP_HASHES:
+        raise BadAlg("unsupported OAEP hash")
+    return padding.OAEP(mgf=padding.MGF1(_OAEP_HASHES[mgf_oid]()), algorithm=_OAEP_HASHES[hash_oid](), label=None)
+
+
+def _unwrap_key(ktri: list[TLV], key: rsa.RSAPrivateKey) -> bytes:
+    """Recover the content-encryption key from a KeyTransRecipientInfo (RFC 5652 section 6.2.1)."""
+    alg_oid, params = _algorithm_oid(ktri[2])
+    encrypted_key = ktri[3].content
+    if alg_oid == _RSA_ENCRYPTION:
         pad: padding.AsymmetricPadding = padding.PKCS1v15()
-    elif name == "rsaes_oaep":
-        params = alg["parameters"]
-        hash_name = params["hash_algorithm"]["algorithm"].native if params else "sha1"
-        mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native if params else "sha1"
-        if hash_name not in _OAEP_HASHES or mgf_hash not in _OAEP_HASHES:
-            raise BadAlg("unsupported OAEP hash")
-        pad = padding.OAEP(mgf=padding.MGF1(_OAEP_HASHES[mgf_hash]()), algorithm=_OAEP_HASHES[hash_name](), label=None)
+    elif alg_oid == _RSAES_OAEP:
+        pad = _oaep_padding(params)
     else:
-        raise BadAlg("unsupported key transport algorithm", f"key transport {name}")
+        raise BadAlg("unsupported key transport algorithm", f"key transport {alg_oid}")
     try:
         return key.decrypt(encrypted_key, pad)
     except ValueError as exc:
@@ -101,42 +129,40 @@ def _unwrap_key(ktri: cms.KeyTransRecipientInfo, key: rsa.RSAPrivateKey) -> byte
 def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool) -> Decrypted:
     """Decrypt the EnvelopedData that a PKCSReq/RenewalReq carries (RFC 8894 section 3.2.2)."""
     try:
-        info = cms.ContentInfo.load(content)
-        if info["content_type"].native != "enveloped_data":
+        info = children(read_tlv(content).content)
+        if len(info) != 2 or encode_tlv(0x06, info[0].content) != oids.ENVELOPED_DATA:
             raise BadMessageCheck("the signed content is not an EnvelopedData")
-        env = info["content"]
+        env = children(children(info[1].content)[0].content)
+        # EnvelopedData: version, [0] originatorInfo (optional), recipientInfos, encryptedContentInfo.
+        rest = [f for f in env[1:] if not (f.tag_class == 2 and f.tag_number == 0)]
+        recipient_infos, eci = rest[0], rest[1]
         ktri = None
-        for ri in env["recipient_infos"]:
-            if ri.name == "ktri" and _matches(ri.chosen["rid"], recipient.cert):
-                ktri = ri.chosen
-                break
+        for ri in children(recipient_infos.content):
+            # KeyTransRecipientInfo is the untagged SEQUENCE choice (RFC 5652 section 6.2).
+            if ri.tag_class == 0 and ri.tag_number == 16:
+                fields = children(ri.content)
+                if len(fields) == 4 and _matches(fields[1], recipient):
+                    ktri = fields
+                    break
         if ktri is None:
             raise BadMessageCheck("the request is not encrypted to this CA")
-        eci = env["encrypted_content_info"]
-        # encryptedContent may be constructed BER, which asn1crypto cannot load; read it raw.
-        parts = children(eci.contents)
+        parts = children(eci.content)
+        if len(parts) < 3 or parts[2].tag_class != 2 or parts[2].tag_number != 0:
+            raise BadMessageCheck("the EnvelopedData has no encrypted content")
+        alg_oid, alg_params = _algorithm_oid(parts[1])
+        # encryptedContent may be primitive or constructed BER (scepclient); join the segments.
+        ciphertext = octet_string_value(parts[2])
     except (BadMessageCheck, BadAlg):
         raise
-    except (ValueError, TypeError, KeyError, BERError) as exc:
+    except (IndexError, BERError) as exc:
         raise BadMessageCheck("the EnvelopedData is malformed") from exc
-    if len(parts) < 3 or parts[2].tag_class != 2 or parts[2].tag_number != 0:
-        raise BadMessageCheck("the EnvelopedData has no encrypted content")
-    try:
-        # Re-wrapped as a definite-length SEQUENCE, which asn1crypto loads.
-        alg = algos.EncryptionAlgorithm.load(encode_tlv(0x30, parts[1].content))
-        alg_name = alg["algorithm"].native
-        ciphertext = octet_string_value(parts[2])
-    except (ValueError, BERError) as exc:
-        raise BadMessageCheck("the content-encryption algorithm is malformed") from exc
-    try:
-        cipher = ContentCipher(alg_name)
-    except ValueError as exc:
-        raise BadAlg("unsupported content-encryption algorithm", f"cipher {alg_name}") from exc
+    cipher = _CIPHERS_BY_OID.get(alg_oid)
+    if cipher is None:
+        raise BadAlg("unsupported content-encryption algorithm", f"cipher {alg_oid}")
     if cipher is ContentCipher.DES and not allow_des:
         raise BadAlg("single DES is disabled on this server")
-    iv_value = alg["parameters"]
-    iv = iv_value.native if isinstance(iv_value, core.OctetString) else None
-    if not isinstance(iv, bytes) or len(iv) != _block_bytes(cipher):
+    iv = alg_params[0].content if alg_params and alg_params[0].tag_number == 4 else None
+    if iv is None or len(iv) != _block_bytes(cipher):
         raise BadMessageCheck("bad IV")
     key = _unwrap_key(ktri, recipient.key)
     if len(key) != _KEY_BYTES[cipher]:

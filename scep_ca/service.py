@@ -20,7 +20,6 @@ from challenge.codes import hash_challenge
 from config.model import Config
 from scep_ca.ca import CAIdentity
 from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
-from scep_ca.client import to_asn1
 from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
 from scep_ca.dn import DNError, parse_dn
 from scep_ca.enums import ContentCipher, MessageType, PKIStatus
@@ -70,7 +69,7 @@ class ScepService:
         self._config = config
         self._clock = clock
         self._signer = SignerIdentity.from_cert(ca.cert, ca.key)
-        self._recipient = RecipientKey(to_asn1(ca.cert), ca.key)
+        self._recipient = RecipientKey.from_cert(ca.cert, ca.key)
         self._templates: dict[str, x509.Name] = {}
         public = config.server.public_url
         self._profile_urls = (

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from scep_ca import der, oids
 from scep_ca.ca import CAIdentity, create_ca
 from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer, to_asn1
+from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.csr import CsrPolicy, check_csr
 from scep_ca.dn import parse_dn
 from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
@@ -24,6 +24,7 @@ from scep_ca.errors import BadAlg, BadMessageCheck, BadRequest, MalformedRequest
 from scep_ca.issue import Profile, issue_certificate, random_serial
 from scep_ca.message import decode_pki_message, verify_pki_message
 from scep_ca.signing import SignerIdentity, attribute, issuer_and_serial, sign_message
+from tests import asn1_scep  # noqa: F401  (registers SCEP attributes with asn1crypto)
 
 POLICY = CsrPolicy(key_sizes=(2048,), subject_template=parse_dn("CN=$USERID$,O=Example"))
 
@@ -67,7 +68,7 @@ def test_round_trip_every_cipher_and_digest(
     msg = decode_pki_message(req.der)
     signer_cert = verify_pki_message(msg)
     assert msg.content is not None
-    decrypted = decrypt_envelope(msg.content, RecipientKey(to_asn1(ca.cert), ca.key), allow_des=True)
+    decrypted = decrypt_envelope(msg.content, RecipientKey.from_cert(ca.cert, ca.key), allow_des=True)
     assert decrypted.cipher is cipher
     checked = check_csr(decrypted.plaintext, POLICY)
     assert checked.challenge == "CHALLENGE1"
@@ -237,7 +238,7 @@ def test_envelope_for_another_recipient(ca: CAIdentity, device_key: rsa.RSAPriva
     msg = decode_pki_message(_request(other, device_key))
     assert msg.content is not None
     with pytest.raises(BadMessageCheck, match="not encrypted to this CA"):
-        decrypt_envelope(msg.content, RecipientKey(to_asn1(ca.cert), ca.key), allow_des=True)
+        decrypt_envelope(msg.content, RecipientKey.from_cert(ca.cert, ca.key), allow_des=True)
 
 
 def test_unsupported_cipher_is_bad_alg(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:
@@ -246,7 +247,7 @@ def test_unsupported_cipher_is_bad_alg(ca: CAIdentity, device_key: rsa.RSAPrivat
     assert env.count(aes128_cbc) == 1
     gcm = env.replace(aes128_cbc, bytes.fromhex("0609608648016503040106"))  # id-aes128-GCM
     with pytest.raises(BadAlg, match="content-encryption"):
-        decrypt_envelope(gcm, RecipientKey(to_asn1(ca.cert), ca.key), allow_des=True)
+        decrypt_envelope(gcm, RecipientKey.from_cert(ca.cert, ca.key), allow_des=True)
 
 
 def test_tampered_ciphertext_is_bad_message_check(ca: CAIdentity) -> None:
@@ -255,7 +256,7 @@ def test_tampered_ciphertext_is_bad_message_check(ca: CAIdentity) -> None:
     )
     env[-1] ^= 0x55
     with pytest.raises(BadMessageCheck):
-        decrypt_envelope(bytes(env), RecipientKey(to_asn1(ca.cert), ca.key), allow_des=True)
+        decrypt_envelope(bytes(env), RecipientKey.from_cert(ca.cert, ca.key), allow_des=True)
 
 
 def test_unsupported_digest_is_bad_alg(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:

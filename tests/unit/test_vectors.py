@@ -9,7 +9,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.client import to_asn1
 from scep_ca.csr import challenge_password
 from scep_ca.enums import ContentCipher, DigestAlg, MessageType
 from scep_ca.envelope import RecipientKey, decrypt_envelope
@@ -32,7 +31,7 @@ def lab_recipient() -> RecipientKey:
     key = serialization.load_pem_private_key((LAB / "lab-ca.key").read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
     cert = x509.load_pem_x509_certificate((LAB / "lab-ca.pem").read_bytes())
-    return RecipientKey(to_asn1(cert), key)
+    return RecipientKey.from_cert(cert, key)
 
 
 @pytest.mark.parametrize("client", sorted(EXPECTED))

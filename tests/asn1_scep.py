@@ -1,4 +1,7 @@
-"""The one module that teaches asn1crypto the SCEP attributes (RFC 8894 section 3.2.1).
+"""Teaches asn1crypto the SCEP attributes (RFC 8894 section 3.2.1), for tests only.
+
+The server decodes and encodes pkiMessages with its own DER code (scep_ca.ber, scep_ca.der);
+tests read its output back with asn1crypto as an independent decoder.
 
 messageType, pkiStatus, failInfo and transactionID are PrintableString; the nonces are
 16-byte OCTET STRINGs; failInfoText (RFC 8894 section 3.2.1.4) is a UTF8String.
@@ -51,4 +54,3 @@ def _register() -> None:
 
 
 _register()
-
