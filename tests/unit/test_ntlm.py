@@ -198,9 +198,11 @@ def test_filetime_epoch() -> None:
 def handshake(user: str, password: str) -> tuple[bytes, bytes, bytes, int]:
     client = spnego.client(user, password, protocol="ntlm")
     type1 = client.step()
+    assert type1 is not None
     flags = ntlm.parse_negotiate(type1).flags
     type2 = ntlm.build_challenge(flags, SERVER_CHALLENGE, ntlm.filetime(1.7e9), ntlm.TargetNames())
     type3 = client.step(type2)
+    assert type3 is not None
     return type1, type2, type3, ntlm.challenge_flags_for(flags)
 
 
