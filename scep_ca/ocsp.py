@@ -15,8 +15,9 @@ that reaches the client as HTTP 500:
 * a CertID of this CA whose serial we never issued → ``unknown`` (RFC 6960 §2.2).
 
 The CA signs responses itself (RFC 6960 §4.2.2.2, no delegated responder), the
-responderID is byKey (§4.2.2.3, the SHA-1 of the CA's public key), the request's
-nonce is echoed (§4.4.1), and thisUpdate/nextUpdate bound how long a client may cache.
+responderID is byKey (§4.2.2.3, the SHA-1 of the CA's public key), the CA certificate
+rides along in ``certs``, the request's nonce is echoed (§4.4.1), and
+thisUpdate/nextUpdate bound how long a client may cache.
 """
 
 from __future__ import annotations
@@ -216,6 +217,10 @@ def build_ocsp_response(
             revocation_reason=status.reason,
         )
         .responder_id(ocsp.OCSPResponderEncoding.HASH, ca.cert)
+        # RFC 6960 §4.2.1 ``certs``: OpenSSL's OCSP_basic_verify looks for the signer
+        # only there (or in certificates the client passes by hand), so without it
+        # ``openssl ocsp -CAfile ca.pem`` fails with "signer certificate not found".
+        .certificates([ca.cert])
     )
     if query.nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(query.nonce), critical=False)
