@@ -10,7 +10,7 @@ past the buffer, and recursion depth is capped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _MAX_DEPTH = 16
 
@@ -19,8 +19,9 @@ class BERError(ValueError):
     """The bytes are not well-formed BER."""
 
 
-@dataclass(frozen=True)
-class TLV:
+class TLV(NamedTuple):
+    """One decoded TLV. A NamedTuple: thousands are made per second on the request path."""
+
     tag_class: int  # 0 universal, 1 application, 2 context, 3 private
     constructed: bool
     tag_number: int

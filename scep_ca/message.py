@@ -86,6 +86,7 @@ class PKIMessage:
     signature: bytes
     signed_attrs_der: bytes  # the DER SET the signature covers
     signer_cert_der: bytes
+    signer_issuer_and_serial: bytes  # DER IssuerAndSerialNumber of the signer certificate
     content: bytes | None
     # Every signed attribute we know, by name: the raw value TLV.
     attributes: dict[str, TLV] = field(default_factory=dict)
@@ -151,14 +152,15 @@ def _certificates(field_tlv: TLV) -> list[bytes]:
     return out
 
 
-def _signer_cert(certs: list[bytes], sid: TLV) -> bytes:
+def _signer_cert(certs: list[bytes], sid: TLV) -> tuple[bytes, bytes]:
+    """The signer certificate and its IssuerAndSerialNumber."""
     from scep_ca.signing import issuer_and_serial
 
     if sid.tag_class == 0 and sid.tag_number == 16:
         wanted = encode_tlv(0x30, sid.content)
         for cert in certs:
             if issuer_and_serial(cert) == wanted:
-                return cert
+                return cert, wanted
     elif sid.tag_class == 2 and sid.tag_number == 0:
         ski = sid.content
         for cert in certs:
@@ -167,7 +169,7 @@ def _signer_cert(certs: list[bytes], sid: TLV) -> bytes:
             except (ValueError, x509.ExtensionNotFound):
                 continue
             if ext.value.digest == ski:
-                return cert
+                return cert, issuer_and_serial(cert)
     raise MalformedRequest("the signer certificate is not in the pkiMessage")
 
 
@@ -210,7 +212,7 @@ def decode_pki_message(der: bytes) -> PKIMessage:
         sig_oid = oid_to_dotted(children(_expect(sig_alg, 0, 16, "signatureAlgorithm").content)[0].content)
         signature_bytes = _expect(signature, 0, 4, "signature").content
         attrs = _parse_attributes(signed_attrs.content)
-        signer_cert_der = _signer_cert(certs, sid)
+        signer_cert_der, signer_ias = _signer_cert(certs, sid)
     except BERError as exc:
         raise MalformedRequest("not a well-formed pkiMessage") from exc
     except IndexError as exc:
@@ -238,6 +240,7 @@ def decode_pki_message(der: bytes) -> PKIMessage:
         # The signature covers the attributes as a SET (tag 0x31), not as [0] IMPLICIT.
         signed_attrs_der=encode_tlv(0x31, signed_attrs.content),
         signer_cert_der=signer_cert_der,
+        signer_issuer_and_serial=signer_ias,
         content=content,
         attributes=attrs,
     )

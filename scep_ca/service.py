@@ -27,7 +27,7 @@ from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.issue import Profile, issue_certificate, random_serial
 from scep_ca.message import PKIMessage, decode_pki_message, verify_pki_message
-from scep_ca.signing import SignerIdentity, issuer_and_serial
+from scep_ca.signing import SignerIdentity
 from store.base import (
     CertificateRecord,
     ChallengeRejected,
@@ -283,7 +283,7 @@ class ScepService:
         bag = certs_only([cert_der, self._ca.cert_der] if include_ca else [cert_der])
         public = signer.public_key()
         assert isinstance(public, rsa.RSAPublicKey)  # verify_pki_message accepts RSA signers only
-        enveloped = encrypt_envelope(bag, issuer_and_serial(msg.signer_cert_der), public, cipher)
+        enveloped = encrypt_envelope(bag, msg.signer_issuer_and_serial, public, cipher)
         return build_cert_rep(self._signer, reply_to, PKIStatus.SUCCESS, enveloped=enveloped, now=self._clock())
 
 

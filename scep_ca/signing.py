@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scep_ca import der, oids
-from scep_ca.ber import children, read_tlv
+from scep_ca.ber import read_tlv
 from scep_ca.enums import DigestAlg
 from scep_ca.message import hash_algorithm
 
@@ -34,11 +34,11 @@ class SignerIdentity:
 
 def issuer_and_serial(cert_der: bytes) -> bytes:
     """IssuerAndSerialNumber (RFC 5652 section 10.2.4) taken byte for byte from a certificate."""
-    tbs = children(read_tlv(cert_der).content)[0]
-    fields = children(tbs.content)
-    # tbsCertificate: [0] version (optional), serialNumber, signature, issuer, ...
-    start = 1 if fields[0].tag_class == 2 and fields[0].tag_number == 0 else 0
-    serial, issuer = fields[start], fields[start + 2]
+    tbs = read_tlv(read_tlv(cert_der).content).content
+    # tbsCertificate: [0] version (optional), serialNumber, signature, issuer, ...: read just those.
+    first = read_tlv(tbs)
+    serial = read_tlv(tbs, first.end) if first.tag_class == 2 and first.tag_number == 0 else first
+    issuer = read_tlv(tbs, read_tlv(tbs, serial.end).end)
     return der.seq(der.encode_tlv(0x30, issuer.content), der.encode_tlv(0x02, serial.content))
 
 

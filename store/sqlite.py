@@ -52,6 +52,7 @@ from store.base import (
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
 
 BUSY_TIMEOUT_MS = 5000
+WAL_AUTOCHECKPOINT_PAGES = 4000
 DELETION_REASON = "cessationOfOperation"
 
 _INSERT_CERTIFICATE = f"INSERT INTO certificates ({codec.CERTIFICATE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
@@ -93,6 +94,9 @@ class SQLiteStore:
             # crash or power loss can lose the last transactions, never corrupt the file.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Fewer, larger checkpoints: each one fsyncs, and at the default (1000 pages) that
+            # fsync is a third of an enrollment's store time.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             self._conn = conn
             self._migrate()
         except BaseException:
