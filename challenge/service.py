@@ -188,7 +188,7 @@ class ChallengeService:
         self._clock = clock
         self._names = target_names or ntlm.TargetNames()
         self._handshakes = _HandshakeTable(handshake_ttl)
-        self.lockout = Lockout(
+        self._lockout = Lockout(
             cfg.lockout_failures,
             cfg.lockout_window_seconds,
             cfg.lockout_seconds,
@@ -345,7 +345,7 @@ class ChallengeService:
             return self._not_found()
         user = bare_username(presented)
         key = Lockout.key(user, address)
-        wait = self.lockout.retry_after(key)
+        wait = self._lockout.retry_after(key)
         if wait > 0:
             log.warning("locked out: integration=%s user=%s client=%s", integration.id, user, address)
             return self._too_many(wait)
@@ -356,7 +356,7 @@ class ChallengeService:
             log.error("cannot use stored credentials of %s: %s", target.id if target else "?", exc)
             return ChallengeResponse(500, _TEXT, b"500 Internal Server Error\n")
         if target is None or reason is not None:
-            wait = self.lockout.record_failure(key)
+            wait = self._lockout.record_failure(key)
             log.warning(
                 "%s login failed (%s): integration=%s user=%s client=%s%s",
                 method,
@@ -377,7 +377,7 @@ class ChallengeService:
                 address,
             )
             return self._html(page.render_no_permission())
-        self.lockout.record_success(key)
+        self._lockout.record_success(key)
         return await self._page(integration, user, address)
 
     async def _owner(self, integration: Integration, presented: str) -> Integration | None:

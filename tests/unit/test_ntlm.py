@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 
 import pytest
@@ -236,3 +238,52 @@ def test_mic_protects_the_other_fields() -> None:
     # The MIC covers our Type 2 too: a different challenge message breaks it.
     other_type2 = type2[:-1] + bytes([type2[-1] ^ 1])
     assert ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, type1, other_type2, flags) is ntlm.Verdict.BAD_MIC
+
+
+# -- other client layouts -----------------------------------------------------------------
+
+
+def _v2_response(password: str, user: str, domain: str, av_pairs: bytes) -> bytes:
+    blob = b"\x01\x01" + b"\x00" * 6 + b"\x00" * 8 + b"\xaa" * 8 + b"\x00" * 4 + av_pairs + b"\x00" * 4
+    key = ntlm.ntowfv2(nt_hash(password), user, domain)
+    return hmac.new(key, SERVER_CHALLENGE + blob, hashlib.md5).digest() + blob
+
+
+def _with_mic_slot(type3_64: bytes) -> bytes:
+    """Re-lay a 64-byte-header Type 3 with version and a zero MIC (88-byte header), as go-ntlmssp does."""
+    fields = []
+    for at in (12, 20, 28, 36, 44, 52):
+        length, _, start = struct.unpack_from("<HHI", type3_64, at)
+        fields.append(type3_64[start : start + length])
+    offset, descriptors = 88, b""
+    for value in fields:
+        descriptors += struct.pack("<HHI", len(value), len(value), offset)
+        offset += len(value)
+    flags = type3_64[60:64]
+    return type3_64[:12] + descriptors + flags + b"\x00" * 8 + b"\x00" * 16 + b"".join(fields)
+
+
+def test_go_ntlmssp_layout_without_mic_flag() -> None:
+    # Older go-ntlmssp (Fleet): 88-byte header, MIC slot left zero, target name as the domain, no MsvAvFlags.
+    eol = struct.pack("<HH", 0, 0)
+    nt = _v2_response("S3cret", "scep-abc", "SCEPCA", eol)
+    data = _with_mic_slot(build_authenticate(nt=nt, lm=b"\x00" * 24, user="scep-abc", domain="SCEPCA"))
+    auth = ntlm.parse_authenticate(data, 0)
+    assert auth.has_mic_field and auth.domain == "SCEPCA"
+    assert ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, b"", b"", 0) is ntlm.Verdict.OK
+
+
+def test_mic_announced_but_no_room_for_it() -> None:
+    av = struct.pack("<HHI", ntlm.AvId.FLAGS, 4, 2) + struct.pack("<HH", 0, 0)
+    nt = _v2_response("S3cret", "scep-abc", "", av)
+    auth = ntlm.parse_authenticate(build_authenticate(nt=nt, user="scep-abc", domain=""), 0)
+    assert not auth.has_mic_field
+    assert ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, b"", b"", 0) is ntlm.Verdict.MALFORMED
+
+
+def test_mic_announced_and_zero_is_refused() -> None:
+    av = struct.pack("<HHI", ntlm.AvId.FLAGS, 4, 2) + struct.pack("<HH", 0, 0)
+    nt = _v2_response("S3cret", "scep-abc", "", av)
+    data = _with_mic_slot(build_authenticate(nt=nt, user="scep-abc", domain=""))
+    auth = ntlm.parse_authenticate(data, 0)
+    assert ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, b"t1", b"t2", 0) is ntlm.Verdict.BAD_MIC
