@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -156,6 +157,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--key-pool", type=int, default=16, help="pre-generated device keys")
     parser.add_argument("--speed-seconds", type=int, default=3)
+    parser.add_argument("--py-spy", metavar="FILE", help="record the server with py-spy (collapsed stacks) to FILE")
     args = parser.parse_args()
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and args.workers == 1
 
@@ -185,6 +187,8 @@ def main() -> int:
         serve = [*base, "serve"]
         if args.workers > 1:
             serve += ["--workers", str(args.workers)]
+        if args.py_spy:
+            serve = ["py-spy", "record", "--format", "raw", "--rate", "250", "-o", args.py_spy, "--", *serve]
         if pin:
             serve = ["taskset", "-c", "0", *serve]
             os.sched_setaffinity(0, {1})
@@ -202,7 +206,7 @@ def main() -> int:
                     time.sleep(0.1)
             replies, latencies, elapsed = asyncio.run(fire(url, prepared.bodies, args.concurrency))
         finally:
-            server.terminate()
+            server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
         if pin:
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
