@@ -587,3 +587,24 @@ async def test_logs_hold_no_secrets(env: Env, caplog: pytest.LogCaptureFixture) 
     assert env.a.username in text and "127.0.0.1" in text
     for secret in [env.a_password, challenge, "hunter2-wrong", "TlRMTVNT"]:
         assert secret not in text
+
+
+async def test_connections_without_weak_references(env: Env) -> None:
+    """Event loops whose transports cannot be weakly referenced still get NTLM (strong fallback table)."""
+
+    class SlotConn:
+        __slots__ = ()
+
+    async def handshake(conn: object, type3_conn: object) -> int:
+        ctx = spnego.client(env.a.username, env.a_password, protocol="ntlm")
+        first = await env.service.handle(ChallengeRequest(env.a.id, f"NTLM {_b64(step(ctx))}", conn, "127.0.0.1"))
+        offer = dict(first.headers)["WWW-Authenticate"]
+        type2 = base64.b64decode(offer.split(" ", 1)[1])
+        token = f"NTLM {_b64(step(ctx, type2))}"
+        final = await env.service.handle(ChallengeRequest(env.a.id, token, type3_conn, "127.0.0.1"))
+        return final.status
+
+    conn = SlotConn()
+    assert await handshake(conn, conn) == 200
+    assert await handshake(conn, SlotConn()) == 401
+    assert await env.unused() == 1
