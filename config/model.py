@@ -22,6 +22,8 @@ class ServerConfig:
     # certmonger sends ~3.5 kB (RSA-2048) to ~5.4 kB (RSA-4096) GET queries.
     max_line_bytes: int = 32 * 1024
     workers: int = 1
+    # Bearer token for the status API; None: the status API answers loopback clients only.
+    api_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,13 @@ class CertificateConfig:
 
 
 @dataclass(frozen=True)
+class RevocationConfig:
+    # nextUpdate of the CRL; it is regenerated after every change and before this runs out.
+    crl_next_update_hours: int = 24
+    ocsp_validity_minutes: int = 60
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     # None: SQLite file ``scep-ca.sqlite3`` in the data directory.
     dsn: str | None = None
@@ -89,6 +98,7 @@ class Config:
     scep: ScepConfig = field(default_factory=ScepConfig)
     challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

@@ -8,6 +8,7 @@ explicitly: certmonger's GET PKIOperation queries run to 5.4 kB for RSA-4096.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import logging
 import ssl
@@ -15,8 +16,13 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from challenge.secret_key import load_or_create_secret_key
+from challenge.service import ChallengeService
+from challenge.web import setup_challenge_routes
 from config.model import Config
 from scep_ca.ca import CAIdentity
+from scep_ca.revocation import RevocationService
+from scep_ca.revocation_web import setup_revocation_routes
 from scep_ca.service import ScepService
 from scep_ca.web import setup_scep_routes
 from store.base import Store
@@ -42,6 +48,21 @@ def build_app(config: Config, ca: CAIdentity, store: Store) -> web.Application:
 
     app.cleanup_ctx.append(store_ctx)
     setup_scep_routes(app, ScepService(store, ca, config))
+    challenges = ChallengeService(
+        store,
+        config.challenge,
+        ca.fingerprint_md5,
+        load_or_create_secret_key(config.data_dir),
+        tls=ssl_context(config) is not None,
+    )
+    setup_challenge_routes(app, challenges)
+    revocation = RevocationService(
+        store,
+        ca,
+        crl_next_update_hours=config.revocation.crl_next_update_hours,
+        ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
+    )
+    setup_revocation_routes(app, revocation, config.server.api_token)
     return app
 
 

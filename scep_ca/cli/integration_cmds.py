@@ -10,7 +10,10 @@ import string
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
+from challenge.secret_key import load_or_create_secret_key
+from challenge.web import challenge_url as web_challenge_url
 from config import Config
 from scep_ca.cli.context import (
     CliError,
@@ -38,7 +41,7 @@ def scep_url(config: Config, integration_id: str) -> str:
 
 
 def challenge_url(config: Config, integration_id: str) -> str:
-    return f"{config.base_url}/challenge/{integration_id}/certsrv/mscep_admin/"
+    return web_challenge_url(config.base_url, integration_id)
 
 
 def describe(config: Config, integration: Integration, ca_fingerprint: str) -> dict[str, object]:
@@ -63,18 +66,24 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
         parse_dn(subject)
     except DNError as exc:
         raise CliError(f"--subject: {exc}") from exc
+    integration_id = new_integration_id()
+    # scrypt takes ~0.1 s: done before the store is opened, nothing is held meanwhile.
+    creds = make_credentials(load_or_create_secret_key(config.data_dir), integration_id)
     async with opened_store(config) as store:
-        integration_id = new_integration_id()
         integration = Integration(
             id=integration_id,
             name=args.name,
             subject_template=subject,
             created_at=dt.datetime.now(dt.UTC),
             validity_days=args.validity_days or config.certificate.validity_days,
-            username=f"scep-{integration_id}",
+            username=creds.username,
+            password_scrypt=creds.password_scrypt,
+            nt_hash_encrypted=creds.nt_hash_encrypted,
+            allow_basic=args.basic,
         )
         await store.create_integration(integration)
     info = describe(config, integration, ca.fingerprint_sha256)
+    info["password"] = creds.password
     if args.json:
         print_json(info)
         return 0
@@ -85,8 +94,32 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
     print(f"  Subject:        {info['subject']}")
     print(f"  Challenge URL:  {info['challenge_url']}")
     print(f"  Username:       {info['username']}")
+    print(f"  Password:       {creds.password}")
     print()
+    print("Challenge Type: Microsoft SCEP. The password is shown only now; `integration rotate-password`")
+    print("replaces it.")
     print(f"CA fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
+    return 0
+
+
+async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
+    creds = make_credentials(load_or_create_secret_key(config.data_dir), args.id)
+    async with opened_store(config) as store:
+        integration = await store.get_integration(args.id)
+        if integration is None:
+            raise CliError(f"no live integration {args.id!r}")
+        await store.update_credentials(
+            integration.id,
+            username=creds.username,
+            password_scrypt=creds.password_scrypt,
+            nt_hash_encrypted=creds.nt_hash_encrypted,
+        )
+    if args.json:
+        print_json({"id": args.id, "username": creds.username, "password": creds.password})
+        return 0
+    print(f"New credentials for {args.id} (the old password no longer works):")
+    print(f"  Username:       {creds.username}")
+    print(f"  Password:       {creds.password}")
     return 0
 
 
@@ -161,8 +194,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     c.add_argument("name")
     c.add_argument("--subject", help="subject template, e.g. 'CN=$USERID$,O=Example' (default CN=$USERID$)")
     c.add_argument("--validity-days", type=int)
+    c.add_argument(
+        "--basic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="allow Basic on the challenge URL (default: only over TLS or from loopback); NTLM always works",
+    )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_run(_create))
+    c = isub.add_parser("rotate-password", parents=[common], help="issue a new challenge-URL password")
+    c.add_argument("id")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_run(_rotate_password))
     c = isub.add_parser("list", parents=[common], help="list integrations")
     c.add_argument("--all", action="store_true", help="include deleted ones")
     c.add_argument("--json", action="store_true")
