@@ -29,6 +29,7 @@ from scep_ca.ca import CAIdentity
 from scep_ca.cert_format import record_to_dict
 from scep_ca.crl import build_crl
 from scep_ca.ocsp import (
+    OcspIssuer,
     OcspRequestError,
     build_ocsp_response,
     decode_get_path,
@@ -82,6 +83,7 @@ class RevocationService:
         self._store = store
         self._ca = ca
         self._fingerprint = ca.fingerprint_sha256
+        self._ocsp_issuer = OcspIssuer.of(ca)
         self._crl_hours = crl_next_update_hours
         self._clock = clock
         # OCSP answers are computed live; a short nextUpdate bounds how long a client
@@ -128,7 +130,7 @@ class RevocationService:
             query = parse_ocsp_request(der)
         except OcspRequestError as exc:
             return error_response(exc.status)
-        if not is_for_issuer(self._ca, query):
+        if not is_for_issuer(self._ocsp_issuer, query):
             return error_response(x509_ocsp.OCSPResponseStatus.UNAUTHORIZED)
         try:
             record = await self._store.get_certificate(query.serial_hex)
