@@ -215,3 +215,27 @@ def test_openssl_request_and_verification(
         assert "Reason: cessationOfOperation" in result.stdout
     else:
         assert f"{leaf_pem}: good" in result.stdout
+
+
+def test_cert_id_hash_we_cannot_compute_is_unauthorized(ca: CAIdentity, leaf: x509.Certificate) -> None:
+    request = asn1_ocsp.OCSPRequest.load(_request(leaf, ca, nonce=None))
+    cert_id = request["tbs_request"]["request_list"][0]["req_cert"]
+    md5 = asn1_ocsp.OCSPRequest(
+        {
+            "tbs_request": {
+                "request_list": [
+                    {
+                        "req_cert": {
+                            "hash_algorithm": {"algorithm": "md5"},
+                            "issuer_name_hash": hashlib.md5(ca.cert.subject.public_bytes()).digest(),
+                            "issuer_key_hash": cert_id["issuer_key_hash"].native[:16],
+                            "serial_number": leaf.serial_number,
+                        }
+                    }
+                ]
+            }
+        }
+    ).dump()
+    with pytest.raises(OcspRequestError) as info:
+        parse_ocsp_request(md5)
+    assert info.value.status is ocsp.OCSPResponseStatus.UNAUTHORIZED
