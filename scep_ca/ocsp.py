@@ -8,10 +8,11 @@ that reaches the client as HTTP 500:
   response; RFC 5019 §2.1.1 clients send one), or a nonce over 32 octets
   (RFC 8954 §2.1) → ``malformedRequest``;
 * a CertID for another issuer, or hashed with an algorithm we cannot compute →
-  ``unauthorized``. RFC 6960 §2.2 would also allow ``unknown``; RFC 5019 §2.2.3 says a
-  server that cannot answer authoritatively SHOULD return ``unauthorized``, and that is
-  what OpenSSL's and Microsoft's responders send, so a client learns at once that it
-  asked the wrong responder rather than caching a signed "unknown";
+  ``unauthorized``: RFC 6960 §2.3 defines it for a server "not capable of responding
+  authoritatively" (after RFC 5019 §2.2.3). §2.2 would also allow a signed ``unknown``,
+  which is what ``openssl ocsp`` as a responder answers (checked with OpenSSL 3.0.19);
+  we prefer the unsigned error because it tells a client it asked the wrong responder
+  and gives it nothing signed by us to cache about a certificate we know nothing of;
 * a CertID of this CA whose serial we never issued → ``unknown`` (RFC 6960 §2.2).
 
 The CA signs responses itself (RFC 6960 §4.2.2.2, no delegated responder), the
