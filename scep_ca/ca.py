@@ -1,13 +1,18 @@
 """The CA identity: creating it once (``scep-ca init``) and loading it once per process.
 
-Default GetCACert shape (see README, "Why GetCACert is one certificate"): one
-self-signed CA certificate that signs certificates and CRLs (keyCertSign, cRLSign)
-and also signs CertReps and decrypts requests (digitalSignature, keyEncipherment).
-OpenSSL's PKCS7_verify, which certmonger's scep-submit uses on CertReps, checks the
-signer for the S/MIME-signing purpose, which needs digitalSignature; Apple's SCEP
-client needs digitalSignature+keyEncipherment on whatever certificate GetCACert
-returns. micromdm's scepserver CA has keyCertSign+cRLSign only, hence certmonger's
-"certificate verify error" against it.
+Two key pairs, as Microsoft NDES has them (see README, "Why GetCACert returns an RA
+and the CA"):
+
+- the CA (self-signed; keyCertSign, cRLSign, digitalSignature for OCSP) signs
+  certificates, CRLs and OCSP responses;
+- the RA (issued by the CA; digitalSignature, keyEncipherment) decrypts requests and
+  signs CertReps.
+
+GetCACert answers a certs-only PKCS#7 with the RA and the CA. certmonger needs this
+shape: given a single certificate it files it as the encryption (RA) certificate,
+has no trust anchor, and rejects every CertRep ("certificate verify error").
+Apple's client accepts it (RA with digitalSignature and keyEncipherment) and rejects a
+PKCS#7 that holds only a self-signed CA.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from cryptography.x509.oid import NameOID
 
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
+RA_CERT_FILE = "ra.pem"
+RA_KEY_FILE = "ra.key"
 
 
 class CAError(Exception):
@@ -38,6 +45,9 @@ class CAIdentity:
     cert: x509.Certificate
     key: rsa.RSAPrivateKey
     cert_der: bytes
+    ra_cert: x509.Certificate
+    ra_key: rsa.RSAPrivateKey
+    ra_cert_der: bytes
 
     @property
     def fingerprint_sha256(self) -> str:
@@ -52,6 +62,13 @@ class CAIdentity:
     def public_key(self) -> rsa.RSAPublicKey:
         return self.key.public_key()
 
+    @property
+    def ca_ra_bundle(self) -> bytes:
+        """GetCACert's answer: a certs-only PKCS#7 with the RA first, then the CA (as NDES sends it)."""
+        from scep_ca.certrep import certs_only
+
+        return certs_only([self.ra_cert_der, self.cert_der])
+
 
 def ca_exists(data_dir: Path) -> bool:
     return (data_dir / CA_CERT_FILE).exists() or (data_dir / CA_KEY_FILE).exists()
@@ -63,6 +80,70 @@ def _parse_subject(text: str) -> x509.Name:
     return parse_dn(text)
 
 
+def _key_usage(*, signing: bool, encipherment: bool, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=signing,
+        content_commitment=False,
+        key_encipherment=encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _write_key(path: Path, key: rsa.RSAPrivateKey, passphrase: bytes | None) -> None:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    # Created with 0600 from the start: chmod after write would leave a window.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+def _ra_subject(ca_subject: x509.Name) -> x509.Name:
+    cns = ca_subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    base = str(cns[0].value) if cns else "scep-ca"
+    others = [a for a in ca_subject if a.oid != NameOID.COMMON_NAME]
+    return x509.Name([*others, x509.NameAttribute(NameOID.COMMON_NAME, f"{base} SCEP RA")])
+
+
+def create_ra(
+    data_dir: Path,
+    ca_cert: x509.Certificate,
+    ca_key: rsa.RSAPrivateKey,
+    *,
+    key_size: int,
+    passphrase: bytes | None,
+    now: dt.datetime | None = None,
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    """The RA certificate (issued by the CA) that decrypts requests and signs CertReps."""
+    now = now or dt.datetime.now(dt.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_ra_subject(ca_cert.subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(ca_cert.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(signing=True, encipherment=True, ca=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(data_dir / RA_KEY_FILE, key, passphrase)
+    (data_dir / RA_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
 def create_ca(
     data_dir: Path,
     *,
@@ -72,15 +153,13 @@ def create_ca(
     passphrase: bytes | None,
     now: dt.datetime | None = None,
 ) -> CAIdentity:
-    """Create the CA key (mode 0600) and self-signed certificate; refuse to overwrite."""
+    """Create the CA key and self-signed certificate, and the RA; refuse to overwrite."""
     if ca_exists(data_dir):
         raise CAError(f"a CA already exists in {data_dir}; refusing to overwrite it")
     data_dir.mkdir(parents=True, exist_ok=True)
     now = now or dt.datetime.now(dt.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     name = _parse_subject(subject)
-    if not name.get_attributes_for_oid(NameOID.COMMON_NAME) and not list(name):
-        raise CAError("ca.subject: must not be empty")
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
@@ -90,52 +169,55 @@ def create_ca(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=validity_days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # digitalSignature: the CA signs OCSP responses itself.
+        .add_extension(_key_usage(signing=True, encipherment=False, ca=True), critical=True)
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, hashes.SHA256())
     )
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    key_path = data_dir / CA_KEY_FILE
-    # Created with 0600 from the start: chmod after write would leave a window.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_pem)
+    _write_key(data_dir / CA_KEY_FILE, key, passphrase)
     (data_dir / CA_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return CAIdentity(cert=cert, key=key, cert_der=cert.public_bytes(serialization.Encoding.DER))
+    ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=key_size, passphrase=passphrase, now=now)
+    return _identity(cert, key, ra_cert, ra_key)
+
+
+def _identity(
+    cert: x509.Certificate, key: rsa.RSAPrivateKey, ra_cert: x509.Certificate, ra_key: rsa.RSAPrivateKey
+) -> CAIdentity:
+    der = serialization.Encoding.DER
+    return CAIdentity(cert, key, cert.public_bytes(der), ra_cert, ra_key, ra_cert.public_bytes(der))
+
+
+def _load_key(path: Path, passphrase: bytes | None, cert: x509.Certificate, what: str) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
+    except TypeError as exc:
+        raise CAError(f"the {what} key is encrypted: set the passphrase environment variable") from exc
+    except ValueError as exc:
+        raise CAError(f"the {what} key cannot be loaded (wrong passphrase or corrupt file)") from exc
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CAError(f"the {what} key is not an RSA key")
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey) or key.public_key().public_numbers() != public.public_numbers():
+        raise CAError(f"the {what} key does not match the {what} certificate")
+    return key
 
 
 def load_ca(data_dir: Path, passphrase: bytes | None) -> CAIdentity:
-    """Load the CA once per process (cryptography validates an RSA key in ~27 ms per load)."""
+    """Load the CA and RA once per process (cryptography validates an RSA key in ~27 ms per load).
+
+    A data directory without an RA (made before RAs existed, or after ``ra.*`` were removed
+    to replace it) gets a fresh one issued by the CA.
+    """
     cert_path, key_path = data_dir / CA_CERT_FILE, data_dir / CA_KEY_FILE
     if not cert_path.exists() or not key_path.exists():
         raise CAError(f"no CA in {data_dir}: run `scep-ca init` first")
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=passphrase)
-    except TypeError as exc:
-        raise CAError("the CA key is encrypted: set the passphrase environment variable") from exc
-    except ValueError as exc:
-        raise CAError("the CA key cannot be loaded (wrong passphrase or corrupt file)") from exc
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise CAError("the CA key is not an RSA key")
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
-        raise CAError("the CA key does not match the CA certificate")
-    return CAIdentity(cert=cert, key=key, cert_der=cert.public_bytes(serialization.Encoding.DER))
+    key = _load_key(key_path, passphrase, cert, "CA")
+    ra_cert_path, ra_key_path = data_dir / RA_CERT_FILE, data_dir / RA_KEY_FILE
+    if not ra_cert_path.exists() and not ra_key_path.exists():
+        ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=key.key_size, passphrase=passphrase)
+    else:
+        ra_cert = x509.load_pem_x509_certificate(ra_cert_path.read_bytes())
+        ra_key = _load_key(ra_key_path, passphrase, ra_cert, "RA")
+    return _identity(cert, key, ra_cert, ra_key)

@@ -83,4 +83,6 @@ def build_cert_rep(
         attrs.append(attribute(oids.FAIL_INFO, der.printable_string(str(int(fail_info)))))
         if fail_text:
             attrs.append(attribute(oids.FAIL_INFO_TEXT, der.utf8_string(fail_text[:MAX_FAIL_TEXT])))
-    return sign_message(signer, reply_to.digest, attrs, enveloped)
+    # FAILURE and PENDING carry an empty eContent rather than none: OpenSSL's PKCS7_verify
+    # (certmonger's scep-submit) treats absent content as detached and fails with "no content".
+    return sign_message(signer, reply_to.digest, attrs, enveloped if enveloped is not None else b"")

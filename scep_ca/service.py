@@ -41,7 +41,7 @@ from store.base import (
 
 log = logging.getLogger("scep_ca.scep")
 
-CA_CERT_CONTENT_TYPE = "application/x-x509-ca-cert"
+CA_RA_CERT_CONTENT_TYPE = "application/x-x509-ca-ra-cert"
 PKI_MESSAGE_CONTENT_TYPE = "application/x-pki-message"
 _SERIAL_ATTEMPTS = 3
 
@@ -68,8 +68,10 @@ class ScepService:
         self._ca = ca
         self._config = config
         self._clock = clock
-        self._signer = SignerIdentity.from_cert(ca.cert, ca.key)
-        self._recipient = RecipientKey.from_cert(ca.cert, ca.key)
+        # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
+        self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
+        self._recipient = RecipientKey.from_cert(ca.ra_cert, ca.ra_key)
+        self._ca_ra_bundle = ca.ca_ra_bundle
         self._templates: dict[str, x509.Name] = {}
         public = config.server.public_url
         self._profile_urls = (
@@ -93,9 +95,9 @@ class ScepService:
         return "\n".join(self.caps()) + "\n"
 
     async def get_ca_cert(self, integration_id: str) -> tuple[bytes, str]:
-        """GetCACert (RFC 8894 section 4.2): the CA certificate alone, DER (see ``scep_ca.ca``)."""
+        """GetCACert (RFC 8894 section 4.2.1.2): RA and CA as a certs-only PKCS#7 (see ``scep_ca.ca``)."""
         await self._live_integration(integration_id)
-        return self._ca.cert_der, CA_CERT_CONTENT_TYPE
+        return self._ca_ra_bundle, CA_RA_CERT_CONTENT_TYPE
 
     async def pki_operation(self, integration_id: str, der: bytes, ctx: RequestContext) -> bytes:
         """PKIOperation (RFC 8894 section 4.3): always a signed CertRep once the message decodes.
@@ -288,7 +290,7 @@ class ScepService:
 
 
 __all__ = [
-    "CA_CERT_CONTENT_TYPE",
+    "CA_RA_CERT_CONTENT_TYPE",
     "PKI_MESSAGE_CONTENT_TYPE",
     "MalformedRequest",
     "RequestContext",

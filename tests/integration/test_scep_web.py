@@ -36,7 +36,7 @@ def _req(
         csr,
         signer_cert=signer,
         signer_key=key,
-        recipient=recipient or server.ca.cert,
+        recipient=recipient or server.ca.ra_cert,
         transaction_id=tid,
         cipher=cipher,
         digest=digest,
@@ -68,12 +68,19 @@ async def test_get_ca_caps(server: Server) -> None:
     assert {"POSTPKIOperation", "SHA-256", "SHA-512", "AES", "SCEPStandard"} <= set(caps)
 
 
-async def test_get_ca_cert_is_der_without_parameters(server: Server) -> None:
+async def test_get_ca_cert_is_ra_then_ca_without_parameters(server: Server) -> None:
+    """certmonger needs the CA in the bag as its trust anchor; Apple needs an RA with DS+KE."""
+    from asn1crypto import cms
+
     resp = await server.client.get(f"{server.url()}/pkiclient.exe?operation=GetCACert&message=CAIdentifier")
     assert resp.status == 200
     # Apple rejects parameters (such as charset) on this Content-Type.
-    assert resp.headers["Content-Type"] == "application/x-x509-ca-cert"
-    assert await resp.read() == server.ca.cert_der
+    assert resp.headers["Content-Type"] == "application/x-x509-ca-ra-cert"
+    bag = cms.ContentInfo.load(await resp.read())["content"]
+    assert [c.chosen.dump() for c in bag["certificates"]] == [server.ca.ra_cert_der, server.ca.cert_der]
+    ku = server.ca.ra_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_encipherment
+    server.ca.ra_cert.verify_directly_issued_by(server.ca.cert)
 
 
 async def test_enroll_over_post(server: Server, device_key: rsa.RSAPrivateKey) -> None:
@@ -132,7 +139,7 @@ async def test_failure_reply_fields(server: Server, device_key: rsa.RSAPrivateKe
     assert reply.transaction_id == "T-fields"
     assert reply.digest is DigestAlg.SHA512, "the reply uses the request's digest"
     assert reply.fail_text and "challenge" in reply.fail_text
-    assert reply.signer_cert_der == server.ca.cert_der, "signed by exactly the GetCACert certificate"
+    assert reply.signer_cert_der == server.ca.ra_cert_der, "signed by exactly the GetCACert RA certificate"
 
 
 # --- challenges ---------------------------------------------------------------------------------
@@ -235,7 +242,7 @@ async def test_unsupported_message_type_is_bad_request(server: Server, device_ke
         b"\x30\x00",
         signer_cert=signer,
         signer_key=device_key,
-        recipient=server.ca.cert,
+        recipient=server.ca.ra_cert,
         transaction_id="T",
         message_type=MessageType.GET_CRL,
     )
@@ -293,3 +300,10 @@ async def test_bad_input_is_logged_without_secrets(
     await _enroll(server, device_key, challenge, subject="CN=alice,O=Evil")
     assert "failInfo=BAD_REQUEST" in caplog.text
     assert challenge not in caplog.text
+
+
+async def test_envelope_to_the_ca_itself_is_bad_message_check(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    """Only the RA decrypts requests: the CA key is kept for certificates, CRLs and OCSP."""
+    reply = await _enroll(server, device_key, await server.challenge(), recipient=server.ca.cert)
+    assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK)
+    assert await server.cert_count() == 0

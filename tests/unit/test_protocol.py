@@ -355,3 +355,36 @@ def test_issued_certificate_profile(ca: CAIdentity, device_key: rsa.RSAPrivateKe
     cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
     cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
     cert.verify_directly_issued_by(ca.cert)
+
+
+def test_failure_cert_rep_is_not_detached(ca: CAIdentity, tmp_path: Path) -> None:
+    """certmonger's PKCS7_verify fails with "no content" on a CertRep without eContent."""
+    rep = build_cert_rep(
+        SignerIdentity.from_cert(ca.ra_cert, ca.ra_key),
+        ReplyTo("T", b"n" * 16, DigestAlg.SHA256),
+        PKIStatus.FAILURE,
+        fail_info=FailInfo.BAD_REQUEST,
+    )
+    assert cms.ContentInfo.load(rep)["content"]["encap_content_info"]["content"].native == b""
+    (tmp_path / "rep.der").write_bytes(rep)
+    (tmp_path / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    res = subprocess.run(
+        [
+            "openssl",
+            "smime",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            str(tmp_path / "rep.der"),
+            "-CAfile",
+            str(tmp_path / "ca.pem"),
+            "-purpose",
+            "any",
+            "-out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
