@@ -78,6 +78,8 @@ def record_to_dict(record: CertificateRecord, now: dt.datetime, *, include_pem: 
         "transaction_id": record.transaction_id,
         "message_type": record.message_type,
         "requester_address": record.requester_address,
+        # Tells an MDM server's "Issue Test Certificate" run (its own HTTP client) from devices.
+        "user_agent": record.user_agent,
         "created_at": _iso(record.created_at),
     }
     if include_pem:

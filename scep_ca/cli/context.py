@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-from store.factory import open_store
+from typing import Any
 
 from config import Config, load_config
 from scep_ca.ca import CAIdentity, load_ca
 from store.base import Store
+from store.factory import open_store
 
 
 class CliError(Exception):
@@ -74,3 +75,14 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
 def colon_fingerprint(hex_digest: str) -> str:
     upper = hex_digest.upper()
     return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
+
+
+def run_async(
+    handler: Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    """Adapt an async command ``handler(config, args)`` to argparse's ``func(args)``."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(asyncio.run(handler(config_from_args(args), args)))
+
+    return run

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import secrets
 import string
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
@@ -18,11 +15,11 @@ from config import Config
 from scep_ca.cli.context import (
     CliError,
     colon_fingerprint,
-    config_from_args,
     load_identity,
     opened_store,
     print_json,
     print_table,
+    run_async,
 )
 from scep_ca.dn import DNError, parse_dn
 from store.base import Integration
@@ -178,16 +175,10 @@ async def _challenge_new(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(
-    handler: Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]],
-) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        return int(asyncio.run(handler(config_from_args(args), args)))
-
-    return run
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Adds the ``integration`` and ``challenge`` groups; returns the integration sub-parsers."""
     p = sub.add_parser("integration", help="MDM integrations")
     isub = p.add_subparsers(dest="integration_cmd", required=True)
     c = isub.add_parser("create", parents=[common], help="create an integration and print the MDM values")
@@ -201,21 +192,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="allow Basic on the challenge URL (default: only over TLS or from loopback); NTLM always works",
     )
     c.add_argument("--json", action="store_true")
-    c.set_defaults(func=_run(_create))
+    c.set_defaults(func=run_async(_create))
     c = isub.add_parser("rotate-password", parents=[common], help="issue a new challenge-URL password")
     c.add_argument("id")
     c.add_argument("--json", action="store_true")
-    c.set_defaults(func=_run(_rotate_password))
+    c.set_defaults(func=run_async(_rotate_password))
     c = isub.add_parser("list", parents=[common], help="list integrations")
     c.add_argument("--all", action="store_true", help="include deleted ones")
     c.add_argument("--json", action="store_true")
-    c.set_defaults(func=_run(_list))
+    c.set_defaults(func=run_async(_list))
     c = isub.add_parser("show", parents=[common], help="show one integration")
     c.add_argument("id")
     c.add_argument("--json", action="store_true")
-    c.set_defaults(func=_run(_show))
+    c.set_defaults(func=run_async(_show))
     p = sub.add_parser("challenge", help="one-time enrollment challenges")
     csub = p.add_subparsers(dest="challenge_cmd", required=True)
     c = csub.add_parser("new", parents=[common], help="print a fresh one-time challenge")
     c.add_argument("id")
-    c.set_defaults(func=_run(_challenge_new))
+    c.set_defaults(func=run_async(_challenge_new))
+    return isub

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from config import ConfigError
 from scep_ca.ca import CAError
-from scep_ca.cli import ca_cmds, integration_cmds
+from scep_ca.cli import ca_cmds, cert_cmds, integration_cmds
 from scep_ca.cli.context import CliError
 from store.base import StoreError
 
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="data directory (default ./scep-ca-data)")
     sub = parser.add_subparsers(dest="command", required=True)
     ca_cmds.register(sub, common)
-    integration_cmds.register(sub, common)
+    integration_sub = integration_cmds.register(sub, common)
+    cert_cmds.register(sub, integration_sub, common)
     return parser
 
 

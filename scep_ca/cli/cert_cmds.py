@@ -1,0 +1,179 @@
+"""``scep-ca cert ...``, ``scep-ca integration delete`` and ``scep-ca crl``: revocation for operators."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from config import Config
+from scep_ca.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
+from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, run_async
+from scep_ca.reasons import ReasonError, operator_reason_names
+from scep_ca.revocation import AmbiguousSerial, RevocationService
+from scep_ca.serials import Base, SerialError
+from store.base import CertificateFilter, CertificateRecord, CertStatus, IntegrationNotFound
+
+_STATUSES = ("issued", "revoked", "expired")
+
+
+def _filter(args: argparse.Namespace, now: dt.datetime) -> CertificateFilter:
+    if args.status == "expired":
+        return CertificateFilter(integration_id=args.integration, status=CertStatus.ISSUED, expired_before=now)
+    if args.status == "issued":
+        return CertificateFilter(integration_id=args.integration, issued_only_unexpired_at=now)
+    if args.status == "revoked":
+        return CertificateFilter(integration_id=args.integration, status=CertStatus.REVOKED)
+    return CertificateFilter(integration_id=args.integration)
+
+
+async def _list(config: Config, args: argparse.Namespace) -> int:
+    now = dt.datetime.now(dt.UTC)
+    async with opened_store(config) as store:
+        records = await store.list_certificates(_filter(args, now))
+    if args.json:
+        print_json([record_to_dict(r, now) for r in records])
+    else:
+        print(format_table([table_row(r, now) for r in records], TABLE_COLUMNS))
+    return 0
+
+
+async def _show(config: Config, args: argparse.Namespace) -> int:
+    ca = load_identity(config)
+    now = dt.datetime.now(dt.UTC)
+    async with opened_store(config) as store:
+        record = await _find(RevocationService(store, ca), args.serial, args)
+    info = record_to_dict(record, now, include_pem=args.pem)
+    if args.json:
+        print_json(info)
+        return 0
+    for key, value in info.items():
+        if key != "pem":
+            print(f"{key + ':':22}{'' if value is None else value}")
+    if args.pem:
+        sys.stdout.write(der_to_pem(record.der))
+    return 0
+
+
+async def _find(service: RevocationService, serial: str, args: argparse.Namespace) -> CertificateRecord:
+    try:
+        record = await service.find_certificate(serial, base=_base(args))
+    except (SerialError, AmbiguousSerial) as exc:
+        raise CliError(str(exc)) from exc
+    if record is None:
+        raise CliError(f"no certificate with serial {serial}")
+    return record
+
+
+def _base(args: argparse.Namespace) -> Base:
+    if getattr(args, "decimal", False):
+        return "dec"
+    return "hex" if getattr(args, "hex", False) else "auto"
+
+
+async def _revoke(config: Config, args: argparse.Namespace) -> int:
+    ca = load_identity(config)
+    async with opened_store(config) as store:
+        service = RevocationService(store, ca)
+        record = await _find(service, args.serial, args)
+        try:
+            revoked = await service.revoke(record.serial, args.reason, base="hex")
+        except ReasonError as exc:
+            raise CliError(str(exc)) from exc
+    if not revoked:
+        raise CliError(f"certificate {record.serial} is already revoked")
+    print(f"revoked {record.serial} ({args.reason}); the CRL and OCSP show it from the next request")
+    return 0
+
+
+def _confirm(prompt: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{prompt} [y/N] ").strip().lower() in {"y", "yes"}
+
+
+async def _delete(config: Config, args: argparse.Namespace) -> int:
+    ca = load_identity(config)
+    async with opened_store(config) as store:
+        integration = await store.get_integration(args.id)
+        if integration is None:
+            raise CliError(f"no live integration {args.id!r}")
+        count = await store.count_certificates(integration.id)
+        if not args.yes and not _confirm(
+            f"Delete integration {integration.id} ({integration.name!r}) and revoke its {count} certificate(s)?"
+        ):
+            raise CliError("not confirmed (use --yes to skip the question)")
+        try:
+            result = await RevocationService(store, ca).delete_integration(integration.id)
+        except IntegrationNotFound as exc:
+            raise CliError(f"no live integration {args.id!r}") from exc
+    if args.json:
+        print_json({"id": integration.id, "revoked": result.revoked, "deleted_at": result.deleted_at.isoformat()})
+    else:
+        print(f"deleted integration {integration.id}; revoked {result.revoked} certificate(s) (cessationOfOperation)")
+    return 0
+
+
+async def _crl(config: Config, args: argparse.Namespace) -> int:
+    ca = load_identity(config)
+    async with opened_store(config) as store:
+        der = await RevocationService(
+            store, ca, crl_next_update_hours=config.revocation.crl_next_update_hours
+        ).current_crl()
+    if args.out:
+        Path(args.out).write_bytes(der if not args.pem else _pem_crl(der).encode())
+        print(f"wrote {args.out} ({len(der)} bytes DER)")
+    elif args.pem or sys.stdout.isatty():
+        sys.stdout.write(_pem_crl(der))
+    else:
+        sys.stdout.buffer.write(der)
+    return 0
+
+
+def _pem_crl(der: bytes) -> str:
+    import base64
+
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN X509 CRL-----\n{body}-----END X509 CRL-----\n"
+
+
+def _serial_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("serial", help="hex (colons and 0x allowed) or decimal")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--decimal", action="store_true", help="read the serial as decimal")
+    group.add_argument("--hex", action="store_true", help="read the serial as hexadecimal")
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    integration_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    p = sub.add_parser("cert", help="issued certificates")
+    csub = p.add_subparsers(dest="cert_cmd", required=True)
+    c = csub.add_parser("list", parents=[common], help="list certificates")
+    c.add_argument("--integration")
+    c.add_argument("--status", choices=_STATUSES)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=run_async(_list))
+    c = csub.add_parser("show", parents=[common], help="show one certificate and its audit trail")
+    _serial_args(c)
+    c.add_argument("--pem", action="store_true", help="also print the certificate")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=run_async(_show))
+    c = csub.add_parser("revoke", parents=[common], help="revoke one certificate")
+    _serial_args(c)
+    c.add_argument("--reason", default="unspecified", help=", ".join(operator_reason_names()))
+    c.set_defaults(func=run_async(_revoke))
+    d = integration_sub.add_parser(
+        "delete", parents=[common], help="delete an integration and revoke every certificate it issued"
+    )
+    d.add_argument("id")
+    d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=run_async(_delete))
+    r = sub.add_parser("crl", parents=[common], help="print or write the current CRL")
+    r.add_argument("--out", help="write to this file (DER unless --pem)")
+    r.add_argument("--pem", action="store_true")
+    r.set_defaults(func=run_async(_crl))

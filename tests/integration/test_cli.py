@@ -1,0 +1,141 @@
+"""The operator CLI, in-process, on a temporary data directory with the real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from scep_ca.cli.main import main
+
+
+class Cli:
+    def __init__(self, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.data_dir = data_dir
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--data-dir", str(self.data_dir), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> object:
+        code, out, err = self(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    runner = Cli(tmp_path / "data", capsys)
+    code, _, err = runner("init")
+    assert code == 0, err
+    return runner
+
+
+def test_init_creates_ca_and_ra_with_private_keys(cli: Cli) -> None:
+    for name in ("ca.key", "ra.key"):
+        assert stat.S_IMODE((cli.data_dir / name).stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate((cli.data_dir / "ca.pem").read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    code, _, err = cli("init")
+    assert code == 1 and "refusing to overwrite" in err
+
+
+def test_integration_create_prints_the_five_mdm_values(cli: Cli) -> None:
+    info = cli.json("integration", "create", "Fleet A", "--subject", "CN=$USERID$,O=Example")
+    assert isinstance(info, dict)
+    for key in ("id", "scep_url", "subject", "challenge_url", "username", "password", "ca_fingerprint_sha256"):
+        assert info[key], key
+    assert info["scep_url"].endswith(f"/scep/{info['id']}")
+    assert info["challenge_url"].endswith(f"/challenge/{info['id']}/certsrv/mscep_admin/")
+    assert info["subject"] == "CN=$USERID$,O=Example"
+    assert len(info["password"]) >= 26
+    shown = cli.json("integration", "show", info["id"])
+    assert isinstance(shown, dict) and "password" not in shown, "the password is shown once only"
+    listed = cli.json("integration", "list")
+    assert isinstance(listed, list) and [i["id"] for i in listed] == [info["id"]]
+
+
+def test_integration_create_human_output(cli: Cli) -> None:
+    code, out, _ = cli("integration", "create", "Fleet B")
+    assert code == 0
+    for label in ("SCEP URL:", "Subject:", "Challenge URL:", "Username:", "Password:", "CA fingerprint (SHA-256):"):
+        assert label in out
+
+
+def test_bad_subject_is_refused(cli: Cli) -> None:
+    code, _, err = cli("integration", "create", "x", "--subject", "not a dn")
+    assert code == 1 and "--subject" in err
+
+
+def test_challenge_new_and_cache_full(cli: Cli) -> None:
+    info = cli.json("integration", "create", "c")
+    assert isinstance(info, dict)
+    seen = set()
+    for _ in range(5):
+        code, out, _ = cli("challenge", "new", info["id"])
+        assert code == 0 and re.fullmatch(r"[0-9A-F]{16}\n", out)
+        seen.add(out)
+    assert len(seen) == 5
+    code, out, err = cli("challenge", "new", info["id"])
+    assert code == 1 and out == "" and "cache" in err
+
+
+def test_challenge_for_unknown_integration(cli: Cli) -> None:
+    code, _, err = cli("challenge", "new", "nosuch")
+    assert code == 1 and "nosuch" in err
+
+
+def test_rotate_password(cli: Cli) -> None:
+    info = cli.json("integration", "create", "r")
+    assert isinstance(info, dict)
+    rotated = cli.json("integration", "rotate-password", info["id"])
+    assert isinstance(rotated, dict)
+    assert rotated["password"] != info["password"] and rotated["username"] == info["username"]
+
+
+def test_config_error_names_the_key(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: {port: 99999}\n")
+    code, _, err = cli("--config", str(bad), "integration", "list")
+    assert code == 1 and "server.port" in err
+    bad.write_text("server: {prot: 1}\n")
+    code, _, err = cli("--config", str(bad), "integration", "list")
+    assert code == 1 and "server.prot" in err
+
+
+def test_cert_commands_on_unknown_serials(cli: Cli) -> None:
+    code, _, err = cli("cert", "show", "abcdef")
+    assert code == 1 and "no certificate" in err
+    code, _, err = cli("cert", "revoke", "zz:zz")
+    assert code == 1
+    code, out, _ = cli("cert", "list", "--json")
+    assert code == 0 and json.loads(out) == []
+
+
+def test_delete_needs_confirmation_and_then_revokes(cli: Cli) -> None:
+    info = cli.json("integration", "create", "d")
+    assert isinstance(info, dict)
+    code, _, err = cli("integration", "delete", info["id"])
+    assert code == 1 and "--yes" in err
+    assert cli.json("integration", "list") != []
+    result = cli.json("integration", "delete", info["id"], "--yes")
+    assert isinstance(result, dict) and result["revoked"] == 0
+    assert cli.json("integration", "list") == []
+    code, _, err = cli("integration", "delete", info["id"], "--yes")
+    assert code == 1
+
+
+def test_crl_out(cli: Cli, tmp_path: Path) -> None:
+    out_file = tmp_path / "ca.crl"
+    code, out, _ = cli("crl", "--out", str(out_file))
+    assert code == 0 and "wrote" in out
+    crl = x509.load_der_x509_crl(out_file.read_bytes())
+    ca = x509.load_pem_x509_certificate((cli.data_dir / "ca.pem").read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
