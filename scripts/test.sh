@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Real SCEP clients, curl and PostgreSQL (apt only when something is missing).
+bash scripts/system-deps.sh
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# System packages the tests need (Debian/Ubuntu), and a running PostgreSQL at 127.0.0.1:5432.
+#
+#   scep        micromdm's scepclient / scepserver (real SCEP client; benchmark reference)
+#   certmonger  getcert, scep-submit (real SCEP client, C, OpenSSL)
+#   dbus        the private session bus the tests run certmonger on
+#   curl        the NTLM and Basic clients of the challenge-URL tests
+#   postgresql  the server the store contract suite runs against
+#
+# apt-get runs only when something is missing (or with --always, as CI does).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+need=0
+for bin in scepclient scepserver getcert /usr/lib/certmonger/scep-submit dbus-daemon curl openssl pg_isready; do
+    if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
+        need=1
+    fi
+done
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    need=1
+fi
+if [ ! -d /etc/postgresql ] || [ -z "$(ls -A /etc/postgresql 2>/dev/null)" ]; then
+    need=1
+fi
+if [ "$need" = 1 ] || [ "${1:-}" = "--always" ]; then
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends \
+        scep certmonger dbus openssl curl postgresql postgresql-client python3-venv
+fi
+
+# PostgreSQL at 127.0.0.1:5432; start the newest installed cluster if it is down.
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    pg_version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "${pg_version}" main start
+    for _ in $(seq 1 60); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && break
+        sleep 0.5
+    done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+# The tests connect as postgres without a password over TCP (trust, as on the project's machines).
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; then
+    echo "cannot connect to PostgreSQL at 127.0.0.1:5432 as postgres without a password;" >&2
+    echo "allow trust for 127.0.0.1 in pg_hba.conf for the test run" >&2
+    exit 1
+fi
