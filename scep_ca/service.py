@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -22,7 +23,7 @@ from scep_ca.ca import CAIdentity
 from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
 from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
 from scep_ca.dn import DNError, parse_dn
-from scep_ca.enums import ContentCipher, MessageType, PKIStatus
+from scep_ca.enums import ContentCipher, FailInfo, MessageType, PKIStatus
 from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.issue import Profile, issue_certificate, random_serial
@@ -46,6 +47,17 @@ PKI_MESSAGE_CONTENT_TYPE = "application/x-pki-message"
 _SERIAL_ATTEMPTS = 3
 
 
+class ScepEvents(Protocol):
+    """Receives one call per answered PKIOperation (metrics); must not raise or block."""
+
+    def pki_operation(self, message_type: int, status: PKIStatus, fail_info: FailInfo | None) -> None: ...
+
+
+class NoEvents:
+    def pki_operation(self, message_type: int, status: PKIStatus, fail_info: FailInfo | None) -> None:
+        return None
+
+
 class UnknownIntegration(Exception):
     """No live integration at this SCEP URL (HTTP 404)."""
 
@@ -63,8 +75,16 @@ def utcnow() -> dt.datetime:
 
 
 class ScepService:
-    def __init__(self, store: Store, ca: CAIdentity, config: Config, clock: Callable[[], dt.datetime] = utcnow):
+    def __init__(
+        self,
+        store: Store,
+        ca: CAIdentity,
+        config: Config,
+        clock: Callable[[], dt.datetime] = utcnow,
+        events: ScepEvents | None = None,
+    ):
         self._store = store
+        self._events = events or NoEvents()
         self._ca = ca
         self._config = config
         self._clock = clock
@@ -113,8 +133,11 @@ class ScepService:
             if integration.deleted:
                 raise BadRequest("this integration has been deleted")
             signer = verify_pki_message(msg)
-            return await self._dispatch(integration, msg, signer, reply_to, ctx)
+            reply = await self._dispatch(integration, msg, signer, reply_to, ctx)
+            self._events.pki_operation(msg.message_type, PKIStatus.SUCCESS, None)
+            return reply
         except ScepFailure as failure:
+            self._events.pki_operation(msg.message_type, PKIStatus.FAILURE, failure.fail_info)
             log.warning(
                 "scep failure integration=%s tid=%s type=%s remote=%s failInfo=%s detail=%s",
                 integration_id,
