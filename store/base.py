@@ -67,6 +67,10 @@ class Integration:
     allowed_san_types: tuple[str, ...] = ()
     include_ca_in_reply: bool | None = None
     deleted_at: datetime | None = None
+    # PKCSReq answers PENDING until an operator approves (RFC 8894 section 3.3.2 PENDING).
+    require_approval: bool = False
+    # A renewal revokes the certificate it replaces (reason superseded).
+    revoke_superseded: bool = False
 
     @property
     def deleted(self) -> bool:
@@ -113,6 +117,8 @@ class IssuanceRequest:
     # SHA-256 hex of the challenge password to consume; None when no challenge applies (renewal).
     challenge_hash: str | None
     now: datetime
+    # Serial of a certificate of the same integration to revoke as superseded, in the same transaction.
+    supersedes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,9 +173,7 @@ class Store(Protocol):
     # Integrations
     async def create_integration(self, integration: Integration) -> None: ...
 
-    async def get_integration(
-        self, integration_id: str, *, include_deleted: bool = False
-    ) -> Integration | None: ...
+    async def get_integration(self, integration_id: str, *, include_deleted: bool = False) -> Integration | None: ...
 
     async def find_integration_by_username(self, username: str) -> Integration | None:
         """The live integration whose username matches exactly (case-insensitive), if any."""
@@ -204,6 +208,22 @@ class Store(Protocol):
         changes nothing."""
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None: ...
+
+    async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
+        """In one transaction: consume the challenge (if any) and insert a PENDING transaction with its CSR.
+        Raises ChallengeRejected, DuplicateTransaction or IntegrationNotFound and then changes nothing."""
+
+    async def list_transactions(
+        self, status: TransactionStatus | None = None, integration_id: str | None = None
+    ) -> Sequence[Transaction]: ...
+
+    async def resolve_pending(
+        self, integration_id: str, transaction_id: str, certificate: CertificateRecord | None, now: datetime
+    ) -> bool:
+        """Approve (insert ``certificate``, mark the transaction issued) or reject (``certificate`` None).
+
+        False when the transaction is not pending (already resolved, or unknown). Raises
+        DuplicateSerial (nothing changed) and IntegrationNotFound for a deleted integration."""
 
     # Certificates
     async def get_certificate(self, serial: str) -> CertificateRecord | None: ...

@@ -122,4 +122,14 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = Migration(
+    2,
+    (
+        "ALTER TABLE integrations ADD COLUMN require_approval INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE integrations ADD COLUMN revoke_superseded INTEGER NOT NULL DEFAULT 0",
+        # The approval queue: few rows, read by status.
+        "CREATE INDEX transactions_status ON transactions (status) WHERE status = 'pending'",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)

@@ -59,6 +59,10 @@ _INSERT_CERTIFICATE = f"INSERT INTO certificates ({codec.CERTIFICATE_COLUMNS}) V
 _INSERT_TRANSACTION = f"INSERT INTO transactions ({codec.TRANSACTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # Several rows may share a hash (two identical random draws, or a re-added
 # challenge): consume exactly one of them.
+_SUPERSEDE = (
+    "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = 'superseded' "
+    "WHERE serial = ? AND integration_id = ? AND status = 'issued'"
+)
 _CONSUME_CHALLENGE = """
 UPDATE challenges SET used_at = ?
 WHERE id = (
@@ -170,7 +174,7 @@ class SQLiteStore:
             with self._transaction() as conn:
                 conn.execute(
                     f"INSERT INTO integrations ({codec.INTEGRATION_COLUMNS}, username_key) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"VALUES ({', '.join('?' * 15)})",
                     codec.integration_params(integration),
                 )
         except sqlite3.IntegrityError as exc:
@@ -317,6 +321,11 @@ class SQLiteStore:
                 if _is_unique_violation(exc):
                     raise DuplicateTransaction(cert.transaction_id) from exc
                 raise
+            superseded = req.supersedes is not None and conn.execute(
+                _SUPERSEDE, (now_us, req.supersedes, cert.integration_id)
+            ).rowcount
+            if superseded:
+                conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None:
         with self._read() as conn:
@@ -325,6 +334,69 @@ class SQLiteStore:
                 (integration_id, transaction_id),
             ).fetchone()
         return None if row is None else codec.transaction_from_row(row)
+
+    async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
+        now_us = codec.to_us(now)
+        with self._transaction() as conn:
+            _require_live(conn, txn.integration_id)
+            if challenge_hash is not None:
+                consumed = conn.execute(
+                    _CONSUME_CHALLENGE, (now_us, txn.integration_id, challenge_hash, now_us)
+                ).rowcount
+                if consumed != 1:
+                    raise ChallengeRejected(txn.integration_id)
+            try:
+                conn.execute(_INSERT_TRANSACTION, codec.transaction_params(txn))
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise DuplicateTransaction(txn.transaction_id) from exc
+                raise
+
+    async def list_transactions(
+        self, status: TransactionStatus | None = None, integration_id: str | None = None
+    ) -> Sequence[Transaction]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status.value)
+        if integration_id is not None:
+            clauses.append("integration_id = ?")
+            params.append(integration_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {codec.TRANSACTION_COLUMNS} FROM transactions{where} ORDER BY created_at", params
+            ).fetchall()
+        return [codec.transaction_from_row(r) for r in rows]
+
+    async def resolve_pending(
+        self, integration_id: str, transaction_id: str, certificate: CertificateRecord | None, now: datetime
+    ) -> bool:
+        with self._transaction() as conn:
+            _require_live(conn, integration_id)
+            row = conn.execute(
+                "SELECT 1 FROM transactions WHERE integration_id = ? AND transaction_id = ? AND status = 'pending'",
+                (integration_id, transaction_id),
+            ).fetchone()
+            if row is None:
+                return False
+            if certificate is None:
+                conn.execute(
+                    "UPDATE transactions SET status = 'rejected' WHERE integration_id = ? AND transaction_id = ?",
+                    (integration_id, transaction_id),
+                )
+                return True
+            try:
+                conn.execute(_INSERT_CERTIFICATE, codec.certificate_params(certificate, now))
+            except sqlite3.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise DuplicateSerial(certificate.serial) from exc
+                raise
+            conn.execute(
+                "UPDATE transactions SET status = 'issued', serial = ? WHERE integration_id = ? AND transaction_id = ?",
+                (certificate.serial, integration_id, transaction_id),
+            )
+            return True
 
     # -- certificates ----------------------------------------------------------------
 

@@ -26,7 +26,8 @@ Row = tuple[object, ...]
 
 INTEGRATION_COLUMNS = (
     "id, name, subject_template, created_at, validity_days, username, password_scrypt, "
-    "nt_hash_encrypted, allow_basic, allowed_san_types, include_ca_in_reply, deleted_at"
+    "nt_hash_encrypted, allow_basic, allowed_san_types, include_ca_in_reply, deleted_at, "
+    "require_approval, revoke_superseded"
 )
 CERTIFICATE_COLUMNS = (
     "serial, integration_id, issuer_fingerprint, subject, not_before, not_after, der, "
@@ -95,6 +96,8 @@ def integration_params(item: Integration) -> tuple[object, ...]:
         json.dumps(list(item.allowed_san_types)),
         None if item.include_ca_in_reply is None else int(item.include_ca_in_reply),
         opt_to_us(item.deleted_at),
+        int(item.require_approval),
+        int(item.revoke_superseded),
         username_key(item.username),
     )
 
@@ -119,6 +122,8 @@ def integration_from_row(row: Row) -> Integration:
         allowed_san_types=tuple(str(s) for s in san_types),
         include_ca_in_reply=_opt_bool(row[10]),
         deleted_at=opt_from_us(row[11]),
+        require_approval=bool(row[12]),
+        revoke_superseded=bool(row[13]),
     )
 
 

@@ -22,6 +22,7 @@ from store.base import (
     IntegrationNotFound,
     IssuanceRequest,
     Store,
+    Transaction,
     TransactionStatus,
 )
 from tests.store.conftest import Harness
@@ -103,8 +104,8 @@ async def test_migrations_are_idempotent(harness: Harness) -> None:
     await store.open()  # already open: no-op
     other = await harness.second_store()  # opens the same database and finds it migrated
     info = await other.info()
-    assert info.schema_version == 1
-    assert (await store.info()).schema_version == 1
+    # Both see the same, fully migrated schema (each backend numbers its own migrations).
+    assert info.schema_version == (await store.info()).schema_version >= 2
     assert await other.get_integration("int1") == integration()
 
 
@@ -553,3 +554,83 @@ async def test_concurrent_tasks_consume_a_challenge_once(store: Store) -> None:
     results = await asyncio.gather(*(attempt(n) for n in range(50)))
     assert results.count(True) == 1
     assert await store.count_certificates() == 1
+
+
+# -- renewal supersession and the approval queue ----------------------------------------
+
+
+async def test_issuance_can_supersede_a_certificate_atomically(store: Store) -> None:
+    await store.create_integration(integration(revoke_superseded=True))
+    await store.record_issuance(issuance(certificate("0a"), challenge=None))
+    epoch = await store.revocation_epoch()
+    renewed = replace(certificate("0b"), transaction_id="t-renew")
+    await store.record_issuance(replace(issuance(renewed, challenge=None), supersedes="0a"))
+    old = await store.get_certificate("0a")
+    assert old is not None and old.status is CertStatus.REVOKED and old.revocation_reason == "superseded"
+    assert await store.revocation_epoch() != epoch
+    assert (await store.get_certificate("0b")) is not None
+
+
+async def test_integration_flags_round_trip(store: Store) -> None:
+    await store.create_integration(integration(require_approval=True, revoke_superseded=True))
+    got = await store.get_integration("int1")
+    assert got is not None and got.require_approval and got.revoke_superseded
+
+
+def pending(tid: str = "p1", integration_id: str = "int1") -> Transaction:
+    return Transaction(
+        integration_id=integration_id,
+        transaction_id=tid,
+        pubkey_sha256="f" * 64,
+        status=TransactionStatus.PENDING,
+        created_at=NOW,
+        message_type=19,
+        csr_der=b"\x30\x03\x02\x01\x00",
+    )
+
+
+async def test_pending_consumes_the_challenge_and_queues(store: Store) -> None:
+    await store.create_integration(integration(require_approval=True))
+    assert await add(store, "c1")
+    await store.record_pending(pending(), "c1", NOW)
+    assert await store.count_unused_challenges("int1", NOW) == 0
+    queued = await store.list_transactions(TransactionStatus.PENDING)
+    assert [(t.transaction_id, t.csr_der) for t in queued] == [("p1", b"\x30\x03\x02\x01\x00")]
+    with pytest.raises(ChallengeRejected):
+        await store.record_pending(pending("p2"), "c1", NOW)
+    with pytest.raises(DuplicateTransaction):
+        await store.record_pending(pending(), None, NOW)
+    assert len(await store.list_transactions()) == 1
+
+
+async def test_approve_inserts_certificate_once(store: Store) -> None:
+    await store.create_integration(integration(require_approval=True))
+    await store.record_pending(pending(), None, NOW)
+    cert = replace(certificate("0c"), transaction_id="p1")
+    assert await store.resolve_pending("int1", "p1", cert, NOW)
+    txn = await store.get_transaction("int1", "p1")
+    assert txn is not None and txn.status is TransactionStatus.ISSUED and txn.serial == "0c"
+    assert await store.get_certificate("0c") is not None
+    assert not await store.resolve_pending("int1", "p1", None, NOW), "already resolved"
+    assert not await store.resolve_pending("int1", "nope", None, NOW)
+    assert await store.list_transactions(TransactionStatus.PENDING) == []
+
+
+async def test_reject_leaves_no_certificate(store: Store) -> None:
+    await store.create_integration(integration(require_approval=True))
+    await store.record_pending(pending(), None, NOW)
+    assert await store.resolve_pending("int1", "p1", None, NOW)
+    txn = await store.get_transaction("int1", "p1")
+    assert txn is not None and txn.status is TransactionStatus.REJECTED
+    assert await store.count_certificates() == 0
+
+
+async def test_pending_on_deleted_integration(store: Store) -> None:
+    await store.create_integration(integration(require_approval=True))
+    await store.record_pending(pending(), None, NOW)
+    await store.delete_integration("int1", NOW)
+    with pytest.raises(IntegrationNotFound):
+        await store.record_pending(pending("p2"), None, NOW)
+    with pytest.raises(IntegrationNotFound):
+        await store.resolve_pending("int1", "p1", replace(certificate("0d"), transaction_id="p1"), NOW)
+    assert await store.count_certificates() == 0

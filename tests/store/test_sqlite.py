@@ -13,6 +13,7 @@ import pytest
 from config.model import Config, StoreConfig
 from store.base import ChallengeRejected, StoreError
 from store.factory import open_store
+from store.schema_sqlite import MIGRATIONS
 from store.sqlite import SQLiteStore
 from tests.store.test_contract import add, certificate, integration, issuance
 
@@ -27,11 +28,11 @@ async def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
         try:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
-            assert versions == [(1,)]
+            assert versions == [(m.version,) for m in MIGRATIONS]
         finally:
             conn.close()
         info = await store.info()
-        assert (info.backend, info.schema_version, info.extra["path"]) == ("sqlite", 1, str(path))
+        assert (info.backend, info.schema_version, info.extra["path"]) == ("sqlite", MIGRATIONS[-1].version, str(path))
     finally:
         await store.close()
 
@@ -46,7 +47,7 @@ async def test_reopen_keeps_data_and_applies_nothing_twice(tmp_path: Path) -> No
     await second.open()
     try:
         assert await second.get_integration("int1") == integration("int1")
-        assert (await second.info()).schema_version == 1
+        assert (await second.info()).schema_version == MIGRATIONS[-1].version
     finally:
         await second.close()
 
