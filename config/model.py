@@ -47,6 +47,10 @@ class ScepConfig:
     allow_des: bool = True
     # Whether the CA certificate rides along in the certs-only reply bag (Cisco wants it, Juniper refuses).
     include_ca_in_reply: bool = False
+    # RenewalReq is accepted from this many days before the old certificate expires.
+    renewal_days: int = 14
+    # A request waiting for approval expires after this long; polls then get FAILURE.
+    pending_expiry_hours: int = 168
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ def validate(config: Config) -> None:
     _validate_store(config)
     _validate_log(config)
     _positive("revocation.crl_next_update_hours", config.revocation.crl_next_update_hours)
+    _positive("scep.renewal_days", config.scep.renewal_days)
+    _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
     _positive("revocation.ocsp_validity_minutes", config.revocation.ocsp_validity_minutes)
     if config.server.api_token is not None and len(config.server.api_token) < 16:
         raise ConfigError("server.api_token", "must be at least 16 characters")

@@ -47,7 +47,6 @@ def build_app(config: Config, ca: CAIdentity, store: Store) -> web.Application:
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
-    setup_scep_routes(app, ScepService(store, ca, config))
     challenges = ChallengeService(
         store,
         config.challenge,
@@ -63,6 +62,7 @@ def build_app(config: Config, ca: CAIdentity, store: Store) -> web.Application:
         ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
     )
     setup_revocation_routes(app, revocation, config.server.api_token)
+    setup_scep_routes(app, ScepService(store, ca, config, crl_source=revocation.current_crl))
     return app
 
 

@@ -47,6 +47,18 @@ def certs_only(certs_der: list[bytes]) -> bytes:
     return der.seq(oids.SIGNED_DATA, der.explicit(0, signed_data))
 
 
+def crls_only(crl_der: bytes) -> bytes:
+    """A degenerate SignedData carrying one CRL in ``crls`` (RFC 8894 section 3.3.2, GetCRL reply)."""
+    signed_data = der.seq(
+        der.integer(1),
+        der.set_of(),
+        der.seq(oids.DATA),
+        der.explicit(1, crl_der),
+        der.set_of(),
+    )
+    return der.seq(oids.SIGNED_DATA, der.explicit(0, signed_data))
+
+
 def _transaction_id_value(transaction_id: str) -> bytes:
     # PrintableString per RFC 8894 3.2.1.1; an id with other characters is echoed as it came (UTF8String).
     try:

@@ -1,0 +1,317 @@
+"""Enrollment decisions: PKCSReq, RenewalReq, CertPoll and operator approval (RFC 8894 section 3.3).
+
+``Enroller`` decides and records; it returns ``Outcome`` values and raises
+``ScepFailure`` subclasses. Building and signing the CertRep is ``ScepService``'s job,
+so the same decisions serve the HTTP path and the operator CLI (``request approve``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from challenge.codes import hash_challenge
+from config.model import Config
+from scep_ca.ca import CAIdentity
+from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
+from scep_ca.dn import DNError, parse_dn
+from scep_ca.enums import PKIStatus
+from scep_ca.errors import BadRequest
+from scep_ca.issue import Profile, issue_certificate, random_serial
+from store.base import (
+    CertificateRecord,
+    CertStatus,
+    ChallengeRejected,
+    DuplicateSerial,
+    DuplicateTransaction,
+    Integration,
+    IntegrationNotFound,
+    IssuanceRequest,
+    Store,
+    Transaction,
+    TransactionStatus,
+)
+
+log = logging.getLogger("scep_ca.enrollment")
+
+_SERIAL_ATTEMPTS = 3
+_CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"
+
+
+@dataclass(frozen=True)
+class Requester:
+    """What the request says about who asks, for decisions and the audit trail."""
+
+    transaction_id: str
+    message_type: int
+    signer: x509.Certificate
+    remote: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """SUCCESS with the issued certificate, or PENDING (certificate None)."""
+
+    status: PKIStatus
+    cert_der: bytes | None = None
+
+
+PENDING = Outcome(PKIStatus.PENDING)
+
+
+def pubkey_sha256(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> str:
+    import hashlib
+
+    spki = cert_or_csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+class Enroller:
+    def __init__(self, store: Store, ca: CAIdentity, config: Config, clock: Callable[[], dt.datetime]) -> None:
+        self._store = store
+        self._ca = ca
+        self._config = config
+        self._clock = clock
+        self._templates: dict[str, x509.Name] = {}
+        public = config.server.public_url
+        base = public.rstrip("/") if public else None
+        self._crl_url = f"{base}/crl/ca.crl" if base else None
+        self._ocsp_url = f"{base}/ocsp" if base else None
+
+    # -- policy --------------------------------------------------------------------
+
+    def _template(self, integration: Integration) -> x509.Name:
+        template = self._templates.get(integration.subject_template)
+        if template is None:
+            try:
+                template = parse_dn(integration.subject_template)
+            except DNError as exc:
+                raise BadRequest("the integration's subject template is invalid") from exc
+            self._templates[integration.subject_template] = template
+        return template
+
+    def check(self, integration: Integration, csr_der: bytes) -> CheckedCsr:
+        """The integration's issuance policy applied to a CSR (RFC 8894 section 3.3.1)."""
+        policy = CsrPolicy(
+            key_sizes=self._config.certificate.key_sizes,
+            subject_template=self._template(integration),
+            allowed_san_types=integration.allowed_san_types,
+        )
+        checked = check_csr(csr_der, policy)
+        if checked.dropped_sans:
+            log.info(
+                "dropped SANs not allowed by integration=%s types=%s", integration.id, ",".join(checked.dropped_sans)
+            )
+        return checked
+
+    # -- PKCSReq -------------------------------------------------------------------
+
+    async def pkcs_req(self, integration: Integration, checked: CheckedCsr, who: Requester) -> Outcome:
+        """PKCSReq (RFC 8894 section 3.3.1): a one-time challenge, then issue or queue for approval."""
+        existing = await self._store.get_transaction(integration.id, who.transaction_id)
+        if existing is not None:
+            return await self._resend(existing, checked.pubkey_sha256)
+        if not checked.challenge:
+            raise BadRequest("a challenge password is required", "no challengePassword in the CSR")
+        now = self._clock()
+        challenge_hash = hash_challenge(checked.challenge)
+        # Checked before any RSA work, so bad challenges cost no signature.
+        if not await self._store.challenge_usable(integration.id, challenge_hash, now):
+            raise BadRequest(_CHALLENGE_REJECTED)
+        if integration.require_approval:
+            return await self._queue(integration, checked, who, challenge_hash, now)
+        return await self._issue(integration, checked, who, challenge_hash=challenge_hash, supersedes=None)
+
+    async def _queue(
+        self, integration: Integration, checked: CheckedCsr, who: Requester, challenge_hash: str, now: dt.datetime
+    ) -> Outcome:
+        txn = Transaction(
+            integration_id=integration.id,
+            transaction_id=who.transaction_id,
+            pubkey_sha256=checked.pubkey_sha256,
+            status=TransactionStatus.PENDING,
+            created_at=now,
+            message_type=who.message_type,
+            csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
+        )
+        try:
+            await self._store.record_pending(txn, challenge_hash, now)
+        except ChallengeRejected as exc:
+            raise BadRequest(_CHALLENGE_REJECTED) from exc
+        except IntegrationNotFound as exc:
+            raise BadRequest("this integration has been deleted") from exc
+        except DuplicateTransaction:
+            existing = await self._store.get_transaction(integration.id, who.transaction_id)
+            if existing is None:
+                raise
+            return await self._resend(existing, checked.pubkey_sha256)
+        log.info("queued for approval integration=%s tid=%s remote=%s", integration.id, who.transaction_id, who.remote)
+        return PENDING
+
+    async def _resend(self, txn: Transaction, key_hash: str) -> Outcome:
+        """A resent request of a known transaction: same key gets the same answer (RFC 8894 section 3.3.1)."""
+        if txn.pubkey_sha256 != key_hash:
+            raise BadRequest("transactionID already used with another key")
+        return await self._transaction_outcome(txn)
+
+    async def _transaction_outcome(self, txn: Transaction) -> Outcome:
+        if txn.status is TransactionStatus.PENDING:
+            if self._clock() - txn.created_at > dt.timedelta(hours=self._config.scep.pending_expiry_hours):
+                raise BadRequest("the request expired before it was approved")
+            return PENDING
+        if txn.status is TransactionStatus.REJECTED:
+            raise BadRequest("the request was rejected by the CA operator")
+        record = await self._store.get_certificate(txn.serial) if txn.serial else None
+        if record is None:
+            raise BadRequest("the transaction has no certificate")
+        return Outcome(PKIStatus.SUCCESS, record.der)
+
+    # -- RenewalReq ----------------------------------------------------------------
+
+    async def renewal_req(self, integration: Integration, checked: CheckedCsr, who: Requester) -> Outcome:
+        """RenewalReq (RFC 8894 section 3.3.1.2): signed by a valid certificate we issued; no challenge."""
+        existing = await self._store.get_transaction(integration.id, who.transaction_id)
+        if existing is not None:
+            return await self._resend(existing, checked.pubkey_sha256)
+        old = await self._renewable(integration, who.signer)
+        supersedes = old.serial if integration.revoke_superseded else None
+        return await self._issue(integration, checked, who, challenge_hash=None, supersedes=supersedes)
+
+    async def _renewable(self, integration: Integration, signer: x509.Certificate) -> CertificateRecord:
+        record = await self._store.get_certificate(format(signer.serial_number, "x"))
+        signer_der = signer.public_bytes(serialization.Encoding.DER)
+        # The exact certificate must be ours: a look-alike with a known serial is not.
+        if record is None or record.der != signer_der:
+            raise BadRequest("renewal must be signed by a certificate this CA issued")
+        if record.integration_id != integration.id:
+            raise BadRequest("renewal must be signed by a certificate of this integration")
+        if record.status is CertStatus.REVOKED:
+            raise BadRequest("the certificate to renew is revoked")
+        now = self._clock()
+        if now >= record.not_after:
+            raise BadRequest("the certificate to renew has expired")
+        window = dt.timedelta(days=self._config.scep.renewal_days)
+        if now < record.not_after - window:
+            raise BadRequest(
+                f"renewal opens {self._config.scep.renewal_days} days before expiry",
+                f"not_after {record.not_after.isoformat()}",
+            )
+        return record
+
+    # -- CertPoll ------------------------------------------------------------------
+
+    async def cert_poll(self, integration: Integration, who: Requester) -> Outcome:
+        """CertPoll / GetCertInitial (RFC 8894 section 3.3.3): matched by transactionID and the requester's key."""
+        txn = await self._store.get_transaction(integration.id, who.transaction_id)
+        if txn is None:
+            raise BadRequest("unknown transaction")
+        return await self._resend(txn, pubkey_sha256(who.signer))
+
+    # -- approval (operator) -------------------------------------------------------
+
+    async def approve(self, integration_id: str, transaction_id: str) -> CertificateRecord:
+        """Issue the queued request; the client's next CertPoll receives the certificate."""
+        integration = await self._store.get_integration(integration_id)
+        txn = await self._store.get_transaction(integration_id, transaction_id)
+        if integration is None or txn is None or txn.status is not TransactionStatus.PENDING or not txn.csr_der:
+            raise BadRequest("no pending request with this id")
+        checked = self.check(integration, txn.csr_der)
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            record = self._sign(integration, checked, transaction_id, txn.message_type, None, None)
+            try:
+                if not await self._store.resolve_pending(integration_id, transaction_id, record, self._clock()):
+                    raise BadRequest("the request is no longer pending")
+            except DuplicateSerial:
+                continue
+            log.info("approved serial=%s integration=%s tid=%s", record.serial, integration_id, transaction_id)
+            return record
+        raise BadRequest("could not allocate a unique serial number")
+
+    async def reject(self, integration_id: str, transaction_id: str) -> None:
+        if not await self._store.resolve_pending(integration_id, transaction_id, None, self._clock()):
+            raise BadRequest("no pending request with this id")
+        log.info("rejected integration=%s tid=%s", integration_id, transaction_id)
+
+    # -- issuance ------------------------------------------------------------------
+
+    def _sign(
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        transaction_id: str,
+        message_type: int,
+        remote: str | None,
+        user_agent: str | None,
+    ) -> CertificateRecord:
+        now = self._clock()
+        serial = random_serial()
+        cert = issue_certificate(
+            self._ca,
+            subject=checked.subject,
+            public_key=checked.public_key,
+            sans=checked.sans,
+            profile=Profile(integration.validity_days, crl_url=self._crl_url, ocsp_url=self._ocsp_url),
+            serial=serial,
+            now=now,
+        )
+        return CertificateRecord(
+            serial=format(serial, "x"),
+            integration_id=integration.id,
+            issuer_fingerprint=self._ca.fingerprint_sha256,
+            subject=checked.subject.rfc4514_string(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            der=cert.public_bytes(serialization.Encoding.DER),
+            transaction_id=transaction_id,
+            pubkey_sha256=checked.pubkey_sha256,
+            message_type=message_type,
+            requester_address=remote,
+            user_agent=user_agent,
+            created_at=now,
+        )
+
+    async def _issue(
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        who: Requester,
+        *,
+        challenge_hash: str | None,
+        supersedes: str | None,
+    ) -> Outcome:
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            record = self._sign(integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent)
+            request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes)
+            try:
+                await self._store.record_issuance(request)
+            except DuplicateSerial:
+                continue
+            except ChallengeRejected as exc:
+                raise BadRequest(_CHALLENGE_REJECTED) from exc
+            except IntegrationNotFound as exc:
+                raise BadRequest("this integration has been deleted") from exc
+            except DuplicateTransaction:
+                # A concurrent resend of the same transaction won the race: answer as a resend.
+                existing = await self._store.get_transaction(integration.id, who.transaction_id)
+                if existing is None:
+                    raise
+                return await self._resend(existing, checked.pubkey_sha256)
+            log.info(
+                "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
+                record.serial,
+                integration.id,
+                who.transaction_id,
+                who.message_type,
+                record.subject,
+                who.remote,
+            )
+            return Outcome(PKIStatus.SUCCESS, record.der)
+        raise BadRequest("could not allocate a unique serial number")
