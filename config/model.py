@@ -21,7 +21,10 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024
     # certmonger sends ~3.5 kB (RSA-2048) to ~5.4 kB (RSA-4096) GET queries.
     max_line_bytes: int = 32 * 1024
-    workers: int = 1
+    # Server processes sharing the port (SO_REUSEPORT). 0 (the default): one per CPU
+    # available to this process (affinity mask and cgroup CPU quota), the scaling model
+    # of an RSA-bound server; set 1 to serve in a single process.
+    workers: int = 0
     # Bearer token for the status API; None: the status API answers loopback clients only.
     api_token: str | None = None
 

@@ -53,7 +53,8 @@ def _validate_server(config: Config) -> None:
         raise ConfigError("server.port", "must be an integer between 1 and 65535")
     _positive("server.max_body_bytes", server.max_body_bytes)
     _positive("server.max_line_bytes", server.max_line_bytes)
-    _positive("server.workers", server.workers)
+    if server.workers < 0:
+        raise ConfigError("server.workers", "must be 0 (one per CPU) or a positive number of processes")
     if server.public_url is not None:
         parts = urlsplit(server.public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -130,7 +130,7 @@ def test_override_string_values_are_converted() -> None:
         ({"server.port": 70000}, "server.port"),
         ({"server.port": "http"}, "server.port"),
         ({"server.port": True}, "server.port"),
-        ({"server.workers": 0}, "server.workers"),
+        ({"server.workers": -1}, "server.workers"),
         ({"server.max_body_bytes": -1}, "server.max_body_bytes"),
         ({"server.max_line_bytes": 0}, "server.max_line_bytes"),
         ({"server.host": " "}, "server.host"),
