@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from config.model import Config
-from store.base import Store, StoreError
+from store.base import Store
+from store.postgres import PostgresStore
 from store.sqlite import SQLiteStore
 
 
 def open_store(config: Config) -> Store:
     """Build the configured store; the caller then awaits ``store.open()``.
 
-    No DSN: SQLite in ``config.data_dir``, which is created (mode 0700) if missing.
+    A DSN selects PostgreSQL (for several processes or hosts). No DSN: SQLite in
+    ``config.data_dir``, which is created (mode 0700) if missing.
     """
     if config.store.dsn is not None:
-        raise StoreError("PostgreSQL store is not available yet")
+        return PostgresStore(config.store.dsn, config.store.pool_min, config.store.pool_max)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return SQLiteStore(config.sqlite_path)

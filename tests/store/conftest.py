@@ -2,25 +2,37 @@
 
 ``harness`` is parametrised over the backends; each harness gives the contract
 tests a fresh, opened store plus the few backend-specific hooks they need
-(a second store on the same database, bulk inserts, failure injection). To add
-PostgreSQL, write a ``PostgresHarness`` with the same methods and add "postgres"
-to ``BACKENDS``.
+(a second store on the same database, bulk inserts, failure injection).
+
+PostgreSQL tests run against the server at ``SCEP_CA_TEST_PG_DSN`` (default: the project
+machines' trust-auth server, database ``postgres``); each test creates and drops its own
+database ``scep_ca_test_<random>``. An unreachable server fails the tests instead of skipping
+them, so that a broken CI machine cannot pass without the PostgreSQL half of the suite.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from store import sqlite_codec
 from store.base import CertificateRecord, Store
+from store.postgres import CERTIFICATE_COLUMNS as PG_CERTIFICATE_COLUMNS
+from store.postgres import PostgresStore
 from store.sqlite import SQLiteStore
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+
+PG_ADMIN_DSN = os.environ.get("SCEP_CA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 class Harness(Protocol):
@@ -85,17 +97,126 @@ class SQLiteHarness:
         await self.store.close()
 
 
-@pytest.fixture(params=BACKENDS)
+async def pg_admin_connect() -> Any:
+    """A connection to the admin database; fails the test (never skips) when unreachable."""
+    try:
+        return await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is unreachable at {PG_ADMIN_DSN} ({exc!r}); start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+            "or point SCEP_CA_TEST_PG_DSN at a server"
+        )
+
+
+@asynccontextmanager
+async def temporary_database() -> AsyncIterator[str]:
+    """Create ``scep_ca_test_<random>``, yield its DSN, drop it (and its sessions) afterwards."""
+    name = f"scep_ca_test_{secrets.token_hex(6)}"
+    admin = await pg_admin_connect()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(PG_ADMIN_DSN)._replace(path=f"/{name}").geturl()
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+class PostgresHarness:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.store: Store = PostgresStore(dsn, 1, 10)
+        self._extra: list[Store] = []
+
+    async def second_store(self) -> Store:
+        other = PostgresStore(self.dsn, 1, 10)
+        await other.open()
+        self._extra.append(other)
+        return other
+
+    async def _execute(self, sql: str) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def bulk_insert_certificates(self, records: Sequence[CertificateRecord]) -> None:
+        rows = [
+            (
+                r.serial,
+                r.integration_id,
+                r.issuer_fingerprint,
+                r.subject,
+                r.not_before,
+                r.not_after,
+                r.der,
+                r.transaction_id,
+                r.pubkey_sha256,
+                r.message_type,
+                r.requester_address,
+                r.user_agent,
+                r.status.value,
+                r.revoked_at,
+                r.revocation_reason,
+                r.created_at or r.not_before,
+            )
+            for r in records
+        ]
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.copy_records_to_table(
+                "certificates", records=rows, columns=[c.strip() for c in PG_CERTIFICATE_COLUMNS.split(",")]
+            )
+        finally:
+            await conn.close()
+
+    async def fail_revocation_after(self, integration_id: str, revoked: int) -> None:
+        # A row-level BEFORE trigger sees the rows its statement has already updated.
+        await self._execute(
+            f"""
+            CREATE FUNCTION inject_revocation_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.status = 'revoked' AND NEW.integration_id = '{integration_id}' AND (
+                    SELECT count(*) FROM certificates
+                    WHERE integration_id = NEW.integration_id AND status = 'revoked'
+                ) >= {int(revoked)} THEN
+                    RAISE EXCEPTION 'injected failure';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER inject_revocation_failure BEFORE UPDATE OF status ON certificates
+                FOR EACH ROW EXECUTE FUNCTION inject_revocation_failure();
+            """
+        )
+
+    async def close(self) -> None:
+        for other in self._extra:
+            await other.close()
+        await self.store.close()
+
+
+@pytest.fixture(params=[pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres" else []) for b in BACKENDS])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     if request.param == "sqlite":
         h: Harness = SQLiteHarness(tmp_path / "store.sqlite3")
+        await h.store.open()
+        try:
+            yield h
+        finally:
+            await h.close()
+    elif request.param == "postgres":
+        async with temporary_database() as dsn:
+            h = PostgresHarness(dsn)
+            await h.store.open()
+            try:
+                yield h
+            finally:
+                await h.close()
     else:  # pragma: no cover - a new backend must add its harness here
         raise AssertionError(f"no harness for backend {request.param}")
-    await h.store.open()
-    try:
-        yield h
-    finally:
-        await h.close()
 
 
 @pytest.fixture

@@ -1,0 +1,594 @@
+"""The PostgreSQL store (asyncpg), for several server processes or hosts sharing one database.
+
+Semantics mirror ``SQLiteStore`` exactly; the contract suite in ``tests/store`` runs on both.
+
+Round trips. asyncpg prepares each distinct query once per connection and caches it, so a
+repeated call is one Bind/Execute/Sync exchange. The two hot write paths, ``record_issuance``
+and ``add_challenge``, are PL/pgSQL functions created by migration 1 (``store/schema_postgres``):
+one ``SELECT fn(...)`` in autocommit mode is one round trip and one implicit transaction, and
+any error inside it rolls the whole call back. Reads are single statements. The pool is
+created with a no-op ``reset``: asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL;
+UNLISTEN *; RESET ALL`` on every release, one extra round trip per call, and this store never
+leaves session state behind (no SET, LISTEN, cursors or session-level advisory locks; an open
+transaction is still rolled back by asyncpg before the reset hook runs).
+
+Concurrency, under PostgreSQL's default READ COMMITTED isolation:
+
+* Challenge consumption is ``UPDATE challenges SET used_at ... WHERE id = (SELECT id ... AND
+  used_at IS NULL ... LIMIT 1 FOR UPDATE)``. Two transactions that pick the same row serialise
+  on its row lock; the second one, once the first commits, re-evaluates the WHERE clause on the
+  new row version (EvalPlanQual), finds ``used_at`` set and drops the row, so it never consumes
+  it too, on this host or any other. If the first one rolls back instead (say, a duplicate
+  transaction ID), the row is still unused and the second one takes it: the outcome is the
+  same as running them one after the other, as SQLite does. ``SKIP LOCKED`` would skip waiting
+  but reject the second one even in that case.
+* Issuance versus deletion. Issuance (and ``add_challenge``) locks the integration row FOR
+  SHARE after checking it is live; ``delete_integration``'s ``UPDATE integrations`` needs a
+  conflicting lock. So the delete waits until every in-flight issuance of the integration has
+  committed, and an issuance that arrives while the delete holds the lock waits, then re-checks
+  the row, sees ``deleted_at`` set and fails with IntegrationNotFound. The delete's later
+  statements run with fresh snapshots (READ COMMITTED takes one per statement), so its bulk
+  revoke sees every certificate committed before it got the lock. Hence after the delete
+  returns, every certificate of the integration is revoked and none can be added. The
+  foreign-key checks' FOR KEY SHARE lock alone would not do this: it does not conflict with an
+  UPDATE that leaves the key alone.
+* ``delete_integration`` runs as one explicit transaction (several statements, so that the
+  fresh-snapshot argument above holds); any failure rolls all of it back.
+* Counters (revocation epoch, CRL numbers) are single ``UPDATE ... RETURNING`` / upsert
+  statements, atomic under concurrent callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from store import schema_postgres as schema
+from store.base import (
+    CertificateFilter,
+    CertificateRecord,
+    CertStatus,
+    ChallengeAdd,
+    ChallengeRejected,
+    DeleteResult,
+    DuplicateIntegration,
+    DuplicateSerial,
+    DuplicateTransaction,
+    Integration,
+    IntegrationNotFound,
+    IssuanceRequest,
+    RevokedEntry,
+    StoreError,
+    StoreInfo,
+    Transaction,
+    TransactionStatus,
+)
+
+DELETION_REASON = "cessationOfOperation"
+# Bounds pool.close(): a connection still checked out after this is terminated.
+CLOSE_TIMEOUT_S = 10.0
+# OLTP statements here are tiny; JIT compilation only ever triggers on the bulk revoke of a big
+# deletion, where compiling costs more than it saves.
+SERVER_SETTINGS = {"application_name": "scep-ca", "jit": "off"}
+
+INTEGRATION_COLUMNS = (
+    "id, name, subject_template, created_at, validity_days, username, password_scrypt, "
+    "nt_hash_encrypted, allow_basic, allowed_san_types, include_ca_in_reply, deleted_at, "
+    "require_approval, revoke_superseded"
+)
+CERTIFICATE_COLUMNS = (
+    "serial, integration_id, issuer_fingerprint, subject, not_before, not_after, der, "
+    "transaction_id, pubkey_sha256, message_type, requester_address, user_agent, status, "
+    "revoked_at, revocation_reason, created_at"
+)
+TRANSACTION_COLUMNS = "integration_id, transaction_id, pubkey_sha256, status, serial, message_type, csr_der, created_at"
+
+_RECORD_ISSUANCE = f"SELECT scep_record_issuance({', '.join(f'${n}' for n in range(1, 20))})"
+_ADD_CHALLENGE = "SELECT scep_add_challenge($1, $2, $3, $4, $5)"
+_BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = $1"
+# See the module docstring: FOR SHARE orders this transaction against delete_integration.
+_LOCK_LIVE_INTEGRATION = "SELECT 1 FROM integrations WHERE id = $1 AND deleted_at IS NULL FOR SHARE"
+# The same statement as in scep_record_issuance (see the reasoning there).
+_CONSUME_CHALLENGE = """
+UPDATE challenges SET used_at = $1
+WHERE id = (
+    SELECT id FROM challenges
+    WHERE integration_id = $2 AND challenge_hash = $3 AND used_at IS NULL AND expires_at > $4
+    LIMIT 1
+    FOR UPDATE
+)
+"""
+_INSERT_CERTIFICATE = (
+    f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 17))})"
+)
+_INSERT_TRANSACTION = f"INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+_LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1 AND deleted_at IS NULL"
+_ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
+
+
+def aware(value: datetime) -> datetime:
+    """Refuse naive datetimes, as the SQLite store does: their zone would be a guess
+    (asyncpg would silently take them as UTC)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("store times must be timezone-aware")
+    return value
+
+
+def _opt_aware(value: datetime | None) -> datetime | None:
+    return None if value is None else aware(value)
+
+
+def username_key(username: str) -> str:
+    """The case-insensitive lookup key of a username (the same folding as the SQLite store)."""
+    return username.casefold()
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool reset hook that sends nothing (see the module docstring)."""
+
+
+class PostgresStore:
+    """``Store`` on a PostgreSQL database. Call ``open()`` before use."""
+
+    def __init__(self, dsn: str, pool_min: int = 1, pool_max: int = 10) -> None:
+        self._dsn = dsn
+        self._pool_min = pool_min
+        self._pool_max = pool_max
+        self._pool: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the pool and apply pending migrations (once, whoever else is starting)."""
+        if self._pool is not None:
+            return
+        pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._pool_min,
+            max_size=self._pool_max,
+            reset=_keep_session,
+            server_settings=SERVER_SETTINGS,
+        )
+        try:
+            async with pool.acquire() as conn:
+                await schema.apply_migrations(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            # pool.close() waits for checked-out connections; do not hang a shutdown on one.
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
+
+    def _p(self) -> Any:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return self._pool
+
+    async def info(self) -> StoreInfo:
+        async with self._p().acquire() as conn:
+            version = await schema.schema_version(conn)
+            server_version, database = await conn.fetchrow(
+                "SELECT current_setting('server_version'), current_database()"
+            )
+        return StoreInfo(
+            schema_version=version,
+            backend="postgresql",
+            # Never the DSN: it may carry a password.
+            extra={
+                "server_version": str(server_version),
+                "database": str(database),
+                "pool": f"{self._pool_min}-{self._pool_max}",
+            },
+        )
+
+    # -- integrations ----------------------------------------------------------------
+
+    async def create_integration(self, integration: Integration) -> None:
+        try:
+            await self._p().execute(
+                f"INSERT INTO integrations ({INTEGRATION_COLUMNS}, username_key) "
+                f"VALUES ({', '.join(f'${n}' for n in range(1, 16))})",
+                integration.id,
+                integration.name,
+                integration.subject_template,
+                aware(integration.created_at),
+                integration.validity_days,
+                integration.username,
+                integration.password_scrypt,
+                integration.nt_hash_encrypted,
+                integration.allow_basic,
+                list(integration.allowed_san_types),
+                integration.include_ca_in_reply,
+                _opt_aware(integration.deleted_at),
+                integration.require_approval,
+                integration.revoke_superseded,
+                username_key(integration.username),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise DuplicateIntegration(
+                f"an integration with id {integration.id!r} or username {integration.username!r} exists"
+            ) from exc
+
+    async def get_integration(self, integration_id: str, *, include_deleted: bool = False) -> Integration | None:
+        sql = _ANY_INTEGRATION if include_deleted else _LIVE_INTEGRATION
+        row = await self._p().fetchrow(sql, integration_id)
+        return None if row is None else _integration(row)
+
+    async def find_integration_by_username(self, username: str) -> Integration | None:
+        row = await self._p().fetchrow(
+            f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE username_key = $1 AND deleted_at IS NULL",
+            username_key(username),
+        )
+        return None if row is None else _integration(row)
+
+    async def list_integrations(self, *, include_deleted: bool = False) -> Sequence[Integration]:
+        where = "" if include_deleted else " WHERE deleted_at IS NULL"
+        rows = await self._p().fetch(f"SELECT {INTEGRATION_COLUMNS} FROM integrations{where} ORDER BY created_at, id")
+        return [_integration(row) for row in rows]
+
+    async def update_credentials(
+        self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
+    ) -> None:
+        try:
+            status = await self._p().execute(
+                "UPDATE integrations SET username = $1, username_key = $2, password_scrypt = $3, "
+                "nt_hash_encrypted = $4 WHERE id = $5 AND deleted_at IS NULL",
+                username,
+                username_key(username),
+                password_scrypt,
+                nt_hash_encrypted,
+                integration_id,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise DuplicateIntegration(f"another live integration has username {username!r}") from exc
+        if _rowcount(status) != 1:
+            raise IntegrationNotFound(integration_id)
+
+    async def delete_integration(self, integration_id: str, now: datetime) -> DeleteResult:
+        aware(now)
+        async with self._p().acquire() as conn, conn.transaction():
+            # Waits for in-flight issuances of this integration (they hold FOR SHARE on the row).
+            status = await conn.execute(
+                "UPDATE integrations SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL", now, integration_id
+            )
+            if _rowcount(status) != 1:
+                raise IntegrationNotFound(integration_id)
+            # A new statement, so a new snapshot: it sees every issuance committed before the lock.
+            status = await conn.execute(
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 "
+                "WHERE integration_id = $3 AND status = 'issued'",
+                now,
+                DELETION_REASON,
+                integration_id,
+            )
+            revoked = _rowcount(status)
+            # Used ones too: nothing can consume them any more, and nothing would purge them.
+            await conn.execute("DELETE FROM challenges WHERE integration_id = $1", integration_id)
+            await conn.execute(_BUMP_EPOCH, schema.REVOCATION_EPOCH_KEY)
+        return DeleteResult(revoked=revoked, deleted_at=now)
+
+    # -- challenges ------------------------------------------------------------------
+
+    async def add_challenge(self, add: ChallengeAdd) -> bool:
+        result = await self._p().fetchval(
+            _ADD_CHALLENGE,
+            add.integration_id,
+            add.challenge_hash,
+            aware(add.now),
+            aware(add.expires_at),
+            add.max_unused,
+        )
+        if result == schema.ADD_CHALLENGE_NO_INTEGRATION:
+            raise IntegrationNotFound(add.integration_id)
+        return bool(result == schema.ADD_CHALLENGE_OK)
+
+    async def challenge_usable(self, integration_id: str, challenge_hash: str, now: datetime) -> bool:
+        row = await self._p().fetchval(
+            "SELECT 1 FROM challenges WHERE integration_id = $1 AND challenge_hash = $2 "
+            "AND used_at IS NULL AND expires_at > $3 LIMIT 1",
+            integration_id,
+            challenge_hash,
+            aware(now),
+        )
+        return row is not None
+
+    async def count_unused_challenges(self, integration_id: str, now: datetime) -> int:
+        count = await self._p().fetchval(
+            "SELECT count(*) FROM challenges WHERE integration_id = $1 AND used_at IS NULL AND expires_at > $2",
+            integration_id,
+            aware(now),
+        )
+        return int(count)
+
+    # -- issuance --------------------------------------------------------------------
+
+    async def record_issuance(self, req: IssuanceRequest) -> None:
+        cert = req.certificate
+        now = aware(req.now)
+        try:
+            result = await self._p().fetchval(
+                _RECORD_ISSUANCE, *_certificate_params(cert, now), req.challenge_hash, now, req.supersedes
+            )
+        except asyncpg.UniqueViolationError as exc:
+            # The function inserts the certificate first, as SQLiteStore does, so a request that
+            # duplicates both is reported as DuplicateSerial on both backends.
+            if exc.constraint_name == schema.CERTIFICATES_PKEY:
+                raise DuplicateSerial(cert.serial) from exc
+            if exc.constraint_name == schema.TRANSACTIONS_PKEY:
+                raise DuplicateTransaction(cert.transaction_id) from exc
+            raise
+        if result == schema.ISSUANCE_NO_INTEGRATION:
+            raise IntegrationNotFound(cert.integration_id)
+        if result == schema.ISSUANCE_CHALLENGE_REJECTED:
+            raise ChallengeRejected(cert.integration_id)
+
+    async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None:
+        row = await self._p().fetchrow(
+            f"SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE integration_id = $1 AND transaction_id = $2",
+            integration_id,
+            transaction_id,
+        )
+        return None if row is None else _transaction(row)
+
+    # The approval queue is operator-paced, so these run as explicit multi-statement
+    # transactions rather than server-side functions; the locking is the same as issuance's.
+
+    async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
+        aware(now)
+        params = _transaction_params(txn)
+        async with self._p().acquire() as conn, conn.transaction():
+            if await conn.fetchval(_LOCK_LIVE_INTEGRATION, txn.integration_id) is None:
+                raise IntegrationNotFound(txn.integration_id)
+            if challenge_hash is not None:
+                status = await conn.execute(_CONSUME_CHALLENGE, now, txn.integration_id, challenge_hash, now)
+                if _rowcount(status) != 1:
+                    raise ChallengeRejected(txn.integration_id)
+            try:
+                await conn.execute(_INSERT_TRANSACTION, *params)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == schema.TRANSACTIONS_PKEY:
+                    raise DuplicateTransaction(txn.transaction_id) from exc
+                raise
+
+    async def list_transactions(
+        self, status: TransactionStatus | None = None, integration_id: str | None = None
+    ) -> Sequence[Transaction]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if status is not None:
+            params.append(status.value)
+            clauses.append(f"status = ${len(params)}")
+        if integration_id is not None:
+            params.append(integration_id)
+            clauses.append(f"integration_id = ${len(params)}")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        # The key breaks ties in created_at, so the order is stable between calls.
+        rows = await self._p().fetch(
+            f"SELECT {TRANSACTION_COLUMNS} FROM transactions{where} "
+            "ORDER BY created_at, integration_id, transaction_id",
+            *params,
+        )
+        return [_transaction(row) for row in rows]
+
+    async def resolve_pending(
+        self, integration_id: str, transaction_id: str, certificate: CertificateRecord | None, now: datetime
+    ) -> bool:
+        aware(now)
+        cert_params = None if certificate is None else _certificate_params(certificate, now)
+        async with self._p().acquire() as conn, conn.transaction():
+            if await conn.fetchval(_LOCK_LIVE_INTEGRATION, integration_id) is None:
+                raise IntegrationNotFound(integration_id)
+            # FOR UPDATE: of two operators resolving the same request at once, the second waits,
+            # re-checks the status once the first commits, and gets False.
+            pending = await conn.fetchval(
+                "SELECT 1 FROM transactions WHERE integration_id = $1 AND transaction_id = $2 "
+                "AND status = 'pending' FOR UPDATE",
+                integration_id,
+                transaction_id,
+            )
+            if pending is None:
+                return False
+            if cert_params is None:
+                await conn.execute(
+                    "UPDATE transactions SET status = 'rejected' WHERE integration_id = $1 AND transaction_id = $2",
+                    integration_id,
+                    transaction_id,
+                )
+                return True
+            try:
+                await conn.execute(_INSERT_CERTIFICATE, *cert_params)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == schema.CERTIFICATES_PKEY:
+                    raise DuplicateSerial(cert_params[0]) from exc
+                raise
+            await conn.execute(
+                "UPDATE transactions SET status = 'issued', serial = $1 "
+                "WHERE integration_id = $2 AND transaction_id = $3",
+                cert_params[0],
+                integration_id,
+                transaction_id,
+            )
+            return True
+
+    # -- certificates ----------------------------------------------------------------
+
+    async def get_certificate(self, serial: str) -> CertificateRecord | None:
+        row = await self._p().fetchrow(f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = $1", serial)
+        return None if row is None else _certificate(row)
+
+    async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
+        clauses: list[str] = []
+        params: list[object] = []
+
+        def param(value: object) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if flt.integration_id is not None:
+            clauses.append(f"integration_id = {param(flt.integration_id)}")
+        if flt.status is not None:
+            clauses.append(f"status = {param(flt.status.value)}")
+        if flt.expired_before is not None:
+            clauses.append(f"not_after < {param(aware(flt.expired_before))}")
+        if flt.issued_only_unexpired_at is not None:
+            clauses.append(f"status = 'issued' AND not_after >= {param(aware(flt.issued_only_unexpired_at))}")
+        sql = f"SELECT {CERTIFICATE_COLUMNS} FROM certificates"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at, serial"
+        if flt.limit is not None:
+            sql += f" LIMIT {param(max(flt.limit, 0))}"
+        rows = await self._p().fetch(sql, *params)
+        return [_certificate(row) for row in rows]
+
+    async def count_certificates(self, integration_id: str | None = None) -> int:
+        if integration_id is None:
+            count = await self._p().fetchval("SELECT count(*) FROM certificates")
+        else:
+            count = await self._p().fetchval(
+                "SELECT count(*) FROM certificates WHERE integration_id = $1", integration_id
+            )
+        return int(count)
+
+    async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
+        # One statement: the epoch moves exactly when a row was revoked, in the same transaction.
+        changed = await self._p().fetchval(
+            "WITH revoked AS ("
+            "  UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2"
+            "  WHERE serial = $3 AND status = 'issued' RETURNING 1"
+            "), bumped AS ("
+            "  UPDATE meta SET value = value + 1 WHERE key = $4 AND EXISTS (SELECT 1 FROM revoked) RETURNING 1"
+            ") SELECT count(*) FROM revoked",
+            aware(now),
+            reason,
+            serial,
+            schema.REVOCATION_EPOCH_KEY,
+        )
+        return bool(changed == 1)
+
+    async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]:
+        rows = await self._p().fetch(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates "
+            "WHERE issuer_fingerprint = $1 AND status = 'revoked' ORDER BY revoked_at, serial",
+            issuer_fingerprint,
+        )
+        return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
+
+    async def next_crl_number(self, issuer_fingerprint: str) -> int:
+        number = await self._p().fetchval(
+            "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES ($1, 1) "
+            "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number",
+            issuer_fingerprint,
+        )
+        return int(number)
+
+    async def revocation_epoch(self) -> int:
+        value = await self._p().fetchval("SELECT value FROM meta WHERE key = $1", schema.REVOCATION_EPOCH_KEY)
+        return int(value)
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command tag such as ``UPDATE 3`` or ``DELETE 0``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _certificate_params(cert: CertificateRecord, created_at: datetime) -> tuple[Any, ...]:
+    """Values for CERTIFICATE_COLUMNS; ``created_at`` is used when the record has none."""
+    return (
+        cert.serial,
+        cert.integration_id,
+        cert.issuer_fingerprint,
+        cert.subject,
+        aware(cert.not_before),
+        aware(cert.not_after),
+        cert.der,
+        cert.transaction_id,
+        cert.pubkey_sha256,
+        cert.message_type,
+        cert.requester_address,
+        cert.user_agent,
+        cert.status.value,
+        _opt_aware(cert.revoked_at),
+        cert.revocation_reason,
+        aware(cert.created_at or created_at),
+    )
+
+
+def _transaction_params(txn: Transaction) -> tuple[Any, ...]:
+    """Values for TRANSACTION_COLUMNS."""
+    return (
+        txn.integration_id,
+        txn.transaction_id,
+        txn.pubkey_sha256,
+        txn.status.value,
+        txn.serial,
+        txn.message_type,
+        txn.csr_der,
+        aware(txn.created_at),
+    )
+
+
+def _integration(row: Any) -> Integration:
+    return Integration(
+        id=row[0],
+        name=row[1],
+        subject_template=row[2],
+        created_at=row[3],
+        validity_days=row[4],
+        username=row[5],
+        password_scrypt=row[6],
+        nt_hash_encrypted=row[7],
+        allow_basic=row[8],
+        allowed_san_types=tuple(row[9]),
+        include_ca_in_reply=row[10],
+        deleted_at=row[11],
+        require_approval=row[12],
+        revoke_superseded=row[13],
+    )
+
+
+def _certificate(row: Any) -> CertificateRecord:
+    return CertificateRecord(
+        serial=row[0],
+        integration_id=row[1],
+        issuer_fingerprint=row[2],
+        subject=row[3],
+        not_before=row[4],
+        not_after=row[5],
+        der=row[6],
+        transaction_id=row[7],
+        pubkey_sha256=row[8],
+        message_type=row[9],
+        requester_address=row[10],
+        user_agent=row[11],
+        status=CertStatus(row[12]),
+        revoked_at=row[13],
+        revocation_reason=row[14],
+        created_at=row[15],
+    )
+
+
+def _transaction(row: Any) -> Transaction:
+    return Transaction(
+        integration_id=row[0],
+        transaction_id=row[1],
+        pubkey_sha256=row[2],
+        status=TransactionStatus(row[3]),
+        serial=row[4],
+        message_type=row[5],
+        csr_der=row[6],
+        created_at=row[7],
+    )

@@ -1,0 +1,341 @@
+"""PostgreSQL schema migrations, applied in order by ``PostgresStore.open`` and ``upgrade``.
+
+The logical schema is SQLite's (``store/schema_sqlite.py``) with native types: ``timestamptz``
+for times (microsecond precision, so records round-trip exactly), ``bytea``, ``boolean``,
+``text[]`` for the SAN type list, ``bigint`` counters. Key and ordering columns use the "C"
+collation so that ORDER BY and uniqueness are bytewise, as in SQLite, whatever the database's
+locale, and btree comparisons skip the locale machinery.
+
+Versions follow SQLite's (1: tables, 2: approval flags and the pending-queue index), so that
+``scep-ca db info`` means the same on both backends. Migration 2 also creates two PL/pgSQL
+functions for the hot paths, ``scep_record_issuance`` and ``scep_add_challenge``: each runs its
+whole unit of work server-side, so a call is one round trip and one implicit transaction (see
+``store/postgres.py`` for the concurrency reasoning).
+
+Concurrent starts: ``apply_migrations`` takes a transaction-scoped advisory lock before it even
+creates ``schema_migrations``, and applies every pending migration plus its bookkeeping row in
+that one transaction (PostgreSQL DDL is transactional). Several processes opening a new
+database at once therefore queue on the lock; the first applies everything, the others then
+find nothing to do. A migration never changes once released: add a new one instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from store.base import StoreError
+
+# pg_advisory_xact_lock(classid, objid) keys. The class is "SCEP" in ASCII, so a DBA reading
+# pg_locks can tell the locks apart from other applications' sharing the database.
+LOCK_CLASS_MIGRATIONS = 0x53434550
+LOCK_CLASS_CHALLENGE_CAP = 0x53434551
+
+REVOCATION_EPOCH_KEY = "revocation_epoch"
+
+# Result codes of the PL/pgSQL functions (plain integers: cheaper than raising and catching).
+ISSUANCE_OK = 0
+ISSUANCE_NO_INTEGRATION = 1
+ISSUANCE_CHALLENGE_REJECTED = 2
+ADD_CHALLENGE_OK = 0
+ADD_CHALLENGE_FULL = 1
+ADD_CHALLENGE_NO_INTEGRATION = 2
+
+# Named so that a unique violation can be mapped to the right StoreError by constraint name.
+CERTIFICATES_PKEY = "certificates_pkey"
+TRANSACTIONS_PKEY = "transactions_pkey"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    statements: tuple[str, ...]
+
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+_RECORD_ISSUANCE = f"""
+CREATE FUNCTION scep_record_issuance(
+    p_serial text,
+    p_integration_id text,
+    p_issuer_fingerprint text,
+    p_subject text,
+    p_not_before timestamptz,
+    p_not_after timestamptz,
+    p_der bytea,
+    p_transaction_id text,
+    p_pubkey_sha256 text,
+    p_message_type integer,
+    p_requester_address text,
+    p_user_agent text,
+    p_status text,
+    p_revoked_at timestamptz,
+    p_revocation_reason text,
+    p_created_at timestamptz,
+    p_challenge_hash text,
+    p_now timestamptz,
+    p_supersedes text
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+BEGIN
+    -- FOR SHARE conflicts with the FOR NO KEY UPDATE lock that delete_integration's
+    -- UPDATE takes (the foreign-key checks' FOR KEY SHARE would not): a delete waits for
+    -- issuances holding it, and an issuance queued behind a delete re-checks the row once
+    -- the delete commits and no longer finds it live.
+    PERFORM 1 FROM integrations WHERE id = p_integration_id AND deleted_at IS NULL FOR SHARE;
+    IF NOT FOUND THEN
+        RETURN {ISSUANCE_NO_INTEGRATION};
+    END IF;
+    IF p_challenge_hash IS NOT NULL THEN
+        -- FOR UPDATE (waiting, not SKIP LOCKED): a competitor that holds the row lock
+        -- either commits, and the re-check of used_at then drops the row, or rolls back,
+        -- and the row is ours. SKIP LOCKED would reject us even when the holder rolls back.
+        -- LIMIT 1 sits above the row locking, so a dropped row makes the scan go on to
+        -- another row with the same hash, if any.
+        UPDATE challenges SET used_at = p_now
+        WHERE id = (
+            SELECT id FROM challenges
+            WHERE integration_id = p_integration_id AND challenge_hash = p_challenge_hash
+              AND used_at IS NULL AND expires_at > p_now
+            LIMIT 1
+            FOR UPDATE
+        );
+        IF NOT FOUND THEN
+            RETURN {ISSUANCE_CHALLENGE_REJECTED};
+        END IF;
+    END IF;
+    -- A unique violation below aborts the whole statement, the challenge update included.
+    INSERT INTO certificates (
+        serial, integration_id, issuer_fingerprint, subject, not_before, not_after, der,
+        transaction_id, pubkey_sha256, message_type, requester_address, user_agent, status,
+        revoked_at, revocation_reason, created_at
+    ) VALUES (
+        p_serial, p_integration_id, p_issuer_fingerprint, p_subject, p_not_before, p_not_after,
+        p_der, p_transaction_id, p_pubkey_sha256, p_message_type, p_requester_address,
+        p_user_agent, p_status, p_revoked_at, p_revocation_reason, p_created_at
+    );
+    INSERT INTO transactions (
+        integration_id, transaction_id, pubkey_sha256, status, serial, message_type, csr_der,
+        created_at
+    ) VALUES (
+        p_integration_id, p_transaction_id, p_pubkey_sha256, 'issued', p_serial,
+        p_message_type, NULL, p_now
+    );
+    IF p_supersedes IS NOT NULL THEN
+        UPDATE certificates
+        SET status = 'revoked', revoked_at = p_now, revocation_reason = 'superseded'
+        WHERE serial = p_supersedes AND integration_id = p_integration_id AND status = 'issued';
+        IF FOUND THEN
+            UPDATE meta SET value = value + 1 WHERE key = '{REVOCATION_EPOCH_KEY}';
+        END IF;
+    END IF;
+    RETURN {ISSUANCE_OK};
+END
+$fn$
+"""
+
+_ADD_CHALLENGE = f"""
+CREATE FUNCTION scep_add_challenge(
+    p_integration_id text,
+    p_challenge_hash text,
+    p_now timestamptz,
+    p_expires_at timestamptz,
+    p_max_unused integer
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    unused bigint;
+BEGIN
+    -- As in scep_record_issuance: a concurrent delete_integration either waits for this
+    -- insert (and then deletes the new row) or makes this call see the deletion.
+    PERFORM 1 FROM integrations WHERE id = p_integration_id AND deleted_at IS NULL FOR SHARE;
+    IF NOT FOUND THEN
+        RETURN {ADD_CHALLENGE_NO_INTEGRATION};
+    END IF;
+    -- The count-then-insert below is only exact if adds to one integration take turns;
+    -- this lock does not block issuances, only other adds to the same integration (a hash
+    -- collision between two ids merely makes them take turns too). Each statement after it
+    -- takes a fresh snapshot, so it sees what the previous holder committed.
+    PERFORM pg_advisory_xact_lock({LOCK_CLASS_CHALLENGE_CAP}, hashtext(p_integration_id));
+    -- Used and expired rows can never be consumed again; purging them here keeps the
+    -- integration's rows few without a background job (see SQLiteStore.add_challenge).
+    DELETE FROM challenges
+    WHERE integration_id = p_integration_id AND (used_at IS NOT NULL OR expires_at <= p_now);
+    SELECT count(*) INTO unused
+    FROM challenges WHERE integration_id = p_integration_id AND used_at IS NULL;
+    IF unused >= p_max_unused THEN
+        RETURN {ADD_CHALLENGE_FULL};
+    END IF;
+    INSERT INTO challenges (integration_id, challenge_hash, created_at, expires_at)
+    VALUES (p_integration_id, p_challenge_hash, p_now, p_expires_at);
+    RETURN {ADD_CHALLENGE_OK};
+END
+$fn$
+"""
+
+_V1 = Migration(
+    1,
+    (
+        """
+        CREATE TABLE integrations (
+            id text COLLATE "C" PRIMARY KEY,
+            name text NOT NULL,
+            subject_template text NOT NULL,
+            created_at timestamptz NOT NULL,
+            validity_days integer NOT NULL,
+            username text NOT NULL,
+            -- casefold() of username, computed in Python so that both backends fold alike.
+            username_key text COLLATE "C" NOT NULL,
+            password_scrypt text,
+            nt_hash_encrypted bytea,
+            allow_basic boolean,
+            allowed_san_types text[] NOT NULL DEFAULT '{}',
+            include_ca_in_reply boolean,
+            deleted_at timestamptz
+        )
+        """,
+        # Deleted integrations keep their username for audit; only live ones must be unique.
+        """
+        CREATE UNIQUE INDEX integrations_live_username
+            ON integrations (username_key) WHERE deleted_at IS NULL
+        """,
+        """
+        CREATE TABLE challenges (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            integration_id text COLLATE "C" NOT NULL REFERENCES integrations (id),
+            challenge_hash text COLLATE "C" NOT NULL,
+            created_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            used_at timestamptz
+        )
+        """,
+        "CREATE INDEX challenges_lookup ON challenges (integration_id, challenge_hash)",
+        f"""
+        CREATE TABLE certificates (
+            serial text COLLATE "C" NOT NULL,
+            integration_id text COLLATE "C" NOT NULL REFERENCES integrations (id),
+            issuer_fingerprint text COLLATE "C" NOT NULL,
+            subject text NOT NULL,
+            not_before timestamptz NOT NULL,
+            not_after timestamptz NOT NULL,
+            der bytea NOT NULL,
+            transaction_id text NOT NULL,
+            pubkey_sha256 text NOT NULL,
+            message_type integer NOT NULL,
+            requester_address text,
+            user_agent text,
+            status text NOT NULL CHECK (status IN ('issued', 'revoked')),
+            revoked_at timestamptz,
+            revocation_reason text,
+            created_at timestamptz NOT NULL,
+            CONSTRAINT {CERTIFICATES_PKEY} PRIMARY KEY (serial)
+        )
+        """,
+        # Serves delete_integration's bulk revoke and per-integration listings.
+        "CREATE INDEX certificates_integration_status ON certificates (integration_id, status)",
+        # CRL and OCSP read only revoked rows of one issuer; a partial index keeps it small.
+        """
+        CREATE INDEX certificates_revoked
+            ON certificates (issuer_fingerprint) WHERE status = 'revoked'
+        """,
+        f"""
+        CREATE TABLE transactions (
+            integration_id text COLLATE "C" NOT NULL REFERENCES integrations (id),
+            transaction_id text COLLATE "C" NOT NULL,
+            pubkey_sha256 text NOT NULL,
+            status text NOT NULL CHECK (status IN ('issued', 'pending', 'rejected')),
+            serial text COLLATE "C" REFERENCES certificates (serial),
+            message_type integer NOT NULL,
+            csr_der bytea,
+            created_at timestamptz NOT NULL,
+            CONSTRAINT {TRANSACTIONS_PKEY} PRIMARY KEY (integration_id, transaction_id)
+        )
+        """,
+        """
+        CREATE TABLE crl_numbers (
+            issuer_fingerprint text COLLATE "C" PRIMARY KEY,
+            number bigint NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE meta (
+            key text COLLATE "C" PRIMARY KEY,
+            value bigint NOT NULL
+        )
+        """,
+        f"INSERT INTO meta (key, value) VALUES ('{REVOCATION_EPOCH_KEY}', 0)",
+    ),
+)
+
+_V2 = Migration(
+    2,
+    (
+        "ALTER TABLE integrations ADD COLUMN require_approval boolean NOT NULL DEFAULT false",
+        "ALTER TABLE integrations ADD COLUMN revoke_superseded boolean NOT NULL DEFAULT false",
+        # The approval queue: few rows, read by status.
+        "CREATE INDEX transactions_status ON transactions (status) WHERE status = 'pending'",
+        _RECORD_ISSUANCE,
+        _ADD_CHALLENGE,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+async def schema_version(conn: Any) -> int:
+    """The highest applied migration, 0 for an empty database."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def apply_migrations(conn: Any) -> list[int]:
+    """Apply every pending migration on this asyncpg connection; returns the versions applied.
+
+    Raises StoreError if the database is newer than this code (running old code against a
+    newer schema could write rows the newer code misreads).
+    """
+    applied: list[int] = []
+    async with conn.transaction():
+        # Before CREATE TABLE IF NOT EXISTS: two sessions running that at once can both pass
+        # the existence check and one then fails on the catalog's unique index.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", LOCK_CLASS_MIGRATIONS)
+        await conn.execute(MIGRATIONS_TABLE)
+        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+        if current > LATEST_VERSION:
+            raise StoreError(
+                f"database schema version {current} is newer than this scep-ca supports ({LATEST_VERSION})"
+            )
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            for statement in migration.statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+            applied.append(migration.version)
+    return applied
+
+
+async def upgrade(dsn: str) -> list[int]:
+    """Apply pending migrations to the database at ``dsn`` (``scep-ca db upgrade``).
+
+    Returns the versions applied now, empty when the schema was already current. Safe to run
+    while servers are up and while other processes open stores: the advisory lock orders them.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await apply_migrations(conn)
+    finally:
+        await conn.close()
