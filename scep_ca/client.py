@@ -94,6 +94,7 @@ class Reply:
     transaction_id: str
     recipient_nonce: bytes | None
     certificates: list[x509.Certificate]
+    crls: list[x509.CertificateRevocationList]
     cipher: ContentCipher | None
     digest: DigestAlg | None
     signer_cert_der: bytes
@@ -106,12 +107,14 @@ def open_reply(der: bytes, signer_cert: x509.Certificate, signer_key: rsa.RSAPri
     status = PKIStatus(int(msg.text_attribute("pki_status") or "-1"))
     fail = msg.text_attribute("fail_info")
     certs: list[x509.Certificate] = []
+    crls: list[x509.CertificateRevocationList] = []
     cipher = None
     if status is PKIStatus.SUCCESS and msg.content:
         decrypted = decrypt_envelope(msg.content, RecipientKey.from_cert(signer_cert, signer_key), allow_des=True)
         cipher = decrypted.cipher
         bag = cms.ContentInfo.load(decrypted.plaintext)["content"]
-        certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in bag["certificates"]]
+        certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in bag["certificates"] or []]
+        crls = [x509.load_der_x509_crl(c.chosen.dump()) for c in bag["crls"] or []]
     return Reply(
         status=status,
         fail_info=FailInfo(int(fail)) if fail is not None else None,
@@ -119,7 +122,18 @@ def open_reply(der: bytes, signer_cert: x509.Certificate, signer_key: rsa.RSAPri
         transaction_id=msg.transaction_id,
         recipient_nonce=msg.octets_attribute("recipient_nonce"),
         certificates=certs,
+        crls=crls,
         cipher=cipher,
         digest=msg.digest_alg,
         signer_cert_der=msg.signer_cert_der,
     )
+
+
+def issuer_and_subject(issuer: x509.Name, subject: x509.Name) -> bytes:
+    """IssuerAndSubject (RFC 8894 section 3.3.3): the content of a CertPoll."""
+    return der.seq(issuer.public_bytes(), subject.public_bytes())
+
+
+def issuer_and_serial_of(issuer: x509.Name, serial: int) -> bytes:
+    """IssuerAndSerialNumber (RFC 5652 section 10.2.4): the content of GetCert and GetCRL."""
+    return der.seq(issuer.public_bytes(), der.integer(serial))

@@ -51,6 +51,8 @@ def describe(config: Config, integration: Integration, ca_fingerprint: str) -> d
         "username": integration.username,
         "ca_fingerprint_sha256": ca_fingerprint,
         "validity_days": integration.validity_days,
+        "require_approval": integration.require_approval,
+        "revoke_superseded": integration.revoke_superseded,
         "created_at": integration.created_at.isoformat(),
         "deleted_at": integration.deleted_at.isoformat() if integration.deleted_at else None,
     }
@@ -77,6 +79,9 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
             password_scrypt=creds.password_scrypt,
             nt_hash_encrypted=creds.nt_hash_encrypted,
             allow_basic=args.basic,
+            require_approval=args.require_approval,
+            revoke_superseded=args.revoke_superseded,
+            include_ca_in_reply=args.include_ca,
         )
         await store.create_integration(integration)
     info = describe(config, integration, ca.fingerprint_sha256)
@@ -190,6 +195,14 @@ def register(
         action=argparse.BooleanOptionalAction,
         default=None,
         help="allow Basic on the challenge URL (default: only over TLS or from loopback); NTLM always works",
+    )
+    c.add_argument("--require-approval", action="store_true", help="answer PENDING until `scep-ca request approve`")
+    c.add_argument("--revoke-superseded", action="store_true", help="a renewal revokes the certificate it replaces")
+    c.add_argument(
+        "--include-ca",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="put the CA certificate in the certs-only reply (default: scep.include_ca_in_reply)",
     )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_async(_create))

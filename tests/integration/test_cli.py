@@ -139,3 +139,54 @@ def test_crl_out(cli: Cli, tmp_path: Path) -> None:
     crl = x509.load_der_x509_crl(out_file.read_bytes())
     ca = x509.load_pem_x509_certificate((cli.data_dir / "ca.pem").read_bytes())
     assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+
+
+async def _queue_requests(db: Path, integration_id: str, tids: list[str]) -> None:
+    """Two requests waiting for approval, written through the real store as the SCEP path would."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from scep_ca.client import build_csr
+    from scep_ca.dn import parse_dn
+    from scep_ca.enrollment import pubkey_sha256
+    from store.base import Transaction, TransactionStatus
+    from store.sqlite import SQLiteStore
+
+    store = SQLiteStore(db)
+    await store.open()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = build_csr(key, parse_dn("CN=queued"), None)
+    now = dt.datetime.now(dt.UTC)
+    for tid in tids:
+        txn = Transaction(
+            integration_id=integration_id,
+            transaction_id=tid,
+            pubkey_sha256=pubkey_sha256(x509.load_der_x509_csr(csr)),
+            status=TransactionStatus.PENDING,
+            created_at=now,
+            csr_der=csr,
+        )
+        await store.record_pending(txn, None, now)
+    await store.close()
+
+
+def test_request_queue_approve_and_reject(cli: Cli) -> None:
+    import asyncio
+
+    info = cli.json("integration", "create", "q", "--subject", "CN=$USERID$", "--require-approval")
+    assert isinstance(info, dict) and info["require_approval"] is True
+    asyncio.run(_queue_requests(cli.data_dir / "scep-ca.sqlite3", info["id"], ["t1", "t2"]))
+    queued = cli.json("request", "list")
+    assert isinstance(queued, list) and [r["id"] for r in queued] == [f"{info['id']}:t1", f"{info['id']}:t2"]
+    code, _, err = cli("request", "approve", f"{info['id']}:t1")
+    assert code == 0, err
+    code, _, err = cli("request", "reject", f"{info['id']}:t2")
+    assert code == 0, err
+    assert cli.json("request", "list") == []
+    certs = cli.json("cert", "list")
+    assert isinstance(certs, list) and [c["subject"] for c in certs] == ["CN=queued"]
+    code, _, err = cli("request", "approve", f"{info['id']}:t2")
+    assert code == 1 and "pending" in err
+    code, _, err = cli("request", "approve", "no-colon")
+    assert code == 1 and "INTEGRATION:TRANSACTION" in err

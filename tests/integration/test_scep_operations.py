@@ -1,0 +1,297 @@
+"""RFC 8894 beyond PKCSReq: RenewalReq, PENDING and CertPoll, GetCert, GetCRL (real store, real app)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from scep_ca.client import (
+    Reply,
+    build_csr,
+    build_request,
+    issuer_and_serial_of,
+    issuer_and_subject,
+    open_reply,
+    self_signed_signer,
+)
+from scep_ca.dn import parse_dn
+from scep_ca.enrollment import Enroller, Requester
+from scep_ca.enums import FailInfo, MessageType, PKIStatus
+from scep_ca.errors import BadRequest
+from scep_ca.issue import Profile, issue_certificate, random_serial
+from store.base import CertificateRecord, CertStatus, IssuanceRequest
+from tests.integration.conftest import Server, ServerFactory
+
+
+async def _send(server: Server, der: bytes, integration_id: str | None = None) -> bytes:
+    resp = await server.client.post(f"{server.url(integration_id)}?operation=PKIOperation", data=der)
+    assert resp.status == 200
+    return await resp.read()
+
+
+async def _message(
+    server: Server,
+    payload: bytes,
+    signer: x509.Certificate,
+    key: rsa.RSAPrivateKey,
+    kind: MessageType,
+    tid: str,
+    integration_id: str | None = None,
+) -> Reply:
+    req = build_request(
+        payload,
+        signer_cert=signer,
+        signer_key=key,
+        recipient=server.ca.ra_cert,
+        transaction_id=tid,
+        message_type=kind,
+    )
+    return open_reply(await _send(server, req.der, integration_id), signer, key)
+
+
+async def _enroll(
+    server: Server, key: rsa.RSAPrivateKey, tid: str, cn: str = "alice"
+) -> tuple[Reply, x509.Certificate]:
+    signer = self_signed_signer(key)
+    csr = build_csr(key, parse_dn(f"CN={cn},O=Example"), await server.challenge())
+    return await _message(server, csr, signer, key, MessageType.PKCS_REQ, tid), signer
+
+
+async def _set(server: Server, **changes: object) -> None:
+    """Recreate the main integration's row with new flags (tests only; the CLI has no such edit)."""
+    store = server.store
+    integration = await store.get_integration(server.integration.id)
+    assert integration is not None
+    fresh = dataclasses.replace(integration, id=integration.id + "x", username=integration.username + "x", **changes)
+    await store.create_integration(fresh)
+    server.integration = fresh
+
+
+# --- GetCRL / GetCert ------------------------------------------------------------------------
+
+
+async def test_get_crl_returns_the_current_crl(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    reply, _ = await _enroll(server, device_key, "crl-1")
+    cert = reply.certificates[0]
+    payload = issuer_and_serial_of(cert.issuer, cert.serial_number)
+    got = await _message(server, payload, cert, device_key, MessageType.GET_CRL, "crl-2")
+    assert got.status is PKIStatus.SUCCESS and len(got.crls) == 1
+    crl = got.crls[0]
+    assert crl.is_signature_valid(server.ca.cert.public_key())  # type: ignore[arg-type]
+    assert crl.issuer == server.ca.cert.subject
+
+
+async def test_get_cert_by_issuer_and_serial(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    reply, signer = await _enroll(server, device_key, "gc-1")
+    cert = reply.certificates[0]
+    got = await _message(
+        server, issuer_and_serial_of(cert.issuer, cert.serial_number), signer, device_key, MessageType.GET_CERT, "gc-2"
+    )
+    assert got.status is PKIStatus.SUCCESS and got.certificates == [cert]
+
+
+@pytest.mark.parametrize("case", ["unknown-serial", "other-issuer", "other-integration"])
+async def test_get_cert_unknown_is_bad_cert_id(server: Server, device_key: rsa.RSAPrivateKey, case: str) -> None:
+    reply, signer = await _enroll(server, device_key, "gc-3")
+    cert = reply.certificates[0]
+    issuer, serial, target = cert.issuer, cert.serial_number, None
+    if case == "unknown-serial":
+        serial += 1
+    elif case == "other-issuer":
+        issuer = parse_dn("CN=Someone Else")
+    else:
+        target = server.other.id
+    got = await _message(
+        server, issuer_and_serial_of(issuer, serial), signer, device_key, MessageType.GET_CERT, "gc-4", target
+    )
+    assert (got.status, got.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_CERT_ID)
+
+
+# --- RenewalReq ------------------------------------------------------------------------------
+
+
+async def _renew(
+    server: Server, old: x509.Certificate, old_key: rsa.RSAPrivateKey, tid: str, cn: str = "alice"
+) -> Reply:
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = build_csr(new_key, parse_dn(f"CN={cn},O=Example"), None)
+    return await _message(server, csr, old, old_key, MessageType.RENEWAL_REQ, tid)
+
+
+async def test_renewal_inside_the_window_keeps_the_old_certificate(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await make_server(**{"scep.renewal_days": 400})
+    first, _ = await _enroll(server, device_key, "rn-1")
+    old = first.certificates[0]
+    count = await server.cert_count()
+    renewed = await _renew(server, old, device_key, "rn-2")
+    assert renewed.status is PKIStatus.SUCCESS
+    new = renewed.certificates[0]
+    assert new.serial_number != old.serial_number and new.subject == old.subject
+    assert await server.cert_count() == count + 1
+    record = await server.store.get_certificate(format(old.serial_number, "x"))
+    assert record is not None and record.status is CertStatus.ISSUED
+    assert "Renewal" in (await (await server.client.get(f"{server.url()}?operation=GetCACaps")).text()).split()
+
+
+async def test_renewal_revokes_superseded_when_the_integration_says_so(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await make_server(**{"scep.renewal_days": 400})
+    await _set(server, revoke_superseded=True)
+    first, _ = await _enroll(server, device_key, "rs-1")
+    old = first.certificates[0]
+    assert (await _renew(server, old, device_key, "rs-2")).status is PKIStatus.SUCCESS
+    record = await server.store.get_certificate(format(old.serial_number, "x"))
+    assert record is not None and record.status is CertStatus.REVOKED and record.revocation_reason == "superseded"
+
+
+async def test_renewal_before_the_window_is_bad_request(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    first, _ = await _enroll(server, device_key, "rw-1")
+    count = await server.cert_count()
+    got = await _renew(server, first.certificates[0], device_key, "rw-2")
+    assert (got.status, got.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert got.fail_text and "renewal opens" in got.fail_text
+    assert await server.cert_count() == count
+
+
+async def test_renewal_signed_by_a_revoked_certificate(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await make_server(**{"scep.renewal_days": 400})
+    first, _ = await _enroll(server, device_key, "rr-1")
+    old = first.certificates[0]
+    await server.store.revoke_certificate(format(old.serial_number, "x"), "keyCompromise", dt.datetime.now(dt.UTC))
+    got = await _renew(server, old, device_key, "rr-2")
+    assert (got.status, got.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert got.fail_text and "revoked" in got.fail_text
+
+
+async def test_renewal_signed_by_a_foreign_certificate(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await make_server(**{"scep.renewal_days": 400})
+    got = await _renew(server, self_signed_signer(device_key), device_key, "rf-1")
+    assert (got.status, got.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert await server.cert_count() == 0
+
+
+async def test_renewal_signed_by_an_expired_certificate(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await make_server(**{"scep.renewal_days": 400})
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    serial = random_serial()
+    old = issue_certificate(
+        server.ca,
+        subject=parse_dn("CN=alice,O=Example"),
+        public_key=device_key.public_key(),
+        sans=(),
+        profile=Profile(10),
+        serial=serial,
+        now=past,
+    )
+    record = CertificateRecord(
+        serial=format(serial, "x"),
+        integration_id=server.integration.id,
+        issuer_fingerprint=server.ca.fingerprint_sha256,
+        subject="CN=alice,O=Example",
+        not_before=old.not_valid_before_utc,
+        not_after=old.not_valid_after_utc,
+        der=old.public_bytes(serialization.Encoding.DER),
+        transaction_id="old",
+        pubkey_sha256="0" * 64,
+        message_type=19,
+    )
+    await server.store.record_issuance(IssuanceRequest(record, None, past))
+    got = await _renew(server, old, device_key, "re-1")
+    assert (got.status, got.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert got.fail_text and "expired" in got.fail_text
+
+
+async def test_renewal_with_a_certificate_of_another_integration(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await make_server(**{"scep.renewal_days": 400})
+    first, _ = await _enroll(server, device_key, "ro-1")
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = build_csr(new_key, parse_dn("CN=alice,O=Example"), None)
+    got = await _message(
+        server, csr, first.certificates[0], device_key, MessageType.RENEWAL_REQ, "ro-2", server.other.id
+    )
+    assert (got.status, got.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+
+
+# --- PENDING, approval, CertPoll -------------------------------------------------------------
+
+
+async def _pending_request(server: Server, key: rsa.RSAPrivateKey, tid: str) -> tuple[Reply, x509.Certificate]:
+    await _set(server, require_approval=True)
+    return await _enroll(server, key, tid)
+
+
+async def _poll(server: Server, signer: x509.Certificate, key: rsa.RSAPrivateKey, tid: str) -> Reply:
+    payload = issuer_and_subject(server.ca.cert.subject, parse_dn("CN=alice,O=Example"))
+    return await _message(server, payload, signer, key, MessageType.CERT_POLL, tid)
+
+
+def _enroller(server: Server, now: dt.datetime | None = None) -> Enroller:
+    return Enroller(server.store, server.ca, server.config, lambda: now or dt.datetime.now(dt.UTC))
+
+
+async def test_pending_then_approved(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    first, signer = await _pending_request(server, device_key, "pa-1")
+    assert first.status is PKIStatus.PENDING and first.certificates == []
+    assert (await _poll(server, signer, device_key, "pa-1")).status is PKIStatus.PENDING
+    assert await server.cert_count() == 0
+    record = await _enroller(server).approve(server.integration.id, "pa-1")
+    polled = await _poll(server, signer, device_key, "pa-1")
+    assert polled.status is PKIStatus.SUCCESS
+    assert format(polled.certificates[0].serial_number, "x") == record.serial
+
+
+async def test_pending_then_rejected(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    _, signer = await _pending_request(server, device_key, "pr-1")
+    await _enroller(server).reject(server.integration.id, "pr-1")
+    polled = await _poll(server, signer, device_key, "pr-1")
+    assert (polled.status, polled.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert polled.fail_text and "rejected" in polled.fail_text
+    assert await server.cert_count() == 0
+
+
+async def test_pending_expires(make_server: ServerFactory, device_key: rsa.RSAPrivateKey) -> None:
+    server = await make_server(**{"scep.pending_expiry_hours": 1})
+    _, signer = await _pending_request(server, device_key, "pe-1")
+    who = Requester("pe-1", MessageType.CERT_POLL, signer, None, None)
+    # An hour and a minute later, as the enroller's clock sees it.
+    later = _enroller(server, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=61))
+    with pytest.raises(BadRequest, match="expired"):
+        await later.cert_poll(server.integration, who)
+    assert (await _enroller(server).cert_poll(server.integration, who)).status is PKIStatus.PENDING
+
+
+async def test_poll_with_another_key_is_bad_request(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    await _pending_request(server, device_key, "pk-1")
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    polled = await _poll(server, self_signed_signer(other), other, "pk-1")
+    assert (polled.status, polled.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+
+
+async def test_poll_unknown_transaction(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    polled = await _poll(server, self_signed_signer(device_key), device_key, "nope")
+    assert (polled.status, polled.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+
+
+async def test_resent_pending_request_stays_pending(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    await _set(server, require_approval=True)
+    signer = self_signed_signer(device_key)
+    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), await server.challenge())
+    for _ in range(2):
+        got = await _message(server, csr, signer, device_key, MessageType.PKCS_REQ, "pp-1")
+        assert got.status is PKIStatus.PENDING
