@@ -17,6 +17,7 @@ PKCS#7 that holds only a self-signed CA.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -32,6 +33,9 @@ CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
 RA_CERT_FILE = "ra.pem"
 RA_KEY_FILE = "ra.key"
+# Present only for a separate encryption RA (``scep-ca ra create --pair``).
+RA_ENC_CERT_FILE = "ra-enc.pem"
+RA_ENC_KEY_FILE = "ra-enc.key"
 
 
 class CAError(Exception):
@@ -45,9 +49,19 @@ class CAIdentity:
     cert: x509.Certificate
     key: rsa.RSAPrivateKey
     cert_der: bytes
-    ra_cert: x509.Certificate
+    ra_cert: x509.Certificate  # signs CertReps (and decrypts too unless a separate encryption RA exists)
     ra_key: rsa.RSAPrivateKey
     ra_cert_der: bytes
+    enc_cert: x509.Certificate | None = None
+    enc_key: rsa.RSAPrivateKey | None = None
+
+    @property
+    def encryption_cert(self) -> x509.Certificate:
+        return self.enc_cert or self.ra_cert
+
+    @property
+    def encryption_key(self) -> rsa.RSAPrivateKey:
+        return self.enc_key or self.ra_key
 
     @property
     def fingerprint_sha256(self) -> str:
@@ -64,10 +78,13 @@ class CAIdentity:
 
     @property
     def ca_ra_bundle(self) -> bytes:
-        """GetCACert's answer: a certs-only PKCS#7 with the RA first, then the CA (as NDES sends it)."""
+        """GetCACert's answer: a certs-only PKCS#7 with the RA(s) first, then the CA (as NDES sends it)."""
         from scep_ca.certrep import certs_only
 
-        return certs_only([self.ra_cert_der, self.cert_der])
+        ras = [self.ra_cert_der]
+        if self.enc_cert is not None:
+            ras.append(self.enc_cert.public_bytes(serialization.Encoding.DER))
+        return certs_only([*ras, self.cert_der])
 
 
 def ca_exists(data_dir: Path) -> bool:
@@ -105,11 +122,19 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey, passphrase: bytes | None) -> 
         fh.write(pem)
 
 
-def _ra_subject(ca_subject: x509.Name) -> x509.Name:
+def _ra_subject(ca_subject: x509.Name, suffix: str) -> x509.Name:
     cns = ca_subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     base = str(cns[0].value) if cns else "scep-ca"
     others = [a for a in ca_subject if a.oid != NameOID.COMMON_NAME]
-    return x509.Name([*others, x509.NameAttribute(NameOID.COMMON_NAME, f"{base} SCEP RA")])
+    return x509.Name([*others, x509.NameAttribute(NameOID.COMMON_NAME, f"{base} {suffix}")])
+
+
+RA_USAGES = {
+    # usage -> (subject suffix, digitalSignature, keyEncipherment, cert file, key file)
+    "combined": ("SCEP RA", True, True, RA_CERT_FILE, RA_KEY_FILE),
+    "signing": ("SCEP RA signing", True, False, RA_CERT_FILE, RA_KEY_FILE),
+    "encryption": ("SCEP RA encryption", False, True, RA_ENC_CERT_FILE, RA_ENC_KEY_FILE),
+}
 
 
 def create_ra(
@@ -120,28 +145,52 @@ def create_ra(
     key_size: int,
     passphrase: bytes | None,
     now: dt.datetime | None = None,
+    usage: str = "combined",
 ) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    """The RA certificate (issued by the CA) that decrypts requests and signs CertReps."""
+    """An RA certificate issued by the CA: combined (decrypts requests and signs CertReps), or one
+    half of a signing-only / encryption-only pair, which Apple's client also accepts."""
+    suffix, signing, encipherment, cert_file, key_file = RA_USAGES[usage]
     now = now or dt.datetime.now(dt.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_ra_subject(ca_cert.subject))
+        .subject_name(_ra_subject(ca_cert.subject, suffix))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(ca_cert.not_valid_after_utc)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=True, encipherment=True, ca=False), critical=True)
+        .add_extension(_key_usage(signing=signing, encipherment=encipherment, ca=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_key(data_dir / RA_KEY_FILE, key, passphrase)
-    (data_dir / RA_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(data_dir / key_file, key, passphrase)
+    (data_dir / cert_file).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
+
+
+def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool) -> CAIdentity:
+    """``scep-ca ra create``: retire the current RA files and issue a new combined RA or a pair.
+
+    Retired files move to ``retired/<UTC time>/`` (kept for audit; never deleted). Running
+    servers pick the new RA up when restarted.
+    """
+    identity = load_ca(data_dir, passphrase)
+    retired = data_dir / "retired" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    retired.mkdir(parents=True)
+    for name in (RA_CERT_FILE, RA_KEY_FILE, RA_ENC_CERT_FILE, RA_ENC_KEY_FILE):
+        if (data_dir / name).exists():
+            (data_dir / name).rename(retired / name)
+    size = identity.key.key_size
+    if not pair:
+        create_ra(data_dir, identity.cert, identity.key, key_size=size, passphrase=passphrase)
+    else:
+        create_ra(data_dir, identity.cert, identity.key, key_size=size, passphrase=passphrase, usage="signing")
+        create_ra(data_dir, identity.cert, identity.key, key_size=size, passphrase=passphrase, usage="encryption")
+    return load_ca(data_dir, passphrase)
 
 
 def create_ca(
@@ -220,4 +269,10 @@ def load_ca(data_dir: Path, passphrase: bytes | None) -> CAIdentity:
     else:
         ra_cert = x509.load_pem_x509_certificate(ra_cert_path.read_bytes())
         ra_key = _load_key(ra_key_path, passphrase, ra_cert, "RA")
-    return _identity(cert, key, ra_cert, ra_key)
+    identity = _identity(cert, key, ra_cert, ra_key)
+    enc_cert_path = data_dir / RA_ENC_CERT_FILE
+    if not enc_cert_path.exists():
+        return identity
+    enc_cert = x509.load_pem_x509_certificate(enc_cert_path.read_bytes())
+    enc_key = _load_key(data_dir / RA_ENC_KEY_FILE, passphrase, enc_cert, "encryption RA")
+    return dataclasses.replace(identity, enc_cert=enc_cert, enc_key=enc_key)

@@ -89,7 +89,7 @@ class ScepService:
         self._enroller = Enroller(store, ca, config, clock)
         # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
-        self._recipient = RecipientKey.from_cert(ca.ra_cert, ca.ra_key)
+        self._recipient = RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key)
         self._ca_ra_bundle = ca.ca_ra_bundle
 
     @property

@@ -7,13 +7,12 @@ import asyncio
 import contextlib
 import logging
 
-from store.factory import open_store
-
 from config import Config
 from scep_ca.app import build_app, run_server
-from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca
+from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.cli.context import ca_passphrase, colon_fingerprint, config_from_args
 from scep_ca.logsetup import configure_logging
+from store.factory import open_store
 
 log = logging.getLogger("scep_ca.cli")
 
@@ -63,6 +62,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ra_create(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair)
+    kind = "a signing RA and an encryption RA" if identity.enc_cert is not None else "a combined RA"
+    print(f"issued {kind} under {identity.cert.subject.rfc4514_string()}; the old RA files are in retired/")
+    print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create the CA key and certificate")
     p.add_argument("--key-size", type=int, choices=(2048, 3072, 4096))
@@ -72,3 +80,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("ra", help="the RA certificate(s) that decrypt requests and sign CertReps")
+    rsub = p.add_subparsers(dest="ra_cmd", required=True)
+    c = rsub.add_parser("create", parents=[common], help="issue a new RA (the current one is retired)")
+    c.add_argument("--pair", action="store_true", help="a signing-only and an encryption-only RA")
+    c.set_defaults(func=cmd_ra_create)

@@ -190,3 +190,13 @@ def test_request_queue_approve_and_reject(cli: Cli) -> None:
     assert code == 1 and "pending" in err
     code, _, err = cli("request", "approve", "no-colon")
     assert code == 1 and "INTEGRATION:TRANSACTION" in err
+
+
+def test_ra_create_pair_and_back(cli: Cli) -> None:
+    code, out, err = cli("ra", "create", "--pair")
+    assert code == 0 and "signing RA and an encryption RA" in out, err
+    assert (cli.data_dir / "ra-enc.pem").exists()
+    code, out, err = cli("ra", "create")
+    assert code == 0 and "combined RA" in out, err
+    assert not (cli.data_dir / "ra-enc.pem").exists()
+    assert len(list((cli.data_dir / "retired").iterdir())) == 2

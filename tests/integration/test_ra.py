@@ -1,0 +1,102 @@
+"""A separate signing RA and encryption RA (``scep-ca ra create --pair``) through the real app."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from challenge.issuer import issue_challenge
+from config import load_config
+from scep_ca.app import build_app
+from scep_ca.ca import create_ca, replace_ra
+from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.dn import parse_dn
+from scep_ca.enums import FailInfo, PKIStatus
+from store.factory import open_store
+from tests.integration.conftest import _integration
+
+Client = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+
+async def test_pair_of_ras(tmp_path: Path, aiohttp_client: Client, device_key: rsa.RSAPrivateKey) -> None:
+    data = tmp_path / "data"
+    create_ca(data, subject="CN=Pair CA", key_size=2048, validity_days=30, passphrase=None)
+    ca = replace_ra(data, None, pair=True)
+    assert ca.enc_cert is not None
+    assert list((data / "retired").iterdir()), "the combined RA was retired, not deleted"
+    config = load_config(None, {}, {"data_dir": str(data)})
+    store = open_store(config)
+    client = await aiohttp_client(build_app(config, ca, store))
+    await store.create_integration(_integration("pair"))
+
+    resp = await client.get("/scep/pair?operation=GetCACert")
+    bag = cms.ContentInfo.load(await resp.read())["content"]
+    enc_der = ca.enc_cert.public_bytes(serialization.Encoding.DER)
+    assert [c.chosen.dump() for c in bag["certificates"]] == [ca.ra_cert_der, enc_der, ca.cert_der]
+    sign_ku = ca.ra_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    enc_ku = ca.enc_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert (sign_ku.digital_signature, sign_ku.key_encipherment) == (True, False)
+    assert (enc_ku.digital_signature, enc_ku.key_encipherment) == (False, True)
+
+    signer = self_signed_signer(device_key)
+    for recipient, tid in ((ca.enc_cert, "to-enc"), (ca.ra_cert, "to-sign")):
+        challenge = await issue_challenge(store, config.challenge, "pair")
+        assert challenge is not None
+        csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), challenge)
+        req = build_request(csr, signer_cert=signer, signer_key=device_key, recipient=recipient, transaction_id=tid)
+        resp = await client.post("/scep/pair?operation=PKIOperation", data=req.der)
+        reply = open_reply(await resp.read(), signer, device_key)
+        assert reply.signer_cert_der == ca.ra_cert_der, "CertReps are signed by the signing RA"
+        if recipient is ca.enc_cert:
+            assert reply.status is PKIStatus.SUCCESS
+        else:
+            assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK)
+
+
+async def test_openssl_names_the_ra_as_cert_rep_signer(
+    tmp_path: Path, aiohttp_client: Client, device_key: rsa.RSAPrivateKey
+) -> None:
+    """``openssl cms -verify -signer`` on a real CertRep writes out the RA certificate."""
+    import subprocess
+
+    data = tmp_path / "data"
+    ca = create_ca(data, subject="CN=Verify CA", key_size=2048, validity_days=30, passphrase=None)
+    config = load_config(None, {}, {"data_dir": str(data)})
+    store = open_store(config)
+    client = await aiohttp_client(build_app(config, ca, store))
+    await store.create_integration(_integration("ver"))
+    challenge = await issue_challenge(store, config.challenge, "ver")
+    assert challenge is not None
+    signer = self_signed_signer(device_key)
+    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), challenge)
+    req = build_request(csr, signer_cert=signer, signer_key=device_key, recipient=ca.ra_cert, transaction_id="v")
+    resp = await client.post("/scep/ver?operation=PKIOperation", data=req.der)
+    (tmp_path / "rep.der").write_bytes(await resp.read())
+    result = subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            str(tmp_path / "rep.der"),
+            "-CAfile",
+            str(data / "ca.pem"),
+            "-signer",
+            str(tmp_path / "signer.pem"),
+            "-out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    signed_by = x509.load_pem_x509_certificate((tmp_path / "signer.pem").read_bytes())
+    assert signed_by == ca.ra_cert and signed_by != ca.cert
