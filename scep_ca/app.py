@@ -3,6 +3,11 @@
 ``build_app`` wires the store, the CA and every route group; the store's lifetime
 is tied to the app through ``cleanup_ctx``. Request-line and body limits are set
 explicitly: certmonger's GET PKIOperation queries run to 5.4 kB for RSA-4096.
+
+``run_server`` serves one app in this process until SIGTERM or SIGINT, then drains.
+Several processes on one port (``server.workers``) are ``scep_ca.workers``' business:
+each worker builds its own app (store connection, caches, metrics) and calls
+``run_server`` with ``reuse_port=True``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
+import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
 
@@ -21,6 +27,10 @@ from challenge.service import ChallengeService
 from challenge.web import setup_challenge_routes
 from config.model import Config
 from scep_ca.ca import CAIdentity
+from scep_ca.ca_set import CASet
+from scep_ca.health import setup_health_routes
+from scep_ca.logsetup import log_context_middleware
+from scep_ca.metrics import Metrics, metrics_middleware, setup_metrics_routes
 from scep_ca.revocation import RevocationService
 from scep_ca.revocation_web import setup_revocation_routes
 from scep_ca.service import ScepService
@@ -32,12 +42,29 @@ log = logging.getLogger("scep_ca.app")
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 CA: web.AppKey[CAIdentity] = web.AppKey("ca", CAIdentity)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+# How long a stopping server waits for in-flight requests before closing connections.
+DRAIN_SECONDS = 30.0
 
 
-def build_app(config: Config, ca: CAIdentity, store: Store) -> web.Application:
-    """The whole server: SCEP, challenge URL, CRL/OCSP/status. The store opens on startup."""
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0) -> web.Application:
+    """The whole server: SCEP, challenge URL, CRL/OCSP/status, metrics and probes.
+
+    ``cas`` is the current CA, or the whole set (next CA for GetNextCACert, previous CAs
+    whose CRLs and OCSP answers are still served). The store opens on startup. ``worker``
+    is this process's worker index (metrics and probes report it).
+    """
+    ca_set = cas if isinstance(cas, CASet) else CASet(current=cas)
+    ca = ca_set.current
+    metrics = Metrics(worker)
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes,
+        # Log fields outermost, so that whatever the metrics layer logs carries them too.
+        middlewares=[log_context_middleware, metrics_middleware(metrics)],
+    )
     app[CONFIG] = config
+    app[METRICS] = metrics
     app[CA] = ca
     app[STORE] = store
 
@@ -57,12 +84,15 @@ def build_app(config: Config, ca: CAIdentity, store: Store) -> web.Application:
     setup_challenge_routes(app, challenges)
     revocation = RevocationService(
         store,
-        ca,
+        ca_set,
         crl_next_update_hours=config.revocation.crl_next_update_hours,
         ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
     )
     setup_revocation_routes(app, revocation, config.server.api_token)
-    setup_scep_routes(app, ScepService(store, ca, config, crl_source=revocation.current_crl))
+    scep = ScepService(store, ca, config, crl_source=revocation.current_crl, events=metrics, next_ca=ca_set.next)
+    setup_scep_routes(app, scep)
+    setup_metrics_routes(app, metrics, crl_source=revocation.current_crl)
+    setup_health_routes(app, store, ca, worker)
     return app
 
 
@@ -86,7 +116,13 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
 async def run_server(
     app: web.Application, config: Config, *, reuse_port: bool = False, ready: Callable[[], None] | None = None
 ) -> None:
-    """Serve until cancelled (SIGINT/SIGTERM), draining in-flight requests on the way out."""
+    """Serve until SIGTERM or SIGINT (or cancellation), then drain and return.
+
+    Draining: the listening socket closes first (with SO_REUSEPORT the kernel sends new
+    connections to the other workers), idle keep-alive connections close, requests in
+    flight get up to ``DRAIN_SECONDS`` to finish, and only then does the store close.
+    ``ready`` is called once the socket listens (the supervisor's readiness signal).
+    """
     tls = ssl_context(config)
     if tls is None and not is_loopback(config.server.host):
         log.warning(
@@ -97,17 +133,42 @@ async def run_server(
     runner = web.AppRunner(
         app,
         access_log=None,
-        shutdown_timeout=30.0,
+        shutdown_timeout=DRAIN_SECONDS,
         max_line_size=config.server.max_line_bytes,
         max_field_size=config.server.max_line_bytes,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls, reuse_port=reuse_port or None)
-    await site.start()
-    log.info("scep-ca listening on %s", config.base_url)
-    if ready:
-        ready()
+    stop = asyncio.Event()
+    handled = _on_stop_signals(stop.set)
     try:
-        await asyncio.Event().wait()
+        await runner.setup()
+        site = web.TCPSite(
+            runner, config.server.host, config.server.port, ssl_context=tls, reuse_port=reuse_port or None
+        )
+        await site.start()
+        log.info("scep-ca listening on %s", config.base_url)
+        if ready:
+            ready()
+        await stop.wait()
+        log.info("stopping: no new connections; draining requests in flight (up to %.0f s)", DRAIN_SECONDS)
     finally:
         await runner.cleanup()
+        loop = asyncio.get_running_loop()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def _on_stop_signals(callback: Callable[[], None]) -> list[signal.Signals]:
+    """Call ``callback`` on SIGTERM and SIGINT; the signals that could be hooked.
+
+    Only the main thread may install signal handlers; elsewhere (an embedding program)
+    the caller stops the server by cancelling it.
+    """
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, callback)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        handled.append(sig)
+    return handled

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from challenge.codes import hash_challenge
 from config.model import Config
 from scep_ca.ca import CAIdentity
+from scep_ca.ca_set import ca_id
 from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
 from scep_ca.dn import DNError, parse_dn
 from scep_ca.enums import PKIStatus
@@ -83,7 +84,8 @@ class Enroller:
         self._templates: dict[str, x509.Name] = {}
         public = config.server.public_url
         base = public.rstrip("/") if public else None
-        self._crl_url = f"{base}/crl/ca.crl" if base else None
+        # Named by CA id, not "ca": after a rollover this URL still serves this CA's CRL.
+        self._crl_url = f"{base}/crl/{ca_id(ca)}.crl" if base else None
         self._ocsp_url = f"{base}/ocsp" if base else None
 
     # -- policy --------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.x509 import ocsp as x509_ocsp
 
 from scep_ca.ca import CAIdentity
+from scep_ca.ca_set import CASet, ca_id
 from scep_ca.cert_format import record_to_dict
 from scep_ca.crl import build_crl
 from scep_ca.ocsp import (
@@ -40,7 +41,7 @@ from scep_ca.ocsp import (
 )
 from scep_ca.reasons import Reason, parse_reason
 from scep_ca.serials import Base, candidates
-from scep_ca.status import serial_of_pem, verify_certificate
+from scep_ca.status import VerifyStatus, serial_of_pem, verify_certificate
 from store.base import CertificateRecord, DeleteResult, Store
 
 log = logging.getLogger("scep_ca.revocation")
@@ -67,59 +68,83 @@ class _CachedCRL:
     refresh_at: dt.datetime
 
 
+class _IssuerState:
+    """Per issuing CA: its OCSP identity and its CRL cache."""
+
+    def __init__(self, ca: CAIdentity) -> None:
+        self.ca = ca
+        self.ocsp_issuer = OcspIssuer.of(ca)
+        self.crl: _CachedCRL | None = None
+        # Serialises rebuilds so that concurrent fetches of a stale CRL build it once
+        # (and use one CRL number) instead of once each.
+        self.lock = asyncio.Lock()
+
+    def fresh(self, epoch: int, now: dt.datetime) -> bytes | None:
+        cached = self.crl
+        if cached is not None and cached.epoch == epoch and now < cached.refresh_at:
+            return cached.der
+        return None
+
+
 class RevocationService:
-    """Async revocation operations on one store for one issuing CA."""
+    """Async revocation operations on one store, for the current CA and the previous ones.
+
+    After a CA rollover the certificates of the previous CA stay valid until they expire,
+    so their CRL (``/crl/<ca id>.crl``) and OCSP answers are still built and signed by it.
+    """
 
     def __init__(
         self,
         store: Store,
-        ca: CAIdentity,
+        ca: CAIdentity | CASet,
         crl_next_update_hours: float = 24,
         clock: Clock = utc_now,
         ocsp_validity: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
         if crl_next_update_hours <= 0:
             raise ValueError("crl_next_update_hours must be positive")
+        cas = ca if isinstance(ca, CASet) else CASet(current=ca)
         self._store = store
-        self._ca = ca
-        self._fingerprint = ca.fingerprint_sha256
-        self._ocsp_issuer = OcspIssuer.of(ca)
+        self._cas = cas
+        self._ca = cas.current
+        self._issuers = [_IssuerState(c) for c in cas.issuers]
         self._crl_hours = crl_next_update_hours
         self._clock = clock
         # OCSP answers are computed live; a short nextUpdate bounds how long a client
         # may keep a "good" after a revocation (RFC 6960 §4.2.2.1).
         self._ocsp_validity = ocsp_validity
-        self._crl: _CachedCRL | None = None
-        # Serialises rebuilds so that concurrent fetches of a stale CRL build it once
-        # (and use one CRL number) instead of once each.
-        self._crl_lock = asyncio.Lock()
+
+    def crl_names(self) -> set[str]:
+        """``ca`` (the current CA) and the id of every CA whose certificates may be in use."""
+        return {"ca", *(ca_id(state.ca) for state in self._issuers)}
 
     # -- CRL ---------------------------------------------------------------------------
 
-    def _fresh(self, epoch: int, now: dt.datetime) -> bytes | None:
-        cached = self._crl
-        if cached is not None and cached.epoch == epoch and now < cached.refresh_at:
-            return cached.der
-        return None
+    async def current_crl(self, name: str = "ca") -> bytes:
+        """The DER CRL of a CA, rebuilt when revocations changed or it is half-way to nextUpdate.
 
-    async def current_crl(self) -> bytes:
-        """The DER CRL of this CA, rebuilt when revocations changed or it is half-way to nextUpdate."""
-        der = self._fresh(await self._store.revocation_epoch(), self._clock())
+        Raises KeyError for a name that is not in ``crl_names()``.
+        """
+        state = self._issuers[0] if name == "ca" else next((s for s in self._issuers if ca_id(s.ca) == name), None)
+        if state is None:
+            raise KeyError(name)
+        der = state.fresh(await self._store.revocation_epoch(), self._clock())
         if der is not None:
             return der
-        async with self._crl_lock:
+        async with state.lock:
             epoch = await self._store.revocation_epoch()
             now = self._clock()
-            der = self._fresh(epoch, now)
+            der = state.fresh(epoch, now)
             if der is not None:
                 return der
-            entries = await self._store.revoked_entries(self._fingerprint)
-            number = await self._store.next_crl_number(self._fingerprint)
+            fingerprint = state.ca.fingerprint_sha256
+            entries = await self._store.revoked_entries(fingerprint)
+            number = await self._store.next_crl_number(fingerprint)
             # Encoding 100,000 entries takes a few hundred ms of CPU: off the event loop,
             # so SCEP and OCSP requests keep being served meanwhile.
-            der = await asyncio.to_thread(build_crl, self._ca, entries, number, now, self._crl_hours)
-            self._crl = _CachedCRL(der, epoch, now + dt.timedelta(hours=self._crl_hours / 2))
-            log.info("CRL %d built: %d entries, %d bytes", number, len(entries), len(der))
+            der = await asyncio.to_thread(build_crl, state.ca, entries, number, now, self._crl_hours)
+            state.crl = _CachedCRL(der, epoch, now + dt.timedelta(hours=self._crl_hours / 2))
+            log.info("CRL %d of %s built: %d entries, %d bytes", number, ca_id(state.ca), len(entries), len(der))
             return der
 
     # -- OCSP --------------------------------------------------------------------------
@@ -130,7 +155,8 @@ class RevocationService:
             query = parse_ocsp_request(der)
         except OcspRequestError as exc:
             return error_response(exc.status)
-        if not is_for_issuer(self._ocsp_issuer, query):
+        state = next((s for s in self._issuers if is_for_issuer(s.ocsp_issuer, query)), None)
+        if state is None:
             return error_response(x509_ocsp.OCSPResponseStatus.UNAUTHORIZED)
         try:
             record = await self._store.get_certificate(query.serial_hex)
@@ -139,7 +165,7 @@ class RevocationService:
             log.exception("OCSP: store lookup failed")
             return error_response(x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR)
         return build_ocsp_response(
-            self._ca, query, status_from_record(self._ca, record), self._clock(), self._ocsp_validity
+            state.ca, query, status_from_record(state.ca, record), self._clock(), self._ocsp_validity
         )
 
     async def ocsp_get(self, encoded: str) -> bytes:
@@ -175,7 +201,11 @@ class RevocationService:
     async def verify(self, pem: bytes) -> dict[str, Any]:
         """Classify a PEM certificate (``status.verify_certificate``); raises CertificateParseError."""
         record = await self._store.get_certificate(serial_of_pem(pem))
-        return verify_certificate(self._ca, pem, record, self._clock()).to_dict()
+        now = self._clock()
+        results = [verify_certificate(state.ca, pem, record, now) for state in self._issuers]
+        # The CA that signed it decides; a certificate no CA of ours signed is unknown-issuer.
+        chosen = next((r for r in results if r.status is not VerifyStatus.UNKNOWN_ISSUER), results[0])
+        return chosen.to_dict()
 
     # -- changes -----------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ CRL_CONTENT_TYPE = "application/pkix-crl"  # RFC 5280 §4.2.1.13 / RFC 2585 §4.
 OCSP_REQUEST_TYPE = "application/ocsp-request"  # RFC 6960 Appendix C
 OCSP_RESPONSE_TYPE = "application/ocsp-response"
 # The only issuing CA for now; the path names it so a second CA can be added later.
-CRL_NAMES = frozenset({"ca"})
 # A one-certificate OCSPRequest is ~100 bytes; a signed one with a chain a few kB.
 MAX_OCSP_BODY_BYTES = 16 * 1024
 _PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
@@ -99,9 +98,10 @@ class _Handlers:
         return _json_error(403, "the status API is served to loopback clients only unless an API token is configured")
 
     async def crl(self, request: web.Request) -> web.Response:
-        if request.match_info["name"] not in CRL_NAMES:
+        name = request.match_info["name"]
+        if name not in self._service.crl_names():
             raise web.HTTPNotFound(text="no such CRL\n")
-        der = await self._service.current_crl()
+        der = await self._service.current_crl(name)
         return web.Response(body=der, content_type=CRL_CONTENT_TYPE, headers=_NO_CACHE)
 
     async def ocsp_get(self, request: web.Request) -> web.Response:

@@ -22,16 +22,17 @@ from scep_ca.ber import BERError, children, read_tlv
 from scep_ca.ca import CAIdentity
 from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
 from scep_ca.enrollment import Enroller, Outcome, Requester
-from scep_ca.enums import ContentCipher, FailInfo, MessageType, PKIStatus
+from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
 from scep_ca.envelope import Decrypted, RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.message import PKIMessage, decode_pki_message, verify_pki_message
-from scep_ca.signing import SignerIdentity
+from scep_ca.signing import SignerIdentity, sign_message
 from store.base import Integration, Store
 
 log = logging.getLogger("scep_ca.scep")
 
 CA_RA_CERT_CONTENT_TYPE = "application/x-x509-ca-ra-cert"
+NEXT_CA_CERT_CONTENT_TYPE = "application/x-x509-next-ca-cert"
 PKI_MESSAGE_CONTENT_TYPE = "application/x-pki-message"
 
 CrlSource = Callable[[], Awaitable[bytes]]
@@ -79,6 +80,7 @@ class ScepService:
         clock: Callable[[], dt.datetime] = utcnow,
         events: ScepEvents | None = None,
         crl_source: CrlSource | None = None,
+        next_ca: CAIdentity | None = None,
     ):
         self._store = store
         self._ca = ca
@@ -91,6 +93,10 @@ class ScepService:
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
         self._recipient = RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key)
         self._ca_ra_bundle = ca.ca_ra_bundle
+        # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
+        self._next_ca = (
+            sign_message(self._signer, DigestAlg.SHA256, [], next_ca.ca_ra_bundle) if next_ca is not None else None
+        )
 
     @property
     def enroller(self) -> Enroller:
@@ -105,6 +111,8 @@ class ScepService:
     def caps(self) -> list[str]:
         """GetCACaps keywords (RFC 8894 section 3.5.2). A hash keyword is always present: iOS needs one."""
         caps = ["POSTPKIOperation", "SHA-1", "SHA-256", "SHA-512", "AES", "DES3", "SCEPStandard", "Renewal"]
+        if self._next_ca is not None:
+            caps.append("GetNextCACert")
         return caps
 
     async def get_ca_caps(self, integration_id: str) -> str:
@@ -116,6 +124,13 @@ class ScepService:
         """GetCACert (RFC 8894 section 4.2.1.2): RA and CA as a certs-only PKCS#7 (see ``scep_ca.ca``)."""
         await self._live_integration(integration_id)
         return self._ca_ra_bundle, CA_RA_CERT_CONTENT_TYPE
+
+    async def get_next_ca_cert(self, integration_id: str) -> tuple[bytes, str]:
+        """GetNextCACert (RFC 8894 section 4.7.1); UnknownIntegration (404) when there is no next CA."""
+        await self._live_integration(integration_id)
+        if self._next_ca is None:
+            raise UnknownIntegration(integration_id)
+        return self._next_ca, NEXT_CA_CERT_CONTENT_TYPE
 
     async def pki_operation(self, integration_id: str, der: bytes, ctx: RequestContext) -> bytes:
         """PKIOperation (RFC 8894 section 4.3): always a signed CertRep once the message decodes.

@@ -69,8 +69,9 @@ async def handle_scep(request: web.Request) -> web.Response:
     try:
         if op == "getcacaps":
             return web.Response(text=await service.get_ca_caps(integration_id), content_type="text/plain")
-        if op == "getcacert":
-            body, ctype = await service.get_ca_cert(integration_id)
+        if op in ("getcacert", "getnextcacert"):
+            getter = service.get_ca_cert if op == "getcacert" else service.get_next_ca_cert
+            body, ctype = await getter(integration_id)
             # Set the header directly: Apple rejects a GetCACert Content-Type with parameters.
             return web.Response(body=body, headers={"Content-Type": ctype})
         if op == "pkioperation":

@@ -10,6 +10,7 @@ import logging
 from config import Config
 from scep_ca.app import build_app, run_server
 from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
+from scep_ca.ca_set import activate_next, ca_id, load_ca_set, rollover
 from scep_ca.cli.context import ca_passphrase, colon_fingerprint, config_from_args
 from scep_ca.logsetup import configure_logging
 from store.factory import open_store
@@ -55,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
-    app = build_app(config, ca, open_store(config))
+    app = build_app(config, load_ca_set(config.data_dir, ca_passphrase(config)), open_store(config))
     # Ctrl-C is the normal way to stop a foreground server: no traceback.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_server(app, config))
@@ -71,6 +72,33 @@ def cmd_ra_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ca_rollover(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    nxt = rollover(
+        config.data_dir,
+        subject=args.subject,
+        key_size=args.key_size or config.ca.key_size,
+        validity_days=config.ca.validity_days,
+        passphrase=ca_passphrase(config),
+    )
+    print(f"next CA created in {config.data_dir / 'next'}")
+    print(f"  Subject:               {nxt.cert.subject.rfc4514_string()}")
+    print(f"  Fingerprint (SHA-256): {colon_fingerprint(nxt.fingerprint_sha256)}")
+    print("GetNextCACert announces it once `scep-ca serve` restarts; `scep-ca ca activate-next` switches issuance.")
+    return 0
+
+
+def cmd_ca_activate_next(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    old, new = activate_next(config.data_dir, ca_passphrase(config))
+    print(f"issuing with {colon_fingerprint(new.fingerprint_sha256)} from the next restart of `scep-ca serve`")
+    print(
+        f"the previous CA ({ca_id(old)}) keeps serving its CRL at /crl/{ca_id(old)}.crl and OCSP "
+        "until its certificate expires"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create the CA key and certificate")
     p.add_argument("--key-size", type=int, choices=(2048, 3072, 4096))
@@ -80,6 +108,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("ca", help="CA rollover")
+    casub = p.add_subparsers(dest="ca_cmd", required=True)
+    c = casub.add_parser("rollover", parents=[common], help="create the next CA (announced by GetNextCACert)")
+    c.add_argument("--subject", help="subject of the next CA (default: the current CA's)")
+    c.add_argument("--key-size", type=int, choices=(2048, 3072, 4096))
+    c.set_defaults(func=cmd_ca_rollover)
+    c = casub.add_parser("activate-next", parents=[common], help="make the next CA the issuing CA")
+    c.set_defaults(func=cmd_ca_activate_next)
     p = sub.add_parser("ra", help="the RA certificate(s) that decrypt requests and sign CertReps")
     rsub = p.add_subparsers(dest="ra_cmd", required=True)
     c = rsub.add_parser("create", parents=[common], help="issue a new RA (the current one is retired)")

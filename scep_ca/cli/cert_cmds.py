@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from config import Config
+from scep_ca.ca_set import load_ca_set
 from scep_ca.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
-from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, run_async
+from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
 from scep_ca.reasons import ReasonError, operator_reason_names
 from scep_ca.revocation import AmbiguousSerial, RevocationService
 from scep_ca.serials import Base, SerialError
@@ -116,11 +117,12 @@ async def _delete(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _crl(config: Config, args: argparse.Namespace) -> int:
-    ca = load_identity(config)
+    cas = load_ca_set(config.data_dir, ca_passphrase(config))
     async with opened_store(config) as store:
-        der = await RevocationService(
-            store, ca, crl_next_update_hours=config.revocation.crl_next_update_hours
-        ).current_crl()
+        service = RevocationService(store, cas, crl_next_update_hours=config.revocation.crl_next_update_hours)
+        if args.ca not in service.crl_names():
+            raise CliError(f"no CA {args.ca!r}; known: {', '.join(sorted(service.crl_names()))}")
+        der = await service.current_crl(args.ca)
     if args.out:
         Path(args.out).write_bytes(der if not args.pem else _pem_crl(der).encode())
         print(f"wrote {args.out} ({len(der)} bytes DER)")
@@ -176,4 +178,5 @@ def register(
     r = sub.add_parser("crl", parents=[common], help="print or write the current CRL")
     r.add_argument("--out", help="write to this file (DER unless --pem)")
     r.add_argument("--pem", action="store_true")
+    r.add_argument("--ca", default="ca", help="a previous CA's id after a rollover (default: the current CA)")
     r.set_defaults(func=run_async(_crl))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from scep_ca.cli.main import main
 
@@ -200,3 +201,25 @@ def test_ra_create_pair_and_back(cli: Cli) -> None:
     assert code == 0 and "combined RA" in out, err
     assert not (cli.data_dir / "ra-enc.pem").exists()
     assert len(list((cli.data_dir / "retired").iterdir())) == 2
+
+
+def test_ca_rollover_and_activate(cli: Cli) -> None:
+    cli.json("integration", "create", "before")  # creates secret.key, which must not move
+    secret = (cli.data_dir / "secret.key").read_bytes()
+    old = x509.load_pem_x509_certificate((cli.data_dir / "ca.pem").read_bytes())
+    code, _, err = cli("ca", "activate-next")
+    assert code == 1 and "rollover" in err
+    code, out, err = cli("ca", "rollover")
+    assert code == 0 and "next CA created" in out, err
+    code, _, err = cli("ca", "rollover")
+    assert code == 1 and "already exists" in err
+    code, out, err = cli("ca", "activate-next")
+    assert code == 0, err
+    new = x509.load_pem_x509_certificate((cli.data_dir / "ca.pem").read_bytes())
+    assert new != old and new.subject == old.subject
+    assert (cli.data_dir / "secret.key").read_bytes() == secret
+    previous = list((cli.data_dir / "previous").iterdir())
+    assert len(previous) == 1 and (previous[0] / "ca.pem").read_bytes() == old.public_bytes(serialization.Encoding.PEM)
+    code, _, err = cli("crl", "--ca", previous[0].name, "--out", str(cli.data_dir / "old.crl"))
+    assert code == 0, err
+    assert x509.load_der_x509_crl((cli.data_dir / "old.crl").read_bytes()).issuer == old.subject
