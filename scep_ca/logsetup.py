@@ -1,22 +1,103 @@
-"""Logging as text or JSON lines (``log.format``). Callers never pass secrets to the log."""
+"""Logging as text or JSON lines (``log.format``), with per-request fields.
+
+JSON lines carry, besides time/level/logger/message, the fields known for the record:
+``transactionID``, ``integration``, ``client`` (the peer address) and ``worker``. The
+request fields come from a context variable that ``log_context_middleware`` sets for
+each request (integration id from the route, client address) and that the service can
+extend once it has decoded a message (``bind_log_fields(transaction_id=...)``). Only
+these named fields are ever added: headers, bodies, challenges and passwords never
+reach a record unless a caller puts them in a message, which callers never do.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+
+from aiohttp import web
 
 from config.model import LogConfig
+
+# The fields of the request being handled in this context; None outside requests. A
+# fresh dict per request, reset when the request ends: aiohttp runs the requests of a
+# keep-alive connection one after another in one task, so a field bound during one
+# request would otherwise leak into the next one's records.
+_REQUEST_FIELDS: ContextVar[dict[str, str] | None] = ContextVar("scep_ca_log_fields", default=None)
+
+# Record attribute -> JSON key. The attributes are set by ``_ContextFilter`` or passed
+# by callers as ``extra=``.
+_FIELD_KEYS = {"transaction_id": "transactionID", "integration": "integration", "client": "client"}
+# Bounds a path-derived value (the integration id is whatever the client put in the URL).
+_MAX_FIELD_CHARS = 128
+
+
+def bind_log_fields(*, transaction_id: str | None = None, integration: str | None = None) -> None:
+    """Add fields to every later record of the current request (no-op outside a request)."""
+    fields = _REQUEST_FIELDS.get()
+    if fields is None:
+        return
+    if transaction_id is not None:
+        fields["transaction_id"] = transaction_id[:_MAX_FIELD_CHARS]
+    if integration is not None:
+        fields["integration"] = integration[:_MAX_FIELD_CHARS]
+
+
+@web.middleware
+async def log_context_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Give the records logged while handling ``request`` its client address and integration."""
+    fields: dict[str, str] = {}
+    if request.remote:
+        fields["client"] = request.remote
+    # SCEP routes name it "integration", the challenge URL "integration_id".
+    integration = request.match_info.get("integration") or request.match_info.get("integration_id")
+    if integration:
+        fields["integration"] = integration[:_MAX_FIELD_CHARS]
+    token = _REQUEST_FIELDS.set(fields)
+    try:
+        return await handler(request)
+    finally:
+        _REQUEST_FIELDS.reset(token)
+
+
+class _ContextFilter(logging.Filter):
+    """Copies the request fields and the worker index onto each record it lets through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worker: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = _REQUEST_FIELDS.get()
+        if fields:
+            for name, value in fields.items():
+                # An explicit extra= wins over the context.
+                if not hasattr(record, name):
+                    setattr(record, name, value)
+        record.worker = self.worker
+        record.worker_tag = "" if self.worker is None else f" [worker {self.worker}]"
+        return True
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for attr, key in _FIELD_KEYS.items():
+            value = getattr(record, attr, None)
+            if value is not None:
+                entry[key] = str(value)
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            entry["worker"] = worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -24,10 +105,19 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(cfg: LogConfig) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(_ContextFilter())
     if cfg.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s%(worker_tag)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.level)
+
+
+def tag_worker(index: int) -> None:
+    """Mark every later record of this process with its worker index (called in a worker child)."""
+    for handler in logging.getLogger().handlers:
+        for flt in handler.filters:
+            if isinstance(flt, _ContextFilter):
+                flt.worker = index
