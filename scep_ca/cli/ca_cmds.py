@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 
+from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from scep_ca.app import build_app, run_server
 from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
-from scep_ca.ca_set import activate_next, ca_id, load_ca_set, rollover
-from scep_ca.cli.context import ca_passphrase, colon_fingerprint, config_from_args
-from scep_ca.logsetup import configure_logging
+from scep_ca.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
+from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args
+from scep_ca.logsetup import configure_logging, tag_worker
+from scep_ca.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
 log = logging.getLogger("scep_ca.cli")
@@ -51,16 +55,43 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve in this process (one worker) or under a supervisor (several, see scep_ca.workers)."""
     config = config_from_args(args)
     configure_logging(config.log)
+    # Once, before any fork: keys are checked here, and workers never race to create files.
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
-    app = build_app(config, load_ca_set(config.data_dir, ca_passphrase(config)), open_store(config))
-    # Ctrl-C is the normal way to stop a foreground server: no traceback.
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_server(app, config))
+    cas = load_ca_set(config.data_dir, ca_passphrase(config))
+    load_or_create_secret_key(config.data_dir)
+    workers = resolve_workers(config.server.workers)
+    if workers == 1:
+        # No supervisor: restarting a lone server process is the init system's job, and
+        # serving in-process keeps signals and exit statuses direct.
+        _serve(config, cas, 0, None)
+        return 0
+    try:
+        check_port_free(config.server.host, config.server.port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from exc
+    log.info("serving on %s with %d worker processes", config.base_url, workers)
+    return Supervisor(workers, functools.partial(_worker, config, cas)).run()
+
+
+def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -> int:
+    """A worker process (after fork): its own app and store connection on the shared port."""
+    tag_worker(index)
+    _serve(config, cas, index, ready, reuse_port=True)
     return 0
+
+
+def _serve(
+    config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
+) -> None:
+    app = build_app(config, cas, open_store(config), worker=index)
+    # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))
 
 
 def cmd_ra_create(args: argparse.Namespace) -> int:
@@ -107,6 +138,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser("serve", parents=[common], help="run the server (creates the CA on first start)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port (default server.workers; 0: one per available CPU)",
+    )
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("ca", help="CA rollover")
     casub = p.add_subparsers(dest="ca_cmd", required=True)
