@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import TextIO
 
 from aiohttp import web
 
@@ -103,13 +104,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(cfg: LogConfig) -> None:
-    handler = logging.StreamHandler()
+def build_handler(cfg: LogConfig, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing ``cfg.format`` records, with the request fields, to ``stream`` (stderr)."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(_ContextFilter())
     if cfg.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s%(worker_tag)s: %(message)s"))
+    return handler
+
+
+def configure_logging(cfg: LogConfig) -> None:
+    """Send every record of the process to stderr in ``cfg.format`` at ``cfg.level``."""
+    handler = build_handler(cfg)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.level)

@@ -35,8 +35,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from cryptography import x509
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from scep_ca.enums import FailInfo, MessageType, PKIStatus
@@ -227,11 +228,16 @@ class Metrics:
         if operation == "challenge":
             self._challenge.labels(self._worker, challenge_result(status, headers)).inc()
 
-    async def exposition(self, crl_source: CrlSource | None) -> bytes:
-        """The text exposition, after refreshing the scrape-time values."""
+    async def exposition(self, crl_source: CrlSource | None, accept: str = "") -> tuple[bytes, str]:
+        """(body, Content-Type) for a scrape, after refreshing the scrape-time values.
+
+        The format follows the scraper's Accept header (OpenMetrics for Prometheus,
+        the classic text format 0.0.4 otherwise), as prometheus-client's own servers do.
+        """
         if crl_source is not None:
             await self._crl.refresh(crl_source)
-        return generate_latest(self.registry)
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
 
 
 def metrics_middleware(metrics: Metrics) -> Middleware:
@@ -261,10 +267,10 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
 
 
 def setup_metrics_routes(app: web.Application, metrics: Metrics, crl_source: CrlSource | None) -> None:
-    """``GET /metrics`` in the Prometheus text format."""
+    """``GET /metrics`` in the Prometheus text or OpenMetrics format."""
 
     async def handle(request: web.Request) -> web.Response:
-        body = await metrics.exposition(crl_source)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body, content_type = await metrics.exposition(crl_source, request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     app.router.add_get(METRICS_PATH, handle)
