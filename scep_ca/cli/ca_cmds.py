@@ -74,8 +74,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_port_free(config.server.host, config.server.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from exc
+    # Create and migrate the store once, here: N workers opening a new SQLite file at the
+    # same moment race to create it. Each worker then opens its own connection.
+    asyncio.run(_prepare_store(config))
     log.info("serving on %s with %d worker processes", config.base_url, workers)
     return Supervisor(workers, functools.partial(_worker, config, cas)).run()
+
+
+async def _prepare_store(config: Config) -> None:
+    store = open_store(config)
+    await store.open()
+    await store.close()
 
 
 def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -> int:
