@@ -59,7 +59,7 @@ _ATTRIBUTE_NAMES = {
     "2.16.840.1.113733.1.9.5": "sender_nonce",
     "2.16.840.1.113733.1.9.6": "recipient_nonce",
     "2.16.840.1.113733.1.9.7": "transaction_id",
-    "2.16.840.1.113733.1.9.24": "fail_info_text",
+    "1.3.6.1.5.5.7.24.1": "fail_info_text",  # id-scep-failInfoText, RFC 8894 section 3.2.1.4
 }
 # Universal string tags a client may use for the SCEP PrintableString attributes.
 _STRING_CODECS = {19: "ascii", 12: "utf-8", 22: "ascii", 20: "latin-1", 30: "utf-16-be"}

@@ -19,7 +19,8 @@ FAIL_INFO = der.oid("2.16.840.1.113733.1.9.4")
 SENDER_NONCE = der.oid("2.16.840.1.113733.1.9.5")
 RECIPIENT_NONCE = der.oid("2.16.840.1.113733.1.9.6")
 TRANSACTION_ID = der.oid("2.16.840.1.113733.1.9.7")
-FAIL_INFO_TEXT = der.oid("2.16.840.1.113733.1.9.24")
+# RFC 8894: id-scep ::= { id-pkix 24 }, id-scep-failInfoText ::= { id-scep 1 }.
+FAIL_INFO_TEXT = der.oid("1.3.6.1.5.5.7.24.1")
 
 DIGEST_ALGORITHMS = {
     DigestAlg.SHA1: der.algorithm("1.3.14.3.2.26"),

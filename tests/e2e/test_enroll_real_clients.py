@@ -259,10 +259,6 @@ def test_certmonger_wrong_challenge_is_ca_rejected(
     assert server.certificate_count(iid) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: failInfoText is sent under 2.16.840.1.113733.1.9.24, not RFC 8894's 1.3.6.1.5.5.7.24.1",
-)
 def test_fail_info_text_uses_the_rfc8894_oid(scep_ca_server: ScepCaServer) -> None:
     """RFC 8894's ASN.1 module: id-scep ::= { id-pkix 24 }, id-scep-failInfoText ::= { id-scep 1 }.
     A PKCSReq with a wrong challenge, built with scep_ca.client and encrypted to the RA."""
