@@ -28,7 +28,7 @@ from challenge.web import setup_challenge_routes
 from config.model import Config
 from scep_ca.ca import CAIdentity
 from scep_ca.ca_set import CASet
-from scep_ca.health import setup_health_routes
+from scep_ca.health import Lifecycle, setup_health_routes
 from scep_ca.logsetup import log_context_middleware
 from scep_ca.metrics import Metrics, metrics_middleware, setup_metrics_routes
 from scep_ca.revocation import RevocationService
@@ -43,9 +43,13 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 CA: web.AppKey[CAIdentity] = web.AppKey("ca", CAIdentity)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle", Lifecycle)
 
 # How long a stopping server waits for in-flight requests before closing connections.
 DRAIN_SECONDS = 30.0
+# aiohttp's own shutdown afterwards: for requests that arrived on a keep-alive connection
+# during the drain (each is answered with Connection: close).
+_FINAL_SHUTDOWN_SECONDS = 5.0
 
 
 def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0) -> web.Application:
@@ -58,11 +62,13 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     ca_set = cas if isinstance(cas, CASet) else CASet(current=cas)
     ca = ca_set.current
     metrics = Metrics(worker)
+    lifecycle = Lifecycle()
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        # Log fields outermost, so that whatever the metrics layer logs carries them too.
-        middlewares=[log_context_middleware, metrics_middleware(metrics)],
+        # Log fields outside the metrics layer, so that whatever it logs carries them too.
+        middlewares=[lifecycle.middleware(), log_context_middleware, metrics_middleware(metrics)],
     )
+    app[LIFECYCLE] = lifecycle
     app[CONFIG] = config
     app[METRICS] = metrics
     app[CA] = ca
@@ -92,7 +98,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     scep = ScepService(store, ca, config, crl_source=revocation.current_crl, events=metrics, next_ca=ca_set.next)
     setup_scep_routes(app, scep)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl)
-    setup_health_routes(app, store, ca, worker)
+    setup_health_routes(app, store, ca, lifecycle, worker)
     return app
 
 
@@ -119,8 +125,9 @@ async def run_server(
     """Serve until SIGTERM or SIGINT (or cancellation), then drain and return.
 
     Draining: the listening socket closes first (with SO_REUSEPORT the kernel sends new
-    connections to the other workers), idle keep-alive connections close, requests in
-    flight get up to ``DRAIN_SECONDS`` to finish, and only then does the store close.
+    connections to the other workers), then requests in flight, including those whose
+    body is still arriving, get up to ``DRAIN_SECONDS`` to finish (``health.Lifecycle``),
+    then aiohttp closes the connections and only then does the store close.
     ``ready`` is called once the socket listens (the supervisor's readiness signal).
     """
     tls = ssl_context(config)
@@ -133,7 +140,7 @@ async def run_server(
     runner = web.AppRunner(
         app,
         access_log=None,
-        shutdown_timeout=DRAIN_SECONDS,
+        shutdown_timeout=_FINAL_SHUTDOWN_SECONDS,
         max_line_size=config.server.max_line_bytes,
         max_field_size=config.server.max_line_bytes,
     )
@@ -149,7 +156,19 @@ async def run_server(
         if ready:
             ready()
         await stop.wait()
-        log.info("stopping: no new connections; draining requests in flight (up to %.0f s)", DRAIN_SECONDS)
+        for running in list(runner.sites):
+            await running.stop()
+        lifecycle = app.get(LIFECYCLE)
+        if lifecycle is not None:
+            log.info(
+                "stopping: no new connections; draining %d requests in flight (up to %.0f s)",
+                lifecycle.in_flight,
+                DRAIN_SECONDS,
+            )
+            if not await lifecycle.drain(DRAIN_SECONDS):
+                log.warning(
+                    "%d requests still in flight after %.0f s: cutting them off", lifecycle.in_flight, DRAIN_SECONDS
+                )
     finally:
         await runner.cleanup()
         loop = asyncio.get_running_loop()
