@@ -616,7 +616,7 @@ TRANSACTION_IDS = {
     "hex-upper-apple": hashlib.sha1(b"apple").hexdigest().upper(),
     "base64-scepclient": base64.b64encode(hashlib.sha1(b"go").digest()).decode(),
     "decimal-77-certmonger": str(int.from_bytes(hashlib.sha256(b"certmonger").digest(), "big")).rjust(77, "1"),
-    "guid": "{" + str(uuid.UUID(int=7)).upper() + "}",
+    "guid-upper": str(uuid.UUID(int=7)).upper(),
 }
 
 
