@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 
 from scep_ca import der, oids
@@ -59,12 +60,15 @@ def crls_only(crl_der: bytes) -> bytes:
     return der.seq(oids.SIGNED_DATA, der.explicit(0, signed_data))
 
 
+_PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]*")
+
+
 def _transaction_id_value(transaction_id: str) -> bytes:
-    # PrintableString per RFC 8894 3.2.1.1; an id with other characters is echoed as it came (UTF8String).
-    try:
+    # PrintableString per RFC 8894 section 3.2.1.1 when the id fits its alphabet (X.680 41.4);
+    # an id with other characters is echoed as a UTF8String rather than mis-tagged.
+    if _PRINTABLE.fullmatch(transaction_id):
         return der.printable_string(transaction_id)
-    except UnicodeEncodeError:
-        return der.utf8_string(transaction_id)
+    return der.utf8_string(transaction_id)
 
 
 def build_cert_rep(

@@ -388,3 +388,18 @@ def test_failure_cert_rep_is_not_detached(ca: CAIdentity, tmp_path: Path) -> Non
         text=True,
     )
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("tid", "tag"), [("ABC-123 (x)", 0x13), ("abc_{x}", 0x0C), ("77401234567890", 0x13), ("dGVzdA==", 0x13)]
+)
+def test_transaction_id_string_type(ca: CAIdentity, tid: str, tag: int) -> None:
+    """PrintableString only when the id fits its alphabet ('_' and '{' do not), else UTF8String."""
+    from scep_ca.message import decode_pki_message as decode
+
+    rep = build_cert_rep(
+        SignerIdentity.from_cert(ca.ra_cert, ca.ra_key), ReplyTo(tid, b"n" * 16, DigestAlg.SHA256), PKIStatus.PENDING
+    )
+    msg = decode(rep)
+    assert msg.transaction_id == tid
+    assert msg.attributes["transaction_id"].tag_number == tag
