@@ -22,18 +22,34 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   transaction ID), the row is still unused and the second one takes it: the outcome is the
   same as running them one after the other, as SQLite does. ``SKIP LOCKED`` would skip waiting
   but reject the second one even in that case.
-* Issuance versus deletion. Issuance (and ``add_challenge``) locks the integration row FOR
-  SHARE after checking it is live; ``delete_integration``'s ``UPDATE integrations`` needs a
-  conflicting lock. So the delete waits until every in-flight issuance of the integration has
-  committed, and an issuance that arrives while the delete holds the lock waits, then re-checks
-  the row, sees ``deleted_at`` set and fails with IntegrationNotFound. The delete's later
-  statements run with fresh snapshots (READ COMMITTED takes one per statement), so its bulk
-  revoke sees every certificate committed before it got the lock. Hence after the delete
-  returns, every certificate of the integration is revoked and none can be added. The
-  foreign-key checks' FOR KEY SHARE lock alone would not do this: it does not conflict with an
-  UPDATE that leaves the key alone.
+* Issuance versus deletion. Every write that needs a live integration (issuance, adding a
+  challenge, the approval queue) first takes a *shared* transaction-scoped advisory lock keyed
+  by the integration, then checks ``deleted_at`` in a fresh snapshot; ``delete_integration``
+  first takes the same lock *exclusively*. So the delete waits until every in-flight issuance
+  of the integration has committed (a transaction's locks are released after its commit is
+  visible), and an issuance that arrives meanwhile queues behind the delete, then sees
+  ``deleted_at`` set and fails with IntegrationNotFound. The delete's later statements run with
+  fresh snapshots (READ COMMITTED takes one per statement), so its bulk revoke sees every
+  certificate committed before it got the lock. Hence after the delete returns, every
+  certificate of the integration is revoked and none can be added.
+  Why not ``SELECT ... FOR SHARE`` on the integration row: row locks do not queue fairly. A new
+  FOR SHARE request that is compatible with the current share holders is granted even while
+  the delete's UPDATE waits, so under steady enrollment traffic the row is never free and the
+  delete starves (checked on PostgreSQL 15: with one session holding FOR SHARE and an UPDATE
+  waiting, a second FOR SHARE is granted at once and the UPDATE still waits after the first
+  commits; a test with 16 enrolling tasks had a delete waiting for minutes). The lock manager
+  that advisory locks use queues a new shared request behind a waiting exclusive one, so the
+  delete waits only for the issuances already in flight. A hash collision between two
+  integration ids only makes a delete of one wait for issuances of the other. (The
+  foreign-key checks' FOR KEY SHARE lock would not help either: it does not conflict with an
+  UPDATE that leaves the key alone.)
 * ``delete_integration`` runs as one explicit transaction (several statements, so that the
   fresh-snapshot argument above holds); any failure rolls all of it back.
+* Deadlocks: advisory locks come first, in the order challenge-cap lock, integration lock (the
+  delete takes no challenge-cap lock). While a delete holds its exclusive integration lock, no
+  other write to that integration's rows is running. Everything else takes row locks in the
+  order: one challenge row, then certificate rows, then the ``meta`` epoch row. So no cycle of
+  waits can form.
 * Counters (revocation epoch, CRL numbers) are single ``UPDATE ... RETURNING`` / upsert
   statements, atomic under concurrent callers.
 """
@@ -90,8 +106,10 @@ TRANSACTION_COLUMNS = "integration_id, transaction_id, pubkey_sha256, status, se
 _RECORD_ISSUANCE = f"SELECT scep_record_issuance({', '.join(f'${n}' for n in range(1, 20))})"
 _ADD_CHALLENGE = "SELECT scep_add_challenge($1, $2, $3, $4, $5)"
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = $1"
-# See the module docstring: FOR SHARE orders this transaction against delete_integration.
-_LOCK_LIVE_INTEGRATION = "SELECT 1 FROM integrations WHERE id = $1 AND deleted_at IS NULL FOR SHARE"
+# See "Issuance versus deletion" above. Two statements: the check needs a snapshot taken
+# after the lock is granted.
+_SHARE_INTEGRATION_LOCK = "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))"
+_LIVE = "SELECT 1 FROM integrations WHERE id = $1 AND deleted_at IS NULL"
 # The same statement as in scep_record_issuance (see the reasoning there).
 _CONSUME_CHALLENGE = """
 UPDATE challenges SET used_at = $1
@@ -260,7 +278,10 @@ class PostgresStore:
     async def delete_integration(self, integration_id: str, now: datetime) -> DeleteResult:
         aware(now)
         async with self._p().acquire() as conn, conn.transaction():
-            # Waits for in-flight issuances of this integration (they hold FOR SHARE on the row).
+            # Waits for in-flight issuances of this integration; later ones queue behind us.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))", schema.LOCK_CLASS_INTEGRATION, integration_id
+            )
             status = await conn.execute(
                 "UPDATE integrations SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL", now, integration_id
             )
@@ -350,8 +371,7 @@ class PostgresStore:
         aware(now)
         params = _transaction_params(txn)
         async with self._p().acquire() as conn, conn.transaction():
-            if await conn.fetchval(_LOCK_LIVE_INTEGRATION, txn.integration_id) is None:
-                raise IntegrationNotFound(txn.integration_id)
+            await _require_live(conn, txn.integration_id)
             if challenge_hash is not None:
                 status = await conn.execute(_CONSUME_CHALLENGE, now, txn.integration_id, challenge_hash, now)
                 if _rowcount(status) != 1:
@@ -389,8 +409,7 @@ class PostgresStore:
         aware(now)
         cert_params = None if certificate is None else _certificate_params(certificate, now)
         async with self._p().acquire() as conn, conn.transaction():
-            if await conn.fetchval(_LOCK_LIVE_INTEGRATION, integration_id) is None:
-                raise IntegrationNotFound(integration_id)
+            await _require_live(conn, integration_id)
             # FOR UPDATE: of two operators resolving the same request at once, the second waits,
             # re-checks the status once the first commits, and gets False.
             pending = await conn.fetchval(
@@ -498,6 +517,13 @@ class PostgresStore:
     async def revocation_epoch(self) -> int:
         value = await self._p().fetchval("SELECT value FROM meta WHERE key = $1", schema.REVOCATION_EPOCH_KEY)
         return int(value)
+
+
+async def _require_live(conn: Any, integration_id: str) -> None:
+    """Inside a transaction: take the shared integration lock, then check liveness."""
+    await conn.execute(_SHARE_INTEGRATION_LOCK, schema.LOCK_CLASS_INTEGRATION, integration_id)
+    if await conn.fetchval(_LIVE, integration_id) is None:
+        raise IntegrationNotFound(integration_id)
 
 
 def _rowcount(status: str) -> int:

@@ -32,6 +32,9 @@ from store.base import StoreError
 # pg_locks can tell the locks apart from other applications' sharing the database.
 LOCK_CLASS_MIGRATIONS = 0x53434550
 LOCK_CLASS_CHALLENGE_CAP = 0x53434551
+# (class, hashtext(integration_id)): shared by every write that needs a live integration,
+# exclusive in delete_integration.
+LOCK_CLASS_INTEGRATION = 0x53434552
 
 REVOCATION_EPOCH_KEY = "revocation_epoch"
 
@@ -86,11 +89,11 @@ CREATE FUNCTION scep_record_issuance(
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 BEGIN
-    -- FOR SHARE conflicts with the FOR NO KEY UPDATE lock that delete_integration's
-    -- UPDATE takes (the foreign-key checks' FOR KEY SHARE would not): a delete waits for
-    -- issuances holding it, and an issuance queued behind a delete re-checks the row once
-    -- the delete commits and no longer finds it live.
-    PERFORM 1 FROM integrations WHERE id = p_integration_id AND deleted_at IS NULL FOR SHARE;
+    -- Shared integration lock, then the liveness check in a fresh snapshot (each statement of a
+    -- VOLATILE function gets one under READ COMMITTED): see "Issuance versus deletion" in
+    -- store/postgres.py. Released at commit, after the commit is visible to other sessions.
+    PERFORM pg_advisory_xact_lock_shared({LOCK_CLASS_INTEGRATION}, hashtext(p_integration_id));
+    PERFORM 1 FROM integrations WHERE id = p_integration_id AND deleted_at IS NULL;
     IF NOT FOUND THEN
         RETURN {ISSUANCE_NO_INTEGRATION};
     END IF;
@@ -155,17 +158,24 @@ AS $fn$
 DECLARE
     unused bigint;
 BEGIN
-    -- As in scep_record_issuance: a concurrent delete_integration either waits for this
-    -- insert (and then deletes the new row) or makes this call see the deletion.
-    PERFORM 1 FROM integrations WHERE id = p_integration_id AND deleted_at IS NULL FOR SHARE;
+    -- The count-then-insert below is only exact if adds to one integration take turns. This
+    -- lock makes them (it does not block issuances; a hash collision between two ids merely
+    -- makes their adds take turns too). Taken before the integration lock, so that adds queued
+    -- here do not hold the integration lock and delay a delete_integration.
+    PERFORM pg_advisory_xact_lock({LOCK_CLASS_CHALLENGE_CAP}, hashtext(p_integration_id));
+    -- As in scep_record_issuance: a concurrent delete_integration either waits for this insert
+    -- (and then deletes the new row) or makes this call see the deletion.
+    PERFORM pg_advisory_xact_lock_shared({LOCK_CLASS_INTEGRATION}, hashtext(p_integration_id));
+    PERFORM 1 FROM integrations WHERE id = p_integration_id AND deleted_at IS NULL;
     IF NOT FOUND THEN
         RETURN {ADD_CHALLENGE_NO_INTEGRATION};
     END IF;
-    -- The count-then-insert below is only exact if adds to one integration take turns;
-    -- this lock does not block issuances, only other adds to the same integration (a hash
-    -- collision between two ids merely makes them take turns too). Each statement after it
-    -- takes a fresh snapshot, so it sees what the previous holder committed.
-    PERFORM pg_advisory_xact_lock({LOCK_CLASS_CHALLENGE_CAP}, hashtext(p_integration_id));
+    -- Adds to one integration are serial, so the lock above is held through the commit's WAL
+    -- flush (2 ms here), which would cap them at a few hundred a second per integration.
+    -- Losing a just-added challenge in a server crash is harmless (the MDM fetches another),
+    -- so this transaction does not wait for the flush; an issuance that consumes the challenge
+    -- later does wait, and its flush covers this commit record too. Transaction-local.
+    PERFORM set_config('synchronous_commit', 'off', true);
     -- Used and expired rows can never be consumed again; purging them here keeps the
     -- integration's rows few without a background job (see SQLiteStore.add_challenge).
     DELETE FROM challenges
