@@ -60,6 +60,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -140,6 +141,17 @@ def _opt_aware(value: datetime | None) -> datetime | None:
     return None if value is None else aware(value)
 
 
+def safe_dsn(dsn: str) -> str:
+    """``host:port/database`` of a DSN, for messages: never the password it may carry."""
+    parts = urlsplit(dsn)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "localhost"
+    return f"{host}:{port or 5432}{parts.path or '/'}"
+
+
 def username_key(username: str) -> str:
     """The case-insensitive lookup key of a username (the same folding as the SQLite store)."""
     return username.casefold()
@@ -164,13 +176,17 @@ class PostgresStore:
         """Create the pool and apply pending migrations (once, whoever else is starting)."""
         if self._pool is not None:
             return
-        pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=self._pool_min,
-            max_size=self._pool_max,
-            reset=_keep_session,
-            server_settings=SERVER_SETTINGS,
-        )
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._pool_min,
+                max_size=self._pool_max,
+                reset=_keep_session,
+                server_settings=SERVER_SETTINGS,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # A StoreError, so that every CLI command prints one line instead of a traceback.
+            raise StoreError(f"cannot connect to PostgreSQL at {safe_dsn(self._dsn)}: {exc}") from exc
         try:
             async with pool.acquire() as conn:
                 await schema.apply_migrations(conn)

@@ -7,8 +7,10 @@ its own database (``tests/store/conftest.py``); an unreachable server fails them
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,9 @@ import asyncpg
 import pytest
 
 from config.model import Config, StoreConfig
+from scep_ca.cli import db_cmds
+from scep_ca.cli.context import CliError
+from store import schema_sqlite
 from store.base import (
     CertificateFilter,
     CertStatus,
@@ -552,3 +557,64 @@ async def test_records_round_trip_exactly_across_stores(dsn: str) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+# -- scep-ca db upgrade / info ---------------------------------------------------------
+
+
+def run_db(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run ``scep-ca db ...`` through db_cmds.register with main's option layout (main.py
+    itself is wired separately); returns stdout."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS)
+    common.add_argument("--data-dir", default=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="scep-ca")
+    parser.add_argument("--config")
+    parser.add_argument("--data-dir")
+    db_cmds.register(parser.add_subparsers(dest="command", required=True), common)
+    args = parser.parse_args(list(argv))
+    capsys.readouterr()
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+async def test_db_commands_on_postgres(
+    dsn: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCEP_CA_STORE_DSN", dsn)
+    data = ["--data-dir", str(tmp_path / "data")]
+
+    async def cli(*argv: str) -> str:
+        # The commands call asyncio.run themselves: run them off this test's event loop.
+        return await asyncio.to_thread(run_db, capsys, *argv)
+
+    versions = [m.version for m in MIGRATIONS]
+    info = json.loads(await cli("db", "info", *data, "--json"))
+    assert (info["backend"], info["schema_version"], info["pending"]) == ("postgresql", 0, versions)
+    assert info["location"].endswith(urlsplit(dsn).path)
+    upgraded = json.loads(await cli("db", "upgrade", *data, "--json"))
+    assert (upgraded["applied"], upgraded["schema_version"], upgraded["pending"]) == (versions, LATEST_VERSION, [])
+    out = await cli("db", "upgrade", *data)
+    assert "already up to date" in out and f"Schema version: {LATEST_VERSION}" in out
+    out = await cli("db", "info", *data)
+    assert "postgresql" in out and f"Schema version:  {LATEST_VERSION}" in out and "Pending" not in out
+    assert not (tmp_path / "data").exists()
+
+    monkeypatch.setenv("SCEP_CA_STORE_DSN", "postgresql://postgres:secret@127.0.0.1:1/nowhere")
+    for command in ("info", "upgrade"):
+        with pytest.raises(CliError, match=r"cannot (connect to|upgrade) PostgreSQL at 127\.0\.0\.1:1/nowhere") as exc:
+            await cli("db", command, *data)
+        assert "secret" not in str(exc.value)
+
+
+async def test_db_commands_on_sqlite(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    versions = [m.version for m in schema_sqlite.MIGRATIONS]
+    info = json.loads(await asyncio.to_thread(run_db, capsys, "db", "info", *data, "--json"))
+    assert (info["backend"], info["schema_version"], info["pending"]) == ("sqlite", 0, versions)
+    assert not (tmp_path / "data").exists(), "db info must not create the database"
+    upgraded = json.loads(await asyncio.to_thread(run_db, capsys, "db", "upgrade", *data, "--json"))
+    assert (upgraded["applied"], upgraded["schema_version"]) == (versions, versions[-1])
+    assert (tmp_path / "data" / "scep-ca.sqlite3").is_file()
+    out = await asyncio.to_thread(run_db, capsys, "db", "upgrade", *data)
+    assert "already up to date" in out
