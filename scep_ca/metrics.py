@@ -17,10 +17,11 @@ values below; for whole-server totals run one worker per process or container an
 scrape each as its own target.
 
 Scrape-time values, read from the store through the revocation service, are the same
-whichever worker answers: ``scep_ca_revocations_total`` (certificates on the CRL, which
-only grows: revocations are never undone, and the CLI's revocations count too) and
-``scep_ca_crl_age_seconds`` (age of the CRL this worker serves, rebuilt first when it is
-stale, exactly as a relying party's fetch would).
+whichever worker answers: ``scep_ca_revocations_total`` (entries of the current CA's CRL:
+revocations are never undone, so it only grows, and revocations made by the CLI in another
+process count too; a CA rollover starts a new CRL, which Prometheus sees as a counter
+reset) and ``scep_ca_crl_age_seconds`` (age of the current CA's CRL as this worker serves
+it, rebuilt first when it is stale, exactly as a relying party's fetch would).
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class _CrlCollector(Collector):
             labels=["worker"],
         )
         revocations = CounterMetricFamily(
-            "scep_ca_revocations", "Revoked certificates of this CA (entries of the current CRL)"
+            "scep_ca_revocations", "Revoked certificates of the current CA (entries of its CRL)"
         )
         if with_samples and self._this_update is not None:
             age.add_metric([self._worker], max(0.0, self._clock() - self._this_update))
