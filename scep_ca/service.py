@@ -25,6 +25,7 @@ from scep_ca.enrollment import Enroller, Outcome, Requester
 from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
 from scep_ca.envelope import Decrypted, RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
+from scep_ca.logsetup import bind_log_fields
 from scep_ca.message import PKIMessage, decode_pki_message, verify_pki_message
 from scep_ca.signing import SignerIdentity, sign_message
 from store.base import Integration, Store
@@ -141,6 +142,7 @@ class ScepService:
         if integration is None:
             raise UnknownIntegration(integration_id)
         msg = decode_pki_message(der)
+        bind_log_fields(transaction_id=msg.transaction_id)
         reply_to = ReplyTo(msg.transaction_id, msg.sender_nonce, msg.reply_digest())
         try:
             if integration.deleted:

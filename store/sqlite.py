@@ -499,5 +499,9 @@ def _create_private_file(path: Path) -> None:
     encrypted NT hashes. SQLite gives its -wal and -shm files the same mode."""
     if path.exists():
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process (the CLI, another worker) created it between the check and here.
+        return
     os.close(fd)
