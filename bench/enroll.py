@@ -1,20 +1,26 @@
-"""Enrollment throughput of a real `scep-ca serve` process against the RSA ceiling.
+"""Enrollment throughput of real servers, side by side, against the RSA ceiling.
 
     .venv/bin/python bench/enroll.py --n 3000 --concurrency 16
+    .venv/bin/python bench/enroll.py --targets scep-ca:1 --n 2000        # one target
 
-What it does, in order:
-1. Creates a throwaway data directory, CA and integration with the real CLI, and seeds N
-   one-time challenges through the store (the same code path `scep-ca challenge new` uses).
-2. Pre-builds N PKCSReq messages (RSA-2048 device keys from a pre-generated pool, SHA-256,
-   AES-128) so that client-side RSA work is not timed: on a 2-core machine the load generator
-   would otherwise compete with the server for the CPU it is measuring.
-3. Starts `scep-ca serve` pinned to CPU 0 (the load generator runs on CPU 1), POSTs every
-   request at the given concurrency over loopback and records latencies.
-4. Afterwards (untimed) verifies every reply: signature, SUCCESS, decrypts the certificate,
-   and checks that all serial numbers are distinct.
-5. Runs `openssl speed rsa2048` on CPU 0 in the same run: private-key operations per second / 3
-   (decrypt, sign certificate, sign CertRep) is the RSA-bound ceiling of one core.
-Prints enrollments/s, p50/p99 latency, the ceiling and the ratio.
+Targets (``--targets``, comma separated; default all):
+  ``scep-ca:1``          scep-ca serve, 1 worker, SQLite (server pinned to CPU 0, load generator on CPU 1)
+  ``scep-ca:2``          scep-ca serve, 2 workers, SQLite
+  ``scep-ca-pg:2``       scep-ca serve, 2 workers, PostgreSQL at 127.0.0.1:5432 (a fresh database)
+  ``scepserver``         micromdm's scepserver 2.1.0 (Debian package ``scep``), pinned to CPU 0
+
+For each target, in order:
+1. A throwaway data directory, CA and integration (real CLI); N one-time challenges seeded through
+   the store (the code path of ``scep-ca challenge new``). scepserver has one static challenge.
+2. N PKCSReq messages pre-built (RSA-2048 device keys from a pre-generated pool, SHA-256, AES-128),
+   so client-side RSA is not timed: on a 2-core machine the load generator would otherwise compete
+   with the server for the CPU being measured. Every target gets the same key pool.
+3. The server started; every request POSTed at the given concurrency over loopback; latencies kept.
+4. Afterwards (untimed) every reply verified: signature, SUCCESS, the certificate decrypted; the
+   number of distinct serial numbers is reported (a duplicate is a failure of the server).
+Then ``openssl speed rsa2048`` on CPU 0: private-key operations per second / 3 (decrypt, sign
+certificate, sign CertRep) is the RSA-bound ceiling of one core. Prints enrollments/s, p50/p99
+latency, ratio to the ceiling (per worker), ratio to scepserver, and the 1 -> 2 worker scaling.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -32,6 +39,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,25 +57,36 @@ from scep_ca.client import build_csr, build_request, open_reply, self_signed_sig
 from scep_ca.dn import parse_dn  # noqa: E402
 from scep_ca.enums import ContentCipher, DigestAlg, PKIStatus  # noqa: E402
 from store.factory import open_store  # noqa: E402
+from tests.e2e.clients import ScepServerProcess, free_port  # noqa: E402
+
+ALL_TARGETS = ("scep-ca:1", "scep-ca:2", "scep-ca-pg:2", "scepserver")
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class Result:
+    target: str
+    workers: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    distinct_serials: int
+    successes: int
 
 
 def scep_ca_cmd() -> list[str]:
-    exe = shutil.which("scep-ca", path=str(Path(sys.executable).parent)) or shutil.which("scep-ca")
-    return [exe] if exe else [sys.executable, "-m", "scep_ca.cli.main"]
+    exe = Path(sys.executable).parent / "scep-ca"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "scep_ca.cli.main"]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def can_pin() -> bool:
+    return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
 
 
-def openssl_rsa2048_signs_per_second(cpu: int | None, seconds: int) -> float:
+def openssl_rsa2048_signs_per_second(pin: bool, seconds: int) -> float:
     cmd = ["openssl", "speed", "-seconds", str(seconds), "rsa2048"]
-    if cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(cpu), *cmd]
+    if pin:
+        cmd = ["taskset", "-c", "0", *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     # "rsa 2048 bits 0.000214s 0.000006s   4672.0 161205.6"
     match = re.search(r"rsa\s+2048 bits\s+\S+\s+\S+\s+([\d.]+)\s+([\d.]+)", out)
@@ -75,48 +95,38 @@ def openssl_rsa2048_signs_per_second(cpu: int | None, seconds: int) -> float:
     return float(match.group(1))
 
 
-async def seed(data_dir: Path, config_path: Path, integration_id: str, n: int) -> list[str]:
-    config = load_config(config_path, {}, {"data_dir": str(data_dir)})
-    store = open_store(config)
-    await store.open()
-    try:
+class KeyPool:
+    def __init__(self, size: int) -> None:
+        self.keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(size)]
+        self.signers = [self_signed_signer(k) for k in self.keys]
+
+    def requests(self, recipient: x509.Certificate, challenges: list[str], subject: str) -> list[bytes]:
         out = []
-        for _ in range(n):
-            challenge = await issue_challenge(store, config.challenge, integration_id)
-            assert challenge is not None, "challenge cache full: raise challenge.max_unused"
-            out.append(challenge)
+        for i, challenge in enumerate(challenges):
+            k = i % len(self.keys)
+            csr = build_csr(self.keys[k], parse_dn(subject.format(i=i)), challenge)
+            req = build_request(
+                csr,
+                signer_cert=self.signers[k],
+                signer_key=self.keys[k],
+                recipient=recipient,
+                transaction_id=f"bench-{secrets.token_hex(8)}-{i}",
+                cipher=ContentCipher.AES128,
+                digest=DigestAlg.SHA256,
+            )
+            out.append(req.der)
         return out
-    finally:
-        await store.close()
 
-
-@dataclass
-class Prepared:
-    bodies: list[bytes]
-    key_index: list[int]
-    keys: list[rsa.RSAPrivateKey]
-    signers: list[x509.Certificate]
-
-
-def build_requests(ca_cert: x509.Certificate, challenges: list[str], pool: int) -> Prepared:
-    keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(pool)]
-    signers = [self_signed_signer(k) for k in keys]
-    prepared = Prepared([], [], keys, signers)
-    for i, challenge in enumerate(challenges):
-        k = i % pool
-        csr = build_csr(keys[k], parse_dn(f"CN=device-{i},O=bench"), challenge)
-        req = build_request(
-            csr,
-            signer_cert=signers[k],
-            signer_key=keys[k],
-            recipient=ca_cert,
-            transaction_id=f"bench-{i}",
-            cipher=ContentCipher.AES128,
-            digest=DigestAlg.SHA256,
-        )
-        prepared.bodies.append(req.der)
-        prepared.key_index.append(k)
-    return prepared
+    def check(self, replies: list[bytes]) -> tuple[int, int]:
+        """(successes, distinct serials) over all replies."""
+        serials, ok = set(), 0
+        for i, reply in enumerate(replies):
+            k = i % len(self.keys)
+            opened = open_reply(reply, self.signers[k], self.keys[k])
+            if opened.status is PKIStatus.SUCCESS:
+                ok += 1
+                serials.add(opened.certificates[0].serial_number)
+        return ok, len(serials)
 
 
 async def fire(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[bytes], list[float], float]:
@@ -125,10 +135,7 @@ async def fire(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[by
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(bodies)):
         queue.put_nowait(i)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(url, params={"operation": "GetCACaps"}) as resp:
-            await resp.read()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
         async def worker() -> None:
             while not queue.empty():
@@ -150,89 +157,178 @@ async def fire(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[by
     return replies, latencies, elapsed
 
 
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "?operation=GetCACaps", timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+                raise RuntimeError(f"server at {url} did not start") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"scep_ca_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def seed(config_path: Path, integration_id: str, n: int) -> list[str]:
+    config = load_config(config_path, {}, {})
+    store = open_store(config)
+    await store.open()
+    try:
+        out = []
+        for _ in range(n):
+            challenge = await issue_challenge(store, config.challenge, integration_id)
+            assert challenge is not None, "challenge cache full: raise challenge.max_unused"
+            out.append(challenge)
+        return out
+    finally:
+        await store.close()
+
+
+def summarize(
+    target: str, workers: int, n: int, latencies: list[float], elapsed: float, check: tuple[int, int]
+) -> Result:
+    lat = sorted(latencies)
+    return Result(
+        target=target,
+        workers=workers,
+        rate=n / elapsed,
+        p50_ms=statistics.median(lat) * 1000,
+        p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        successes=check[0],
+        distinct_serials=check[1],
+    )
+
+
+def run_scep_ca(
+    target: str, workers: int, dsn: str | None, pool: KeyPool, args: argparse.Namespace, tmp: Path
+) -> Result:
+    data_dir = tmp / "data"
+    config_path = tmp / "config.yaml"
+    port = free_port()
+    store_line = f"store: {{dsn: '{dsn}'}}\n" if dsn else ""
+    config_path.write_text(
+        f"data_dir: {data_dir}\nserver: {{port: {port}, workers: {workers}}}\n"
+        f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n{store_line}"
+    )
+    base = [*scep_ca_cmd(), "--config", str(config_path)]
+    subprocess.run([*base, "init"], check=True, capture_output=True)
+    created = subprocess.run(
+        [*base, "integration", "create", "bench", "--subject", "CN=$USERID$,O=bench", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    integration = json.loads(created.stdout)["id"]
+    challenges = asyncio.run(seed(config_path, integration, args.n))
+    ra = x509.load_pem_x509_certificate((data_dir / "ra.pem").read_bytes())
+    bodies = pool.requests(ra, challenges, "CN=device-{i},O=bench")
+    serve = [*base, "serve"]
+    pin = can_pin() and workers == 1
+    if pin:
+        serve = ["taskset", "-c", "0", *serve]
+    server = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/scep/{integration}"
+    try:
+        wait_ready(url, server)
+        if pin:
+            os.sched_setaffinity(0, {1})
+        replies, latencies, elapsed = asyncio.run(fire(url, bodies, args.concurrency))
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    return summarize(target, workers, args.n, latencies, elapsed, pool.check(replies))
+
+
+def run_scepserver(pool: KeyPool, args: argparse.Namespace, tmp: Path) -> Result:
+    ref = ScepServerProcess(tmp / "scepserver", debug=False)
+    ref.init_ca()
+    ca = x509.load_pem_x509_certificate(ref.ca_cert_path.read_bytes())
+    bodies = pool.requests(ca, ["secret"] * args.n, "CN=device-{i},O=bench")
+    pin = can_pin()
+    # The harness starts it in its own session; pin it with taskset after it starts.
+    ref.start()
+    try:
+        if pin and ref._proc is not None:
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(ref._proc.pid)], check=True, capture_output=True)
+            os.sched_setaffinity(0, {1})
+        replies, latencies, elapsed = asyncio.run(fire(ref.url, bodies, args.concurrency))
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        ref.stop()
+    return summarize("scepserver", 1, args.n, latencies, elapsed, pool.check(replies))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=2000, help="enrollments")
+    parser.add_argument("--n", type=int, default=2000, help="enrollments per target")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--targets", default=",".join(ALL_TARGETS))
     parser.add_argument("--key-pool", type=int, default=16, help="pre-generated device keys")
     parser.add_argument("--speed-seconds", type=int, default=3)
-    parser.add_argument("--py-spy", metavar="FILE", help="record the server with py-spy (collapsed stacks) to FILE")
     args = parser.parse_args()
-    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and args.workers == 1
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(targets) - set(ALL_TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    pool = KeyPool(args.key_pool)
+    results: list[Result] = []
+    for target in targets:
+        with tempfile.TemporaryDirectory(prefix="scep-bench-") as tmp:
+            print(f"running {target} ...", file=sys.stderr)
+            if target == "scepserver":
+                results.append(run_scepserver(pool, args, Path(tmp)))
+            elif target.startswith("scep-ca-pg"):
+                with postgres_database() as dsn:
+                    results.append(run_scep_ca(target, int(target.split(":")[1]), dsn, pool, args, Path(tmp)))
+            else:
+                results.append(run_scep_ca(target, int(target.split(":")[1]), None, pool, args, Path(tmp)))
 
-    with tempfile.TemporaryDirectory(prefix="scep-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        config_path = Path(tmp) / "config.yaml"
-        port = free_port()
-        config_path.write_text(
-            f"data_dir: {data_dir}\nserver: {{port: {port}, workers: {args.workers}}}\n"
-            f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n"
+    signs = openssl_rsa2048_signs_per_second(can_pin(), args.speed_seconds)
+    ceiling = signs / 3
+    reference = next((r for r in results if r.target == "scepserver"), None)
+    one = next((r for r in results if r.target == "scep-ca:1"), None)
+    print(f"openssl speed rsa2048: {signs:.0f} signs/s per core -> RSA ceiling {ceiling:.0f} enrollments/s per core")
+    print(f"{args.n} enrollments per target at concurrency {args.concurrency}, same key pool and request shape")
+    header = f"{'target':14} {'workers':>7} {'enroll/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'serials':>8}"
+    print(header + f" {'vs ceiling/core':>16} {'vs scepserver':>14}")
+    for r in results:
+        per_core = r.rate / r.workers / ceiling
+        vs_ref = f"{r.rate / reference.rate:.2f}x" if reference else "-"
+        print(
+            f"{r.target:14} {r.workers:>7} {r.rate:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.successes:>6} "
+            f"{r.distinct_serials:>8} {per_core:>16.0%} {vs_ref:>14}"
         )
-        base = [*scep_ca_cmd(), "--config", str(config_path)]
-        subprocess.run([*base, "init"], check=True, capture_output=True)
-        created = subprocess.run(
-            [*base, "integration", "create", "bench", "--subject", "CN=$USERID$,O=bench", "--json"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        info = json.loads(created.stdout)
-        challenges = asyncio.run(seed(data_dir, config_path, info["id"], args.n))
-        ca_cert = x509.load_pem_x509_certificate((data_dir / "ca.pem").read_bytes())
-        t0 = time.perf_counter()
-        prepared = build_requests(ca_cert, challenges, args.key_pool)
-        print(f"built {args.n} requests in {time.perf_counter() - t0:.1f}s (untimed)", file=sys.stderr)
-
-        serve = [*base, "serve"]
-        if args.workers > 1:
-            serve += ["--workers", str(args.workers)]
-        if args.py_spy:
-            serve = ["py-spy", "record", "--format", "raw", "--rate", "250", "-o", args.py_spy, "--", *serve]
-        if pin:
-            serve = ["taskset", "-c", "0", *serve]
-            os.sched_setaffinity(0, {1})
-        server = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            url = f"http://127.0.0.1:{port}/scep/{info['id']}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(url + "?operation=GetCACaps", timeout=1).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("server did not start") from None
-                    time.sleep(0.1)
-            replies, latencies, elapsed = asyncio.run(fire(url, prepared.bodies, args.concurrency))
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=30)
-        if pin:
-            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-
-        serials = set()
-        for k, reply in zip(prepared.key_index, replies, strict=True):
-            opened = open_reply(reply, prepared.signers[k], prepared.keys[k])
-            if opened.status is not PKIStatus.SUCCESS:
-                raise RuntimeError(f"enrollment failed: {opened.fail_info} {opened.fail_text}")
-            serials.add(opened.certificates[0].serial_number)
-        if len(serials) != args.n:
-            raise RuntimeError(f"duplicate serials: {args.n - len(serials)}")
-
-    signs = openssl_rsa2048_signs_per_second(0 if pin else None, args.speed_seconds)
-    ceiling = signs / 3 * args.workers
-    rate = args.n / elapsed
-    lat = sorted(latencies)
-    p50 = statistics.median(lat) * 1000
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-    print(f"enrollments:            {args.n} at concurrency {args.concurrency}, {args.workers} worker(s)")
-    print(f"all SUCCESS, distinct serials: {len(serials)}")
-    print(f"enrollments/s:          {rate:.0f}")
-    print(f"latency p50 / p99:      {p50:.1f} ms / {p99:.1f} ms")
-    print(f"openssl speed rsa2048:  {signs:.0f} signs/s per core")
-    print(f"RSA ceiling:            {ceiling:.0f} enrollments/s ({args.workers} core(s), 3 private-key ops each)")
-    print(f"ratio to ceiling:       {rate / ceiling:.0%}")
+    two = next((r for r in results if r.target == "scep-ca:2"), None)
+    if one and two:
+        print(f"scaling 1 -> 2 workers (SQLite): {two.rate / one.rate:.2f}x")
+    failed = [r.target for r in results if r.target.startswith("scep-ca") and r.successes != args.n]
+    dupes = [r.target for r in results if r.distinct_serials != r.successes]
+    if dupes:
+        print(f"DUPLICATE SERIALS: {', '.join(dupes)}")
+    if failed:
+        print(f"FAILED ENROLLMENTS: {', '.join(failed)}")
+        return 1
     return 0
 
 
