@@ -171,7 +171,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 
 
 @contextmanager
 def postgres_database() -> Iterator[str]:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     name = f"scep_ca_bench_{secrets.token_hex(4)}"
 
