@@ -27,7 +27,7 @@ import pytest
 from store import sqlite_codec
 from store.base import CertificateRecord, Store
 from store.postgres import CERTIFICATE_COLUMNS as PG_CERTIFICATE_COLUMNS
-from store.postgres import PostgresStore
+from store.postgres import PostgresStore, safe_dsn
 from store.sqlite import SQLiteStore
 
 BACKENDS = ["sqlite", "postgres"]
@@ -103,7 +103,7 @@ async def pg_admin_connect() -> Any:
         return await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         pytest.fail(
-            f"PostgreSQL is unreachable at {PG_ADMIN_DSN} ({exc!r}); start it with "
+            f"PostgreSQL is unreachable at {safe_dsn(PG_ADMIN_DSN)} ({exc!r}); start it with "
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
             "or point SCEP_CA_TEST_PG_DSN at a server"
         )

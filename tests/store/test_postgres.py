@@ -34,7 +34,7 @@ from store.base import (
     StoreError,
 )
 from store.factory import open_store
-from store.postgres import PostgresStore
+from store.postgres import ConnectionPool, PostgresStore
 from store.schema_postgres import LATEST_VERSION, LOCK_CLASS_INTEGRATION, MIGRATIONS, upgrade
 from tests.store.conftest import PostgresHarness, temporary_database
 from tests.store.test_contract import NOW, add, certificate, integration, issuance, pending
@@ -403,6 +403,107 @@ async def test_delete_100k_does_not_stall_other_integrations(dsn: str) -> None:
         assert during, "issuance for another integration was blocked by the delete"
     finally:
         await harness.close()
+
+
+# -- the connection pool ---------------------------------------------------------------
+
+
+async def backends(conn: Any, dsn: str) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'scep-ca'",
+            urlsplit(dsn).path.lstrip("/"),
+        )
+    )
+
+
+async def test_pool_stays_within_max_and_serves_every_caller(dsn: str) -> None:
+    pool = ConnectionPool(dsn, 0, 3)
+    observer = await raw(dsn)
+    try:
+        await pool.open()
+        assert pool.size == 0
+        results = await asyncio.gather(*(pool.fetchval("SELECT $1::int FROM pg_sleep(0.01)", n) for n in range(40)))
+        assert results == list(range(40))
+        assert pool.size == 3
+        assert await backends(observer, dsn) == 3
+    finally:
+        await pool.close(5)
+        await observer.close()
+
+
+async def test_pool_replaces_connections_the_server_dropped(dsn: str) -> None:
+    pool = ConnectionPool(dsn, 2, 2)
+    observer = await raw(dsn)
+    try:
+        await pool.open()
+        await observer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = 'scep-ca'",
+            urlsplit(dsn).path.lstrip("/"),
+        )
+        await asyncio.sleep(0.2)  # the client sees the EOF
+        assert await pool.fetchval("SELECT 1") == 1
+        assert pool.size == 1  # the two dead ones were dropped, one new one opened
+    finally:
+        await pool.close(5)
+        await observer.close()
+
+
+async def test_pool_cancellation_leaks_nothing(dsn: str) -> None:
+    pool = ConnectionPool(dsn, 1, 1)
+    try:
+        await pool.open()
+        busy = asyncio.create_task(pool.fetchval("SELECT pg_sleep(0.5)"))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(pool.fetchval("SELECT 1"))
+        await asyncio.sleep(0.1)
+        waiting.cancel()  # cancelled while queued for the only connection
+        await busy
+        assert pool.size == 1 and await pool.fetchval("SELECT 2") == 2
+        running = asyncio.create_task(pool.fetchval("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.2)
+        running.cancel()  # cancelled mid-query: that connection's state is unknown, it is dropped
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert pool.size == 0
+        assert await asyncio.wait_for(pool.fetchval("SELECT 3"), 5) == 3
+        assert pool.size == 1
+    finally:
+        await pool.close(5)
+
+
+async def test_pool_keeps_connections_after_server_errors(dsn: str) -> None:
+    pool = ConnectionPool(dsn, 1, 1)
+    observer = await raw(dsn)
+    try:
+        await pool.open()
+        pid = await pool.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises(asyncpg.PostgresError):
+            await pool.fetchval("SELECT 1/0")
+        with pytest.raises(asyncpg.PostgresError):
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute("CREATE TABLE t (x int)")
+                await conn.execute("SELECT 1/0")
+        assert await pool.fetchval("SELECT pg_backend_pid()") == pid  # same session, reused
+        assert await pool.fetchval("SELECT to_regclass('t') IS NULL")  # the transaction rolled back
+    finally:
+        await pool.close(5)
+        await observer.close()
+
+
+async def test_pool_close_refuses_waiters_and_drops_busy_connections(dsn: str) -> None:
+    pool = ConnectionPool(dsn, 1, 1)
+    await pool.open()
+    busy = asyncio.create_task(pool.fetchval("SELECT pg_sleep(0.3)"))
+    await asyncio.sleep(0.1)
+    waiting = asyncio.create_task(pool.fetchval("SELECT 1"))
+    await asyncio.sleep(0.05)
+    await pool.close(5)
+    with pytest.raises(StoreError, match="closed"):
+        await waiting
+    await busy  # finishes; its connection is then closed, not returned
+    assert pool.size == 0
 
 
 # -- round trips and latency -----------------------------------------------------------
