@@ -16,7 +16,9 @@ What it does, in order:
    three-leg handshake (Type 1 -> 401 with Type 2 -> Type 3 -> 200), for ``--seconds``.
 5. Basic phase: the same with ``Authorization: Basic`` (one request a page).
 Every page is checked for a challenge, all challenges must be distinct, and the store must
-hold exactly one unused challenge per page. Prints pages/s, latency, ceilings and ratios.
+hold exactly one unused challenge per page. Prints pages/s, latency, ceilings and ratios, and
+the pages of each phase's first and last second: every page leaves one more unused challenge in
+the store, so a falling rate shows what a raised ``max_unused`` costs per page.
 """
 
 from __future__ import annotations
@@ -215,15 +217,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="client connections")
     parser.add_argument("--ceiling-seconds", type=float, default=1.5, help="length of each ceiling measurement")
     parser.add_argument("--log-level", default="INFO", help="server log level (INFO logs one line a page)")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (1: pinned to CPU 0)")
     args = parser.parse_args()
-    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and args.workers == 1
 
     with tempfile.TemporaryDirectory(prefix="scep-bench-challenge-") as tmp:
         data_dir = Path(tmp) / "data"
         config_path = Path(tmp) / "config.yaml"
         port = free_port()
         config_path.write_text(
-            f"data_dir: {data_dir}\nserver: {{host: 127.0.0.1, port: {port}}}\n"
+            f"data_dir: {data_dir}\nserver: {{host: 127.0.0.1, port: {port}, workers: {args.workers}}}\n"
             "challenge: {max_unused: 100000000}\n"
             f"log: {{level: {args.log_level}}}\n"
         )
@@ -273,7 +276,10 @@ def main() -> int:
     ntlm_pages = len(ntlm_phase.pages) / ntlm_phase.elapsed
     basic_pages = len(basic_phase.pages) / basic_phase.elapsed
     cores = "server on CPU 0, clients on CPU 1" if pin else "unpinned"
-    print(f"concurrency {args.concurrency}, {args.seconds:.0f}s a phase, {cores}, server log level {args.log_level}")
+    print(
+        f"concurrency {args.concurrency}, {args.seconds:.0f}s a phase, {args.workers} worker(s), {cores}, "
+        f"server log level {args.log_level}"
+    )
     print(f"pages checked: {len(pages)}, all distinct, {stored} unused challenges in the store")
     print(f"NTLM  (3-leg handshake a page, keep-alive): {describe(ntlm_phase)}")
     print(f"Basic (one request a page, keep-alive):     {describe(basic_phase)}")
