@@ -43,7 +43,8 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   the delete's UPDATE waits, so under steady enrollment traffic the row is never free and the
   delete starves (checked on PostgreSQL 15: with one session holding FOR SHARE and an UPDATE
   waiting, a second FOR SHARE is granted at once and the UPDATE still waits after the first
-  commits; a test with 16 enrolling tasks had a delete waiting for minutes). The lock manager
+  commits; a first version of this store that used FOR SHARE had a delete still waiting after
+  minutes behind 16 enrolling tasks). The lock manager
   that advisory locks use queues a new shared request behind a waiting exclusive one, so the
   delete waits only for the issuances already in flight. A hash collision between two
   integration ids only makes a delete of one wait for issuances of the other. (The
