@@ -151,17 +151,24 @@ class Enroller:
         except IntegrationNotFound as exc:
             raise BadRequest("this integration has been deleted") from exc
         except DuplicateTransaction:
-            existing = await self._store.get_transaction(integration.id, who.transaction_id)
-            if existing is None:
-                raise
-            return await self._resend(existing, checked.pubkey_sha256)
+            return await self._lost_race(integration, who, checked)
         log.info("queued for approval integration=%s tid=%s remote=%s", integration.id, who.transaction_id, who.remote)
         return PENDING
+
+    async def _lost_race(self, integration: Integration, who: Requester, checked: CheckedCsr) -> Outcome:
+        """A concurrent resend of the same transaction was recorded first: answer as a resend."""
+        existing = await self._store.get_transaction(integration.id, who.transaction_id)
+        if existing is None:
+            raise BadRequest("the transaction changed while it was being recorded")
+        return await self._resend(existing, checked.pubkey_sha256)
 
     async def _resend(self, txn: Transaction, key_hash: str) -> Outcome:
         """A resent request of a known transaction: same key gets the same answer (RFC 8894 section 3.3.1)."""
         if txn.pubkey_sha256 != key_hash:
             raise BadRequest("transactionID already used with another key")
+        log.info(
+            "resent transaction integration=%s tid=%s status=%s", txn.integration_id, txn.transaction_id, txn.status
+        )
         return await self._transaction_outcome(txn)
 
     async def _transaction_outcome(self, txn: Transaction) -> Outcome:
@@ -301,11 +308,7 @@ class Enroller:
             except IntegrationNotFound as exc:
                 raise BadRequest("this integration has been deleted") from exc
             except DuplicateTransaction:
-                # A concurrent resend of the same transaction won the race: answer as a resend.
-                existing = await self._store.get_transaction(integration.id, who.transaction_id)
-                if existing is None:
-                    raise
-                return await self._resend(existing, checked.pubkey_sha256)
+                return await self._lost_race(integration, who, checked)
             log.info(
                 "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
                 record.serial,

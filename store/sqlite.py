@@ -251,13 +251,17 @@ class SQLiteStore:
             # (each enrollment fetches a new challenge), so the scans below stay short
             # without a background job; kept until expiry they would pile up to an
             # hour's worth of enrollments and make every add slower.
+            # Two statements, each served by its own index (an OR would scan the integration).
             conn.execute(
-                "DELETE FROM challenges WHERE integration_id = ? AND (used_at IS NOT NULL OR expires_at <= ?)",
-                (add.integration_id, now_us),
+                "DELETE FROM challenges WHERE integration_id = ? AND used_at IS NOT NULL", (add.integration_id,)
             )
+            conn.execute(
+                "DELETE FROM challenges WHERE integration_id = ? AND expires_at <= ?", (add.integration_id, now_us)
+            )
+            # Counting stops at max_unused: with a large cache, a full count is a long scan.
             (unused,) = conn.execute(
-                "SELECT count(*) FROM challenges WHERE integration_id = ? AND used_at IS NULL",
-                (add.integration_id,),
+                "SELECT count(*) FROM (SELECT 1 FROM challenges WHERE integration_id = ? AND used_at IS NULL LIMIT ?)",
+                (add.integration_id, add.max_unused),
             ).fetchone()
             if unused >= add.max_unused:
                 return False
@@ -321,9 +325,10 @@ class SQLiteStore:
                 if _is_unique_violation(exc):
                     raise DuplicateTransaction(cert.transaction_id) from exc
                 raise
-            superseded = req.supersedes is not None and conn.execute(
-                _SUPERSEDE, (now_us, req.supersedes, cert.integration_id)
-            ).rowcount
+            superseded = (
+                req.supersedes is not None
+                and conn.execute(_SUPERSEDE, (now_us, req.supersedes, cert.integration_id)).rowcount
+            )
             if superseded:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from config import ConfigError
 from scep_ca.ca import CAError
-from scep_ca.cli import ca_cmds, cert_cmds, integration_cmds, request_cmds
+from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, request_cmds
 from scep_ca.cli.context import CliError
 from store.base import StoreError
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     integration_sub = integration_cmds.register(sub, common)
     cert_cmds.register(sub, integration_sub, common)
     request_cmds.register(sub, common)
+    db_cmds.register(sub, common)
     return parser
 
 

@@ -45,30 +45,31 @@ async def _list(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _approve(config: Config, args: argparse.Namespace) -> int:
+async def _resolve(config: Config, args: argparse.Namespace, approve: bool) -> int:
     integration_id, transaction_id = _split(args.id)
     ca = load_identity(config)
     async with opened_store(config) as store:
         enroller = Enroller(store, ca, config, lambda: dt.datetime.now(dt.UTC))
         try:
-            record = await enroller.approve(integration_id, transaction_id)
+            if approve:
+                record = await enroller.approve(integration_id, transaction_id)
+            else:
+                await enroller.reject(integration_id, transaction_id)
         except ScepFailure as exc:
             raise CliError(exc.text) from exc
-    print(f"approved {args.id}: issued {record.serial} ({record.subject}); the client gets it on its next poll")
+    if approve:
+        print(f"approved {args.id}: issued {record.serial} ({record.subject}); the client gets it on its next poll")
+    else:
+        print(f"rejected {args.id}; the client's next poll gets FAILURE")
     return 0
+
+
+async def _approve(config: Config, args: argparse.Namespace) -> int:
+    return await _resolve(config, args, approve=True)
 
 
 async def _reject(config: Config, args: argparse.Namespace) -> int:
-    integration_id, transaction_id = _split(args.id)
-    ca = load_identity(config)
-    async with opened_store(config) as store:
-        enroller = Enroller(store, ca, config, lambda: dt.datetime.now(dt.UTC))
-        try:
-            await enroller.reject(integration_id, transaction_id)
-        except ScepFailure as exc:
-            raise CliError(exc.text) from exc
-    print(f"rejected {args.id}; the client's next poll gets FAILURE")
-    return 0
+    return await _resolve(config, args, approve=False)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

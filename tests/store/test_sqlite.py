@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from config.model import Config, StoreConfig
+from config.model import Config
 from store.base import ChallengeRejected, StoreError
 from store.factory import open_store
 from store.schema_sqlite import MIGRATIONS
@@ -145,12 +145,6 @@ def test_factory_builds_sqlite_in_data_dir(tmp_path: Path) -> None:
 
     asyncio.run(use())
     assert config.sqlite_path.is_file()
-
-
-def test_factory_refuses_postgres_for_now(tmp_path: Path) -> None:
-    config = Config(data_dir=tmp_path, store=StoreConfig(dsn="postgresql://localhost/scep"))
-    with pytest.raises(StoreError, match="PostgreSQL store is not available yet"):
-        open_store(config)
 
 
 async def test_used_challenges_do_not_pile_up(tmp_path: Path) -> None:
