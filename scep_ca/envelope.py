@@ -9,6 +9,7 @@ be BER with a constructed ``encryptedContent``; see ``scep_ca.ber``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -47,6 +48,7 @@ _CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in oids.CIPHER_OIDS.items()
 class Decrypted:
     plaintext: bytes
     cipher: ContentCipher
+    recipient: int = 0  # index of the identity that decrypted it, in the order given
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,23 @@ def _unwrap_key(ktri: list[TLV], key: rsa.RSAPrivateKey) -> bytes:
         raise BadMessageCheck("cannot decrypt the content-encryption key") from exc
 
 
-def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool) -> Decrypted:
-    """Decrypt the EnvelopedData that a PKCSReq/RenewalReq carries (RFC 8894 section 3.2.2)."""
+def _find_recipient(infos: list[TLV], recipients: list[RecipientKey]) -> tuple[list[TLV], int] | None:
+    """The KeyTransRecipientInfo (RFC 5652 section 6.2.1) for the first of our identities it names."""
+    for index, candidate in enumerate(recipients):
+        for ri in infos:
+            fields = children(ri.content)
+            if len(fields) == 4 and _matches(fields[1], candidate):
+                return fields, index
+    return None
+
+
+def decrypt_envelope(content: bytes, recipient: RecipientKey | Sequence[RecipientKey], *, allow_des: bool) -> Decrypted:
+    """Decrypt the EnvelopedData that a PKCSReq/RenewalReq carries (RFC 8894 section 3.2.2).
+
+    ``recipient`` may list several identities (the RA, then the CA): the first one that a
+    RecipientInfo names decrypts.
+    """
+    recipients = [recipient] if isinstance(recipient, RecipientKey) else list(recipient)
     try:
         info = children(read_tlv(content).content)
         if len(info) != 2 or encode_tlv(0x06, info[0].content) != oids.ENVELOPED_DATA:
@@ -136,16 +153,11 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool
         # EnvelopedData: version, [0] originatorInfo (optional), recipientInfos, encryptedContentInfo.
         rest = [f for f in env[1:] if not (f.tag_class == 2 and f.tag_number == 0)]
         recipient_infos, eci = rest[0], rest[1]
-        ktri = None
-        for ri in children(recipient_infos.content):
-            # KeyTransRecipientInfo is the untagged SEQUENCE choice (RFC 5652 section 6.2).
-            if ri.tag_class == 0 and ri.tag_number == 16:
-                fields = children(ri.content)
-                if len(fields) == 4 and _matches(fields[1], recipient):
-                    ktri = fields
-                    break
-        if ktri is None:
+        infos = [ri for ri in children(recipient_infos.content) if ri.tag_class == 0 and ri.tag_number == 16]
+        found = _find_recipient(infos, recipients)
+        if found is None:
             raise BadMessageCheck("the request is not encrypted to this CA")
+        ktri, index = found
         parts = children(eci.content)
         if len(parts) < 3 or parts[2].tag_class != 2 or parts[2].tag_number != 0:
             raise BadMessageCheck("the EnvelopedData has no encrypted content")
@@ -164,7 +176,7 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool
     iv = alg_params[0].content if alg_params and alg_params[0].tag_number == 4 else None
     if iv is None or len(iv) != _block_bytes(cipher):
         raise BadMessageCheck("bad IV")
-    key = _unwrap_key(ktri, recipient.key)
+    key = _unwrap_key(ktri, recipients[index].key)
     if len(key) != _KEY_BYTES[cipher]:
         raise BadMessageCheck("content-encryption key has the wrong length")
     if not ciphertext or len(ciphertext) % _block_bytes(cipher):
@@ -176,7 +188,7 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool
         plaintext = unpadder.update(padded) + unpadder.finalize()
     except ValueError as exc:
         raise BadMessageCheck("bad padding after decryption") from exc
-    return Decrypted(plaintext=plaintext, cipher=cipher)
+    return Decrypted(plaintext=plaintext, cipher=cipher, recipient=index)
 
 
 def encrypt_envelope(

@@ -22,7 +22,7 @@ from scep_ca.ber import BERError, children, read_tlv
 from scep_ca.ca import CAIdentity
 from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
 from scep_ca.enrollment import Enroller, Outcome, Requester
-from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
+from scep_ca.enums import DigestAlg, FailInfo, MessageType, PKIStatus
 from scep_ca.envelope import Decrypted, RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.logsetup import bind_log_fields
@@ -48,6 +48,11 @@ class ScepEvents(Protocol):
 class NoEvents:
     def pki_operation(self, message_type: int, status: PKIStatus, fail_info: FailInfo | None) -> None:
         return None
+
+
+_SUPPORTED = frozenset(
+    {MessageType.PKCS_REQ, MessageType.RENEWAL_REQ, MessageType.CERT_POLL, MessageType.GET_CERT, MessageType.GET_CRL}
+)
 
 
 class UnknownIntegration(Exception):
@@ -92,7 +97,15 @@ class ScepService:
         self._enroller = Enroller(store, ca, config, clock)
         # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
-        self._recipient = RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key)
+        # Who signs the reply, by the identity the request was encrypted to: the RA, or the CA
+        # for clients that pin it (they look for the CertRep signer among the CA certificates).
+        self._reply_signers = (self._signer, SignerIdentity.from_cert(ca.cert, ca.key))
+        # Requests go to the RA; clients that pin the CA (scepclient -ca-fingerprint) encrypt
+        # to the CA instead, which RFC 8894 section 3.2.2 allows ("the CA or RA certificate").
+        self._recipients = (
+            RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key),
+            RecipientKey.from_cert(ca.cert, ca.key),
+        )
         self._ca_ra_bundle = ca.ca_ra_bundle
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
         self._next_ca = (
@@ -144,11 +157,16 @@ class ScepService:
         msg = decode_pki_message(der)
         bind_log_fields(transaction_id=msg.transaction_id)
         reply_to = ReplyTo(msg.transaction_id, msg.sender_nonce, msg.reply_digest())
+        reply_signer = self._signer
         try:
             if integration.deleted:
                 raise BadRequest("this integration has been deleted")
             signer = verify_pki_message(msg)
-            reply, cipher = await self._dispatch(integration, msg, signer, ctx)
+            if msg.message_type not in _SUPPORTED:
+                raise BadRequest("message type not supported", f"messageType {msg.message_type}")
+            decrypted = self._decrypt(msg)
+            reply_signer = self._reply_signers[decrypted.recipient]
+            reply = await self._dispatch(integration, msg, signer, decrypted, ctx)
         except ScepFailure as failure:
             self._events.pki_operation(msg.message_type, PKIStatus.FAILURE, failure.fail_info)
             log.warning(
@@ -161,7 +179,7 @@ class ScepService:
                 failure.detail,
             )
             return build_cert_rep(
-                self._signer,
+                reply_signer,
                 reply_to,
                 PKIStatus.FAILURE,
                 fail_info=failure.fail_info,
@@ -173,28 +191,24 @@ class ScepService:
         if reply.bag is not None:
             public = signer.public_key()
             assert isinstance(public, rsa.RSAPublicKey)  # verify_pki_message accepts RSA signers only
-            enveloped = encrypt_envelope(reply.bag, msg.signer_issuer_and_serial, public, cipher)
-        return build_cert_rep(self._signer, reply_to, reply.status, enveloped=enveloped, now=self._clock())
+            enveloped = encrypt_envelope(reply.bag, msg.signer_issuer_and_serial, public, decrypted.cipher)
+        return build_cert_rep(reply_signer, reply_to, reply.status, enveloped=enveloped, now=self._clock())
 
     def _decrypt(self, msg: PKIMessage) -> Decrypted:
         if not msg.content:
             raise BadMessageCheck("the request carries no content")
-        return decrypt_envelope(msg.content, self._recipient, allow_des=self._config.scep.allow_des)
+        return decrypt_envelope(msg.content, self._recipients, allow_des=self._config.scep.allow_des)
 
     async def _dispatch(
-        self, integration: Integration, msg: PKIMessage, signer: x509.Certificate, ctx: RequestContext
-    ) -> tuple[_Reply, ContentCipher]:
-        """Decrypt, decide, and say what to answer and with which cipher (the request's)."""
+        self,
+        integration: Integration,
+        msg: PKIMessage,
+        signer: x509.Certificate,
+        decrypted: Decrypted,
+        ctx: RequestContext,
+    ) -> _Reply:
+        """Decide what to answer."""
         kind = msg.message_type
-        if kind not in (
-            MessageType.PKCS_REQ,
-            MessageType.RENEWAL_REQ,
-            MessageType.CERT_POLL,
-            MessageType.GET_CERT,
-            MessageType.GET_CRL,
-        ):
-            raise BadRequest("message type not supported", f"messageType {kind}")
-        decrypted = self._decrypt(msg)
         who = Requester(msg.transaction_id, kind, signer, ctx.remote, ctx.user_agent)
         if kind == MessageType.PKCS_REQ:
             checked = self._enroller.check(integration, decrypted.plaintext)
@@ -207,8 +221,8 @@ class ScepService:
         elif kind == MessageType.GET_CERT:
             outcome = await self._get_cert(integration, decrypted.plaintext)
         else:
-            return _Reply(PKIStatus.SUCCESS, crls_only(await self._current_crl())), decrypted.cipher
-        return self._reply(integration, outcome), decrypted.cipher
+            return _Reply(PKIStatus.SUCCESS, crls_only(await self._current_crl()))
+        return self._reply(integration, outcome)
 
     def _reply(self, integration: Integration, outcome: Outcome) -> _Reply:
         if outcome.cert_der is None:

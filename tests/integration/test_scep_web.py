@@ -302,8 +302,15 @@ async def test_bad_input_is_logged_without_secrets(
     assert challenge not in caplog.text
 
 
-async def test_envelope_to_the_ca_itself_is_bad_message_check(server: Server, device_key: rsa.RSAPrivateKey) -> None:
-    """Only the RA decrypts requests: the CA key is kept for certificates, CRLs and OCSP."""
-    reply = await _enroll(server, device_key, await server.challenge(), recipient=server.ca.cert)
-    assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK)
-    assert await server.cert_count() == 0
+async def test_envelope_to_the_ca_is_answered_by_the_ca(server: Server, device_key: rsa.RSAPrivateKey) -> None:
+    """Clients that pin the CA (scepclient -ca-fingerprint) encrypt to it, not to the RA; RFC 8894
+    section 3.2.2 allows either. They look for the CertRep signer among the CA certificates, so the
+    CA signs that reply, failures included."""
+    ok = await _enroll(server, device_key, await server.challenge(), recipient=server.ca.cert, tid="to-ca")
+    assert ok.status is PKIStatus.SUCCESS
+    assert ok.signer_cert_der == server.ca.cert_der
+    bad = await _enroll(server, device_key, "WRONG", recipient=server.ca.cert, tid="to-ca-bad")
+    assert (bad.status, bad.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert bad.signer_cert_der == server.ca.cert_der
+    to_ra = await _enroll(server, device_key, await server.challenge(), tid="to-ra", subject="CN=bob,O=Example")
+    assert to_ra.signer_cert_der == server.ca.ra_cert_der
