@@ -63,10 +63,11 @@ _SUPERSEDE = (
     "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = 'superseded' "
     "WHERE serial = ? AND integration_id = ? AND status = 'issued'"
 )
+# INDEXED BY for the reason given in challenge_usable.
 _CONSUME_CHALLENGE = """
 UPDATE challenges SET used_at = ?
 WHERE id = (
-    SELECT id FROM challenges
+    SELECT id FROM challenges INDEXED BY challenges_lookup
     WHERE integration_id = ? AND challenge_hash = ? AND used_at IS NULL AND expires_at > ?
     LIMIT 1
 )
@@ -274,8 +275,10 @@ class SQLiteStore:
     async def challenge_usable(self, integration_id: str, challenge_hash: str, now: datetime) -> bool:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT 1 FROM challenges WHERE integration_id = ? AND challenge_hash = ? "
-                "AND used_at IS NULL AND expires_at > ? LIMIT 1",
+                # INDEXED BY: without statistics the planner may pick challenges_expiry and scan
+                # every unexpired challenge of the integration (measured: 90 us with 2,000).
+                "SELECT 1 FROM challenges INDEXED BY challenges_lookup WHERE integration_id = ? "
+                "AND challenge_hash = ? AND used_at IS NULL AND expires_at > ? LIMIT 1",
                 (integration_id, challenge_hash, codec.to_us(now)),
             ).fetchone()
         return row is not None
