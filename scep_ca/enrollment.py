@@ -23,7 +23,7 @@ from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
 from scep_ca.dn import DNError, parse_dn
 from scep_ca.enums import PKIStatus
 from scep_ca.errors import BadRequest
-from scep_ca.issue import Profile, issue_certificate, random_serial
+from scep_ca.issue import Issuer, Profile, random_serial
 from store.base import (
     CertificateRecord,
     CertStatus,
@@ -82,6 +82,8 @@ class Enroller:
         self._config = config
         self._clock = clock
         self._templates: dict[str, x509.Name] = {}
+        # One Issuer per certificate validity: integrations differ only in that.
+        self._issuers: dict[int, Issuer] = {}
         public = config.server.public_url
         base = public.rstrip("/") if public else None
         # Named by CA id, not "ca": after a rollover this URL still serves this CA's CRL.
@@ -262,23 +264,21 @@ class Enroller:
     ) -> CertificateRecord:
         now = self._clock()
         serial = random_serial()
-        cert = issue_certificate(
-            self._ca,
-            subject=checked.subject,
-            public_key=checked.public_key,
-            sans=checked.sans,
-            profile=Profile(integration.validity_days, crl_url=self._crl_url, ocsp_url=self._ocsp_url),
-            serial=serial,
-            now=now,
+        issuer = self._issuers.get(integration.validity_days)
+        if issuer is None:
+            profile = Profile(integration.validity_days, crl_url=self._crl_url, ocsp_url=self._ocsp_url)
+            issuer = self._issuers[integration.validity_days] = Issuer(self._ca, profile)
+        issued = issuer.issue(
+            subject=checked.subject, public_key=checked.public_key, sans=checked.sans, serial=serial, now=now
         )
         return CertificateRecord(
             serial=format(serial, "x"),
             integration_id=integration.id,
             issuer_fingerprint=self._ca.fingerprint_sha256,
             subject=checked.subject.rfc4514_string(),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            der=cert.public_bytes(serialization.Encoding.DER),
+            not_before=issued.not_before,
+            not_after=issued.not_after,
+            der=issued.der,
             transaction_id=transaction_id,
             pubkey_sha256=checked.pubkey_sha256,
             message_type=message_type,

@@ -4,6 +4,12 @@ v3, 159-bit random positive serial, notBefore now - 5 min, notAfter now + validi
 BasicConstraints CA:false (critical), KeyUsage digitalSignature+keyEncipherment
 (critical), EKU clientAuth, SKI, AKI, CDP and OCSP AIA when a public URL is
 configured, sha256WithRSAEncryption (never RSASSA-PSS: Apple rejects PSS chains).
+
+The TBSCertificate (RFC 5280 section 4.1) is written here with the DER helpers and
+signed once: cryptography's CertificateBuilder spends about 100 us of Python per
+certificate on objects this profile never changes. The extensions that are the same for
+every certificate of a CA and profile are encoded once (``Issuer``); the tests check the
+result byte for byte against CertificateBuilder's.
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from scep_ca import der
 from scep_ca.ca import CAIdentity
 
 BACKDATE = dt.timedelta(minutes=5)
+_SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
+_GENERALIZED_TIME_FROM = dt.datetime(2050, 1, 1, tzinfo=dt.UTC)
 
 
 def random_serial() -> int:
@@ -35,6 +44,100 @@ class Profile:
     ocsp_url: str | None = None
 
 
+@dataclass(frozen=True)
+class Issued:
+    der: bytes
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+def _extension(ext: x509.ExtensionType, critical: bool) -> bytes:
+    """Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue } (RFC 5280 4.1)."""
+    flag = b"\x01\x01\xff" if critical else b""
+    return der.seq(der.oid(ext.oid.dotted_string), flag, der.octet_string(ext.public_bytes()))
+
+
+def _time(value: dt.datetime) -> bytes:
+    """UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 section 4.1.2.5)."""
+    if value < _GENERALIZED_TIME_FROM:
+        return der.utc_time(value)
+    return der.encode_tlv(0x18, value.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ").encode())
+
+
+class Issuer:
+    """Issues certificates of one CA under one profile; encodes the constant parts once."""
+
+    def __init__(self, ca: CAIdentity, profile: Profile) -> None:
+        self._ca = ca
+        self._profile = profile
+        self._issuer_name = ca.cert.subject.public_bytes()
+        ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        self._head = [
+            _extension(x509.BasicConstraints(ca=False, path_length=None), True),
+            _extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                True,
+            ),
+            _extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ]
+        self._aki = _extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False)
+        self._tail = []
+        if profile.crl_url:
+            point = x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(profile.crl_url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+            self._tail.append(_extension(x509.CRLDistributionPoints([point]), False))
+        if profile.ocsp_url:
+            access = x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(profile.ocsp_url)
+            )
+            self._tail.append(_extension(x509.AuthorityInformationAccess([access]), False))
+
+    def issue(
+        self,
+        *,
+        subject: x509.Name,
+        public_key: rsa.RSAPublicKey,
+        sans: Sequence[x509.GeneralName],
+        serial: int,
+        now: dt.datetime,
+    ) -> Issued:
+        now = now.replace(microsecond=0)
+        not_before = now - BACKDATE
+        not_after = min(now + dt.timedelta(days=self._profile.validity_days), self._ca.cert.not_valid_after_utc)
+        ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+        extensions = [*self._head, _extension(ski, False), self._aki]
+        if sans:
+            extensions.append(_extension(x509.SubjectAlternativeName(list(sans)), False))
+        extensions.extend(self._tail)
+        tbs = der.seq(
+            der.explicit(0, der.integer(2)),
+            der.integer(serial),
+            _SHA256_WITH_RSA,
+            self._issuer_name,
+            der.seq(_time(not_before), _time(not_after)),
+            subject.public_bytes(),
+            public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+            der.explicit(3, der.seq(*extensions)),
+        )
+        signature = self._ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+        cert = der.seq(tbs, _SHA256_WITH_RSA, der.encode_tlv(0x03, b"\x00" + signature))
+        return Issued(cert, not_before, not_after)
+
+
 def issue_certificate(
     ca: CAIdentity,
     *,
@@ -45,59 +148,6 @@ def issue_certificate(
     serial: int,
     now: dt.datetime,
 ) -> x509.Certificate:
-    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.cert.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + dt.timedelta(days=profile.validity_days), ca.cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    if profile.crl_url:
-        builder = builder.add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(profile.crl_url)],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=None,
-                    )
-                ]
-            ),
-            critical=False,
-        )
-    if profile.ocsp_url:
-        builder = builder.add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(profile.ocsp_url)
-                    )
-                ]
-            ),
-            critical=False,
-        )
-    return builder.sign(ca.key, hashes.SHA256())
+    """One certificate as a cryptography object (tests, tools); the server uses ``Issuer`` directly."""
+    issued = Issuer(ca, profile).issue(subject=subject, public_key=public_key, sans=sans, serial=serial, now=now)
+    return x509.load_der_x509_certificate(issued.der)
