@@ -5,99 +5,78 @@ Policy (``ChallengeConfig``): more than ``lockout_failures`` failed logins for o
 out for ``lockout_seconds``. While locked, every login attempt of the pair, right
 or wrong, is answered with HTTP 429 Too Many Requests and a ``Retry-After``
 header, without checking the credentials (the attempt that trips the lock is
-answered 429 too). A successful login clears the pair's failures.
+answered 429 too). A successful login clears the pair's failures. Failures while
+locked are not counted and do not extend the lock; counting starts afresh after it.
+
+The window is fixed, not sliding: it opens at the pair's first failure (or the
+first one after the previous window ended) and the failures in it are counted
+until ``lockout_window_seconds`` later. So the lock trips on the
+(``lockout_failures`` + 1)-th failure within one window; failures straddling two
+windows can reach up to twice the threshold in a window's length before a lock.
 
 Keying by the pair, not by the user name alone, means a stranger guessing
 passwords cannot lock the real MDM server out from another address. The
 passwords are 160-bit random values, so the lock is about noise and load, not
 about guessing odds.
 
-State is in memory, per process (each worker counts on its own), and bounded by
-``max_entries``: beyond it, idle pairs are dropped first, then the oldest.
+State is in the store (table ``auth_throttle``), shared by every worker process and
+every host on the same database, so the threshold holds however connections are
+spread. Each failure is counted atomically (one transaction, see ``Store.auth_failure``).
+The key is the SHA-256 of the normalised pair: no user names are stored. Rows whose
+window and lock are both over are purged, a bounded number per failure.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
+import datetime as dt
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-LockKey = tuple[str, str]
+from store.base import Store
 
 
-@dataclass
-class _Entry:
-    failures: deque[float] = field(default_factory=deque)
-    locked_until: float = 0.0
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class Lockout:
-    """Sliding-window failure counter with timed lock-out; ``clock`` returns seconds."""
+    """Fixed-window failure counter with timed lock-out, kept in ``store``; ``clock`` returns aware UTC datetimes."""
 
     def __init__(
         self,
+        store: Store,
         max_failures: int,
         window_seconds: float,
         lockout_seconds: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        max_entries: int = 100_000,
+        clock: Callable[[], dt.datetime] = _utc_now,
     ) -> None:
+        self._store = store
         self._max_failures = max_failures
-        self._window = window_seconds
-        self._lockout = lockout_seconds
+        self._window = dt.timedelta(seconds=window_seconds)
+        self._lockout = dt.timedelta(seconds=lockout_seconds)
         self._clock = clock
-        self._max_entries = max_entries
-        self._entries: dict[LockKey, _Entry] = {}
 
     @staticmethod
-    def key(username: str, address: str) -> LockKey:
-        """Normalised key: user names compare case-insensitively and are length-capped."""
-        return (username.lower()[:256], address)
+    def key(username: str, address: str) -> str:
+        """Normalised key: user names compare case-insensitively and are length-capped; hashed."""
+        name = username.lower()[:256]
+        # Length-prefixed, so no (name, address) split of one string collides with another.
+        material = f"{len(name)}:{name}{address}".encode("utf-8", "surrogatepass")
+        return hashlib.sha256(material).hexdigest()
 
-    def retry_after(self, key: LockKey) -> float:
+    async def retry_after(self, key: str) -> float:
         """Seconds until ``key`` may try again; 0 when it is not locked."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return 0.0
-        return max(0.0, entry.locked_until - self._clock())
-
-    def record_failure(self, key: LockKey) -> float:
-        """Count a failure; returns the lock time left (> 0 when this failure locked the pair)."""
         now = self._clock()
-        entry = self._entries.get(key)
-        if entry is None:
-            self._make_room(now)
-            entry = self._entries[key] = _Entry()
-        self._expire(entry, now)
-        entry.failures.append(now)
-        if len(entry.failures) > self._max_failures:
-            entry.locked_until = now + self._lockout
-            entry.failures.clear()
-        return max(0.0, entry.locked_until - now)
+        until = await self._store.auth_locked_until(key, now)
+        return 0.0 if until is None else max(0.0, (until - now).total_seconds())
 
-    def record_success(self, key: LockKey) -> None:
-        """Forget the pair's failures."""
-        self._entries.pop(key, None)
+    async def record_failure(self, key: str) -> float:
+        """Count a failure; returns the lock time left (> 0 when the pair is locked after it)."""
+        now = self._clock()
+        until = await self._store.auth_failure(key, now, self._window, self._max_failures, self._lockout)
+        return 0.0 if until is None else max(0.0, (until - now).total_seconds())
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _expire(self, entry: _Entry, now: float) -> None:
-        while entry.failures and entry.failures[0] <= now - self._window:
-            entry.failures.popleft()
-
-    def _idle(self, entry: _Entry, now: float) -> bool:
-        self._expire(entry, now)
-        return not entry.failures and entry.locked_until <= now
-
-    def _make_room(self, now: float) -> None:
-        if len(self._entries) < self._max_entries:
-            return
-        for stale in [k for k, e in self._entries.items() if self._idle(e, now)]:
-            del self._entries[stale]
-        # Still full: drop the oldest pairs (dicts keep insertion order).
-        excess = len(self._entries) - self._max_entries + 1
-        for oldest in list(self._entries)[: max(0, excess)]:
-            del self._entries[oldest]
+    async def record_success(self, key: str) -> None:
+        """Forget the pair's failures (a lock that a concurrent failure set meanwhile stays)."""
+        await self._store.auth_success(key, self._clock())

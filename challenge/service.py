@@ -17,8 +17,9 @@ Answers, in the order they are decided:
   connection only, for at most ``handshake_ttl`` seconds, and used once.
 * Credentials (NTLM Type 3 or Basic) for an unknown or deleted integration: 404.
 * (user name, client address) locked out: 429 with ``Retry-After`` (see
-  ``challenge.lockout`` for the policy). The lock is checked before the
-  credentials, so even right ones get 429 until it ends.
+  ``challenge.lockout`` for the policy; the state is in the store, shared by all
+  workers and hosts). The lock is checked before the credentials, so even right
+  ones get 429 until it ends.
 * Wrong credentials (unknown user, wrong password, this integration's user name
   with another integration's password, NTLMv1 or LM, a bad MIC): 401 as above,
   counted towards the lockout; the failure that trips it gets 429.
@@ -188,11 +189,13 @@ class ChallengeService:
         self._clock = clock
         self._names = target_names or ntlm.TargetNames()
         self._handshakes = _HandshakeTable(handshake_ttl)
+        # In the store: shared by every worker process and host (challenge.lockout).
         self._lockout = Lockout(
+            store,
             cfg.lockout_failures,
             cfg.lockout_window_seconds,
             cfg.lockout_seconds,
-            clock=self._seconds,
+            clock=clock,
         )
 
     def _seconds(self) -> float:
@@ -345,7 +348,7 @@ class ChallengeService:
             return self._not_found()
         user = bare_username(presented)
         key = Lockout.key(user, address)
-        wait = self._lockout.retry_after(key)
+        wait = await self._lockout.retry_after(key)
         if wait > 0:
             log.warning("locked out: integration=%s user=%s client=%s", integration.id, user, address)
             return self._too_many(wait)
@@ -356,7 +359,7 @@ class ChallengeService:
             log.error("cannot use stored credentials of %s: %s", target.id if target else "?", exc)
             return ChallengeResponse(500, _TEXT, b"500 Internal Server Error\n")
         if target is None or reason is not None:
-            wait = self._lockout.record_failure(key)
+            wait = await self._lockout.record_failure(key)
             log.warning(
                 "%s login failed (%s): integration=%s user=%s client=%s%s",
                 method,
@@ -377,7 +380,7 @@ class ChallengeService:
                 address,
             )
             return self._html(page.render_no_permission())
-        self._lockout.record_success(key)
+        await self._lockout.record_success(key)
         return await self._page(integration, user, address)
 
     async def _owner(self, integration: Integration, presented: str) -> Integration | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 
@@ -242,3 +242,26 @@ class Store(Protocol):
 
     async def revocation_epoch(self) -> int:
         """A counter that changes whenever any revocation or deletion happens (cache key)."""
+
+    # Failed-login throttling (challenge URL; policy in challenge/lockout.py). ``key`` is an
+    # opaque string (the caller hashes the user name and client address into it). Fixed
+    # window: a pair's failures are counted from its first failure for ``window``; a failure
+    # after the window has ended starts a new window.
+    async def auth_locked_until(self, key: str, now: datetime) -> datetime | None:
+        """End of the pair's lock if it is locked at ``now``, else None. Read-only."""
+
+    async def auth_failure(
+        self, key: str, now: datetime, window: timedelta, max_failures: int, lockout: timedelta
+    ) -> datetime | None:
+        """Atomically count one failure; returns the lock end if the pair is locked after it.
+
+        If the pair is already locked at ``now``, nothing is counted and the existing lock end is
+        returned (the lock is not extended). Otherwise the failure is counted in the current
+        window (a new one if there is none, or it ended); when the window then holds more than
+        ``max_failures`` failures the pair is locked until ``now + lockout``, its count restarts
+        at zero and that lock end is returned. None: not locked. Also deletes a bounded number
+        of other pairs' rows whose window and lock are both over."""
+
+    async def auth_success(self, key: str, now: datetime) -> None:
+        """Forget the pair's failures (a successful login). A lock still running at ``now`` (set
+        by a concurrent failure after the caller's ``auth_locked_until`` check) is kept."""

@@ -57,6 +57,11 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   other write to that integration's rows is running. Everything else takes row locks in the
   order: one challenge row, then certificate rows, then the ``meta`` epoch row. So no cycle of
   waits can form.
+* Failed-login throttling (``auth_failure``) is one ``INSERT ... ON CONFLICT DO UPDATE ...
+  RETURNING``: concurrent failures of one pair, from any process or host, serialise on the
+  row (the second re-evaluates its SET against the first's committed row), so every failure
+  is counted exactly once and exactly one of them trips the lock. Its purge of other pairs'
+  stale rows skips rows another transaction holds (``SKIP LOCKED``) instead of waiting.
 * Counters (revocation epoch, CRL numbers) are single ``UPDATE ... RETURNING`` / upsert
   statements, atomic under concurrent callers.
 """
@@ -67,7 +72,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -133,6 +138,40 @@ _INSERT_CERTIFICATE = (
     f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 17))})"
 )
 _INSERT_TRANSACTION = f"INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+# Failed-login throttling; see SQLiteStore.auth_failure for the same logic in Python.
+# $1 key, $2 now, $3 window, $4 max failures, $5 lockout. The CTE deletes a bounded number of
+# other pairs' rows whose window and lock are both over (rows are only created by failures,
+# so this keeps the table at about the pairs still counted).
+AUTH_PURGE_LIMIT = 100
+_AUTH_LOCKED = "coalesce(t.locked_until > $2::timestamptz, false)"
+_AUTH_FRESH = "(t.window_start + $3::interval > $2::timestamptz)"
+_AUTH_COUNT = f"(CASE WHEN {_AUTH_FRESH} THEN t.failures + 1 ELSE 1 END)"
+_AUTH_TRIPS = f"(NOT {_AUTH_LOCKED} AND {_AUTH_COUNT} > $4::integer)"
+_AUTH_WINDOW_START = f"(CASE WHEN {_AUTH_LOCKED} OR {_AUTH_FRESH} THEN t.window_start ELSE $2::timestamptz END)"
+_AUTH_LOCKED_UNTIL = f"(CASE WHEN {_AUTH_TRIPS} THEN $2::timestamptz + $5::interval ELSE t.locked_until END)"
+_AUTH_FIRST_TRIPS = "(1 > $4::integer)"
+_AUTH_FAILURE = f"""
+WITH purge AS (
+    DELETE FROM auth_throttle WHERE key IN (
+        SELECT key FROM auth_throttle WHERE expires_at <= $2::timestamptz AND key <> $1
+        ORDER BY expires_at LIMIT {AUTH_PURGE_LIMIT} FOR UPDATE SKIP LOCKED
+    )
+)
+INSERT INTO auth_throttle AS t (key, window_start, failures, locked_until, expires_at)
+VALUES (
+    $1,
+    $2::timestamptz,
+    CASE WHEN {_AUTH_FIRST_TRIPS} THEN 0 ELSE 1 END,
+    CASE WHEN {_AUTH_FIRST_TRIPS} THEN $2::timestamptz + $5::interval END,
+    greatest($2::timestamptz + $3::interval, CASE WHEN {_AUTH_FIRST_TRIPS} THEN $2::timestamptz + $5::interval END)
+)
+ON CONFLICT (key) DO UPDATE SET
+    window_start = {_AUTH_WINDOW_START},
+    failures = CASE WHEN {_AUTH_LOCKED} THEN t.failures WHEN {_AUTH_COUNT} > $4::integer THEN 0 ELSE {_AUTH_COUNT} END,
+    locked_until = {_AUTH_LOCKED_UNTIL},
+    expires_at = greatest({_AUTH_WINDOW_START} + $3::interval, {_AUTH_LOCKED_UNTIL})
+RETURNING t.locked_until
+"""
 _LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1 AND deleted_at IS NULL"
 _ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
 
@@ -710,6 +749,29 @@ class PostgresStore:
     async def revocation_epoch(self) -> int:
         value = await self._p().fetchval("SELECT value FROM meta WHERE key = $1", schema.REVOCATION_EPOCH_KEY)
         return int(value)
+
+    # -- failed-login throttling -----------------------------------------------------
+
+    async def auth_locked_until(self, key: str, now: datetime) -> datetime | None:
+        value: datetime | None = await self._p().fetchval(
+            "SELECT locked_until FROM auth_throttle WHERE key = $1 AND locked_until > $2", key, aware(now)
+        )
+        return value
+
+    async def auth_failure(
+        self, key: str, now: datetime, window: timedelta, max_failures: int, lockout: timedelta
+    ) -> datetime | None:
+        locked_until: datetime | None = await self._p().fetchval(
+            _AUTH_FAILURE, key, aware(now), window, max_failures, lockout
+        )
+        return locked_until if locked_until is not None and locked_until > now else None
+
+    async def auth_success(self, key: str, now: datetime) -> None:
+        await self._p().execute(
+            "DELETE FROM auth_throttle WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $2)",
+            key,
+            aware(now),
+        )
 
 
 async def _require_live(conn: Any, integration_id: str) -> None:

@@ -6,7 +6,8 @@ for times (microsecond precision, so records round-trip exactly), ``bytea``, ``b
 collation so that ORDER BY and uniqueness are bytewise, as in SQLite, whatever the database's
 locale, and btree comparisons skip the locale machinery.
 
-Versions follow SQLite's (1: tables, 2: approval flags and the pending-queue index), so that
+Versions follow SQLite's (1: tables, 2: approval flags and the pending-queue index, 3: the
+failed-login throttle table), so that
 ``scep-ca db info`` means the same on both backends. Migration 2 also creates two PL/pgSQL
 functions for the hot paths, ``scep_record_issuance`` and ``scep_add_challenge``: each runs its
 whole unit of work server-side, so a call is one round trip and one implicit transaction (see
@@ -298,7 +299,28 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    3,
+    (
+        # Failed challenge-URL logins per (user name, client address), shared by every worker
+        # process and host (challenge/lockout.py); the same table as SQLite's migration 3.
+        # key: SHA-256 hex of the normalised pair (no user names stored). Fixed window:
+        # failures counted since window_start. expires_at: when the row stops mattering
+        # (window and lock both over), for the purge in PostgresStore.auth_failure.
+        """
+        CREATE TABLE auth_throttle (
+            key text COLLATE "C" PRIMARY KEY,
+            window_start timestamptz NOT NULL,
+            failures integer NOT NULL,
+            locked_until timestamptz,
+            expires_at timestamptz NOT NULL
+        )
+        """,
+        "CREATE INDEX auth_throttle_expiry ON auth_throttle (expires_at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

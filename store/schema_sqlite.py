@@ -137,4 +137,24 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    3,
+    (
+        # Failed challenge-URL logins per (user name, client address), shared by every worker
+        # process and host (challenge/lockout.py). key: SHA-256 hex of the normalised pair, so
+        # no user names are stored. Fixed window: failures counted since window_start.
+        # expires_at: when the row stops mattering (window and lock both over), for the purge.
+        """
+        CREATE TABLE auth_throttle (
+            key TEXT PRIMARY KEY,
+            window_start INTEGER NOT NULL,
+            failures INTEGER NOT NULL,
+            locked_until INTEGER,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX auth_throttle_expiry ON auth_throttle (expires_at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)

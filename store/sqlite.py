@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from store import sqlite_codec as codec
@@ -73,6 +73,13 @@ WHERE id = (
 )
 """
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = ?"
+# Rows of other pairs whose window and lock are both over, deleted by each auth_failure: rows
+# are only created by failures, so this keeps the table at about the pairs still counted.
+AUTH_PURGE_LIMIT = 100
+_AUTH_PURGE = (
+    "DELETE FROM auth_throttle WHERE key IN "
+    "(SELECT key FROM auth_throttle WHERE expires_at <= ? AND key <> ? ORDER BY expires_at LIMIT ?)"
+)
 
 
 class SQLiteStore:
@@ -484,6 +491,57 @@ class SQLiteStore:
         with self._read() as conn:
             (value,) = conn.execute("SELECT value FROM meta WHERE key = ?", (REVOCATION_EPOCH_KEY,)).fetchone()
         return int(value)
+
+    # -- failed-login throttling -----------------------------------------------------
+
+    async def auth_locked_until(self, key: str, now: datetime) -> datetime | None:
+        now_us = codec.to_us(now)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT locked_until FROM auth_throttle WHERE key = ? AND locked_until > ?", (key, now_us)
+            ).fetchone()
+        return None if row is None else codec.from_us(row[0])
+
+    async def auth_failure(
+        self, key: str, now: datetime, window: timedelta, max_failures: int, lockout: timedelta
+    ) -> datetime | None:
+        now_us = codec.to_us(now)
+        window_us = _timedelta_us(window)
+        with self._transaction() as conn:
+            conn.execute(_AUTH_PURGE, (now_us, key, AUTH_PURGE_LIMIT))
+            row = conn.execute(
+                "SELECT window_start, failures, locked_until FROM auth_throttle WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None and row[2] is not None and row[2] > now_us:
+                return codec.from_us(row[2])  # already locked: not counted, not extended
+            locked_until = None if row is None else row[2]
+            if row is None or row[0] + window_us <= now_us:
+                window_start, failures = now_us, 1
+            else:
+                window_start, failures = row[0], row[1] + 1
+            lock_end: int | None = None
+            if failures > max_failures:  # this failure trips the lock; counting restarts after it
+                lock_end = locked_until = now_us + _timedelta_us(lockout)
+                failures = 0
+            expires_at = max(window_start + window_us, locked_until or 0)
+            conn.execute(
+                "INSERT INTO auth_throttle (key, window_start, failures, locked_until, expires_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, "
+                "failures = excluded.failures, locked_until = excluded.locked_until, expires_at = excluded.expires_at",
+                (key, window_start, failures, locked_until, expires_at),
+            )
+        return None if lock_end is None else codec.from_us(lock_end)
+
+    async def auth_success(self, key: str, now: datetime) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM auth_throttle WHERE key = ? AND (locked_until IS NULL OR locked_until <= ?)",
+                (key, codec.to_us(now)),
+            )
+
+
+def _timedelta_us(value: timedelta) -> int:
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
 
 
 def _require_live(conn: sqlite3.Connection, integration_id: str) -> None:

@@ -345,10 +345,9 @@ def test_refused_logins_issue_nothing(scep_ca_server: ScepCaServer, tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def short_server(scep_ca_module_server_factory: ScepCaServerFactory) -> ScepCaServer:
-    """One worker process: failed logins are counted per process (challenge/lockout.py), so
-    with ``server.workers`` at its default (one per CPU) the connections of the lockout test
-    would spread their failures over the workers and no count would reach the threshold."""
-    return scep_ca_module_server_factory(challenge=SHORT, server={"workers": 1})
+    """Two worker processes: failed logins are counted in the store (challenge/lockout.py), so
+    the lockout test's connections, spread over the workers, still lock out at the threshold."""
+    return scep_ca_module_server_factory(challenge=SHORT, server={"workers": 2})
 
 
 def test_cache_full_then_expiry_frees_it(short_server: ScepCaServer, tmp_path: Path) -> None:

@@ -538,6 +538,40 @@ async def test_failures_outside_the_window_do_not_lock(make_env: EnvFactory) -> 
     assert (await basic_request(env.client, env.url(), env.a.username, env.a_password)).status == 200
 
 
+async def test_two_instances_on_one_store_file_share_the_lockout(
+    make_env: EnvFactory, tmp_path: Path, aiohttp_client: ClientFactory
+) -> None:
+    """Two workers (two store objects on one SQLite file, two services, two apps): failures
+    alternating between them trip the lock at exactly the configured count, and both honour it."""
+    cfg = ChallengeConfig(lockout_failures=3, lockout_window_seconds=60, lockout_seconds=120)
+    env = await make_env(cfg)
+    path = Path((await env.store.info()).extra["path"])
+    other_store = SQLiteStore(path)
+    await other_store.open()
+    try:
+        other = ChallengeService(other_store, cfg, env.ca.fingerprint_md5, SECRET_KEY, tls=False, clock=env.clock)
+        app = web.Application()
+        setup_challenge_routes(app, other)
+        other_client = await aiohttp_client(app, connector=aiohttp.TCPConnector(limit=1))
+        clients = [env.client, other_client]
+        # A success on one instance clears failures counted by the other.
+        for i in range(3):
+            assert (await basic_request(clients[i % 2], env.url(), env.a.username, "wrong")).status == 401
+        assert (await basic_request(other_client, env.url(), env.a.username, env.a_password)).status == 200
+        for i in range(3):
+            assert (await ntlm_request(clients[i % 2], env.url(), env.a.username, "wrong")).status == 401
+        tripped = await basic_request(other_client, env.url(), env.a.username, "wrong")
+        assert (tripped.status, tripped.headers["Retry-After"]) == (429, "120")
+        for client in clients:
+            assert (await ntlm_request(client, env.url(), env.a.username, env.a_password)).status == 429
+            assert (await basic_request(client, env.url(), env.a.username, env.a_password)).status == 429
+        assert await env.unused() == 1  # only the page before the lock
+        env.clock.advance(121)
+        assert (await ntlm_request(env.client, env.url(), env.a.username, env.a_password)).status == 200
+    finally:
+        await other_store.close()
+
+
 # -- cache, page options, issue() ---------------------------------------------------------
 
 

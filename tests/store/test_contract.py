@@ -634,3 +634,79 @@ async def test_pending_on_deleted_integration(store: Store) -> None:
     with pytest.raises(IntegrationNotFound):
         await store.resolve_pending("int1", "p1", replace(certificate("0d"), transaction_id="p1"), NOW)
     assert await store.count_certificates() == 0
+
+
+# -- failed-login throttling ---------------------------------------------------------------
+
+WINDOW = timedelta(seconds=60)
+LOCKOUT = timedelta(seconds=300)
+
+
+async def fail(store: Store, key: str = "k1", at: datetime = NOW, max_failures: int = 3) -> datetime | None:
+    return await store.auth_failure(key, at, WINDOW, max_failures, LOCKOUT)
+
+
+async def test_auth_failure_locks_after_more_than_max(store: Store) -> None:
+    assert await store.auth_locked_until("k1", NOW) is None
+    assert [await fail(store) for _ in range(3)] == [None, None, None]
+    assert await store.auth_locked_until("k1", NOW) is None
+    assert await fail(store) == NOW + LOCKOUT  # the fourth failure locks, to the microsecond
+    assert await store.auth_locked_until("k1", NOW) == NOW + LOCKOUT
+    assert await store.auth_locked_until("k1", NOW + LOCKOUT - timedelta(microseconds=1)) == NOW + LOCKOUT
+    assert await store.auth_locked_until("k1", NOW + LOCKOUT) is None
+    assert await store.auth_locked_until("k2", NOW) is None, "per key"
+
+
+async def test_auth_failure_while_locked_neither_counts_nor_extends(store: Store) -> None:
+    for _ in range(4):
+        await fail(store)
+    later = NOW + timedelta(seconds=100)
+    for _ in range(10):
+        assert await fail(store, at=later) == NOW + LOCKOUT
+    # After the lock: counting starts afresh (nothing was counted while locked).
+    end = NOW + LOCKOUT
+    assert [await fail(store, at=end) for _ in range(3)] == [None, None, None]
+    assert await fail(store, at=end) == end + LOCKOUT
+
+
+async def test_auth_failure_fixed_window(store: Store) -> None:
+    assert await fail(store, max_failures=2) is None
+    assert await fail(store, at=NOW + timedelta(seconds=40), max_failures=2) is None
+    # The window began at the first failure and ended 60 s later: a new one starts.
+    t = NOW + WINDOW
+    assert await fail(store, at=t, max_failures=2) is None
+    assert await fail(store, at=t, max_failures=2) is None
+    assert await fail(store, at=t + timedelta(seconds=59), max_failures=2) == t + timedelta(seconds=59) + LOCKOUT
+
+
+async def test_auth_success_clears_failures_but_not_a_running_lock(store: Store) -> None:
+    await fail(store, max_failures=1)
+    await store.auth_success("k1", NOW)
+    assert await fail(store, max_failures=1) is None, "the earlier failure was forgotten"
+    assert await fail(store, max_failures=1) == NOW + LOCKOUT
+    await store.auth_success("k1", NOW)  # a concurrent success must not lift the lock
+    assert await store.auth_locked_until("k1", NOW) == NOW + LOCKOUT
+    await store.auth_success("unknown", NOW)
+
+
+async def test_auth_failure_purges_stale_rows_of_other_pairs(store: Store, harness: Harness) -> None:
+    for i in range(5):
+        await fail(store, key=f"old{i}", max_failures=1)
+    await fail(store, key="locked", max_failures=0)
+    later = NOW + WINDOW + timedelta(seconds=1)  # old* are over; "locked" is still locked
+    await fail(store, key="new", at=later, max_failures=1)
+    assert await store.auth_locked_until("locked", later) == NOW + LOCKOUT
+    for i in range(5):
+        # Purged: a new failure starts from one again (max 1: two are needed to lock).
+        assert await fail(store, key=f"old{i}", at=later, max_failures=1) is None
+    other = await harness.second_store()
+    assert await fail(other, key="new", at=later, max_failures=1) == later + LOCKOUT
+
+
+async def test_auth_failure_is_atomic_across_stores(store: Store, harness: Harness) -> None:
+    other = await harness.second_store()
+    results = await asyncio.gather(*(fail(s, max_failures=9) for _ in range(10) for s in (store, other)))
+    # 20 failures, max 9: the tenth locks; the rest find it locked. Exactly one lock end.
+    assert {r for r in results} == {None, NOW + LOCKOUT}
+    assert results.count(None) == 9
+    assert await other.auth_locked_until("k1", NOW) == NOW + LOCKOUT

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import sqlite3
 import stat
 import string
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,7 @@ from challenge.credentials import (
 )
 from challenge.lockout import Lockout
 from challenge.secret_key import SecretKeyError, load_or_create_secret_key
+from store.sqlite import SQLiteStore
 
 KEY = bytes(range(32))
 
@@ -197,52 +201,79 @@ def test_basic_allowed_policy() -> None:
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
-    def __call__(self) -> float:
+    def __call__(self) -> datetime.datetime:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        self.now += datetime.timedelta(seconds=seconds)
 
-def test_lockout_after_more_than_max_failures() -> None:
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "lockout.sqlite3")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_lockout_after_more_than_max_failures(store: SQLiteStore) -> None:
     clock = FakeClock()
-    lock = Lockout(3, 60, 300, clock=clock)
+    lock = Lockout(store, 3, 60, 300, clock=clock)
     key = Lockout.key("User", "10.0.0.1")
-    assert [lock.record_failure(key) for _ in range(3)] == [0, 0, 0]
-    assert lock.retry_after(key) == 0
-    assert lock.record_failure(key) == 300  # the fourth failure locks
-    clock.now += 299
-    assert lock.retry_after(key) == pytest.approx(1)
-    clock.now += 1
-    assert lock.retry_after(key) == 0
-    assert lock.record_failure(key) == 0  # counting starts afresh after the lock
+    assert [await lock.record_failure(key) for _ in range(3)] == [0, 0, 0]
+    assert await lock.retry_after(key) == 0
+    assert await lock.record_failure(key) == 300  # the fourth failure locks
+    clock.advance(299)
+    assert await lock.retry_after(key) == pytest.approx(1)
+    clock.advance(1)
+    assert await lock.retry_after(key) == 0
+    assert await lock.record_failure(key) == 0  # counting starts afresh after the lock
 
 
-def test_lockout_window_slides() -> None:
+async def test_lockout_window_is_fixed(store: SQLiteStore) -> None:
     clock = FakeClock()
-    lock = Lockout(2, 60, 300, clock=clock)
+    lock = Lockout(store, 2, 60, 300, clock=clock)
     key = Lockout.key("u", "a")
-    lock.record_failure(key)
-    clock.now += 40
-    lock.record_failure(key)
-    clock.now += 30  # the first failure left the window
-    assert lock.record_failure(key) == 0
-    assert lock.record_failure(key) == 300
+    await lock.record_failure(key)
+    clock.advance(40)
+    await lock.record_failure(key)
+    clock.advance(20)  # the window opened by the first failure is over: a new one starts
+    assert await lock.record_failure(key) == 0
+    assert await lock.record_failure(key) == 0
+    assert await lock.record_failure(key) == 300
 
 
-def test_lockout_is_per_pair_case_insensitive_and_reset_by_success() -> None:
-    lock = Lockout(1, 60, 300, clock=FakeClock())
-    lock.record_failure(Lockout.key("User", "a"))
-    assert lock.record_failure(Lockout.key("USER", "a")) == 300
-    assert lock.retry_after(Lockout.key("user", "b")) == 0
-    assert lock.retry_after(Lockout.key("other", "a")) == 0
-    lock.record_failure(Lockout.key("x", "a"))
-    lock.record_success(Lockout.key("x", "a"))
-    assert lock.record_failure(Lockout.key("x", "a")) == 0
+async def test_lockout_is_per_pair_case_insensitive_and_reset_by_success(store: SQLiteStore) -> None:
+    lock = Lockout(store, 1, 60, 300, clock=FakeClock())
+    await lock.record_failure(Lockout.key("User", "a"))
+    assert await lock.record_failure(Lockout.key("USER", "a")) == 300
+    assert await lock.retry_after(Lockout.key("user", "b")) == 0
+    assert await lock.retry_after(Lockout.key("other", "a")) == 0
+    await lock.record_failure(Lockout.key("x", "a"))
+    await lock.record_success(Lockout.key("x", "a"))
+    assert await lock.record_failure(Lockout.key("x", "a")) == 0
 
 
-def test_lockout_memory_is_bounded() -> None:
+def test_lockout_key_is_a_hash_of_the_normalised_pair() -> None:
+    key = Lockout.key("SomeUser", "10.0.0.1")
+    assert len(key) == 64 and "someuser" not in key.lower()
+    assert key == Lockout.key("someuser", "10.0.0.1") != Lockout.key("someuser", "10.0.0.2")
+    assert Lockout.key("a\0b", "c") != Lockout.key("a", "b\0c")
+
+
+async def test_lockout_table_is_bounded(store: SQLiteStore) -> None:
     clock = FakeClock()
-    lock = Lockout(5, 60, 300, clock=clock, max_entries=100)
-    for i in range(1000):
-        lock.record_failure(Lockout.key(f"user{i}", "a"))
-    assert len(lock) <= 100
+    lock = Lockout(store, 5, 60, 300, clock=clock)
+    for i in range(300):
+        await lock.record_failure(Lockout.key(f"user{i}", "a"))
+    clock.advance(61)  # all 300 windows are over: each new failure purges up to 100 of them
+    for i in range(3):
+        await lock.record_failure(Lockout.key(f"late{i}", "a"))
+    conn = sqlite3.connect((await store.info()).extra["path"])
+    try:
+        (rows,) = conn.execute("SELECT count(*) FROM auth_throttle").fetchone()
+    finally:
+        conn.close()
+    assert rows == 3
