@@ -450,7 +450,10 @@ def test_scepclient_renews_with_its_key_and_certificate(renewal_server: ScepCaSe
     SERVER DEFECT (xfail below): scep-ca finds that transactionID already completed and answers
     the RenewalReq as a resend of the PKCSReq: SUCCESS with the certificate it already issued
     ("resent transaction ... status=issued"), no new certificate, nothing recorded as type 17.
-    The renewal window is never even checked.
+    Because the resend match comes first, the renewal checks never run either: the same
+    RenewalReq outside ``scep.renewal_days`` (default 14, 365-day certificate), or signed by a
+    certificate revoked since, also gets SUCCESS with the old certificate instead of FAILURE
+    badRequest (seen by hand, 2026-11-28).
     """
     server = renewal_server
     integration = server.create_integration("scepclient-renew", validity_days=VALIDITY_DAYS)
