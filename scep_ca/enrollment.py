@@ -7,6 +7,7 @@ so the same decisions serve the HTTP path and the operator CLI (``request approv
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from scep_ca.ca import CAIdentity
 from scep_ca.ca_set import ca_id
 from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
 from scep_ca.dn import DNError, parse_dn
-from scep_ca.enums import PKIStatus
+from scep_ca.enums import MessageType, PKIStatus
 from scep_ca.errors import BadRequest
 from scep_ca.issue import Issuer, Profile, random_serial
 from store.base import (
@@ -123,12 +124,16 @@ class Enroller:
         existing = await self._store.get_transaction(integration.id, who.transaction_id)
         if existing is not None:
             return await self._resend(existing, checked.pubkey_sha256)
-        if not checked.challenge:
-            raise BadRequest("a challenge password is required", "no challengePassword in the CSR")
         now = self._clock()
-        challenge_hash = hash_challenge(checked.challenge)
+        challenge_hash = hash_challenge(checked.challenge) if checked.challenge else None
         # Checked before any RSA work, so bad challenges cost no signature.
-        if not await self._store.challenge_usable(integration.id, challenge_hash, now):
+        if challenge_hash is None or not await self._store.challenge_usable(integration.id, challenge_hash, now):
+            if await self._issued_here(who.signer) is not None:
+                # certmonger re-keys with a PKCSReq signed by the certificate it renews, carrying the
+                # challenge it already used: a renewal by another name, under the same rules.
+                return await self._renew(integration, checked, who, who.transaction_id)
+            if challenge_hash is None:
+                raise BadRequest("a challenge password is required", "no challengePassword in the CSR")
             raise BadRequest(_CHALLENGE_REJECTED)
         if integration.require_approval:
             return await self._queue(integration, checked, who, challenge_hash, now)
@@ -189,18 +194,37 @@ class Enroller:
 
     async def renewal_req(self, integration: Integration, checked: CheckedCsr, who: Requester) -> Outcome:
         """RenewalReq (RFC 8894 section 3.3.1.2): signed by a valid certificate we issued; no challenge."""
-        existing = await self._store.get_transaction(integration.id, who.transaction_id)
+        transaction_id = who.transaction_id
+        existing = await self._store.get_transaction(integration.id, transaction_id)
+        if existing is not None and existing.message_type != who.message_type:
+            # scepclient derives the transactionID from the key, so a renewal for the same key
+            # reuses the ID of the PKCSReq that enrolled it. That is a new transaction, not a
+            # resend: record it under an ID derived from the request and the certificate renewed.
+            transaction_id = f"{who.transaction_id}/renewal/{who.signer.serial_number:x}"
+            existing = await self._store.get_transaction(integration.id, transaction_id)
         if existing is not None:
             return await self._resend(existing, checked.pubkey_sha256)
+        return await self._renew(integration, checked, who, transaction_id)
+
+    async def _renew(
+        self, integration: Integration, checked: CheckedCsr, who: Requester, transaction_id: str
+    ) -> Outcome:
         old = await self._renewable(integration, who.signer)
         supersedes = old.serial if integration.revoke_superseded else None
+        who = dataclasses.replace(who, transaction_id=transaction_id, message_type=MessageType.RENEWAL_REQ)
         return await self._issue(integration, checked, who, challenge_hash=None, supersedes=supersedes)
 
-    async def _renewable(self, integration: Integration, signer: x509.Certificate) -> CertificateRecord:
+    async def _issued_here(self, signer: x509.Certificate) -> CertificateRecord | None:
+        """The record of ``signer`` when it is exactly a certificate this CA issued (any integration)."""
         record = await self._store.get_certificate(format(signer.serial_number, "x"))
-        signer_der = signer.public_bytes(serialization.Encoding.DER)
         # The exact certificate must be ours: a look-alike with a known serial is not.
-        if record is None or record.der != signer_der:
+        if record is None or record.der != signer.public_bytes(serialization.Encoding.DER):
+            return None
+        return record
+
+    async def _renewable(self, integration: Integration, signer: x509.Certificate) -> CertificateRecord:
+        record = await self._issued_here(signer)
+        if record is None:
             raise BadRequest("renewal must be signed by a certificate this CA issued")
         if record.integration_id != integration.id:
             raise BadRequest("renewal must be signed by a certificate of this integration")

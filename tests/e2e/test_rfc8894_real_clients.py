@@ -13,9 +13,8 @@ Findings about the clients, asserted below:
   previously issued certificate and its key, one signed with a self-signed certificate for the
   new key; when GetCACaps lists ``Renewal``, scep-submit sends the first (the renewal of the
   pre-RFC SCEP drafts). So a certmonger renewal is a PKCSReq (19) signed by the old certificate,
-  and it carries the challenge password stored with the request. scep-ca treats every PKCSReq as
-  an initial enrollment: the stored (used) challenge is refused with badRequest, and a rekey
-  with a fresh challenge (``getcert rekey -L``) is issued as message type 19.
+  and it carries the challenge password stored with the request (used by then). scep-ca answers
+  such a PKCSReq as a renewal when its signer is exactly a certificate it issued (type 17).
 * certmonger does not poll with GetCertInitial. While a request is pending it re-sends its
   PKCSReq with the same transactionID and key (the daemon asks scep-submit to POLL, the helper
   has no stored messages and exits 16, the daemon regenerates them and submits again), and only
@@ -367,15 +366,15 @@ def renewal_server(scep_ca_module_server_factory: ScepCaServerFactory) -> ScepCa
 def test_certmonger_rekey_is_a_pkcsreq_signed_by_its_certificate(
     renewal_server: ScepCaServer, certmonger: Certmonger, tmp_path: Path
 ) -> None:
-    """``getcert rekey``: certmonger sends PKCSReq (19), never RenewalReq (17).
+    """``getcert rekey``: certmonger sends PKCSReq (19), never RenewalReq (17), and scep-ca renews.
 
     certmonger 0.79.17 has no RenewalReq. With ``Renewal`` in GetCACaps, scep-submit picks the
     PKCSReq for the new key that is signed by the previously issued certificate and its key
     (the renewal of the pre-RFC drafts) and carries the challenge password stored with the
-    request. scep-ca decides by message type: a PKCSReq is an initial enrollment and needs an
-    unused challenge. So the rekey with the stored (used) challenge gets FAILURE badRequest and
-    certmonger keeps the old certificate (MONITORING with a ca-error); ``getcert rekey -L NEW``
-    gets a new certificate for a new key, recorded as message type 19.
+    request, which is used by now. scep-ca answers a PKCSReq whose challenge does not work but
+    whose signer is exactly a certificate it issued as a renewal, under the renewal rules
+    (same integration, unrevoked, unexpired, inside ``scep.renewal_days``): so the unattended
+    rekey gets a new certificate for the new key, recorded as message type 17.
     """
     server = renewal_server
     integration = server.create_integration("certmonger-rekey", validity_days=VALIDITY_DAYS)
@@ -388,33 +387,13 @@ def test_certmonger_rekey_is_a_pkcsreq_signed_by_its_certificate(
             "scep-ca", key_path, cert_path, server.challenge(iid), dn("dave"), extra_args=["-I", "dave"]
         )
         assert first.state == "MONITORING", first.stdout
-        old, old_pem, old_key = load_cert(cert_path), cert_path.read_bytes(), key_path.read_bytes()
+        old = load_cert(cert_path)
         assert cert_show(server, old.serial_number)["message_type"] == 19
 
-        # 1. The rekey as certmonger does it unattended: the stored challenge, already used.
+        # The rekey as certmonger does it unattended: the stored challenge, already used.
         sent_before = len(proxy.exchanges)
         mark = server.log_mark()
         rekey = certmonger.getcert("rekey", "-s", "-i", "dave", "-w", "--wait-timeout", "20", timeout=40)
-        assert rekey.ok, rekey.describe()
-        info = wait_status(certmonger, cert_path, {"MONITORING"})
-        assert info.get("ca-error") == CERTMONGER_BAD_REQUEST, info
-        (refused,) = proxy.exchanges[sent_before:]
-        assert refused.message_type == PKCS_REQ
-        assert cms_signer(refused.request, tmp_path / "refused", None) == old  # signed by the old certificate
-        assert (refused.pki_status, refused.reply_attrs[FAIL_INFO]) == (FAILURE, BAD_REQUEST)
-        assert refused.reply_attrs[FAIL_INFO_TEXT] == CHALLENGE_REFUSED
-        server.wait_log(
-            rf"scep failure integration={iid} tid={re.escape(refused.transaction_id)} type=19 .*"
-            rf"failInfo=BAD_REQUEST detail={CHALLENGE_REFUSED}",
-            mark,
-        )
-        assert cert_path.read_bytes() == old_pem and key_path.read_bytes() == old_key
-
-        # 2. The rekey with a fresh challenge.
-        sent_before = len(proxy.exchanges)
-        mark = server.log_mark()
-        challenge = server.challenge(iid)
-        rekey = certmonger.getcert("rekey", "-s", "-i", "dave", "-L", challenge, "-w", "--wait-timeout", "20")
         assert rekey.ok, rekey.describe()
         info = wait_status(certmonger, cert_path, {"MONITORING"})
         assert "ca-error" not in info, info
@@ -434,9 +413,9 @@ def test_certmonger_rekey_is_a_pkcsreq_signed_by_its_certificate(
     assert cms_signer(sent.request, tmp_path / "sent", None) == old
     assert sent.signer_serial == old.serial_number
     shown = cert_show(server, new.serial_number)
-    assert (shown["message_type"], shown["transaction_id"], shown["integration"]) == (19, sent.transaction_id, iid)
+    assert (shown["message_type"], shown["transaction_id"], shown["integration"]) == (17, sent.transaction_id, iid)
     server.wait_log(
-        rf"issued serial={new.serial_number:x} integration={iid} tid={re.escape(sent.transaction_id)} type=19 ", mark
+        rf"issued serial={new.serial_number:x} integration={iid} tid={re.escape(sent.transaction_id)} type=17 ", mark
     )
     # The old certificate stays valid (the integration has no --revoke-superseded).
     assert cert_show(server, old.serial_number)["status"] == "valid"
@@ -447,13 +426,9 @@ def test_scepclient_renews_with_its_key_and_certificate(renewal_server: ScepCaSe
     RenewalReq (17) signed by its certificate, for the same key and CSR, with the transactionID of
     the PKCSReq that enrolled that key (scepclient derives it from the public key).
 
-    SERVER DEFECT (xfail below): scep-ca finds that transactionID already completed and answers
-    the RenewalReq as a resend of the PKCSReq: SUCCESS with the certificate it already issued
-    ("resent transaction ... status=issued"), no new certificate, nothing recorded as type 17.
-    Because the resend match comes first, the renewal checks never run either: the same
-    RenewalReq outside ``scep.renewal_days`` (default 14, 365-day certificate), or signed by a
-    certificate revoked since, also gets SUCCESS with the old certificate instead of FAILURE
-    badRequest (seen by hand, 2026-11-28).
+    scep-ca treats a request of another message type under a known transactionID as a new
+    transaction (recorded under an ID derived from the request and the renewed certificate), so
+    the renewal rules run and a new certificate is issued and recorded as type 17.
     """
     server = renewal_server
     integration = server.create_integration("scepclient-renew", validity_days=VALIDITY_DAYS)
@@ -479,16 +454,6 @@ def test_scepclient_renews_with_its_key_and_certificate(renewal_server: ScepCaSe
     assert_verifies(first.cert_path, server.ca_pem)
     assert spki(renewed) == spki(old)
 
-    if renewed == old:
-        server.wait_log(
-            rf"resent transaction integration={iid} tid={re.escape(sent.transaction_id)} status=issued", mark
-        )
-        assert "issued serial=" not in server.log(mark)
-        assert server.certificate_count(iid) == 1
-        pytest.xfail(
-            "scep-ca answers scepclient's RenewalReq (17), whose transactionID is that of the PKCSReq that "
-            "enrolled the same key, as a resend of that PKCSReq: the old certificate, no renewal"
-        )
     assert renewed.serial_number != old.serial_number
     assert cert_show(server, renewed.serial_number)["message_type"] == 17
     server.wait_log(rf"issued serial={renewed.serial_number:x} integration={iid} .* type=17 ", mark)

@@ -295,3 +295,52 @@ async def test_resent_pending_request_stays_pending(server: Server, device_key: 
     for _ in range(2):
         got = await _message(server, csr, signer, device_key, MessageType.PKCS_REQ, "pp-1")
         assert got.status is PKIStatus.PENDING
+
+
+async def test_renewal_reusing_the_enrollment_transaction_id_is_a_new_transaction(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    """scepclient derives the transactionID from the key: its RenewalReq reuses the PKCSReq's ID."""
+    server = await make_server(**{"scep.renewal_days": 400})
+    first, _ = await _enroll(server, device_key, "same-tid")
+    old = first.certificates[0]
+    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), None)
+    renewed = await _message(server, csr, old, device_key, MessageType.RENEWAL_REQ, "same-tid")
+    assert renewed.status is PKIStatus.SUCCESS
+    assert renewed.certificates[0].serial_number != old.serial_number
+    record = await server.store.get_certificate(format(renewed.certificates[0].serial_number, "x"))
+    assert record is not None and record.message_type == MessageType.RENEWAL_REQ
+    again = await _message(server, csr, old, device_key, MessageType.RENEWAL_REQ, "same-tid")
+    assert again.certificates[0].serial_number == renewed.certificates[0].serial_number, "a resend"
+    assert await server.cert_count() == 2
+
+
+async def test_renewal_reusing_the_transaction_id_still_checks_the_window(
+    server: Server, device_key: rsa.RSAPrivateKey
+) -> None:
+    first, _ = await _enroll(server, device_key, "same-tid-2")
+    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), None)
+    got = await _message(server, csr, first.certificates[0], device_key, MessageType.RENEWAL_REQ, "same-tid-2")
+    assert (got.status, got.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert got.fail_text and "renewal opens" in got.fail_text
+
+
+async def test_pkcs_req_signed_by_our_certificate_renews_without_a_challenge(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    """certmonger re-keys with a PKCSReq signed by the old certificate and its used challenge."""
+    server = await make_server(**{"scep.renewal_days": 400})
+    challenge = await server.challenge()
+    signer = self_signed_signer(device_key)
+    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), challenge)
+    first = await _message(server, csr, signer, device_key, MessageType.PKCS_REQ, "ck-1")
+    old = first.certificates[0]
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rekey = build_csr(new_key, parse_dn("CN=alice,O=Example"), challenge)  # the used challenge again
+    got = await _message(server, rekey, old, device_key, MessageType.PKCS_REQ, "ck-2")
+    assert got.status is PKIStatus.SUCCESS and got.certificates[0].serial_number != old.serial_number
+    record = await server.store.get_certificate(format(got.certificates[0].serial_number, "x"))
+    assert record is not None and record.message_type == MessageType.RENEWAL_REQ
+    # A self-signed signer with the same used challenge is still refused.
+    other = await _message(server, rekey, self_signed_signer(new_key), new_key, MessageType.PKCS_REQ, "ck-3")
+    assert (other.status, other.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
