@@ -97,7 +97,7 @@ def _parse_subject(text: str) -> x509.Name:
     return parse_dn(text)
 
 
-def _key_usage(*, signing: bool, encipherment: bool, ca: bool) -> x509.KeyUsage:
+def key_usage(*, signing: bool, encipherment: bool, ca: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=signing,
         content_commitment=False,
@@ -162,7 +162,7 @@ def create_ra(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(ca_cert.not_valid_after_utc)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=signing, encipherment=encipherment, ca=False), critical=True)
+        .add_extension(key_usage(signing=signing, encipherment=encipherment, ca=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -220,7 +220,7 @@ def create_ca(
         .not_valid_after(now + dt.timedelta(days=validity_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         # digitalSignature: the CA signs OCSP responses itself.
-        .add_extension(_key_usage(signing=True, encipherment=False, ca=True), critical=True)
+        .add_extension(key_usage(signing=True, encipherment=False, ca=True), critical=True)
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )

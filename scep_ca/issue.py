@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from scep_ca import der
-from scep_ca.ca import CAIdentity
+from scep_ca.ca import CAIdentity, key_usage
 
 BACKDATE = dt.timedelta(minutes=5)
 _SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
@@ -74,20 +74,7 @@ class Issuer:
         ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         self._head = [
             _extension(x509.BasicConstraints(ca=False, path_length=None), True),
-            _extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                True,
-            ),
+            _extension(key_usage(signing=True, encipherment=True, ca=False), True),
             _extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ]
         self._aki = _extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False)
