@@ -273,10 +273,12 @@ async def test_kill_9_of_a_worker_under_load_loses_no_certificate(
 
 
 def _refused(port: int) -> bool:
+    """True once nothing accepts on the port. A connection that landed in the accept queue just as
+    the listening socket closed is reset rather than refused: that too means "not accepting"."""
     try:
         with socket.create_connection((clients.LOOPBACK, port), timeout=1):
             return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
 
 
