@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AttributeOID
 
 from scep_ca.dn import match_subject, rebuild_subject
@@ -43,8 +44,13 @@ class CheckedCsr:
 
     @property
     def pubkey_sha256(self) -> str:
-        spki = self.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return hashlib.sha256(spki).hexdigest()
+        return spki_sha256(self.public_key)
+
+
+def spki_sha256(key: PublicKeyTypes) -> str:
+    """Hex SHA-256 of a public key's SubjectPublicKeyInfo: how the store matches a requester's key."""
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
 
 
 def load_csr(der: bytes) -> x509.CertificateSigningRequest:

@@ -20,7 +20,7 @@ from challenge.codes import hash_challenge
 from config.model import Config
 from scep_ca.ca import CAIdentity
 from scep_ca.ca_set import ca_id
-from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr
+from scep_ca.csr import CheckedCsr, CsrPolicy, check_csr, spki_sha256
 from scep_ca.dn import DNError, parse_dn
 from scep_ca.enums import MessageType, PKIStatus
 from scep_ca.errors import BadRequest
@@ -65,15 +65,6 @@ class Outcome:
 
 
 PENDING = Outcome(PKIStatus.PENDING)
-
-
-def pubkey_sha256(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> str:
-    import hashlib
-
-    spki = cert_or_csr.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
 
 
 class Enroller:
@@ -248,7 +239,7 @@ class Enroller:
         txn = await self._store.get_transaction(integration.id, who.transaction_id)
         if txn is None:
             raise BadRequest("unknown transaction")
-        return await self._resend(txn, pubkey_sha256(who.signer))
+        return await self._resend(txn, spki_sha256(who.signer.public_key()))
 
     # -- approval (operator) -------------------------------------------------------
 

@@ -107,6 +107,8 @@ class ScepService:
             RecipientKey.from_cert(ca.cert, ca.key),
         )
         self._ca_ra_bundle = ca.ca_ra_bundle
+        # GetCert compares the requested issuer with the CA's subject, content octets only.
+        self._ca_subject = read_tlv(ca.cert.subject.public_bytes()).content
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
         self._next_ca = (
             sign_message(self._signer, DigestAlg.SHA256, [], next_ca.ca_ra_bundle) if next_ca is not None else None
@@ -240,10 +242,9 @@ class ScepService:
             issuer, serial = children(read_tlv(issuer_and_serial).content)
         except (BERError, ValueError) as exc:
             raise BadRequest("GetCert carries no IssuerAndSerialNumber") from exc
-        ca_subject = self._ca.cert.subject.public_bytes()
         serial_hex = format(int.from_bytes(serial.content, "big", signed=True), "x")
         record = await self._store.get_certificate(serial_hex)
-        if read_tlv(ca_subject).content != issuer.content or record is None or record.integration_id != integration.id:
+        if self._ca_subject != issuer.content or record is None or record.integration_id != integration.id:
             raise BadCertId("no certificate with this issuer and serial number")
         return Outcome(PKIStatus.SUCCESS, record.der)
 

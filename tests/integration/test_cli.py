@@ -149,8 +149,8 @@ async def _queue_requests(db: Path, integration_id: str, tids: list[str]) -> Non
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from scep_ca.client import build_csr
+    from scep_ca.csr import spki_sha256
     from scep_ca.dn import parse_dn
-    from scep_ca.enrollment import pubkey_sha256
     from store.base import Transaction, TransactionStatus
     from store.sqlite import SQLiteStore
 
@@ -163,7 +163,7 @@ async def _queue_requests(db: Path, integration_id: str, tids: list[str]) -> Non
         txn = Transaction(
             integration_id=integration_id,
             transaction_id=tid,
-            pubkey_sha256=pubkey_sha256(x509.load_der_x509_csr(csr)),
+            pubkey_sha256=spki_sha256(x509.load_der_x509_csr(csr).public_key()),
             status=TransactionStatus.PENDING,
             created_at=now,
             csr_der=csr,
