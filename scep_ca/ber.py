@@ -127,3 +127,13 @@ def oid_to_dotted(content: bytes) -> str:
             value = 0
     first = min(arcs[0] // 40, 2)
     return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def issuer_and_serial(cert_der: bytes) -> bytes:
+    """IssuerAndSerialNumber (RFC 5652 section 10.2.4) taken byte for byte from a certificate."""
+    tbs = read_tlv(read_tlv(cert_der).content).content
+    # tbsCertificate: [0] version (optional), serialNumber, signature, issuer, ...: read just those.
+    first = read_tlv(tbs)
+    serial = read_tlv(tbs, first.end) if first.tag_class == 2 and first.tag_number == 0 else first
+    issuer = read_tlv(tbs, read_tlv(tbs, serial.end).end)
+    return encode_tlv(0x30, encode_tlv(0x30, issuer.content) + encode_tlv(0x02, serial.content))

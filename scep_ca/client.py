@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from scep_ca import der, oids
+from scep_ca.ber import issuer_and_serial
 from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
 from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.message import decode_pki_message, verify_pki_message
-from scep_ca.signing import SignerIdentity, attribute, issuer_and_serial, sign_message
+from scep_ca.signing import SignerIdentity, attribute, sign_message
 
 
 def self_signed_signer(key: rsa.RSAPrivateKey, cn: str = "SCEP SIGNER") -> x509.Certificate:

@@ -20,10 +20,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
 from scep_ca import der, oids
-from scep_ca.ber import TLV, BERError, children, encode_tlv, octet_string_value, oid_to_dotted, read_tlv
+from scep_ca.ber import (
+    TLV,
+    BERError,
+    children,
+    encode_tlv,
+    issuer_and_serial,
+    octet_string_value,
+    oid_to_dotted,
+    read_tlv,
+)
 from scep_ca.enums import ContentCipher
 from scep_ca.errors import BadAlg, BadMessageCheck
-from scep_ca.signing import issuer_and_serial
 
 _KEY_BYTES = {
     ContentCipher.DES: 8,

@@ -27,7 +27,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scep_ca import oids
-from scep_ca.ber import TLV, BERError, children, encode_tlv, octet_string_value, oid_to_dotted, read_tlv
+from scep_ca.ber import (
+    TLV,
+    BERError,
+    children,
+    encode_tlv,
+    issuer_and_serial,
+    octet_string_value,
+    oid_to_dotted,
+    read_tlv,
+)
 from scep_ca.enums import DigestAlg
 from scep_ca.errors import BadAlg, BadMessageCheck, MalformedRequest
 
@@ -154,8 +163,6 @@ def _certificates(field_tlv: TLV) -> list[bytes]:
 
 def _signer_cert(certs: list[bytes], sid: TLV) -> tuple[bytes, bytes]:
     """The signer certificate and its IssuerAndSerialNumber."""
-    from scep_ca.signing import issuer_and_serial
-
     if sid.tag_class == 0 and sid.tag_number == 16:
         wanted = encode_tlv(0x30, sid.content)
         for cert in certs:

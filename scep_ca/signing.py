@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scep_ca import der, oids
-from scep_ca.ber import read_tlv
+from scep_ca.ber import issuer_and_serial
 from scep_ca.enums import DigestAlg
 from scep_ca.message import hash_algorithm
 
@@ -30,16 +30,6 @@ class SignerIdentity:
     def from_cert(cls, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> SignerIdentity:
         cert_der = cert.public_bytes(serialization.Encoding.DER)
         return cls(cert_der, issuer_and_serial(cert_der), key)
-
-
-def issuer_and_serial(cert_der: bytes) -> bytes:
-    """IssuerAndSerialNumber (RFC 5652 section 10.2.4) taken byte for byte from a certificate."""
-    tbs = read_tlv(read_tlv(cert_der).content).content
-    # tbsCertificate: [0] version (optional), serialNumber, signature, issuer, ...: read just those.
-    first = read_tlv(tbs)
-    serial = read_tlv(tbs, first.end) if first.tag_class == 2 and first.tag_number == 0 else first
-    issuer = read_tlv(tbs, read_tlv(tbs, serial.end).end)
-    return der.seq(der.encode_tlv(0x30, issuer.content), der.encode_tlv(0x02, serial.content))
 
 
 def attribute(attr_oid: bytes, value: bytes) -> bytes:

@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from scep_ca import der, oids
+from scep_ca.ber import issuer_and_serial
 from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.dn import parse_dn
 from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
-from scep_ca.signing import SignerIdentity, attribute, issuer_and_serial, sign_message
+from scep_ca.signing import SignerIdentity, attribute, sign_message
 from tests.integration.conftest import Server, ServerFactory
 
 SUBJECT = "CN=alice,O=Example"

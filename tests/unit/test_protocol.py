@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from scep_ca import der, oids
+from scep_ca.ber import issuer_and_serial
 from scep_ca.ca import CAIdentity, create_ca
 from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
 from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
@@ -23,7 +24,7 @@ from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadAlg, BadMessageCheck, BadRequest, MalformedRequest
 from scep_ca.issue import Profile, issue_certificate, random_serial
 from scep_ca.message import decode_pki_message, verify_pki_message
-from scep_ca.signing import SignerIdentity, attribute, issuer_and_serial, sign_message
+from scep_ca.signing import SignerIdentity, attribute, sign_message
 from tests import asn1_scep  # noqa: F401  (registers SCEP attributes with asn1crypto)
 
 POLICY = CsrPolicy(key_sizes=(2048,), subject_template=parse_dn("CN=$USERID$,O=Example"))
