@@ -33,6 +33,20 @@ class TLV(NamedTuple):
 def read_tlv(data: bytes, offset: int = 0, depth: int = 0) -> TLV:
     if depth > _MAX_DEPTH:
         raise BERError("nesting too deep")
+    size = len(data)
+    if offset + 2 <= size:
+        first = data[offset]
+        length_byte = data[offset + 1]
+        # The common case on the request path: a one-byte tag and a short definite length.
+        if length_byte < 0x80 and first & 0x1F != 0x1F:
+            end = offset + 2 + length_byte
+            if end > size:
+                raise BERError("truncated: value runs past the end")
+            return TLV(first >> 6, bool(first & 0x20), first & 0x1F, data[offset + 2 : end], end)
+    return _read_tlv_general(data, offset, depth)
+
+
+def _read_tlv_general(data: bytes, offset: int, depth: int) -> TLV:
     if offset >= len(data):
         raise BERError("truncated: no tag")
     first = data[offset]
@@ -104,14 +118,21 @@ def octet_string_value(tlv: TLV, depth: int = 0) -> bytes:
 def der_length(n: int) -> bytes:
     """A DER length field (X.690 8.1.3, definite form)."""
     if n < 0x80:
-        return bytes([n])
+        return bytes((n,))
+    if n < 0x100:
+        return bytes((0x81, n))
+    if n < 0x10000:
+        return bytes((0x82, n >> 8, n & 0xFF))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
+    return bytes((0x80 | len(body),)) + body
 
 
 def encode_tlv(tag: int, content: bytes) -> bytes:
     """One DER TLV with a single-byte tag."""
-    return bytes([tag]) + der_length(len(content)) + content
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    return bytes((tag,)) + der_length(n) + content
 
 
 def oid_to_dotted(content: bytes) -> str:

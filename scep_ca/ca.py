@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class CAIdentity:
     def encryption_key(self) -> rsa.RSAPrivateKey:
         return self.enc_key or self.ra_key
 
-    @property
+    @functools.cached_property
     def fingerprint_sha256(self) -> str:
+        # Every issued certificate's record carries it: computed once per identity.
         return hashlib.sha256(self.cert_der).hexdigest()
 
     @property

@@ -71,6 +71,11 @@ def _transaction_id_value(transaction_id: str) -> bytes:
     return der.utf8_string(transaction_id)
 
 
+# The attributes every CertRep of a given status carries unchanged, encoded once.
+_CERT_REP_TYPE = attribute(oids.MESSAGE_TYPE, der.printable_string(str(int(MessageType.CERT_REP))))
+_STATUS = {status: attribute(oids.PKI_STATUS, der.printable_string(str(int(status)))) for status in PKIStatus}
+
+
 def build_cert_rep(
     signer: SignerIdentity,
     reply_to: ReplyTo,
@@ -89,8 +94,8 @@ def build_cert_rep(
     now = now or dt.datetime.now(dt.UTC)
     attrs = [
         attribute(oids.SIGNING_TIME, der.utc_time(now)),
-        attribute(oids.MESSAGE_TYPE, der.printable_string(str(int(MessageType.CERT_REP)))),
-        attribute(oids.PKI_STATUS, der.printable_string(str(int(status)))),
+        _CERT_REP_TYPE,
+        _STATUS[status],
         attribute(oids.TRANSACTION_ID, _transaction_id_value(reply_to.transaction_id)),
         attribute(oids.SENDER_NONCE, der.octet_string(os.urandom(NONCE_BYTES))),
         attribute(oids.RECIPIENT_NONCE, der.octet_string(reply_to.sender_nonce)),

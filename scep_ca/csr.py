@@ -37,6 +37,7 @@ class CsrPolicy:
 class CheckedCsr:
     csr: x509.CertificateSigningRequest
     public_key: rsa.RSAPublicKey
+    spki_der: bytes  # the SubjectPublicKeyInfo, DER: encoded once for the hash, the SKI and the TBS
     subject: x509.Name
     challenge: str | None
     sans: tuple[x509.GeneralName, ...]
@@ -44,7 +45,7 @@ class CheckedCsr:
 
     @property
     def pubkey_sha256(self) -> str:
-        return spki_sha256(self.public_key)
+        return hashlib.sha256(self.spki_der).hexdigest()
 
 
 def spki_sha256(key: PublicKeyTypes) -> str:
@@ -142,6 +143,7 @@ def check_csr(der: bytes, policy: CsrPolicy) -> CheckedCsr:
     return CheckedCsr(
         csr=csr,
         public_key=key,
+        spki_der=key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
         subject=rebuild_subject(csr.subject),
         challenge=challenge_password(csr),
         sans=tuple(kept),

@@ -65,7 +65,13 @@ def utf8_string(value: str) -> bytes:
 
 
 def utc_time(value: dt.datetime) -> bytes:
-    return encode_tlv(TAG_UTC_TIME, value.astimezone(dt.UTC).strftime("%y%m%d%H%M%SZ").encode())
+    """UTCTime YYMMDDHHMMSSZ (X.690 11.8); formatted by hand, strftime costs several times more."""
+    if value.tzinfo is not dt.UTC:
+        value = value.astimezone(dt.UTC)
+    text = (
+        f"{value.year % 100:02d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}{value.second:02d}Z"
+    )
+    return bytes((TAG_UTC_TIME, 13)) + text.encode("ascii")
 
 
 def explicit(number: int, content: bytes) -> bytes:

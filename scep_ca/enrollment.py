@@ -284,7 +284,12 @@ class Enroller:
             profile = Profile(integration.validity_days, crl_url=self._crl_url, ocsp_url=self._ocsp_url)
             issuer = self._issuers[integration.validity_days] = Issuer(self._ca, profile)
         issued = issuer.issue(
-            subject=checked.subject, public_key=checked.public_key, sans=checked.sans, serial=serial, now=now
+            subject=checked.subject,
+            public_key=checked.public_key,
+            sans=checked.sans,
+            serial=serial,
+            now=now,
+            spki_der=checked.spki_der,
         )
         return CertificateRecord(
             serial=format(serial, "x"),

@@ -27,7 +27,6 @@ from scep_ca.ber import (
     encode_tlv,
     issuer_and_serial,
     octet_string_value,
-    oid_to_dotted,
     read_tlv,
 )
 from scep_ca.enums import ContentCipher
@@ -99,7 +98,7 @@ def _matches(rid: TLV, recipient: RecipientKey) -> bool:
 def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
     """An AlgorithmIdentifier's OID and its parameter TLVs."""
     parts = children(tlv.content)
-    return oid_to_dotted(parts[0].content), parts[1:]
+    return oids.dotted(parts[0].content), parts[1:]
 
 
 def _oaep_padding(params: list[TLV]) -> padding.OAEP:

@@ -15,6 +15,7 @@ result byte for byte against CertificateBuilder's.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from scep_ca import der
+from scep_ca.ber import children, read_tlv
 from scep_ca.ca import CAIdentity, key_usage
 
 BACKDATE = dt.timedelta(minutes=5)
 _SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
 _GENERALIZED_TIME_FROM = dt.datetime(2050, 1, 1, tzinfo=dt.UTC)
+_SKI_OID = der.oid("2.5.29.14")
 
 
 def random_serial() -> int:
@@ -55,6 +58,17 @@ def _extension(ext: x509.ExtensionType, critical: bool) -> bytes:
     """Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue } (RFC 5280 4.1)."""
     flag = b"\x01\x01\xff" if critical else b""
     return der.seq(der.oid(ext.oid.dotted_string), flag, der.octet_string(ext.public_bytes()))
+
+
+def _subject_key_identifier(spki_der: bytes) -> bytes:
+    """The SKI extension, RFC 5280 section 4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits.
+
+    Hashed straight from the SubjectPublicKeyInfo octets (the BIT STRING without its
+    unused-bits octet): what ``SubjectKeyIdentifier.from_public_key`` computes, without
+    its Python-level re-parse of the key.
+    """
+    bits = children(read_tlv(spki_der).content)[1].content[1:]
+    return der.seq(_SKI_OID, der.octet_string(der.octet_string(hashlib.sha1(bits).digest())))
 
 
 def _time(value: dt.datetime) -> bytes:
@@ -101,12 +115,17 @@ class Issuer:
         sans: Sequence[x509.GeneralName],
         serial: int,
         now: dt.datetime,
+        spki_der: bytes | None = None,
     ) -> Issued:
+        """One certificate; ``spki_der`` is ``public_key``'s SubjectPublicKeyInfo when the caller has it."""
         now = now.replace(microsecond=0)
         not_before = now - BACKDATE
         not_after = min(now + dt.timedelta(days=self._profile.validity_days), self._ca.cert.not_valid_after_utc)
-        ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
-        extensions = [*self._head, _extension(ski, False), self._aki]
+        if spki_der is None:
+            spki_der = public_key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        extensions = [*self._head, _subject_key_identifier(spki_der), self._aki]
         if sans:
             extensions.append(_extension(x509.SubjectAlternativeName(list(sans)), False))
         extensions.extend(self._tail)
@@ -117,7 +136,7 @@ class Issuer:
             self._issuer_name,
             der.seq(_time(not_before), _time(not_after)),
             subject.public_bytes(),
-            public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+            spki_der,
             der.explicit(3, der.seq(*extensions)),
         )
         signature = self._ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())

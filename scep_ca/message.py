@@ -34,7 +34,6 @@ from scep_ca.ber import (
     encode_tlv,
     issuer_and_serial,
     octet_string_value,
-    oid_to_dotted,
     read_tlv,
 )
 from scep_ca.enums import DigestAlg
@@ -141,7 +140,7 @@ def _parse_attributes(set_content: bytes) -> dict[str, TLV]:
         parts = children(_expect(attr, 0, 16, "attribute").content)
         if len(parts) != 2:
             raise MalformedRequest("malformed attribute")
-        name = _ATTRIBUTE_NAMES.get(oid_to_dotted(_expect(parts[0], 0, 6, "attribute type").content))
+        name = _ATTRIBUTE_NAMES.get(oids.dotted(_expect(parts[0], 0, 6, "attribute type").content))
         if name is None:
             continue
         values = children(_expect(parts[1], 0, 17, "attribute values").content)
@@ -215,8 +214,8 @@ def decode_pki_message(der: bytes) -> PKIMessage:
             raise MalformedRequest("a pkiMessage carries signed attributes")
         sid, digest_alg, signed_attrs, sig_alg, signature = si[1], si[2], si[3], si[4], si[5]
         _expect(signed_attrs, 2, 0, "signedAttrs")
-        digest_oid = oid_to_dotted(children(_expect(digest_alg, 0, 16, "digestAlgorithm").content)[0].content)
-        sig_oid = oid_to_dotted(children(_expect(sig_alg, 0, 16, "signatureAlgorithm").content)[0].content)
+        digest_oid = oids.dotted(children(_expect(digest_alg, 0, 16, "digestAlgorithm").content)[0].content)
+        sig_oid = oids.dotted(children(_expect(sig_alg, 0, 16, "signatureAlgorithm").content)[0].content)
         signature_bytes = _expect(signature, 0, 4, "signature").content
         attrs = _parse_attributes(signed_attrs.content)
         signer_cert_der, signer_ias = _signer_cert(certs, sid)

@@ -37,6 +37,9 @@ def attribute(attr_oid: bytes, value: bytes) -> bytes:
     return der.seq(attr_oid, der.set_of(value))
 
 
+_CONTENT_TYPE_DATA = attribute(oids.CONTENT_TYPE, oids.DATA)
+
+
 def sign_message(
     signer: SignerIdentity,
     digest: DigestAlg,
@@ -50,7 +53,7 @@ def sign_message(
     """
     digest_value = hashlib.new(digest.value, content or b"").digest()
     all_attrs = [
-        attribute(oids.CONTENT_TYPE, oids.DATA),
+        _CONTENT_TYPE_DATA,
         *attrs,
         attribute(oids.MESSAGE_DIGEST, der.octet_string(digest_value)),
     ]
