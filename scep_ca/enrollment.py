@@ -112,13 +112,13 @@ class Enroller:
 
     async def pkcs_req(self, integration: Integration, checked: CheckedCsr, who: Requester) -> Outcome:
         """PKCSReq (RFC 8894 section 3.3.1): a one-time challenge, then issue or queue for approval."""
-        existing = await self._store.get_transaction(integration.id, who.transaction_id)
-        if existing is not None:
-            return await self._resend(existing, checked.pubkey_sha256)
         now = self._clock()
         challenge_hash = hash_challenge(checked.challenge) if checked.challenge else None
+        state = await self._store.enrollment_state(integration.id, who.transaction_id, challenge_hash, now)
+        if state.transaction is not None:
+            return await self._resend(state.transaction, checked.pubkey_sha256)
         # Checked before any RSA work, so bad challenges cost no signature.
-        if challenge_hash is None or not await self._store.challenge_usable(integration.id, challenge_hash, now):
+        if challenge_hash is None or not state.challenge_usable:
             if await self._issued_here(who.signer) is not None:
                 # certmonger re-keys with a PKCSReq signed by the certificate it renews, carrying the
                 # challenge it already used: a renewal by another name, under the same rules.

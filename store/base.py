@@ -110,6 +110,14 @@ class Transaction:
 
 
 @dataclass(frozen=True)
+class EnrollmentState:
+    """What a PKCSReq needs to know before any signing, read in one query."""
+
+    transaction: Transaction | None  # the transaction already recorded under this ID, if any
+    challenge_usable: bool  # the challenge exists for the integration, unused and unexpired
+
+
+@dataclass(frozen=True)
 class IssuanceRequest:
     """Everything ``Store.record_issuance`` writes in one transaction."""
 
@@ -208,6 +216,11 @@ class Store(Protocol):
         changes nothing."""
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None: ...
+
+    async def enrollment_state(
+        self, integration_id: str, transaction_id: str, challenge_hash: str | None, now: datetime
+    ) -> EnrollmentState:
+        """``get_transaction`` and ``challenge_usable`` (False when ``challenge_hash`` is None) in one read."""
 
     async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
         """In one transaction: consume the challenge (if any) and insert a PENDING transaction with its CSR.

@@ -89,6 +89,7 @@ from store.base import (
     DuplicateIntegration,
     DuplicateSerial,
     DuplicateTransaction,
+    EnrollmentState,
     Integration,
     IntegrationNotFound,
     IssuanceRequest,
@@ -120,6 +121,13 @@ TRANSACTION_COLUMNS = "integration_id, transaction_id, pubkey_sha256, status, se
 _RECORD_ISSUANCE = f"SELECT scep_record_issuance({', '.join(f'${n}' for n in range(1, 20))})"
 _ADD_CHALLENGE = "SELECT scep_add_challenge($1, $2, $3, $4, $5)"
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = $1"
+# One round trip before a PKCSReq signs anything: the transaction (NULL columns when there
+# is none) and whether the challenge is usable.
+_ENROLLMENT_STATE = (
+    "SELECT {columns}, EXISTS (SELECT 1 FROM challenges WHERE integration_id = $1 AND challenge_hash = $3 "
+    "AND used_at IS NULL AND expires_at > $4) "
+    "FROM (SELECT 1) AS one LEFT JOIN transactions t ON t.integration_id = $1 AND t.transaction_id = $2"
+).format(columns=", ".join(f"t.{c.strip()}" for c in TRANSACTION_COLUMNS.split(",")))
 # See "Issuance versus deletion" above. Two statements: the check needs a snapshot taken
 # after the lock is granted.
 _SHARE_INTEGRATION_LOCK = "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))"
@@ -587,6 +595,13 @@ class PostgresStore:
             raise IntegrationNotFound(cert.integration_id)
         if result == schema.ISSUANCE_CHALLENGE_REJECTED:
             raise ChallengeRejected(cert.integration_id)
+
+    async def enrollment_state(
+        self, integration_id: str, transaction_id: str, challenge_hash: str | None, now: datetime
+    ) -> EnrollmentState:
+        row = await self._p().fetchrow(_ENROLLMENT_STATE, integration_id, transaction_id, challenge_hash, aware(now))
+        txn = None if row is None or row[0] is None else _transaction(row)
+        return EnrollmentState(transaction=txn, challenge_usable=bool(row is not None and row[-1]))
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None:
         row = await self._p().fetchrow(

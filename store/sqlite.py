@@ -40,6 +40,7 @@ from store.base import (
     DuplicateIntegration,
     DuplicateSerial,
     DuplicateTransaction,
+    EnrollmentState,
     Integration,
     IntegrationNotFound,
     IssuanceRequest,
@@ -73,6 +74,13 @@ WHERE id = (
 )
 """
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = ?"
+# One row whatever exists: the transaction's columns (NULL when there is none), then whether
+# the challenge is usable (same lookup as challenge_usable).
+_ENROLLMENT_STATE = (
+    "SELECT {columns}, EXISTS (SELECT 1 FROM challenges INDEXED BY challenges_lookup "
+    "WHERE integration_id = ? AND challenge_hash = ? AND used_at IS NULL AND expires_at > ?) "
+    "FROM (SELECT 1) LEFT JOIN transactions t ON t.integration_id = ? AND t.transaction_id = ?"
+).format(columns=", ".join(f"t.{c.strip()}" for c in codec.TRANSACTION_COLUMNS.split(",")))
 # Rows of other pairs whose window and lock are both over, deleted by each auth_failure: rows
 # are only created by failures, so this keeps the table at about the pairs still counted.
 AUTH_PURGE_LIMIT = 100
@@ -316,13 +324,16 @@ class SQLiteStore:
             )
         )
         with self._transaction() as conn:
-            _require_live(conn, cert.integration_id)
-            if req.challenge_hash is not None:
-                consumed = conn.execute(
-                    _CONSUME_CHALLENGE, (now_us, cert.integration_id, req.challenge_hash, now_us)
-                ).rowcount
-                if consumed != 1:
-                    raise ChallengeRejected(cert.integration_id)
+            if req.challenge_hash is None:
+                _require_live(conn, cert.integration_id)
+            elif (
+                conn.execute(_CONSUME_CHALLENGE, (now_us, cert.integration_id, req.challenge_hash, now_us)).rowcount
+                != 1
+            ):
+                _require_live(conn, cert.integration_id)  # a deleted integration is reported as such
+                raise ChallengeRejected(cert.integration_id)
+            # A consumed challenge proves the integration live in this transaction: deleting an
+            # integration deletes its challenges in the same transaction, and adding one checks it.
             try:
                 conn.execute(_INSERT_CERTIFICATE, cert_params)
             except sqlite3.IntegrityError as exc:
@@ -341,6 +352,16 @@ class SQLiteStore:
             )
             if superseded:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+
+    async def enrollment_state(
+        self, integration_id: str, transaction_id: str, challenge_hash: str | None, now: datetime
+    ) -> EnrollmentState:
+        with self._read() as conn:
+            row = conn.execute(
+                _ENROLLMENT_STATE, (integration_id, challenge_hash, codec.to_us(now), integration_id, transaction_id)
+            ).fetchone()
+        txn = None if row[0] is None else codec.transaction_from_row(row)
+        return EnrollmentState(transaction=txn, challenge_usable=bool(row[-1]))
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None:
         with self._read() as conn:

@@ -18,6 +18,7 @@ from store.base import (
     DuplicateIntegration,
     DuplicateSerial,
     DuplicateTransaction,
+    EnrollmentState,
     Integration,
     IntegrationNotFound,
     IssuanceRequest,
@@ -217,6 +218,26 @@ async def test_challenge_usable(store: Store) -> None:
     assert await store.challenge_usable("int1", "unknown", NOW) is False
     await store.record_issuance(issuance(certificate("01"), "c1"))
     assert await store.challenge_usable("int1", "c1", NOW) is False  # used
+
+
+async def test_enrollment_state_agrees_with_the_two_lookups(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2"))
+    await add(store, "c1")
+    await add(store, "c2")
+    fresh = await store.enrollment_state("int1", "TXN-01", "c1", NOW)
+    assert fresh == EnrollmentState(transaction=None, challenge_usable=True)
+    assert (await store.enrollment_state("int1", "TXN-01", None, NOW)).challenge_usable is False
+    assert (await store.enrollment_state("int2", "TXN-01", "c1", NOW)).challenge_usable is False  # foreign
+    assert (await store.enrollment_state("int1", "TXN-01", "c1", NOW + VALIDITY)).challenge_usable is False
+    await store.record_issuance(issuance(certificate("01"), "c1"))
+    known = await store.enrollment_state("int1", "TXN-01", "c1", NOW)
+    assert known.transaction == await store.get_transaction("int1", "TXN-01")
+    assert known.transaction is not None and known.transaction.serial == "01"
+    assert known.challenge_usable is False  # used
+    other = await store.enrollment_state("int1", "TXN-02", "c2", NOW)
+    assert other == EnrollmentState(transaction=None, challenge_usable=True)
+    assert (await store.enrollment_state("int2", "TXN-01", "c2", NOW)).transaction is None
 
 
 async def test_add_challenge_needs_live_integration(store: Store) -> None:
