@@ -37,12 +37,21 @@ def read_tlv(data: bytes, offset: int = 0, depth: int = 0) -> TLV:
     if offset + 2 <= size:
         first = data[offset]
         length_byte = data[offset + 1]
-        # The common case on the request path: a one-byte tag and a short definite length.
-        if length_byte < 0x80 and first & 0x1F != 0x1F:
-            end = offset + 2 + length_byte
+        # The common cases on the request path: a one-byte tag and a definite length of one to
+        # three octets (values up to 64 KiB, the request size cap).
+        if first & 0x1F != 0x1F:
+            if length_byte < 0x80:
+                start, length = offset + 2, length_byte
+            elif length_byte == 0x81 and offset + 3 <= size:
+                start, length = offset + 3, data[offset + 2]
+            elif length_byte == 0x82 and offset + 4 <= size:
+                start, length = offset + 4, (data[offset + 2] << 8) | data[offset + 3]
+            else:
+                return _read_tlv_general(data, offset, depth)
+            end = start + length
             if end > size:
                 raise BERError("truncated: value runs past the end")
-            return TLV(first >> 6, bool(first & 0x20), first & 0x1F, data[offset + 2 : end], end)
+            return TLV(first >> 6, bool(first & 0x20), first & 0x1F, data[start:end], end)
     return _read_tlv_general(data, offset, depth)
 
 

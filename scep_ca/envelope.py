@@ -49,6 +49,7 @@ _OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 _RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 _RSAES_OAEP = "1.2.840.113549.1.1.7"
 _CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in oids.CIPHER_OIDS.items()}
+_CIPHER_OID_TLVS = {cipher: der.oid(dotted) for cipher, dotted in oids.CIPHER_OIDS.items()}
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def encrypt_envelope(
     ktri = der.seq(der.integer(0), recipient_issuer_and_serial, oids.RSA_ENCRYPTION, der.octet_string(encrypted_key))
     encrypted_content_info = der.seq(
         oids.DATA,
-        der.algorithm(oids.CIPHER_OIDS[cipher], der.octet_string(iv)),
+        der.seq(_CIPHER_OID_TLVS[cipher], der.octet_string(iv)),
         der.implicit_primitive(0, ciphertext),
     )
     enveloped = der.seq(der.integer(0), der.set_of(ktri), encrypted_content_info)
