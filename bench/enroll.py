@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/enroll.py --n 3000 --concurrency 16
     .venv/bin/python bench/enroll.py --targets scep-ca:1 --n 2000        # one target
+    .venv/bin/python bench/enroll.py --rounds 3                          # medians of three rounds
 
 Targets (``--targets``, comma separated; default all):
   ``scep-ca:1``          scep-ca serve, 1 worker, SQLite (server pinned to CPU 0, load generator on CPU 1)
@@ -18,7 +19,8 @@ For each target, in order:
 3. The server started; every request POSTed at the given concurrency over loopback; latencies kept.
 4. Afterwards (untimed) every reply verified: signature, SUCCESS, the certificate decrypted; the
    number of distinct serial numbers is reported (a duplicate is a failure of the server).
-``openssl speed rsa2048`` on CPU 0, before and after the targets (mean of the two): private-key
+``openssl speed rsa2048`` on CPU 0, before the first target and after each one (each run is compared
+with the mean of the readings around it; the core's speed drifts on a shared VM): private-key
 operations per second / 3 (decrypt, sign certificate, sign CertRep) is the RSA-bound ceiling of one
 core. Prints enrollments/s, p50/p99 latency, ratio to the ceiling (per worker), the server's CPU time
 per enrollment and its ratio to three signatures' CPU time (openssl speed divides by CPU time, so
@@ -41,13 +43,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -148,32 +150,61 @@ class KeyPool:
         return ok, len(serials)
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bytes:
+    """One request on a keep-alive connection; the reply body (Content-Length or chunked, as Go sends)."""
+    writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+    header = await reader.readuntil(b"\r\n\r\n")
+    status_line, _, rest = header.partition(b"\r\n")
+    fields = {}
+    for line in rest.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip()
+    if b"content-length" in fields:
+        reply = await reader.readexactly(int(fields[b"content-length"]))
+    elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+        parts = []
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        await reader.readuntil(b"\r\n")  # no trailers: the empty line after the last chunk
+        reply = b"".join(parts)
+    else:
+        raise RuntimeError(f"reply without a length: {status_line!r}")
+    if status_line.split()[1] != b"200":
+        raise RuntimeError(f"{status_line.decode(errors='replace')}: {reply[:200]!r}")
+    return reply
+
+
 async def fire(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[bytes], list[float], float]:
+    """POST every body over ``concurrency`` keep-alive connections; replies, latencies, elapsed seconds.
+
+    A bare HTTP/1.1 client on asyncio streams, not aiohttp's: on a 2-core machine the load
+    generator shares the CPUs with a 2-worker server, and a client that costs less per request
+    takes less from the server being measured (the same client drives every target).
+    """
+    parsed = urllib.parse.urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    head = (
+        f"POST {parsed.path}?operation=PKIOperation HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/x-pki-message\r\nContent-Length: "
+    ).encode()
     replies: list[bytes] = [b""] * len(bodies)
     latencies: list[float] = [0.0] * len(bodies)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(len(bodies)):
-        queue.put_nowait(i)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    pending = iter(range(len(bodies)))
 
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for i in pending:
                 t0 = time.perf_counter()
-                async with session.post(
-                    url + "?operation=PKIOperation",
-                    data=bodies[i],
-                    headers={"Content-Type": "application/x-pki-message"},
-                ) as resp:
-                    replies[i] = await resp.read()
-                    if resp.status != 200:
-                        raise RuntimeError(f"HTTP {resp.status}: {replies[i][:200]!r}")
+                replies[i] = await _exchange(reader, writer, head, bodies[i])
                 latencies[i] = time.perf_counter() - t0
+        finally:
+            writer.close()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return replies, latencies, elapsed
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return replies, latencies, time.perf_counter() - start
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
@@ -304,6 +335,54 @@ def run_scepserver(pool: KeyPool, args: argparse.Namespace, tmp: Path) -> Result
     return summarize("scepserver", 1, args.n, latencies, elapsed, pool.check(replies), cpu)
 
 
+def run_target(target: str, pool: KeyPool, args: argparse.Namespace) -> Result:
+    with tempfile.TemporaryDirectory(prefix="scep-bench-") as tmp:
+        print(f"running {target} ...", file=sys.stderr)
+        if target == "scepserver":
+            return run_scepserver(pool, args, Path(tmp))
+        workers = int(target.split(":")[1])
+        if target.startswith("scep-ca-pg"):
+            with postgres_database() as dsn:
+                return run_scep_ca(target, workers, dsn, pool, args, Path(tmp))
+        return run_scep_ca(target, workers, None, pool, args, Path(tmp))
+
+
+@dataclass
+class Summary:
+    """One target over every round: medians, and the range of the ratio to the ceiling."""
+
+    target: str
+    workers: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    successes: int
+    distinct_serials: int
+    per_core: float  # median of rate / workers / (signs / 3), each run with the ceiling read around it
+    per_core_low: float
+    per_core_high: float
+    cpu_ms: float
+    cpu_ratio: float  # median of (3 signatures' CPU time) / (server CPU time per enrollment)
+
+
+def summarize_target(target: str, runs: list[tuple[Result, float]]) -> Summary:
+    per_core = [r.rate / r.workers / (signs / 3) for r, signs in runs]
+    return Summary(
+        target=target,
+        workers=runs[0][0].workers,
+        rate=statistics.median(r.rate for r, _ in runs),
+        p50_ms=statistics.median(r.p50_ms for r, _ in runs),
+        p99_ms=statistics.median(r.p99_ms for r, _ in runs),
+        successes=min(r.successes for r, _ in runs),
+        distinct_serials=min(r.distinct_serials for r, _ in runs),
+        per_core=statistics.median(per_core),
+        per_core_low=min(per_core),
+        per_core_high=max(per_core),
+        cpu_ms=statistics.median(r.cpu_ms for r, _ in runs),
+        cpu_ratio=statistics.median(3000 / signs / r.cpu_ms for r, signs in runs),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="enrollments per target")
@@ -311,55 +390,53 @@ def main() -> int:
     parser.add_argument("--targets", default=",".join(ALL_TARGETS))
     parser.add_argument("--key-pool", type=int, default=16, help="pre-generated device keys")
     parser.add_argument("--speed-seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="run every target this many times; report medians")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(targets) - set(ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     pool = KeyPool(args.key_pool)
-    # The ceiling is read before and after the targets run: on a shared virtual machine the
-    # core's speed drifts, and the mean of the two is closer to what the targets had.
-    signs_before = openssl_rsa2048_signs_per_second(can_pin(), args.speed_seconds)
-    results: list[Result] = []
-    for target in targets:
-        with tempfile.TemporaryDirectory(prefix="scep-bench-") as tmp:
-            print(f"running {target} ...", file=sys.stderr)
-            if target == "scepserver":
-                results.append(run_scepserver(pool, args, Path(tmp)))
-            elif target.startswith("scep-ca-pg"):
-                with postgres_database() as dsn:
-                    results.append(run_scep_ca(target, int(target.split(":")[1]), dsn, pool, args, Path(tmp)))
-            else:
-                results.append(run_scep_ca(target, int(target.split(":")[1]), None, pool, args, Path(tmp)))
+    # On a shared virtual machine the core's speed drifts by tens of percent within minutes:
+    # the ceiling is read between targets, and each run is compared with the mean of the
+    # readings just before and just after it.
+    speeds = [openssl_rsa2048_signs_per_second(can_pin(), args.speed_seconds)]
+    runs: dict[str, list[tuple[Result, float]]] = {t: [] for t in targets}
+    for _round in range(args.rounds):
+        for target in targets:
+            result = run_target(target, pool, args)
+            speeds.append(openssl_rsa2048_signs_per_second(can_pin(), args.speed_seconds))
+            runs[target].append((result, (speeds[-2] + speeds[-1]) / 2))
+    results = [summarize_target(t, runs[t]) for t in targets]
 
-    signs_after = openssl_rsa2048_signs_per_second(can_pin(), args.speed_seconds)
-    signs = (signs_before + signs_after) / 2
-    ceiling = signs / 3
-    reference = next((r for r in results if r.target == "scepserver"), None)
-    one = next((r for r in results if r.target == "scep-ca:1"), None)
+    signs = statistics.median(speeds)
     print(
-        f"openssl speed rsa2048: {signs_before:.0f} signs/s per core before, {signs_after:.0f} after, "
-        f"mean {signs:.0f} -> RSA ceiling {ceiling:.0f} enrollments/s per core"
+        f"openssl speed rsa2048 on CPU 0, read {len(speeds)} times: {min(speeds):.0f}-{max(speeds):.0f} signs/s, "
+        f"median {signs:.0f} -> RSA ceiling {signs / 3:.0f} enrollments/s per core"
     )
-    print(f"{args.n} enrollments per target at concurrency {args.concurrency}, same key pool and request shape")
-    # openssl speed divides by CPU time, not wall-clock time: "vs ceiling (cpu)" compares the
-    # server's CPU time per enrollment with three signatures' CPU time on the same footing.
-    rsa_ms = 3 / signs * 1000
+    print(
+        f"{args.n} enrollments per target at concurrency {args.concurrency}, same key pool and request shape, "
+        f"{args.rounds} round(s): medians"
+    )
+    reference = next((r for r in results if r.target == "scepserver"), None)
     header = f"{'target':14} {'workers':>7} {'enroll/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'serials':>8}"
-    print(header + f" {'vs ceiling/core':>16} {'cpu ms/enroll':>14} {'vs ceiling (cpu)':>17} {'vs scepserver':>14}")
+    print(header + f" {'vs ceiling/core':>18} {'cpu ms/enroll':>14} {'vs ceiling (cpu)':>17} {'vs scepserver':>14}")
     for r in results:
-        per_core = r.rate / r.workers / ceiling
         vs_ref = f"{r.rate / reference.rate:.2f}x" if reference else "-"
+        spread = f"{r.per_core:.0%} ({r.per_core_low:.0%}-{r.per_core_high:.0%})"
         print(
             f"{r.target:14} {r.workers:>7} {r.rate:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.successes:>6} "
-            f"{r.distinct_serials:>8} {per_core:>16.0%} {r.cpu_ms:>14.2f} {rsa_ms / r.cpu_ms:>17.0%} {vs_ref:>14}"
+            f"{r.distinct_serials:>8} {spread:>18} {r.cpu_ms:>14.2f} {r.cpu_ratio:>17.0%} {vs_ref:>14}"
         )
-    print(f"three RSA-2048 signatures at that speed: {rsa_ms:.2f} ms of CPU")
+    # openssl speed divides by CPU time, not wall-clock time: "vs ceiling (cpu)" compares the
+    # server's CPU time per enrollment with three signatures' CPU time on the same footing.
+    print(f"three RSA-2048 signatures at the median speed: {3000 / signs:.2f} ms of CPU")
+    one = next((r for r in results if r.target == "scep-ca:1"), None)
     two = next((r for r in results if r.target == "scep-ca:2"), None)
     if one and two:
         print(f"scaling 1 -> 2 workers (SQLite): {two.rate / one.rate:.2f}x")
-    failed = [r.target for r in results if r.target.startswith("scep-ca") and r.successes != args.n]
-    dupes = [r.target for r in results if r.distinct_serials != r.successes]
+    failed = [t for t in targets if t.startswith("scep-ca") and any(r.successes != args.n for r, _ in runs[t])]
+    dupes = [t for t in targets if any(r.distinct_serials != r.successes for r, _ in runs[t])]
     if dupes:
         print(f"DUPLICATE SERIALS: {', '.join(dupes)}")
     if failed:
