@@ -49,6 +49,8 @@ _OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 _RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 _RSAES_OAEP = "1.2.840.113549.1.1.7"
 _CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in oids.CIPHER_OIDS.items()}
+# Every OID this module looks up, by content octets.
+_KNOWN_OIDS = oids.content_table([*_OAEP_HASHES, _RSA_ENCRYPTION, _RSAES_OAEP, *_CIPHERS_BY_OID])
 _CIPHER_OID_TLVS = {cipher: der.oid(dotted) for cipher, dotted in oids.CIPHER_OIDS.items()}
 
 
@@ -99,7 +101,7 @@ def _matches(rid: TLV, recipient: RecipientKey) -> bool:
 def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
     """An AlgorithmIdentifier's OID and its parameter TLVs."""
     parts = children(tlv.content)
-    return oids.dotted(parts[0].content), parts[1:]
+    return oids.dotted(parts[0].content, _KNOWN_OIDS), parts[1:]
 
 
 def _oaep_padding(params: list[TLV]) -> padding.OAEP:

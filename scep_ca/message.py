@@ -72,6 +72,14 @@ _ATTRIBUTE_NAMES = {
 # Universal string tags a client may use for the SCEP PrintableString attributes.
 _STRING_CODECS = {19: "ascii", 12: "utf-8", 22: "ascii", 20: "latin-1", 30: "utf-16-be"}
 
+# Every OID this module looks up, by content octets.
+_KNOWN_OIDS = oids.content_table([*_DIGEST_BY_OID, *_PKCS1_SIGNATURES, *_ATTRIBUTE_NAMES])
+
+
+def _dotted(content: bytes) -> str:
+    return oids.dotted(content, _KNOWN_OIDS)
+
+
 MAX_NONCE_BYTES = 64
 MAX_TRANSACTION_ID_CHARS = 256
 _SIGNED_DATA = oids.SIGNED_DATA[2:]
@@ -140,7 +148,7 @@ def _parse_attributes(set_content: bytes) -> dict[str, TLV]:
         parts = children(_expect(attr, 0, 16, "attribute").content)
         if len(parts) != 2:
             raise MalformedRequest("malformed attribute")
-        name = _ATTRIBUTE_NAMES.get(oids.dotted(_expect(parts[0], 0, 6, "attribute type").content))
+        name = _ATTRIBUTE_NAMES.get(_dotted(_expect(parts[0], 0, 6, "attribute type").content))
         if name is None:
             continue
         values = children(_expect(parts[1], 0, 17, "attribute values").content)
@@ -214,8 +222,8 @@ def decode_pki_message(der: bytes) -> PKIMessage:
             raise MalformedRequest("a pkiMessage carries signed attributes")
         sid, digest_alg, signed_attrs, sig_alg, signature = si[1], si[2], si[3], si[4], si[5]
         _expect(signed_attrs, 2, 0, "signedAttrs")
-        digest_oid = oids.dotted(children(_expect(digest_alg, 0, 16, "digestAlgorithm").content)[0].content)
-        sig_oid = oids.dotted(children(_expect(sig_alg, 0, 16, "signatureAlgorithm").content)[0].content)
+        digest_oid = _dotted(children(_expect(digest_alg, 0, 16, "digestAlgorithm").content)[0].content)
+        sig_oid = _dotted(children(_expect(sig_alg, 0, 16, "signatureAlgorithm").content)[0].content)
         signature_bytes = _expect(signature, 0, 4, "signature").content
         attrs = _parse_attributes(signed_attrs.content)
         signer_cert_der, signer_ias = _signer_cert(certs, sid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from scep_ca import der
 from scep_ca.ber import oid_to_dotted
 from scep_ca.enums import ContentCipher, DigestAlg
@@ -37,40 +39,14 @@ CIPHER_OIDS = {
     ContentCipher.AES256: "2.16.840.1.101.3.4.1.42",
 }
 
-# Content octets -> dotted form for the OIDs every request carries, so the request path
-# does not rebuild these strings arc by arc (X.690 8.19) on each message.
-_KNOWN_DOTTED = {
-    der.oid(dotted_form)[2:]: dotted_form
-    for dotted_form in (
-        "1.2.840.113549.1.7.1",
-        "1.2.840.113549.1.7.2",
-        "1.2.840.113549.1.7.3",
-        "1.2.840.113549.1.9.3",
-        "1.2.840.113549.1.9.4",
-        "1.2.840.113549.1.9.5",
-        "1.2.840.113549.1.1.1",
-        "1.2.840.113549.1.1.5",
-        "1.2.840.113549.1.1.7",
-        "1.2.840.113549.1.1.11",
-        "1.2.840.113549.1.1.12",
-        "1.2.840.113549.1.1.13",
-        "2.16.840.1.113733.1.9.2",
-        "2.16.840.1.113733.1.9.3",
-        "2.16.840.1.113733.1.9.4",
-        "2.16.840.1.113733.1.9.5",
-        "2.16.840.1.113733.1.9.6",
-        "2.16.840.1.113733.1.9.7",
-        "1.3.6.1.5.5.7.24.1",
-        "1.3.14.3.2.26",
-        "2.16.840.1.101.3.4.2.1",
-        "2.16.840.1.101.3.4.2.2",
-        "2.16.840.1.101.3.4.2.3",
-        *CIPHER_OIDS.values(),
-    )
-}
+
+def content_table(dotted_forms: Iterable[str]) -> dict[bytes, str]:
+    """Content octets -> dotted form of known OIDs: the request path matches an OID read off the
+    wire by its octets instead of rebuilding its dotted string arc by arc (X.690 8.19)."""
+    return {der.oid(form)[2:]: form for form in dotted_forms}
 
 
-def dotted(content: bytes) -> str:
+def dotted(content: bytes, known: Mapping[bytes, str]) -> str:
     """The dotted form of an OBJECT IDENTIFIER's content octets; ``BERError`` when malformed."""
-    known = _KNOWN_DOTTED.get(content)
-    return known if known is not None else oid_to_dotted(content)
+    form = known.get(content)
+    return form if form is not None else oid_to_dotted(content)
