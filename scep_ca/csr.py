@@ -45,13 +45,21 @@ class CheckedCsr:
 
     @property
     def pubkey_sha256(self) -> str:
-        return hashlib.sha256(self.spki_der).hexdigest()
+        return spki_der_sha256(self.spki_der)
+
+
+def spki_der(key: PublicKeyTypes) -> bytes:
+    """A public key's SubjectPublicKeyInfo, DER."""
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def spki_der_sha256(spki: bytes) -> str:
+    """Hex SHA-256 of a SubjectPublicKeyInfo: how the store matches a requester's key."""
+    return hashlib.sha256(spki).hexdigest()
 
 
 def spki_sha256(key: PublicKeyTypes) -> str:
-    """Hex SHA-256 of a public key's SubjectPublicKeyInfo: how the store matches a requester's key."""
-    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    return spki_der_sha256(spki_der(key))
 
 
 def load_csr(der: bytes) -> x509.CertificateSigningRequest:
@@ -143,7 +151,7 @@ def check_csr(der: bytes, policy: CsrPolicy) -> CheckedCsr:
     return CheckedCsr(
         csr=csr,
         public_key=key,
-        spki_der=key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+        spki_der=spki_der(key),
         subject=rebuild_subject(csr.subject),
         challenge=challenge_password(csr),
         sans=tuple(kept),
