@@ -73,6 +73,8 @@ class AvId(enum.IntEnum):
     DNS_DOMAIN_NAME = 4
     FLAGS = 6
     TIMESTAMP = 7
+    TARGET_NAME = 9
+    CHANNEL_BINDINGS = 10
 
 
 # MsvAvFlags bit: the AUTHENTICATE message carries a MIC.
@@ -108,6 +110,8 @@ class Verdict(enum.Enum):
     MALFORMED = "malformed"
     BAD_RESPONSE = "bad-response"
     BAD_MIC = "bad-mic"
+    TARGET_MISMATCH = "target-name-mismatch"
+    BINDINGS_MISMATCH = "channel-bindings-mismatch"
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,25 @@ class AuthenticateMessage:
     # Whether the header is long enough to hold a MIC at offset 72.
     has_mic_field: bool
     raw: bytes
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the client's MsvAvTargetName and MsvAvChannelBindings must name (MS-NLMP 2.2.2.1).
+
+    ``target_hosts``: lowercase host names (``normalize_host``) a target name
+    ``HTTP/<host>`` may carry; empty: any non-empty target name is refused.
+    ``channel_bindings``: the MD5 of our ``gss_channel_bindings_struct``
+    (``channel_bindings_hash``), or None when there is no TLS channel between the
+    client and us: then any non-zero bindings are refused, as nothing could match.
+    ``tls_offloaded``: TLS ends at a proxy whose certificate we do not hold; the
+    bindings cannot be checked and are ignored (IIS's Extended Protection "Proxy" mode),
+    and the target name carries the check.
+    """
+
+    target_hosts: frozenset[str]
+    channel_bindings: bytes | None
+    tls_offloaded: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,6 +259,80 @@ def parse_av_pairs(data: bytes) -> dict[int, bytes]:
         offset += length
 
 
+def client_av_pairs(auth: AuthenticateMessage) -> dict[int, bytes]:
+    """The AV pairs of the client's NTLMv2 blob (after NTProofStr and the blob header).
+
+    NTLMError when the NT response is not an NTLMv2 response or its pairs are truncated.
+    Only trustworthy once ``verify`` has checked the NTProofStr, which covers the blob.
+    """
+    nt = auth.nt_response
+    if len(nt) < _NT_PROOF_BYTES + _BLOB_HEADER_BYTES or nt[_NT_PROOF_BYTES] != 1 or nt[_NT_PROOF_BYTES + 1] != 1:
+        raise NTLMError("not an NTLMv2 response")
+    return parse_av_pairs(nt[_NT_PROOF_BYTES + _BLOB_HEADER_BYTES :])
+
+
+def normalize_host(authority: str) -> str:
+    """The host of ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``: lowercase, no port, no brackets."""
+    host = authority.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        rest = host[end + 1 :] if end > 0 else ""
+        if end > 0 and (not rest or (rest.startswith(":") and rest[1:].isdigit())):
+            return host[1:end]
+        return host
+    name, sep, port = host.rpartition(":")
+    if sep and ":" not in name and port.isdigit():
+        return name
+    return host
+
+
+def target_name_host(target_name: str) -> str | None:
+    """The host an MsvAvTargetName ``HTTP/<host>[:port]`` names; None for another service class or form.
+
+    The service class is compared case-insensitively (SPNs are); a three-part SPN
+    (``HTTP/host/name``) names a service we are not.
+    """
+    service, sep, host = target_name.partition("/")
+    if not sep or service.upper() != "HTTP" or not host or "/" in host:
+        return None
+    return normalize_host(host)
+
+
+def channel_bindings_hash(application_data: bytes) -> bytes:
+    """MD5 of a ``gss_channel_bindings_struct`` with no addresses (RFC 2744 3.11, MS-NLMP 3.1.5.1.2).
+
+    Both address types are GSS_C_AF_UNSPEC (0) with empty addresses; integers are
+    little-endian, as Windows and pyspnego pack them. For TLS, ``application_data``
+    is ``b"tls-server-end-point:" + hash`` (RFC 5929 4.1).
+    """
+    packed = struct.pack("<II", 0, 0) + struct.pack("<II", 0, 0) + struct.pack("<I", len(application_data))
+    return hashlib.md5(packed + application_data).digest()
+
+
+_NO_BINDINGS = b"\x00" * 16
+
+
+def _check_binding(av_pairs: dict[int, bytes], expected: Expected) -> Verdict:
+    """MsvAvTargetName and MsvAvChannelBindings against ``expected`` (absent or empty: accepted)."""
+    raw_name = av_pairs.get(AvId.TARGET_NAME, b"")
+    if raw_name:
+        try:
+            name = raw_name.decode("utf-16-le")
+        except UnicodeDecodeError:
+            return Verdict.MALFORMED
+        if target_name_host(name) not in expected.target_hosts:
+            return Verdict.TARGET_MISMATCH
+    bindings = av_pairs.get(AvId.CHANNEL_BINDINGS)
+    if bindings is not None:
+        if len(bindings) != 16:
+            return Verdict.MALFORMED
+        # All zeros: the client has no bindings to offer (MS-NLMP 2.2.2.1).
+        matches = expected.channel_bindings is not None and hmac.compare_digest(bindings, expected.channel_bindings)
+        if bindings != _NO_BINDINGS and not expected.tls_offloaded and not matches:
+            return Verdict.BINDINGS_MISMATCH
+    return Verdict.OK
+
+
 def challenge_flags_for(negotiate_flags: int) -> int:
     """The flags of our Type 2, given the client's Type 1 flags."""
     flags = Flag.NTLM | Flag.ALWAYS_SIGN | Flag.REQUEST_TARGET | Flag.TARGET_INFO | Flag.TARGET_TYPE_SERVER
@@ -310,12 +407,18 @@ def verify(
     negotiate_raw: bytes,
     challenge_raw: bytes,
     challenge_flags: int,
+    binding: Expected | None = None,
 ) -> Verdict:
     """Check a Type 3 against the NT hash of the claimed user's password.
 
     Accepts only NTLMv2. When the client's blob announces a MIC (MsvAvFlags bit 2,
     which clients set because our Type 2 carries a timestamp), the MIC over the
     three messages must verify too, so flags or names cannot be altered in transit.
+
+    With ``binding``, a target name or channel bindings in the blob must name this
+    server (MS-NLMP 3.2.5.1.2 with Extended Protection required): a response made
+    for another service or TLS channel is not accepted here, which is what defeats
+    relaying it. None skips that check.
     """
     nt = auth.nt_response
     if not nt:
@@ -333,7 +436,7 @@ def verify(
         return Verdict.BAD_RESPONSE
     # The blob is now known to come from someone holding the NT hash: parse it.
     try:
-        av_pairs = parse_av_pairs(blob[_BLOB_HEADER_BYTES:])
+        av_pairs = client_av_pairs(auth)
     except NTLMError:
         return Verdict.MALFORMED
     av_flags_raw = av_pairs.get(AvId.FLAGS, b"")
@@ -351,6 +454,8 @@ def verify(
         expected_mic = _hmac_md5(exported, negotiate_raw + challenge_raw + zeroed)
         if not hmac.compare_digest(mic, expected_mic):
             return Verdict.BAD_MIC
+    if binding is not None:
+        return _check_binding(av_pairs, binding)
     return Verdict.OK
 
 

@@ -51,6 +51,7 @@ import secrets
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from challenge import ntlm, page
 from challenge.basic import basic_allowed, parse_basic
@@ -89,6 +90,8 @@ class ChallengeRequest:
     # Identifies the TCP connection (the aiohttp transport); held weakly. None: closed.
     connection: object | None
     client_address: str | None
+    # The Host header as sent: names this server when ``server.public_url`` is not set.
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,13 @@ class ChallengeService:
         clock: Callable[[], dt.datetime] = _utc_now,
         target_names: ntlm.TargetNames | None = None,
         handshake_ttl: float = HANDSHAKE_TTL_SECONDS,
+        public_url: str | None = None,
+        tls_end_point: bytes | None = None,
     ) -> None:
+        """``tls_end_point``: ``tls-server-end-point:`` + hash of the certificate this
+        server presents (``challenge.tls_binding``), None when it does not terminate TLS.
+        ``public_url``: ``server.public_url``; its host is the one NTLM target names must
+        name, and an https one without ``tls_end_point`` means TLS ends at a proxy."""
         self._store = store
         self._cfg = cfg
         self._thumbprint = page.format_thumbprint(ca_md5_hex)
@@ -189,6 +198,11 @@ class ChallengeService:
         self._clock = clock
         self._names = target_names or ntlm.TargetNames()
         self._handshakes = _HandshakeTable(handshake_ttl)
+        public = urlsplit(public_url) if public_url else None
+        self._public_host = ntlm.normalize_host(public.netloc.rpartition("@")[2]) if public else None
+        self._channel_bindings = ntlm.channel_bindings_hash(tls_end_point) if tls_end_point is not None else None
+        # TLS reaches the client but we hold no certificate to bind to (a TLS-terminating proxy).
+        self._tls_offloaded = tls_end_point is None and (tls or (public is not None and public.scheme == "https"))
         # In the store: shared by every worker process and host (challenge.lockout).
         self._lockout = Lockout(
             store,
@@ -289,6 +303,14 @@ class ChallengeService:
         except ntlm.NTLMError as exc:
             log.info("malformed NTLM Type 3 (%s): client=%s", exc, req.client_address)
             return self._unauthorized(integration, req)
+        # The name this server goes by: the public URL's host when configured (a relaying
+        # attacker chooses the Host header), else the Host header.
+        host = self._public_host or (ntlm.normalize_host(req.host) if req.host else None)
+        expected = ntlm.Expected(
+            target_hosts=frozenset({host} if host else ()),
+            channel_bindings=self._channel_bindings,
+            tls_offloaded=self._tls_offloaded,
+        )
 
         async def check(target: Integration) -> str | None:
             if target.nt_hash_encrypted is None:
@@ -304,7 +326,11 @@ class ChallengeService:
                 handshake.negotiate_raw,
                 handshake.challenge_raw,
                 handshake.challenge_flags,
+                expected,
             )
+            if verdict is ntlm.Verdict.TARGET_MISMATCH:
+                name = ntlm.client_av_pairs(auth)[ntlm.AvId.TARGET_NAME].decode("utf-16-le")
+                log.info("NTLM target name %r does not name %s: client=%s", name[:100], host, req.client_address)
             return None if verdict is ntlm.Verdict.OK else verdict.value
 
         return await self._login(req, integration, auth.user, "ntlm", check)

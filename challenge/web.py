@@ -34,6 +34,7 @@ async def _handle(request: web.Request) -> web.Response:
             authorization=request.headers.get("Authorization"),
             connection=request.transport,
             client_address=request.remote,
+            host=request.headers.get("Host"),
         )
     )
     return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))

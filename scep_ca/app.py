@@ -24,6 +24,7 @@ from aiohttp import web
 
 from challenge.secret_key import load_or_create_secret_key
 from challenge.service import ChallengeService
+from challenge.tls_binding import end_point_application_data
 from challenge.web import setup_challenge_routes
 from config.model import Config
 from scep_ca.ca import CAIdentity
@@ -80,12 +81,16 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
+    tls = ssl_context(config) is not None
     challenges = ChallengeService(
         store,
         config.challenge,
         ca.fingerprint_md5,
         load_or_create_secret_key(config.data_dir),
-        tls=ssl_context(config) is not None,
+        tls=tls,
+        public_url=config.server.public_url,
+        # The certificate NTLM clients bind to (MsvAvChannelBindings): hashed once here.
+        tls_end_point=end_point_application_data(config.tls.cert.read_bytes()) if tls and config.tls.cert else None,
     )
     setup_challenge_routes(app, challenges)
     revocation = RevocationService(

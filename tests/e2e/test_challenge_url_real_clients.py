@@ -154,6 +154,7 @@ class KeepAliveClient:
         parts = urllib.parse.urlsplit(url)
         assert parts.hostname is not None and parts.port is not None
         self.path = parts.path
+        self.hostname = parts.hostname
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
         self.conn.connect()
         assert self.conn.sock is not None
@@ -171,7 +172,7 @@ class KeepAliveClient:
 
     def ntlm(self, user: str, password: str, type3: bytes | None = None) -> tuple[http.client.HTTPResponse, bytes]:
         """Type 1 -> 401 with our Type 2 -> Type 3 (pyspnego's, or ``type3``): the final answer."""
-        ctx = spnego.client(user, password, protocol="ntlm")
+        ctx = spnego.client(user, password, hostname=self.hostname, service="HTTP", protocol="ntlm")
         type1 = ctx.step()
         assert isinstance(type1, bytes)
         challenge = self.get(f"NTLM {base64.b64encode(type1).decode()}")

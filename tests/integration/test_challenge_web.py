@@ -179,7 +179,8 @@ async def ntlm_request(
 
     ``type3`` replaces the client's Type 3 (given Type 1 and Type 2) with a hand-made one.
     """
-    ctx = spnego.client(user, password, protocol="ntlm")
+    # Names this server as a real client does (MsvAvTargetName HTTP/<host of the URL>).
+    ctx = spnego.client(user, password, hostname="127.0.0.1", service="HTTP", protocol="ntlm")
     type1 = step(ctx)
     first = await client.request(method, url, data=data, headers={"Authorization": f"{scheme} {_b64(type1)}"})
     assert first.status == 401
@@ -409,7 +410,7 @@ async def test_stale_handshake_expires(env: Env) -> None:
 
 
 async def test_type3_replay_is_refused(env: Env) -> None:
-    ctx = spnego.client(env.a.username, env.a_password, protocol="ntlm")
+    ctx = spnego.client(env.a.username, env.a_password, hostname="127.0.0.1", service="HTTP", protocol="ntlm")
     first = await env.client.get(env.url(), headers={"Authorization": f"NTLM {_b64(step(ctx))}"})
     type2 = base64.b64decode(first.headers["WWW-Authenticate"].split(" ", 1)[1])
     await first.read()
@@ -630,12 +631,13 @@ async def test_connections_without_weak_references(env: Env) -> None:
         __slots__ = ()
 
     async def handshake(conn: object, type3_conn: object) -> int:
-        ctx = spnego.client(env.a.username, env.a_password, protocol="ntlm")
-        first = await env.service.handle(ChallengeRequest(env.a.id, f"NTLM {_b64(step(ctx))}", conn, "127.0.0.1"))
+        ctx = spnego.client(env.a.username, env.a_password, hostname="127.0.0.1", service="HTTP", protocol="ntlm")
+        type1 = f"NTLM {_b64(step(ctx))}"
+        first = await env.service.handle(ChallengeRequest(env.a.id, type1, conn, "127.0.0.1", "127.0.0.1"))
         offer = dict(first.headers)["WWW-Authenticate"]
         type2 = base64.b64decode(offer.split(" ", 1)[1])
         token = f"NTLM {_b64(step(ctx, type2))}"
-        final = await env.service.handle(ChallengeRequest(env.a.id, token, type3_conn, "127.0.0.1"))
+        final = await env.service.handle(ChallengeRequest(env.a.id, token, type3_conn, "127.0.0.1", "127.0.0.1"))
         return final.status
 
     conn = SlotConn()

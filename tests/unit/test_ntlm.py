@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from dataclasses import replace
+from typing import Any
 
 import pytest
 import spnego
+from spnego.channel_bindings import GssChannelBindings
 
 from challenge import ntlm
 from challenge.credentials import nt_hash
@@ -287,3 +290,151 @@ def test_mic_announced_and_zero_is_refused() -> None:
     data = _with_mic_slot(build_authenticate(nt=nt, user="scep-abc", domain=""))
     auth = ntlm.parse_authenticate(data, 0)
     assert ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, b"t1", b"t2", 0) is ntlm.Verdict.BAD_MIC
+
+
+# -- target name and channel bindings (MS-NLMP 2.2.2.1) -------------------------------------
+
+CBT_DATA = b"tls-server-end-point:" + hashlib.sha256(b"our certificate").digest()
+OURS = ntlm.Expected(
+    target_hosts=frozenset({"scep.example.com"}), channel_bindings=ntlm.channel_bindings_hash(CBT_DATA)
+)
+
+
+def bound_handshake(**client: Any) -> tuple[bytes, bytes, bytes, int]:
+    """A pyspnego Type 1/2/3 with ``hostname``, ``service`` or ``channel_bindings`` set."""
+    ctx = spnego.client("scep-abc", "S3cret", protocol="ntlm", **client)
+    type1 = ctx.step()
+    assert type1 is not None
+    flags = ntlm.parse_negotiate(type1).flags
+    type2 = ntlm.build_challenge(flags, SERVER_CHALLENGE, ntlm.filetime(1.7e9), ntlm.TargetNames())
+    type3 = ctx.step(type2)
+    assert type3 is not None
+    return type1, type2, type3, ntlm.challenge_flags_for(flags)
+
+
+def verify_bound(expected: ntlm.Expected, **client: Any) -> ntlm.Verdict:
+    type1, type2, type3, flags = bound_handshake(**client)
+    auth = ntlm.parse_authenticate(type3, flags)
+    return ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, type1, type2, flags, expected)
+
+
+@pytest.mark.parametrize(
+    ("hostname", "service", "verdict"),
+    [
+        ("scep.example.com", "HTTP", ntlm.Verdict.OK),
+        ("SCEP.Example.COM", "http", ntlm.Verdict.OK),
+        ("scep.example.com:443", "HTTP", ntlm.Verdict.OK),
+        ("evil.example.com", "HTTP", ntlm.Verdict.TARGET_MISMATCH),
+        ("scep.example.com", "cifs", ntlm.Verdict.TARGET_MISMATCH),
+        ("scep.example.com", "HOST", ntlm.Verdict.TARGET_MISMATCH),
+        ("unspecified", "host", ntlm.Verdict.TARGET_MISMATCH),  # pyspnego's default
+        ("scep.example.com/other", "HTTP", ntlm.Verdict.TARGET_MISMATCH),
+    ],
+)
+def test_target_name_must_name_this_server(hostname: str, service: str, verdict: ntlm.Verdict) -> None:
+    assert verify_bound(OURS, hostname=hostname, service=service) is verdict
+
+
+def test_target_name_refused_when_no_host_is_known() -> None:
+    nobody = ntlm.Expected(target_hosts=frozenset(), channel_bindings=None)
+    assert verify_bound(nobody, hostname="scep.example.com", service="HTTP") is ntlm.Verdict.TARGET_MISMATCH
+
+
+def test_without_expectations_the_names_are_not_checked() -> None:
+    type1, type2, type3, flags = bound_handshake(hostname="evil.example.com", service="HTTP")
+    auth = ntlm.parse_authenticate(type3, flags)
+    assert ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, type1, type2, flags) is ntlm.Verdict.OK
+
+
+def test_channel_bindings_match_pyspnego() -> None:
+    assert (
+        ntlm.channel_bindings_hash(CBT_DATA)
+        == hashlib.md5(GssChannelBindings(application_data=CBT_DATA).pack()).digest()
+    )
+
+
+@pytest.mark.parametrize(
+    ("expected", "data", "verdict"),
+    [
+        (OURS, CBT_DATA, ntlm.Verdict.OK),
+        (OURS, b"tls-server-end-point:" + bytes(32), ntlm.Verdict.BINDINGS_MISMATCH),
+        # Plain HTTP: no TLS channel here, so no bindings can be right.
+        (replace(OURS, channel_bindings=None), CBT_DATA, ntlm.Verdict.BINDINGS_MISMATCH),
+        # TLS ends at a proxy: we cannot know its certificate, the target name does the work.
+        (replace(OURS, channel_bindings=None, tls_offloaded=True), CBT_DATA, ntlm.Verdict.OK),
+    ],
+)
+def test_channel_bindings(expected: ntlm.Expected, data: bytes, verdict: ntlm.Verdict) -> None:
+    bindings = GssChannelBindings(application_data=data)
+    assert verify_bound(expected, hostname="scep.example.com", service="HTTP", channel_bindings=bindings) is verdict
+
+
+def _hand_made(av: bytes) -> ntlm.AuthenticateMessage:
+    nt = _v2_response("S3cret", "scep-abc", "", av + struct.pack("<HH", 0, 0))
+    return ntlm.parse_authenticate(build_authenticate(nt=nt, user="scep-abc", domain=""), 0)
+
+
+def _av(av_id: int, value: bytes) -> bytes:
+    return struct.pack("<HH", av_id, len(value)) + value
+
+
+@pytest.mark.parametrize(
+    ("av", "verdict"),
+    [
+        (b"", ntlm.Verdict.OK),  # curl, go-ntlmssp: neither pair
+        (_av(ntlm.AvId.TARGET_NAME, b""), ntlm.Verdict.OK),  # empty name: no name
+        (_av(ntlm.AvId.CHANNEL_BINDINGS, bytes(16)), ntlm.Verdict.OK),  # zero: no bindings
+        (_av(ntlm.AvId.TARGET_NAME, "HTTP/scep.example.com".encode("utf-16-le")), ntlm.Verdict.OK),
+        (_av(ntlm.AvId.TARGET_NAME, b"\x00\xd8"), ntlm.Verdict.MALFORMED),  # lone surrogate
+        (_av(ntlm.AvId.CHANNEL_BINDINGS, bytes(15)), ntlm.Verdict.MALFORMED),
+        (_av(ntlm.AvId.CHANNEL_BINDINGS, b"\x01" * 16), ntlm.Verdict.BINDINGS_MISMATCH),
+    ],
+)
+def test_hand_made_target_and_bindings(av: bytes, verdict: ntlm.Verdict) -> None:
+    for expected in (OURS, replace(OURS, channel_bindings=None)):
+        auth = _hand_made(av)
+        assert ntlm.verify(auth, nt_hash("S3cret"), SERVER_CHALLENGE, b"", b"", 0, expected) is verdict
+
+
+def test_names_are_checked_only_after_the_password() -> None:
+    auth = _hand_made(_av(ntlm.AvId.TARGET_NAME, "HTTP/evil".encode("utf-16-le")))
+    assert ntlm.verify(auth, nt_hash("wrong"), SERVER_CHALLENGE, b"", b"", 0, OURS) is ntlm.Verdict.BAD_RESPONSE
+
+
+def test_client_av_pairs() -> None:
+    name = "HTTP/scep.example.com".encode("utf-16-le")
+    pairs = ntlm.client_av_pairs(_hand_made(_av(ntlm.AvId.TARGET_NAME, name)))
+    assert pairs == {ntlm.AvId.TARGET_NAME: name}
+    with pytest.raises(ntlm.NTLMError):
+        ntlm.client_av_pairs(ntlm.parse_authenticate(build_authenticate(nt=b"\x11" * 24), 0))
+
+
+@pytest.mark.parametrize(
+    ("authority", "host"),
+    [
+        ("Scep.Example.com", "scep.example.com"),
+        ("scep.example.com:8443", "scep.example.com"),
+        ("[::1]:8080", "::1"),
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+        ("host:notaport", "host:notaport"),
+        ("[::1]junk", "[::1]junk"),
+    ],
+)
+def test_normalize_host(authority: str, host: str) -> None:
+    assert ntlm.normalize_host(authority) == host
+
+
+@pytest.mark.parametrize(
+    ("spn", "host"),
+    [
+        ("HTTP/Scep.example.com", "scep.example.com"),
+        ("http/scep.example.com:443", "scep.example.com"),
+        ("HOST/scep.example.com", None),
+        ("HTTP/", None),
+        ("HTTP", None),
+        ("HTTP/a/b", None),
+    ],
+)
+def test_target_name_host(spn: str, host: str | None) -> None:
+    assert ntlm.target_name_host(spn) == host
