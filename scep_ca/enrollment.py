@@ -25,6 +25,7 @@ from scep_ca.dn import DNError, parse_dn
 from scep_ca.enums import MessageType, PKIStatus
 from scep_ca.errors import BadRequest
 from scep_ca.issue import Issuer, Profile, random_serial
+from scep_ca.renewal import identity_mismatch
 from store.base import (
     CertificateRecord,
     CertStatus,
@@ -34,6 +35,7 @@ from store.base import (
     Integration,
     IntegrationNotFound,
     IssuanceRequest,
+    RenewalRefused,
     Store,
     Transaction,
     TransactionStatus,
@@ -43,6 +45,8 @@ log = logging.getLogger("scep_ca.enrollment")
 
 _SERIAL_ATTEMPTS = 3
 _CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"
+_ALREADY_RENEWED = "this certificate has already been renewed"
+_IDENTITY_CHANGED = "a renewal must keep the certificate's subject and subjectAltName"
 
 
 @dataclass(frozen=True)
@@ -128,10 +132,16 @@ class Enroller:
             raise BadRequest(_CHALLENGE_REJECTED)
         if integration.require_approval:
             return await self._queue(integration, checked, who, challenge_hash, now)
-        return await self._issue(integration, checked, who, challenge_hash=challenge_hash, supersedes=None)
+        return await self._issue(integration, checked, who, challenge_hash=challenge_hash)
 
     async def _queue(
-        self, integration: Integration, checked: CheckedCsr, who: Requester, challenge_hash: str, now: dt.datetime
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        who: Requester,
+        challenge_hash: str | None,
+        now: dt.datetime,
+        renews: str | None = None,
     ) -> Outcome:
         txn = Transaction(
             integration_id=integration.id,
@@ -141,6 +151,7 @@ class Enroller:
             created_at=now,
             message_type=who.message_type,
             csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
+            renews=renews,
         )
         try:
             await self._store.record_pending(txn, challenge_hash, now)
@@ -200,10 +211,16 @@ class Enroller:
     async def _renew(
         self, integration: Integration, checked: CheckedCsr, who: Requester, transaction_id: str
     ) -> Outcome:
+        """A renewal by RenewalReq or by certmonger's re-key PKCSReq: the same rules for both."""
         old = await self._renewable(integration, who.signer)
-        supersedes = old.serial if integration.revoke_superseded else None
+        _require_same_identity(who.signer, checked)
         who = dataclasses.replace(who, transaction_id=transaction_id, message_type=MessageType.RENEWAL_REQ)
-        return await self._issue(integration, checked, who, challenge_hash=None, supersedes=supersedes)
+        if integration.require_approval:
+            return await self._queue(integration, checked, who, None, self._clock(), renews=old.serial)
+        supersedes = old.serial if integration.revoke_superseded else None
+        return await self._issue(
+            integration, checked, who, challenge_hash=None, supersedes=supersedes, renews=old.serial
+        )
 
     async def _issued_here(self, signer: x509.Certificate) -> CertificateRecord | None:
         """The record of ``signer`` when it is exactly a certificate this CA issued (any integration)."""
@@ -219,6 +236,10 @@ class Enroller:
             raise BadRequest("renewal must be signed by a certificate this CA issued")
         if record.integration_id != integration.id:
             raise BadRequest("renewal must be signed by a certificate of this integration")
+        # Before the revocation check: with revoke_superseded the renewed certificate is also
+        # revoked, and "already renewed" is the reason that tells the client what happened.
+        if record.superseded_by is not None:
+            raise BadRequest(_ALREADY_RENEWED, f"superseded by {record.superseded_by}")
         if record.status is CertStatus.REVOKED:
             raise BadRequest("the certificate to renew is revoked")
         now = self._clock()
@@ -239,7 +260,14 @@ class Enroller:
         txn = await self._store.get_transaction(integration.id, who.transaction_id)
         if txn is None:
             raise BadRequest("unknown transaction")
-        return await self._resend(txn, spki_sha256(who.signer.public_key()))
+        key_hash = spki_sha256(who.signer.public_key())
+        if txn.renews is not None and key_hash != txn.pubkey_sha256:
+            # A renewing client may sign its polls as it signed the request: with the renewed
+            # certificate, whose key is not the new one.
+            renewed = await self._store.get_certificate(txn.renews)
+            if renewed is not None and renewed.pubkey_sha256 == key_hash:
+                key_hash = txn.pubkey_sha256
+        return await self._resend(txn, key_hash)
 
     # -- approval (operator) -------------------------------------------------------
 
@@ -250,16 +278,40 @@ class Enroller:
         if integration is None or txn is None or txn.status is not TransactionStatus.PENDING or not txn.csr_der:
             raise BadRequest("no pending request with this id")
         checked = self.check(integration, txn.csr_der)
+        supersedes = None
+        if txn.renews is not None:
+            supersedes = await self._approvable_renewal(integration, txn.renews, checked)
         for _attempt in range(_SERIAL_ATTEMPTS):
             record = self._sign(integration, checked, transaction_id, txn.message_type, None, None)
             try:
-                if not await self._store.resolve_pending(integration_id, transaction_id, record, self._clock()):
-                    raise BadRequest("the request is no longer pending")
+                resolved = await self._store.resolve_pending(
+                    integration_id, transaction_id, record, self._clock(), supersedes=supersedes
+                )
             except DuplicateSerial:
                 continue
+            except RenewalRefused as exc:
+                raise BadRequest("the certificate to renew was renewed or revoked while the request waited") from exc
+            if not resolved:
+                raise BadRequest("the request is no longer pending")
             log.info("approved serial=%s integration=%s tid=%s", record.serial, integration_id, transaction_id)
             return record
         raise BadRequest("could not allocate a unique serial number")
+
+    async def _approvable_renewal(self, integration: Integration, serial: str, checked: CheckedCsr) -> str | None:
+        """Check a queued renewal again at approval; the serial to revoke as superseded, if any.
+
+        The store's mark decides "renewed once" atomically; these reads only give the operator
+        the precise reason before any signing.
+        """
+        old = await self._store.get_certificate(serial)
+        if old is None:
+            raise BadRequest("the certificate to renew is unknown")
+        if old.superseded_by is not None:
+            raise BadRequest(_ALREADY_RENEWED, f"superseded by {old.superseded_by}")
+        if old.status is CertStatus.REVOKED:
+            raise BadRequest("the certificate to renew is revoked")
+        _require_same_identity(x509.load_der_x509_certificate(old.der), checked)
+        return old.serial if integration.revoke_superseded else None
 
     async def reject(self, integration_id: str, transaction_id: str) -> None:
         if not await self._store.resolve_pending(integration_id, transaction_id, None, self._clock()):
@@ -314,11 +366,12 @@ class Enroller:
         who: Requester,
         *,
         challenge_hash: str | None,
-        supersedes: str | None,
+        supersedes: str | None = None,
+        renews: str | None = None,
     ) -> Outcome:
         for _attempt in range(_SERIAL_ATTEMPTS):
             record = self._sign(integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent)
-            request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes)
+            request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
             try:
                 await self._store.record_issuance(request)
             except DuplicateSerial:
@@ -329,6 +382,12 @@ class Enroller:
                 raise BadRequest("this integration has been deleted") from exc
             except DuplicateTransaction:
                 return await self._lost_race(integration, who, checked)
+            except RenewalRefused as exc:
+                # Another renewal signed by the same certificate committed first. If it was this
+                # very transaction (a concurrent resend), answer as a resend; else refuse.
+                if await self._store.get_transaction(integration.id, who.transaction_id) is not None:
+                    return await self._lost_race(integration, who, checked)
+                raise BadRequest(_ALREADY_RENEWED, f"renews {renews}") from exc
             log.info(
                 "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
                 record.serial,
@@ -340,3 +399,10 @@ class Enroller:
             )
             return Outcome(PKIStatus.SUCCESS, record.der)
         raise BadRequest("could not allocate a unique serial number")
+
+
+def _require_same_identity(renewed: x509.Certificate, checked: CheckedCsr) -> None:
+    """Threat model: a certificate holder renews that identity only (same subject and SANs)."""
+    reason = identity_mismatch(renewed, checked)
+    if reason is not None:
+        raise BadRequest(_IDENTITY_CHANGED, reason)

@@ -35,6 +35,10 @@ class IntegrationNotFound(StoreError):
     """No live integration has this id."""
 
 
+class RenewalRefused(StoreError):
+    """The certificate to renew is already superseded (renewed once), revoked, or of another integration."""
+
+
 class DuplicateIntegration(StoreError):
     """An integration with this id, or a live one with this username, already exists."""
 
@@ -95,6 +99,9 @@ class CertificateRecord:
     revoked_at: datetime | None = None
     revocation_reason: str | None = None  # RFC 5280 reason name, e.g. "cessationOfOperation"
     created_at: datetime | None = None
+    # Serial of the certificate that renewed this one: a certificate is renewed at most once.
+    # Set only by the store (``IssuanceRequest.renews``, ``resolve_pending``); ignored on insert.
+    superseded_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,8 @@ class Transaction:
     serial: str | None = None
     message_type: int = 19
     csr_der: bytes | None = None
+    # A renewal waiting for approval: serial of the certificate it renews.
+    renews: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,16 @@ class IssuanceRequest:
     now: datetime
     # Serial of a certificate of the same integration to revoke as superseded, in the same transaction.
     supersedes: str | None = None
+    # Serial of the certificate this issuance renews: marked superseded by the new one in the same
+    # transaction, unless it is already superseded, revoked or of another integration
+    # (RenewalRefused, nothing changed). This is what makes "renewed once" atomic.
+    renews: str | None = None
+
+    def __post_init__(self) -> None:
+        # A renewal is authorised by the renewed certificate, never by a challenge; the stores'
+        # lock order (store/postgres.py) relies on a renewal taking no challenge row.
+        if self.renews is not None and self.challenge_hash is not None:
+            raise ValueError("a renewal consumes no challenge")
 
 
 @dataclass(frozen=True)
@@ -212,7 +231,8 @@ class Store(Protocol):
     # Issuance
     async def record_issuance(self, req: IssuanceRequest) -> None:
         """In one transaction: consume the challenge (if any), insert the certificate and its
-        transaction. Raises ChallengeRejected, DuplicateTransaction or DuplicateSerial and then
+        transaction, and mark ``req.renews`` superseded. Raises ChallengeRejected,
+        DuplicateTransaction, DuplicateSerial, IntegrationNotFound or RenewalRefused and then
         changes nothing."""
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None: ...
@@ -231,12 +251,21 @@ class Store(Protocol):
     ) -> Sequence[Transaction]: ...
 
     async def resolve_pending(
-        self, integration_id: str, transaction_id: str, certificate: CertificateRecord | None, now: datetime
+        self,
+        integration_id: str,
+        transaction_id: str,
+        certificate: CertificateRecord | None,
+        now: datetime,
+        *,
+        supersedes: str | None = None,
     ) -> bool:
         """Approve (insert ``certificate``, mark the transaction issued) or reject (``certificate`` None).
 
-        False when the transaction is not pending (already resolved, or unknown). Raises
-        DuplicateSerial (nothing changed) and IntegrationNotFound for a deleted integration."""
+        Approving a renewal (the transaction's ``renews``) marks the renewed certificate superseded
+        in the same transaction, as ``record_issuance`` does, and ``supersedes`` is revoked as
+        superseded. False when the transaction is not pending (already resolved, or unknown).
+        Raises DuplicateSerial, RenewalRefused (nothing changed) and IntegrationNotFound for a
+        deleted integration."""
 
     # Certificates
     async def get_certificate(self, serial: str) -> CertificateRecord | None: ...

@@ -57,6 +57,13 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   other write to that integration's rows is running. Everything else takes row locks in the
   order: one challenge row, then certificate rows, then the ``meta`` epoch row. So no cycle of
   waits can form.
+* Renewed once. A renewal's issuance (``scep_record_renewal``) and the approval of a queued
+  renewal both set the renewed certificate's ``superseded_by`` with one ``UPDATE ... WHERE
+  status = 'issued' AND superseded_by IS NULL``: concurrent renewals signed by one certificate
+  serialise on its row lock and the later one, re-checking the new row version, updates nothing
+  and changes nothing (RenewalRefused). The approval holds the pending transaction's row lock
+  before it takes the certificate's; an issuance never waits on a transaction row (its own row
+  is new, and a duplicate of a committed key fails at once), so no cycle forms there either.
 * Failed-login throttling (``auth_failure``) is one ``INSERT ... ON CONFLICT DO UPDATE ...
   RETURNING``: concurrent failures of one pair, from any process or host, serialise on the
   row (the second re-evaluates its SET against the first's committed row), so every failure
@@ -93,6 +100,7 @@ from store.base import (
     Integration,
     IntegrationNotFound,
     IssuanceRequest,
+    RenewalRefused,
     RevokedEntry,
     StoreError,
     StoreInfo,
@@ -116,9 +124,14 @@ CERTIFICATE_COLUMNS = (
     "transaction_id, pubkey_sha256, message_type, requester_address, user_agent, status, "
     "revoked_at, revocation_reason, created_at"
 )
-TRANSACTION_COLUMNS = "integration_id, transaction_id, pubkey_sha256, status, serial, message_type, csr_der, created_at"
+# What a certificate row is read as: the inserted columns, then the mark a renewal sets.
+CERTIFICATE_READ_COLUMNS = f"{CERTIFICATE_COLUMNS}, superseded_by"
+TRANSACTION_COLUMNS = (
+    "integration_id, transaction_id, pubkey_sha256, status, serial, message_type, csr_der, created_at, renews"
+)
 
 _RECORD_ISSUANCE = f"SELECT scep_record_issuance({', '.join(f'${n}' for n in range(1, 20))})"
+_RECORD_RENEWAL = f"SELECT scep_record_renewal({', '.join(f'${n}' for n in range(1, 21))})"
 _ADD_CHALLENGE = "SELECT scep_add_challenge($1, $2, $3, $4, $5)"
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = $1"
 # One round trip before a PKCSReq signs anything: the transaction (NULL columns when there
@@ -145,7 +158,18 @@ WHERE id = (
 _INSERT_CERTIFICATE = (
     f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 17))})"
 )
-_INSERT_TRANSACTION = f"INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+_INSERT_TRANSACTION = (
+    f"INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 10))})"
+)
+# See scep_record_renewal (store/schema_postgres.py) for why this settles concurrent renewals.
+_MARK_RENEWED = (
+    "UPDATE certificates SET superseded_by = $1 "
+    "WHERE serial = $2 AND integration_id = $3 AND status = 'issued' AND superseded_by IS NULL"
+)
+_SUPERSEDE = (
+    "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = 'superseded' "
+    "WHERE serial = $2 AND integration_id = $3 AND status = 'issued'"
+)
 # Failed-login throttling; see SQLiteStore.auth_failure for the same logic in Python.
 # $1 key, $2 now, $3 window, $4 max failures, $5 lockout. The CTE deletes a bounded number of
 # other pairs' rows whose window and lock are both over (rows are only created by failures,
@@ -579,10 +603,12 @@ class PostgresStore:
     async def record_issuance(self, req: IssuanceRequest) -> None:
         cert = req.certificate
         now = aware(req.now)
+        params = (*_certificate_params(cert, now), req.challenge_hash, now, req.supersedes)
         try:
-            result = await self._p().fetchval(
-                _RECORD_ISSUANCE, *_certificate_params(cert, now), req.challenge_hash, now, req.supersedes
-            )
+            if req.renews is None:
+                result = await self._p().fetchval(_RECORD_ISSUANCE, *params)
+            else:
+                result = await self._p().fetchval(_RECORD_RENEWAL, req.renews, *params)
         except asyncpg.UniqueViolationError as exc:
             # The function inserts the certificate first, as SQLiteStore does, so a request that
             # duplicates both is reported as DuplicateSerial on both backends.
@@ -595,6 +621,8 @@ class PostgresStore:
             raise IntegrationNotFound(cert.integration_id)
         if result == schema.ISSUANCE_CHALLENGE_REJECTED:
             raise ChallengeRejected(cert.integration_id)
+        if result == schema.ISSUANCE_RENEWAL_REFUSED:
+            raise RenewalRefused(req.renews)
 
     async def enrollment_state(
         self, integration_id: str, transaction_id: str, challenge_hash: str | None, now: datetime
@@ -651,7 +679,13 @@ class PostgresStore:
         return [_transaction(row) for row in rows]
 
     async def resolve_pending(
-        self, integration_id: str, transaction_id: str, certificate: CertificateRecord | None, now: datetime
+        self,
+        integration_id: str,
+        transaction_id: str,
+        certificate: CertificateRecord | None,
+        now: datetime,
+        *,
+        supersedes: str | None = None,
     ) -> bool:
         aware(now)
         cert_params = None if certificate is None else _certificate_params(certificate, now)
@@ -659,8 +693,8 @@ class PostgresStore:
             await _require_live(conn, integration_id)
             # FOR UPDATE: of two operators resolving the same request at once, the second waits,
             # re-checks the status once the first commits, and gets False.
-            pending = await conn.fetchval(
-                "SELECT 1 FROM transactions WHERE integration_id = $1 AND transaction_id = $2 "
+            pending = await conn.fetchrow(
+                "SELECT renews FROM transactions WHERE integration_id = $1 AND transaction_id = $2 "
                 "AND status = 'pending' FOR UPDATE",
                 integration_id,
                 transaction_id,
@@ -680,6 +714,13 @@ class PostgresStore:
                 if exc.constraint_name == schema.CERTIFICATES_PKEY:
                     raise DuplicateSerial(cert_params[0]) from exc
                 raise
+            renews = pending[0]
+            if renews is not None:
+                # Raising rolls the whole approval back: a certificate renewed or revoked while
+                # the request waited is not renewed again.
+                marked = await conn.execute(_MARK_RENEWED, cert_params[0], renews, integration_id)
+                if _rowcount(marked) != 1:
+                    raise RenewalRefused(renews)
             await conn.execute(
                 "UPDATE transactions SET status = 'issued', serial = $1 "
                 "WHERE integration_id = $2 AND transaction_id = $3",
@@ -687,12 +728,16 @@ class PostgresStore:
                 integration_id,
                 transaction_id,
             )
+            if supersedes is not None:
+                revoked = await conn.execute(_SUPERSEDE, now, supersedes, integration_id)
+                if _rowcount(revoked):
+                    await conn.execute(_BUMP_EPOCH, schema.REVOCATION_EPOCH_KEY)
             return True
 
     # -- certificates ----------------------------------------------------------------
 
     async def get_certificate(self, serial: str) -> CertificateRecord | None:
-        row = await self._p().fetchrow(f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = $1", serial)
+        row = await self._p().fetchrow(f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates WHERE serial = $1", serial)
         return None if row is None else _certificate(row)
 
     async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
@@ -711,7 +756,7 @@ class PostgresStore:
             clauses.append(f"not_after < {param(aware(flt.expired_before))}")
         if flt.issued_only_unexpired_at is not None:
             clauses.append(f"status = 'issued' AND not_after >= {param(aware(flt.issued_only_unexpired_at))}")
-        sql = f"SELECT {CERTIFICATE_COLUMNS} FROM certificates"
+        sql = f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY created_at, serial"
@@ -834,6 +879,7 @@ def _transaction_params(txn: Transaction) -> tuple[Any, ...]:
         txn.message_type,
         txn.csr_der,
         aware(txn.created_at),
+        txn.renews,
     )
 
 
@@ -874,6 +920,7 @@ def _certificate(row: Any) -> CertificateRecord:
         revoked_at=row[13],
         revocation_reason=row[14],
         created_at=row[15],
+        superseded_by=row[16],
     )
 
 
@@ -887,4 +934,5 @@ def _transaction(row: Any) -> Transaction:
         message_type=row[5],
         csr_der=row[6],
         created_at=row[7],
+        renews=row[8],
     )

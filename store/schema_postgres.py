@@ -7,7 +7,7 @@ collation so that ORDER BY and uniqueness are bytewise, as in SQLite, whatever t
 locale, and btree comparisons skip the locale machinery.
 
 Versions follow SQLite's (1: tables, 2: approval flags and the pending-queue index, 3: the
-failed-login throttle table), so that
+failed-login throttle table, 4: renewed-once marks and ``scep_record_renewal``), so that
 ``scep-ca db info`` means the same on both backends. Migration 2 also creates two PL/pgSQL
 functions for the hot paths, ``scep_record_issuance`` and ``scep_add_challenge``: each runs its
 whole unit of work server-side, so a call is one round trip and one implicit transaction (see
@@ -43,6 +43,7 @@ REVOCATION_EPOCH_KEY = "revocation_epoch"
 ISSUANCE_OK = 0
 ISSUANCE_NO_INTEGRATION = 1
 ISSUANCE_CHALLENGE_REJECTED = 2
+ISSUANCE_RENEWAL_REFUSED = 3
 ADD_CHALLENGE_OK = 0
 ADD_CHALLENGE_FULL = 1
 ADD_CHALLENGE_NO_INTEGRATION = 2
@@ -320,7 +321,83 @@ _V3 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# Parameters of scep_record_issuance, in order, to declare scep_record_renewal and pass them on.
+_ISSUANCE_PARAMS = (
+    ("p_serial", "text"),
+    ("p_integration_id", "text"),
+    ("p_issuer_fingerprint", "text"),
+    ("p_subject", "text"),
+    ("p_not_before", "timestamptz"),
+    ("p_not_after", "timestamptz"),
+    ("p_der", "bytea"),
+    ("p_transaction_id", "text"),
+    ("p_pubkey_sha256", "text"),
+    ("p_message_type", "integer"),
+    ("p_requester_address", "text"),
+    ("p_user_agent", "text"),
+    ("p_status", "text"),
+    ("p_revoked_at", "timestamptz"),
+    ("p_revocation_reason", "text"),
+    ("p_created_at", "timestamptz"),
+    ("p_challenge_hash", "text"),
+    ("p_now", "timestamptz"),
+    ("p_supersedes", "text"),
+)
+
+# A renewal: scep_record_issuance plus the renewed-once mark, in the same implicit transaction.
+# The mark comes first, so that two renewals signed by one certificate serialise on that
+# certificate's row lock before either inserts anything: the second, once the first commits,
+# re-evaluates the WHERE clause on the new row version (EvalPlanQual), finds superseded_by set
+# and returns RENEWAL_REFUSED having written nothing; if the first rolls back, the second
+# proceeds. Lock order as in scep_record_issuance: integration lock, then certificate rows
+# (a renewal consumes no challenge), then the meta row.
+_RECORD_RENEWAL = f"""
+CREATE FUNCTION scep_record_renewal(
+    p_renews text,
+    {", ".join(f"{name} {kind}" for name, kind in _ISSUANCE_PARAMS)}
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    result integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({LOCK_CLASS_INTEGRATION}, hashtext(p_integration_id));
+    PERFORM 1 FROM integrations WHERE id = p_integration_id AND deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN {ISSUANCE_NO_INTEGRATION};
+    END IF;
+    UPDATE certificates SET superseded_by = p_serial
+    WHERE serial = p_renews AND integration_id = p_integration_id AND status = 'issued'
+      AND superseded_by IS NULL;
+    IF NOT FOUND THEN
+        RETURN {ISSUANCE_RENEWAL_REFUSED};
+    END IF;
+    result := scep_record_issuance({", ".join(name for name, _ in _ISSUANCE_PARAMS)});
+    IF result <> {ISSUANCE_OK} THEN
+        -- Cannot happen while the shared integration lock is held (the liveness checked above
+        -- stands, and a renewal carries no challenge); raising undoes the mark if it ever does.
+        RAISE EXCEPTION 'scep_record_issuance returned % inside a renewal', result;
+    END IF;
+    UPDATE transactions SET renews = p_renews
+    WHERE integration_id = p_integration_id AND transaction_id = p_transaction_id;
+    RETURN {ISSUANCE_OK};
+END
+$fn$
+"""
+
+_V4 = Migration(
+    4,
+    (
+        # The same columns as SQLite's migration 4: a certificate's renewed-once mark and the
+        # certificate a renewal transaction renews. No foreign key: the mark is written before
+        # the new certificate's row.
+        'ALTER TABLE certificates ADD COLUMN superseded_by text COLLATE "C"',
+        'ALTER TABLE transactions ADD COLUMN renews text COLLATE "C"',
+        _RECORD_RENEWAL,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

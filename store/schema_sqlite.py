@@ -157,4 +157,16 @@ _V3 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+_V4 = Migration(
+    4,
+    (
+        # A certificate is renewed at most once: the renewal sets this, in the transaction that
+        # records the new certificate, only where it is still NULL (store/sqlite.py _MARK_RENEWED).
+        # No foreign key: the mark may be written before the new certificate's row.
+        "ALTER TABLE certificates ADD COLUMN superseded_by TEXT",
+        # A renewal's transaction names the certificate it renews; approval marks that one.
+        "ALTER TABLE transactions ADD COLUMN renews TEXT",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)

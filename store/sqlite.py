@@ -44,6 +44,7 @@ from store.base import (
     Integration,
     IntegrationNotFound,
     IssuanceRequest,
+    RenewalRefused,
     RevokedEntry,
     StoreError,
     StoreInfo,
@@ -57,7 +58,13 @@ WAL_AUTOCHECKPOINT_PAGES = 4000
 DELETION_REASON = "cessationOfOperation"
 
 _INSERT_CERTIFICATE = f"INSERT INTO certificates ({codec.CERTIFICATE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
-_INSERT_TRANSACTION = f"INSERT INTO transactions ({codec.TRANSACTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_TRANSACTION = f"INSERT INTO transactions ({codec.TRANSACTION_COLUMNS}) VALUES ({', '.join('?' * 9)})"
+# A certificate is renewed once: only an unrenewed, unrevoked certificate of the integration takes
+# the mark, so of two renewals signed by one certificate exactly one commits.
+_MARK_RENEWED = (
+    "UPDATE certificates SET superseded_by = ? "
+    "WHERE serial = ? AND integration_id = ? AND status = 'issued' AND superseded_by IS NULL"
+)
 # Several rows may share a hash (two identical random draws, or a re-added
 # challenge): consume exactly one of them.
 _SUPERSEDE = (
@@ -321,6 +328,7 @@ class SQLiteStore:
                 created_at=req.now,
                 serial=cert.serial,
                 message_type=cert.message_type,
+                renews=req.renews,
             )
         )
         with self._transaction() as conn:
@@ -334,6 +342,10 @@ class SQLiteStore:
                 raise ChallengeRejected(cert.integration_id)
             # A consumed challenge proves the integration live in this transaction: deleting an
             # integration deletes its challenges in the same transaction, and adding one checks it.
+            # The renewed-once mark before the inserts, in the order scep_record_renewal uses, so
+            # that both backends report an already renewed certificate as RenewalRefused first.
+            if req.renews is not None:
+                _mark_renewed(conn, req.renews, cert)
             try:
                 conn.execute(_INSERT_CERTIFICATE, cert_params)
             except sqlite3.IntegrityError as exc:
@@ -406,12 +418,20 @@ class SQLiteStore:
         return [codec.transaction_from_row(r) for r in rows]
 
     async def resolve_pending(
-        self, integration_id: str, transaction_id: str, certificate: CertificateRecord | None, now: datetime
+        self,
+        integration_id: str,
+        transaction_id: str,
+        certificate: CertificateRecord | None,
+        now: datetime,
+        *,
+        supersedes: str | None = None,
     ) -> bool:
+        now_us = codec.to_us(now)
         with self._transaction() as conn:
             _require_live(conn, integration_id)
             row = conn.execute(
-                "SELECT 1 FROM transactions WHERE integration_id = ? AND transaction_id = ? AND status = 'pending'",
+                "SELECT renews FROM transactions "
+                "WHERE integration_id = ? AND transaction_id = ? AND status = 'pending'",
                 (integration_id, transaction_id),
             ).fetchone()
             if row is None:
@@ -428,10 +448,14 @@ class SQLiteStore:
                 if _is_unique_violation(exc):
                     raise DuplicateSerial(certificate.serial) from exc
                 raise
+            if row[0] is not None:
+                _mark_renewed(conn, row[0], certificate)
             conn.execute(
                 "UPDATE transactions SET status = 'issued', serial = ? WHERE integration_id = ? AND transaction_id = ?",
                 (certificate.serial, integration_id, transaction_id),
             )
+            if supersedes is not None and conn.execute(_SUPERSEDE, (now_us, supersedes, integration_id)).rowcount:
+                conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
             return True
 
     # -- certificates ----------------------------------------------------------------
@@ -439,7 +463,7 @@ class SQLiteStore:
     async def get_certificate(self, serial: str) -> CertificateRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT {codec.CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?", (serial,)
+                f"SELECT {codec.CERTIFICATE_READ_COLUMNS} FROM certificates WHERE serial = ?", (serial,)
             ).fetchone()
         return None if row is None else codec.certificate_from_row(row)
 
@@ -458,7 +482,7 @@ class SQLiteStore:
         if flt.issued_only_unexpired_at is not None:
             clauses.append("status = 'issued' AND not_after >= ?")
             params.append(codec.to_us(flt.issued_only_unexpired_at))
-        sql = f"SELECT {codec.CERTIFICATE_COLUMNS} FROM certificates"
+        sql = f"SELECT {codec.CERTIFICATE_READ_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY created_at, serial"
@@ -563,6 +587,12 @@ class SQLiteStore:
 
 def _timedelta_us(value: timedelta) -> int:
     return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+def _mark_renewed(conn: sqlite3.Connection, renewed: str, new: CertificateRecord) -> None:
+    """Inside a write transaction: ``renewed`` is superseded by ``new``, or RenewalRefused."""
+    if conn.execute(_MARK_RENEWED, (new.serial, renewed, new.integration_id)).rowcount != 1:
+        raise RenewalRefused(renewed)
 
 
 def _require_live(conn: sqlite3.Connection, integration_id: str) -> None:

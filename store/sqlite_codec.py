@@ -34,7 +34,11 @@ CERTIFICATE_COLUMNS = (
     "transaction_id, pubkey_sha256, message_type, requester_address, user_agent, status, "
     "revoked_at, revocation_reason, created_at"
 )
-TRANSACTION_COLUMNS = "integration_id, transaction_id, pubkey_sha256, status, serial, message_type, csr_der, created_at"
+# What a certificate row is read as: the inserted columns, then the mark a renewal sets.
+CERTIFICATE_READ_COLUMNS = f"{CERTIFICATE_COLUMNS}, superseded_by"
+TRANSACTION_COLUMNS = (
+    "integration_id, transaction_id, pubkey_sha256, status, serial, message_type, csr_der, created_at, renews"
+)
 
 
 def to_us(value: datetime) -> int:
@@ -150,6 +154,7 @@ def certificate_params(cert: CertificateRecord, created_at: datetime) -> tuple[o
 
 
 def certificate_from_row(row: Row) -> CertificateRecord:
+    """A row selected as CERTIFICATE_READ_COLUMNS."""
     der = row[6]
     assert isinstance(der, bytes)
     return CertificateRecord(
@@ -169,6 +174,7 @@ def certificate_from_row(row: Row) -> CertificateRecord:
         revoked_at=opt_from_us(row[13]),
         revocation_reason=_opt_str(row[14]),
         created_at=from_us(row[15]),
+        superseded_by=_opt_str(row[16]),
     )
 
 
@@ -182,6 +188,7 @@ def transaction_params(txn: Transaction) -> tuple[object, ...]:
         txn.message_type,
         txn.csr_der,
         to_us(txn.created_at),
+        txn.renews,
     )
 
 
@@ -195,6 +202,7 @@ def transaction_from_row(row: Row) -> Transaction:
         message_type=_int(row[5]),
         csr_der=_opt_bytes(row[6]),
         created_at=from_us(row[7]),
+        renews=_opt_str(row[8]),
     )
 
 

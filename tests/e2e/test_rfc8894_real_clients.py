@@ -90,6 +90,7 @@ BAD_REQUEST = "2"
 CERTMONGER_BAD_REQUEST = "Transaction either is not permitted or is not supported by server."
 CHALLENGE_REFUSED = "the challenge password is invalid, expired or used"
 REJECTED_TEXT = "the request was rejected by the CA operator"
+IDENTITY_CHANGED = "a renewal must keep the certificate's subject and subjectAltName"
 # certmonger's waiting time after a PENDING answer (its CM_DELAY_CA_POLL), from its debug log.
 CERTMONGER_POLL_DELAY = "Will revisit Request1('{id}') in 604800 seconds."
 
@@ -499,6 +500,37 @@ def test_scepclient_renewalreq_of_a_certmonger_certificate(
     server.wait_log(rf"issued serial={new.serial_number:x} integration={iid} tid=\S+ type=17 ", mark)
     assert cert_show(server, old.serial_number)["status"] == "valid"
     assert server.certificate_count(iid) == 2
+
+
+def test_scepclient_renewalreq_for_another_cn_is_refused(renewal_server: ScepCaServer, tmp_path: Path) -> None:
+    """A certificate renews its own identity only: scepclient, run again with the key and the
+    certificate it enrolled for CN=grace but ``-cn mallory`` (its csr.pem removed, so it builds a
+    new CSR), sends a RenewalReq (17) signed by grace's certificate for another subject. scep-ca
+    answers FAILURE badRequest with a failInfoText, issues nothing and logs why."""
+    server = renewal_server
+    integration = server.create_integration("scepclient-other-cn", validity_days=VALIDITY_DAYS)
+    iid = integration["id"]
+    first = run_scepclient(integration["scep_url"], server.challenge(iid), tmp_path, subject_cn="grace")
+    assert first.issued, first.describe()
+    old_pem = first.cert_path.read_bytes()
+    old = load_cert(first.cert_path)
+    (tmp_path / "csr.pem").unlink()
+
+    mark = server.log_mark()
+    with RecordingProxy(server.base_url) as proxy:
+        other = run_scepclient(proxy.scep_url(iid), None, tmp_path, subject_cn="mallory")
+    assert not other.issued, other.describe()
+    assert first.cert_path.read_bytes() == old_pem
+    (sent,) = proxy.exchanges
+    assert sent.message_type == RENEWAL_REQ
+    assert cms_signer(sent.request, tmp_path / "sent", None) == old  # signed by grace's certificate
+    assert (sent.pki_status, sent.reply_attrs[FAIL_INFO]) == (FAILURE, BAD_REQUEST)
+    assert sent.reply_attrs[FAIL_INFO_TEXT] == IDENTITY_CHANGED
+    server.wait_log(
+        rf"scep failure integration={iid} .*type=17 .*failInfo=BAD_REQUEST detail=subject '[^']*CN=mallory", mark
+    )
+    assert server.certificate_count(iid) == 1
+    assert cert_show(server, old.serial_number)["status"] == "valid"
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scep_ca.client import (
@@ -24,7 +25,7 @@ from scep_ca.enrollment import Enroller, Requester
 from scep_ca.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.errors import BadRequest
 from scep_ca.issue import Profile, issue_certificate, random_serial
-from store.base import CertificateRecord, CertStatus, IssuanceRequest
+from store.base import CertificateFilter, CertificateRecord, CertStatus, IssuanceRequest, Transaction
 from tests.integration.conftest import Server, ServerFactory
 
 
@@ -344,3 +345,215 @@ async def test_pkcs_req_signed_by_our_certificate_renews_without_a_challenge(
     # A self-signed signer with the same used challenge is still refused.
     other = await _message(server, rekey, self_signed_signer(new_key), new_key, MessageType.PKCS_REQ, "ck-3")
     assert (other.status, other.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+
+
+# --- Renewal rules (threat model: a certificate holder renews that identity, once) ---------------
+
+IDENTITY_CHANGED = "a renewal must keep the certificate's subject and subjectAltName"
+ALREADY_RENEWED = "this certificate has already been renewed"
+
+
+async def _state(server: Server) -> tuple[list[CertificateRecord], list[Transaction]]:
+    """What a refused renewal must leave unchanged: every certificate and every transaction."""
+    store = server.store
+    return list(await store.list_certificates(CertificateFilter())), list(await store.list_transactions())
+
+
+def _csr(key: rsa.RSAPrivateKey, cn: str, challenge: str | None, sans: tuple[str, ...] = ()) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(parse_dn(f"CN={cn},O=Example"))
+    if challenge is not None:
+        builder = builder.add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode())
+    if sans:
+        san = x509.SubjectAlternativeName([x509.RFC822Name(s) for s in sans])
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+async def _renewal_server(make_server: ServerFactory, **flags: object) -> Server:
+    server = await make_server(**{"scep.renewal_days": 400})
+    if flags:
+        await _set(server, **flags)
+    return server
+
+
+async def _refused(server: Server, got: Reply, before: object, text: str) -> None:
+    assert (got.status, got.fail_info, got.fail_text) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST, text)
+    assert await _state(server) == before
+
+
+@pytest.mark.parametrize("kind", [MessageType.RENEWAL_REQ, MessageType.PKCS_REQ])
+async def test_renewal_for_another_subject_is_refused(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey, kind: MessageType
+) -> None:
+    """alice's certificate signs a request for CN=bob: a RenewalReq with no challenge, or the
+    certmonger re-key path (a PKCSReq signed by our certificate) with a bogus challenge."""
+    server = await _renewal_server(make_server)
+    first, _ = await _enroll(server, device_key, "id-1")
+    alice = first.certificates[0]
+    before = await _state(server)
+    challenge = "bogus" if kind is MessageType.PKCS_REQ else None
+    for n, cn in enumerate(("bob", "alice2", "Alice")):
+        got = await _message(server, _csr(_new_key(), cn, challenge), alice, device_key, kind, f"id-2-{n}")
+        await _refused(server, got, before, IDENTITY_CHANGED)
+    # The same certificate still renews its own identity.
+    own = await _message(server, _csr(_new_key(), "alice", challenge), alice, device_key, kind, "id-3")
+    assert own.status is PKIStatus.SUCCESS and own.certificates[0].subject == alice.subject
+
+
+@pytest.mark.parametrize("sans", [("bob@example.com",), (), ("alice@example.com", "bob@example.com")])
+async def test_renewal_that_changes_the_sans_is_refused(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey, sans: tuple[str, ...]
+) -> None:
+    server = await _renewal_server(make_server, allowed_san_types=("rfc822Name",))
+    signer = self_signed_signer(device_key)
+    csr = _csr(device_key, "alice", await server.challenge(), ("alice@example.com",))
+    alice = (await _message(server, csr, signer, device_key, MessageType.PKCS_REQ, "san-1")).certificates[0]
+    before = await _state(server)
+    got = await _message(
+        server, _csr(_new_key(), "alice", None, sans), alice, device_key, MessageType.RENEWAL_REQ, "san-2"
+    )
+    await _refused(server, got, before, IDENTITY_CHANGED)
+    same = _csr(_new_key(), "alice", None, ("alice@example.com",))
+    renewed = await _message(server, same, alice, device_key, MessageType.RENEWAL_REQ, "san-3")
+    assert renewed.status is PKIStatus.SUCCESS
+    ext = renewed.certificates[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert list(ext.value) == [x509.RFC822Name("alice@example.com")]
+
+
+@pytest.mark.parametrize("kind", [MessageType.RENEWAL_REQ, MessageType.PKCS_REQ])
+async def test_a_certificate_renews_once_but_a_resend_gets_the_same_answer(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey, kind: MessageType
+) -> None:
+    server = await _renewal_server(make_server)
+    first, _ = await _enroll(server, device_key, "once-1")
+    alice = first.certificates[0]
+    challenge = "bogus" if kind is MessageType.PKCS_REQ else None
+    csr = _csr(_new_key(), "alice", challenge)
+    renewed = await _message(server, csr, alice, device_key, kind, "once-2")
+    assert renewed.status is PKIStatus.SUCCESS
+    new = renewed.certificates[0]
+    before = await _state(server)
+    for refused_kind in (MessageType.RENEWAL_REQ, MessageType.PKCS_REQ):
+        again = await _message(server, _csr(_new_key(), "alice", challenge), alice, device_key, refused_kind, "once-3")
+        await _refused(server, again, before, ALREADY_RENEWED)
+    old = await server.store.get_certificate(format(alice.serial_number, "x"))
+    assert old is not None and old.superseded_by == format(new.serial_number, "x")
+    resent = await _message(server, csr, alice, device_key, kind, "once-2")
+    assert resent.status is PKIStatus.SUCCESS and resent.certificates == [new]
+    assert await _state(server) == before
+
+
+async def test_the_renewed_certificate_renews_in_turn(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await _renewal_server(make_server)
+    first, _ = await _enroll(server, device_key, "turn-1")
+    key2 = _new_key()
+    second = await _message(
+        server, _csr(key2, "alice", None), first.certificates[0], device_key, MessageType.RENEWAL_REQ, "turn-2"
+    )
+    third = await _message(
+        server, _csr(_new_key(), "alice", None), second.certificates[0], key2, MessageType.RENEWAL_REQ, "turn-3"
+    )
+    assert third.status is PKIStatus.SUCCESS and await server.cert_count() == 3
+
+
+async def test_renewal_with_approval_goes_pending_then_approve(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await _renewal_server(make_server, require_approval=True)
+    assert (await _enroll(server, device_key, "ap-1"))[0].status is PKIStatus.PENDING
+    enroller = _enroller(server)
+    alice = x509.load_der_x509_certificate((await enroller.approve(server.integration.id, "ap-1")).der)
+    key = _new_key()
+    csr = _csr(key, "alice", None)
+    count = await server.cert_count()
+    got = await _message(server, csr, alice, device_key, MessageType.RENEWAL_REQ, "ap-2")
+    assert got.status is PKIStatus.PENDING and await server.cert_count() == count
+    old = await server.store.get_certificate(format(alice.serial_number, "x"))
+    assert old is not None and old.superseded_by is None
+    # Polls signed with the renewed certificate (as the request was) or with the new key.
+    poll_payload = issuer_and_subject(server.ca.cert.subject, alice.subject)
+    polled = await _message(server, poll_payload, alice, device_key, MessageType.CERT_POLL, "ap-2")
+    assert polled.status is PKIStatus.PENDING
+    record = await enroller.approve(server.integration.id, "ap-2")
+    old = await server.store.get_certificate(format(alice.serial_number, "x"))
+    assert old is not None and old.superseded_by == record.serial
+    for signer, signer_key in ((alice, device_key), (self_signed_signer(key), key)):
+        polled = await _message(server, poll_payload, signer, signer_key, MessageType.CERT_POLL, "ap-2")
+        assert polled.status is PKIStatus.SUCCESS and format(polled.certificates[0].serial_number, "x") == record.serial
+    before = await _state(server)
+    again = await _message(server, _csr(_new_key(), "alice", None), alice, device_key, MessageType.RENEWAL_REQ, "ap-3")
+    await _refused(server, again, before, ALREADY_RENEWED)
+
+
+@pytest.mark.parametrize("meanwhile", ["revoked", "renewed"])
+async def test_approval_refused_when_the_certificate_was_revoked_or_renewed_meanwhile(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey, meanwhile: str
+) -> None:
+    server = await _renewal_server(make_server, require_approval=True)
+    await _enroll(server, device_key, "am-1")
+    enroller = _enroller(server)
+    alice = x509.load_der_x509_certificate((await enroller.approve(server.integration.id, "am-1")).der)
+    for tid in ("am-2", "am-3"):
+        got = await _message(server, _csr(_new_key(), "alice", None), alice, device_key, MessageType.RENEWAL_REQ, tid)
+        assert got.status is PKIStatus.PENDING
+    if meanwhile == "revoked":
+        await server.store.revoke_certificate(
+            format(alice.serial_number, "x"), "keyCompromise", dt.datetime.now(dt.UTC)
+        )
+    else:
+        await enroller.approve(server.integration.id, "am-3")
+    before = await _state(server)
+    with pytest.raises(BadRequest, match=meanwhile):
+        await enroller.approve(server.integration.id, "am-2")
+    assert await _state(server) == before
+
+
+async def test_renewal_of_a_queued_renewal_is_checked_again_at_approval(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    """Two queued renewals of one certificate: the store lets exactly one be approved."""
+    server = await _renewal_server(make_server, require_approval=True)
+    await _enroll(server, device_key, "aq-1")
+    enroller = _enroller(server)
+    alice = x509.load_der_x509_certificate((await enroller.approve(server.integration.id, "aq-1")).der)
+    for tid in ("aq-2", "aq-3"):
+        await _message(server, _csr(_new_key(), "alice", None), alice, device_key, MessageType.RENEWAL_REQ, tid)
+    results = await asyncio.gather(
+        *(enroller.approve(server.integration.id, tid) for tid in ("aq-2", "aq-3")), return_exceptions=True
+    )
+    assert sum(isinstance(r, CertificateRecord) for r in results) == 1
+    assert sum(isinstance(r, BadRequest) for r in results) == 1
+
+
+@pytest.mark.parametrize("kind", [MessageType.RENEWAL_REQ, MessageType.PKCS_REQ])
+async def test_renewal_signed_by_a_revoked_certificate_changes_nothing(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey, kind: MessageType
+) -> None:
+    server = await _renewal_server(make_server)
+    first, _ = await _enroll(server, device_key, "rv-1")
+    alice = first.certificates[0]
+    await server.store.revoke_certificate(format(alice.serial_number, "x"), "keyCompromise", dt.datetime.now(dt.UTC))
+    before = await _state(server)
+    challenge = "bogus" if kind is MessageType.PKCS_REQ else None
+    got = await _message(server, _csr(_new_key(), "alice", challenge), alice, device_key, kind, "rv-2")
+    await _refused(server, got, before, "the certificate to renew is revoked")
+
+
+@pytest.mark.parametrize("kind", [MessageType.RENEWAL_REQ, MessageType.PKCS_REQ])
+async def test_renewal_under_a_deleted_integration_changes_nothing(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey, kind: MessageType
+) -> None:
+    server = await _renewal_server(make_server)
+    first, _ = await _enroll(server, device_key, "del-1")
+    alice = first.certificates[0]
+    await server.store.delete_integration(server.integration.id, dt.datetime.now(dt.UTC))
+    before = await _state(server)
+    challenge = "bogus" if kind is MessageType.PKCS_REQ else None
+    got = await _message(server, _csr(_new_key(), "alice", challenge), alice, device_key, kind, "del-2")
+    await _refused(server, got, before, "this integration has been deleted")

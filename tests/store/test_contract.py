@@ -22,6 +22,7 @@ from store.base import (
     Integration,
     IntegrationNotFound,
     IssuanceRequest,
+    RenewalRefused,
     Store,
     Transaction,
     TransactionStatus,
@@ -590,6 +591,131 @@ async def test_issuance_can_supersede_a_certificate_atomically(store: Store) -> 
     assert old is not None and old.status is CertStatus.REVOKED and old.revocation_reason == "superseded"
     assert await store.revocation_epoch() != epoch
     assert (await store.get_certificate("0b")) is not None
+
+
+def renewal(serial: str, renews: str, tid: str | None = None) -> IssuanceRequest:
+    cert = certificate(serial, message_type=17, transaction_id=tid or f"t-renew-{serial}")
+    return replace(issuance(cert, challenge=None), renews=renews)
+
+
+async def test_a_certificate_is_renewed_once(store: Store) -> None:
+    await store.create_integration(integration())
+    await store.record_issuance(issuance(certificate("0a"), challenge=None))
+    await store.record_issuance(renewal("0b", renews="0a"))
+    old = await store.get_certificate("0a")
+    assert old is not None and old.superseded_by == "0b" and old.status is CertStatus.ISSUED
+    new = await store.get_certificate("0b")
+    assert new is not None and new.superseded_by is None
+    txn = await store.get_transaction("int1", "t-renew-0b")
+    assert txn is not None and txn.renews == "0a" and txn.serial == "0b"
+    before = await snapshot(store)
+    # A new transaction, and a resend of the first one: the store refuses both, changing nothing.
+    for again in (renewal("0c", renews="0a"), renewal("0d", renews="0a", tid="t-renew-0b")):
+        with pytest.raises(RenewalRefused):
+            await store.record_issuance(again)
+    assert await snapshot(store) == before
+    assert await store.get_transaction("int1", "t-renew-0c") is None
+    # The renewed certificate can itself be renewed, once.
+    await store.record_issuance(renewal("0e", renews="0b"))
+    assert [c.superseded_by for c in await store.list_certificates(CertificateFilter())] == ["0b", "0e", None]
+
+
+def test_a_renewal_consumes_no_challenge() -> None:
+    with pytest.raises(ValueError, match="no challenge"):
+        replace(issuance(certificate("0b"), challenge="c1"), renews="0a")
+
+
+@pytest.mark.parametrize("case", ["revoked", "other-integration", "unknown"])
+async def test_renewal_of_a_certificate_that_cannot_be_renewed(store: Store, case: str) -> None:
+    await store.create_integration(integration())
+    await store.create_integration(integration("int2"))
+    await store.record_issuance(issuance(certificate("0a", "int2" if case == "other-integration" else "int1"), None))
+    if case == "revoked":
+        assert await store.revoke_certificate("0a", "keyCompromise", NOW)
+    before = await snapshot(store)
+    with pytest.raises(RenewalRefused):
+        await store.record_issuance(renewal("0b", renews="ff" if case == "unknown" else "0a"))
+    assert await snapshot(store) == before
+    assert await store.get_transaction("int1", "t-renew-0b") is None
+    old = await store.get_certificate("0a")
+    assert old is not None and old.superseded_by is None
+
+
+async def test_renewal_on_a_deleted_integration(store: Store) -> None:
+    await store.create_integration(integration())
+    await store.record_issuance(issuance(certificate("0a"), None))
+    await store.delete_integration("int1", NOW)
+    with pytest.raises(IntegrationNotFound):
+        await store.record_issuance(renewal("0b", renews="0a"))
+    assert await store.count_certificates() == 1
+
+
+async def test_renewal_that_revokes_the_superseded_certificate(store: Store) -> None:
+    await store.create_integration(integration(revoke_superseded=True))
+    await store.record_issuance(issuance(certificate("0a"), None))
+    await store.record_issuance(replace(renewal("0b", renews="0a"), supersedes="0a"))
+    old = await store.get_certificate("0a")
+    assert old is not None and (old.status, old.revocation_reason, old.superseded_by) == (
+        CertStatus.REVOKED,
+        "superseded",
+        "0b",
+    )
+
+
+async def test_concurrent_renewals_of_one_certificate_exactly_one_wins(store: Store, harness: Harness) -> None:
+    await store.create_integration(integration())
+    await store.record_issuance(issuance(certificate("0a"), None))
+    other = await harness.second_store()
+
+    async def attempt(target: Store, n: int) -> bool:
+        try:
+            await target.record_issuance(renewal(f"{n + 0x100:x}", renews="0a"))
+        except RenewalRefused:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(s, 2 * n + i) for n in range(10) for i, s in enumerate((store, other))))
+    assert results.count(True) == 1
+    assert await store.count_certificates() == 2
+    old = await store.get_certificate("0a")
+    assert old is not None and old.superseded_by is not None
+    assert await store.get_certificate(old.superseded_by) is not None
+
+
+def pending_renewal(tid: str, renews: str) -> Transaction:
+    return replace(pending(tid), message_type=17, renews=renews)
+
+
+async def test_approving_a_renewal_marks_the_renewed_certificate(store: Store) -> None:
+    await store.create_integration(integration(require_approval=True, revoke_superseded=True))
+    await store.record_issuance(issuance(certificate("0a"), None))
+    await store.record_pending(pending_renewal("p1", "0a"), None, NOW)
+    txn = await store.get_transaction("int1", "p1")
+    assert txn is not None and txn.renews == "0a" and txn.status is TransactionStatus.PENDING
+    epoch = await store.revocation_epoch()
+    assert await store.resolve_pending("int1", "p1", certificate("0b", transaction_id="p1"), NOW, supersedes="0a")
+    old = await store.get_certificate("0a")
+    assert old is not None and (old.superseded_by, old.status) == ("0b", CertStatus.REVOKED)
+    assert old.revocation_reason == "superseded" and await store.revocation_epoch() != epoch
+
+
+@pytest.mark.parametrize("meanwhile", ["renewed", "revoked"])
+async def test_approving_a_renewal_refused_when_renewed_or_revoked_meanwhile(store: Store, meanwhile: str) -> None:
+    await store.create_integration(integration(require_approval=True))
+    await store.record_issuance(issuance(certificate("0a"), None))
+    await store.record_pending(pending_renewal("p1", "0a"), None, NOW)
+    if meanwhile == "renewed":
+        await store.record_pending(pending_renewal("p2", "0a"), None, NOW)
+        assert await store.resolve_pending("int1", "p2", certificate("0b", transaction_id="p2"), NOW)
+    else:
+        assert await store.revoke_certificate("0a", "keyCompromise", NOW)
+    before = await snapshot(store)
+    with pytest.raises(RenewalRefused):
+        await store.resolve_pending("int1", "p1", certificate("0c", transaction_id="p1"), NOW)
+    assert await snapshot(store) == before
+    txn = await store.get_transaction("int1", "p1")
+    assert txn is not None and txn.status is TransactionStatus.PENDING and txn.serial is None
+    assert await store.resolve_pending("int1", "p1", None, NOW), "it can still be rejected"
 
 
 async def test_integration_flags_round_trip(store: Store) -> None:
