@@ -84,6 +84,15 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# Checked against when the presented user name has no scrypt hash (not a live integration's,
+# or one without credentials), so that its answer costs what a wrong password's costs: the
+# same parameters as scrypt_hash. No password derives an all-zero key (odds 2**-256), and the
+# caller refuses the login whatever the comparison says.
+UNUSABLE_SCRYPT_HASH = (
+    f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(bytes(SCRYPT_SALT_BYTES))}${_b64(bytes(SCRYPT_DKLEN))}"
+)
+
+
 def scrypt_hash(password: str) -> str:
     """``scrypt$N$r$p$salt_b64$hash_b64`` of the UTF-8 password, with a fresh salt."""
     salt = secrets.token_bytes(SCRYPT_SALT_BYTES)

@@ -1,29 +1,41 @@
-"""Failed-login throttling for the challenge URL, per (user name, client address).
+"""Failed-login throttling for the challenge URL: a budget of credential checks per key.
 
-Policy (``ChallengeConfig``): more than ``lockout_failures`` failed logins for one
-(user name, client address) pair within ``lockout_window_seconds`` lock that pair
-out for ``lockout_seconds``. While locked, every login attempt of the pair, right
-or wrong, is answered with HTTP 429 Too Many Requests and a ``Retry-After``
-header, without checking the credentials (the attempt that trips the lock is
-answered 429 too). A successful login clears the pair's failures. Failures while
-locked are not counted and do not extend the lock; counting starts afresh after it.
+Keys. A login presenting the user name of a live integration is keyed by (that user name,
+client address); a login presenting any other user name by the client address alone
+(``address_key``), so a flood of random user names from one address shares one budget and
+one row, and the table does not grow with the names tried.
 
-The window is fixed, not sliding: it opens at the pair's first failure (or the
-first one after the previous window ended) and the failures in it are counted
-until ``lockout_window_seconds`` later. So the lock trips on the
-(``lockout_failures`` + 1)-th failure within one window; failures straddling two
-windows can reach up to twice the threshold in a window's length before a lock.
+Policy (``ChallengeConfig``). Before any credential is checked, the attempt is reserved in
+the store (``Store.auth_reserve``: one atomic transaction that counts it and answers). In one
+fixed window of ``lockout_window_seconds`` a key gets at most ``lockout_failures`` checks:
+every reservation counts as in flight until its check ends, a failed check counts as a
+failure, a successful one is released and clears the key's failures. So at most
+``lockout_failures`` checks run per key and window, however many requests arrive at once and
+whichever worker process or host receives them. Answers without a check:
 
-Keying by the pair, not by the user name alone, means a stranger guessing
-passwords cannot lock the real MDM server out from another address. The
-passwords are 160-bit random values, so the lock is about noise and load, not
+* the window's failures already reached ``lockout_failures``: the key is locked for
+  ``lockout_seconds`` from this attempt, and it and every later attempt of the key, right or
+  wrong, gets HTTP 429 Too Many Requests with ``Retry-After`` until the lock ends. Attempts
+  while locked are not counted and do not extend the lock; counting starts afresh after it.
+* checks still in flight hold the rest of the budget: HTTP 429 with ``Retry-After: 1``, no
+  lock (the checks in flight may yet succeed, as when an MDM fetches many challenges at once).
+
+So the ``lockout_failures``-th failure in a window is still answered 401, and the next
+attempt trips the lock (429). The window is fixed, not sliding: it opens at the key's first
+reservation (or the first after the previous window or lock ended) and lasts
+``lockout_window_seconds``; checks straddling two windows can reach twice the budget in one
+window's length. A reservation whose check is still running when its window ends counts in
+neither window.
+
+Keying by the pair, not by the user name alone, means a stranger guessing passwords cannot
+lock the real MDM server out from another address. The passwords are 160-bit random values,
+so the budget is about noise and load (each Basic check is ~0.1 s of scrypt and 32 MiB), not
 about guessing odds.
 
-State is in the store (table ``auth_throttle``), shared by every worker process and
-every host on the same database, so the threshold holds however connections are
-spread. Each failure is counted atomically (one transaction, see ``Store.auth_failure``).
-The key is the SHA-256 of the normalised pair: no user names are stored. Rows whose
-window and lock are both over are purged, a bounded number per failure.
+State is in the store (table ``auth_throttle``), shared by every worker process and every
+host on the same database. Keys are SHA-256 hashes: no user names are stored. A check that
+never reports back (its process died) holds its slot until the window ends. Rows whose window
+and lock are both over are purged, a bounded number per reservation.
 """
 
 from __future__ import annotations
@@ -31,16 +43,34 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from store.base import Store
+from store.base import AuthVerdict, Store
+
+# Retry-After when checks in flight hold the budget: they end within about a second.
+BUSY_RETRY_SECONDS = 1.0
 
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """The store's answer to one reservation, as the service needs it."""
+
+    key: str
+    window_start: dt.datetime
+    allowed: bool
+    # Refused: seconds until the key may try again (for Retry-After).
+    retry_after: float = 0.0
+    # Refused because the key is locked out; tripped: by this very attempt.
+    locked: bool = False
+    tripped: bool = False
+
+
 class Lockout:
-    """Fixed-window failure counter with timed lock-out, kept in ``store``; ``clock`` returns aware UTC datetimes."""
+    """Per-key check budget with timed lock-out, kept in ``store``; ``clock`` returns aware UTC datetimes."""
 
     def __init__(
         self,
@@ -65,18 +95,25 @@ class Lockout:
         material = f"{len(name)}:{name}{address}".encode("utf-8", "surrogatepass")
         return hashlib.sha256(material).hexdigest()
 
-    async def retry_after(self, key: str) -> float:
-        """Seconds until ``key`` may try again; 0 when it is not locked."""
-        now = self._clock()
-        until = await self._store.auth_locked_until(key, now)
-        return 0.0 if until is None else max(0.0, (until - now).total_seconds())
+    @staticmethod
+    def address_key(address: str) -> str:
+        """The key of every user name that is not a live integration's, from ``address``."""
+        # Not of key()'s "<digits>:" form, so it cannot collide with any pair's key.
+        return hashlib.sha256(f"unknown-user\0{address}".encode("utf-8", "surrogatepass")).hexdigest()
 
-    async def record_failure(self, key: str) -> float:
-        """Count a failure; returns the lock time left (> 0 when the pair is locked after it)."""
+    async def reserve(self, key: str) -> Attempt:
+        """Reserve one check for ``key``; when allowed, report its outcome with ``release``."""
         now = self._clock()
-        until = await self._store.auth_failure(key, now, self._window, self._max_failures, self._lockout)
-        return 0.0 if until is None else max(0.0, (until - now).total_seconds())
+        answer = await self._store.auth_reserve(key, now, self._window, self._max_failures, self._lockout)
+        if answer.verdict is AuthVerdict.ALLOWED:
+            return Attempt(key, answer.window_start, allowed=True)
+        if answer.verdict is AuthVerdict.BUSY or answer.locked_until is None:
+            return Attempt(key, answer.window_start, allowed=False, retry_after=BUSY_RETRY_SECONDS)
+        wait = max(0.0, (answer.locked_until - now).total_seconds())
+        # The store locks until exactly now + lockout when this reservation trips the lock.
+        tripped = answer.locked_until == now + self._lockout
+        return Attempt(key, answer.window_start, allowed=False, retry_after=wait, locked=True, tripped=tripped)
 
-    async def record_success(self, key: str) -> None:
-        """Forget the pair's failures (a lock that a concurrent failure set meanwhile stays)."""
-        await self._store.auth_success(key, self._clock())
+    async def release(self, attempt: Attempt, *, failed: bool) -> None:
+        """End an allowed attempt: a failure counts; a success forgets the key's failures."""
+        await self._store.auth_release(attempt.key, attempt.window_start, self._clock(), failed=failed)

@@ -16,13 +16,20 @@ Answers, in the order they are decided:
   401): 401 carrying our Type 2; the server challenge is remembered for this TCP
   connection only, for at most ``handshake_ttl`` seconds, and used once.
 * Credentials (NTLM Type 3 or Basic) for an unknown or deleted integration: 404.
-* (user name, client address) locked out: 429 with ``Retry-After`` (see
-  ``challenge.lockout`` for the policy; the state is in the store, shared by all
-  workers and hosts). The lock is checked before the credentials, so even right
-  ones get 429 until it ends.
-* Wrong credentials (unknown user, wrong password, this integration's user name
-  with another integration's password, NTLMv1 or LM, a bad MIC): 401 as above,
-  counted towards the lockout; the failure that trips it gets 429.
+* Basic credentials while this process already runs and queues as many scrypt checks as
+  ``basic_check_concurrency`` + ``basic_check_queue`` allow: 503 with ``Retry-After: 1``
+  (``challenge.gate``), before anything is counted.
+* Before any credential is checked the attempt is reserved in the store, keyed by (user
+  name, client address), or by the address alone for a user name that is no live
+  integration's (see ``challenge.lockout`` for the policy; the state is in the store, shared
+  by all workers and hosts). Key locked out, or its window's checks used up: 429 with
+  ``Retry-After``, even for right credentials. Checks of the key still in flight holding the
+  rest of the budget: 429 with ``Retry-After: 1``.
+* Wrong credentials (unknown user, wrong password, this integration's user name with
+  another integration's password, NTLMv1 or LM, a bad MIC): 401 as above, counted towards
+  the lockout. An unknown user name costs the same work as a wrong password (scrypt against
+  an unusable hash for Basic, NTLMv2 against a random NT hash for NTLM), so the answer's
+  timing does not tell them apart.
 * Valid credentials of another integration: NDES's no-permission page (200),
   which is what NDES shows an authenticated account without enrollment rights.
   No challenge is created: one integration's credentials never open another's.
@@ -36,7 +43,9 @@ authenticated connection to another. go-ntlmssp (Fleet) and Apache HttpClient
 (Java MDMs) simply handshake again for the next challenge.
 
 Logs carry the user name, client address, integration id and outcome; never
-passwords, challenges, NTLM messages or hashes.
+passwords, challenges, NTLM messages or hashes. A user name is logged as is only when it
+has our form (``scep-<integration id>``); anything else (a password typed into the user
+name field, say) is logged as its length and a hash keyed with the server's secret.
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -56,14 +67,19 @@ from urllib.parse import urlsplit
 from challenge import ntlm, page
 from challenge.basic import basic_allowed, parse_basic
 from challenge.credentials import (
+    NT_HASH_BYTES,
+    UNUSABLE_SCRYPT_HASH,
+    USERNAME_PREFIX,
     CredentialError,
     bare_username,
     decrypt_nt_hash,
+    encrypt_nt_hash,
     scrypt_verify,
     username_matches,
 )
+from challenge.gate import WorkGate
 from challenge.issuer import issue_challenge
-from challenge.lockout import Lockout
+from challenge.lockout import Attempt, Lockout
 from config.model import ChallengeConfig
 from store.base import Integration, IntegrationNotFound, Store
 
@@ -75,6 +91,8 @@ HANDSHAKE_TTL_SECONDS = 60.0
 _INTEGRATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HTML = (("Content-Type", "text/html"), ("Cache-Control", "no-store"))
 _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
+# Retry-After of a Basic login refused because the process's scrypt queue is full.
+BUSY_RETRY_SECONDS = 1
 
 
 def _utc_now() -> dt.datetime:
@@ -164,9 +182,10 @@ class _Misconfigured(Exception):
     """Stored credentials cannot be used with this server's secret key."""
 
 
-# A credential check: None when the credentials are right for the integration, else
-# a short reason for the log.
-_Check = Callable[[Integration], Awaitable[str | None]]
+# A credential check: None when the credentials are right for the integration, else a short
+# reason for the log. Given None (the user name is no live integration's) it does the same
+# work against unusable material, so that the answer takes as long, and refuses.
+_Check = Callable[[Integration | None], Awaitable[str | None]]
 
 
 class ChallengeService:
@@ -211,6 +230,10 @@ class ChallengeService:
             cfg.lockout_seconds,
             clock=clock,
         )
+        self._scrypt_gate = WorkGate(cfg.basic_check_concurrency, cfg.basic_check_queue)
+        # NTLM's stand-in for user names without an NT hash: a random one, so nobody can
+        # answer for it (and the answer is refused anyway).
+        self._unusable_nt_blob = encrypt_nt_hash(secret_key, secrets.token_bytes(NT_HASH_BYTES))
 
     def _seconds(self) -> float:
         return self._clock().timestamp()
@@ -269,14 +292,31 @@ class ChallengeService:
             log.info("malformed basic credentials: client=%s", req.client_address)
             return self._unauthorized(integration, req)
 
-        async def check(target: Integration) -> str | None:
-            if target.password_scrypt is None:
+        async def check(target: Integration | None) -> str | None:
+            stored = target.password_scrypt if target is not None else None
+            async with self._scrypt_gate.slot():
+                # scrypt takes ~0.1 s and 32 MiB: off the event loop.
+                ok = await asyncio.to_thread(scrypt_verify, creds.password, stored or UNUSABLE_SCRYPT_HASH)
+            if target is None:
+                return "unknown-user"
+            if stored is None:
                 return "no-credentials"
-            # scrypt takes ~0.1 s and 32 MiB: off the event loop.
-            ok = await asyncio.to_thread(scrypt_verify, creds.password, target.password_scrypt)
             return None if ok else "wrong-password"
 
-        return await self._login(req, integration, creds.username, "basic", check)
+        if integration is None:
+            return await self._login(req, integration, creds.username, "basic", check)  # 404, nothing checked
+        if not self._scrypt_gate.admit():
+            log.warning(
+                "basic login refused, password checks busy (%d running or waiting): integration=%s client=%s",
+                self._scrypt_gate.admitted,
+                req.integration_id,
+                req.client_address,
+            )
+            return self._busy()
+        try:
+            return await self._login(req, integration, creds.username, "basic", check)
+        finally:
+            self._scrypt_gate.leave()
 
     async def _ntlm(
         self, req: ChallengeRequest, integration: Integration | None, scheme: str, token: str
@@ -312,12 +352,13 @@ class ChallengeService:
             tls_offloaded=self._tls_offloaded,
         )
 
-        async def check(target: Integration) -> str | None:
-            if target.nt_hash_encrypted is None:
-                return "no-credentials"
+        async def check(target: Integration | None) -> str | None:
+            blob = target.nt_hash_encrypted if target is not None else None
             try:
-                nt_hash = decrypt_nt_hash(self._secret_key, target.nt_hash_encrypted)
+                nt_hash = decrypt_nt_hash(self._secret_key, blob or self._unusable_nt_blob)
             except CredentialError as exc:
+                if blob is None:
+                    return "unknown-user" if target is None else "no-credentials"
                 raise _Misconfigured(str(exc)) from exc
             verdict = ntlm.verify(
                 auth,
@@ -328,6 +369,10 @@ class ChallengeService:
                 handshake.challenge_flags,
                 expected,
             )
+            if target is None:
+                return "unknown-user"
+            if blob is None:
+                return "no-credentials"
             if verdict is ntlm.Verdict.TARGET_MISMATCH:
                 name = ntlm.client_av_pairs(auth)[ntlm.AvId.TARGET_NAME].decode("utf-16-le")
                 log.info("NTLM target name %r does not name %s: client=%s", name[:100], host, req.client_address)
@@ -372,30 +417,35 @@ class ChallengeService:
         if integration is None:
             log.info("credentials for unknown integration %s: client=%s", req.integration_id, address)
             return self._not_found()
-        user = bare_username(presented)
-        key = Lockout.key(user, address)
-        wait = await self._lockout.retry_after(key)
-        if wait > 0:
-            log.warning("locked out: integration=%s user=%s client=%s", integration.id, user, address)
-            return self._too_many(wait)
+        user = self._user_for_log(bare_username(presented))
         target = await self._owner(integration, presented)
+        # User names that are no live integration's share one key per address (and one row).
+        key = Lockout.address_key(address) if target is None else Lockout.key(target.username, address)
+        attempt = await self._lockout.reserve(key)
+        if not attempt.allowed:
+            self._log_refused(attempt, method, integration, user, address)
+            return self._too_many(attempt.retry_after)
+        failed = True
         try:
-            reason = "unknown-user" if target is None else await check(target)
+            reason = await check(target)
+            failed = reason is not None
         except _Misconfigured as exc:
             log.error("cannot use stored credentials of %s: %s", target.id if target else "?", exc)
             return ChallengeResponse(500, _TEXT, b"500 Internal Server Error\n")
+        finally:
+            # Shielded: a cancelled request must still give its reservation back (as a
+            # failure: the check may have run), or it would hold a slot until the window ends.
+            await asyncio.shield(self._lockout.release(attempt, failed=failed))
         if target is None or reason is not None:
-            wait = await self._lockout.record_failure(key)
             log.warning(
-                "%s login failed (%s): integration=%s user=%s client=%s%s",
+                "%s login failed (%s): integration=%s user=%s client=%s",
                 method,
                 reason,
                 integration.id,
                 user,
                 address,
-                " - now locked out" if wait > 0 else "",
             )
-            return self._too_many(wait) if wait > 0 else self._unauthorized(integration, req)
+            return self._unauthorized(integration, req)
         if target.id != integration.id:
             log.warning(
                 "%s login of integration %s's user on integration %s: no permission; user=%s client=%s",
@@ -406,8 +456,39 @@ class ChallengeService:
                 address,
             )
             return self._html(page.render_no_permission())
-        await self._lockout.record_success(key)
         return await self._page(integration, user, address)
+
+    @staticmethod
+    def _log_refused(attempt: Attempt, method: str, integration: Integration, user: str, address: str) -> None:
+        if attempt.tripped:
+            log.warning(
+                "%s login refused, too many failures - now locked out for %ds: integration=%s user=%s client=%s",
+                method,
+                round(attempt.retry_after),
+                integration.id,
+                user,
+                address,
+            )
+        elif attempt.locked:
+            log.warning("locked out: integration=%s user=%s client=%s", integration.id, user, address)
+        else:
+            log.warning(
+                "%s login refused, checks in flight hold the budget: integration=%s user=%s client=%s",
+                method,
+                integration.id,
+                user,
+                address,
+            )
+
+    def _user_for_log(self, name: str) -> str:
+        """A user name as the log may show it: ours (``scep-<integration id>``) as is, anything
+        else (a password typed into the user name field, say) as its length and a keyed hash."""
+        if name.startswith(USERNAME_PREFIX) and _INTEGRATION_ID.fullmatch(name[len(USERNAME_PREFIX) :]):
+            return name
+        # Keyed with the server's secret: equal names still correlate in the log, but a log
+        # reader cannot test guesses against a plain hash.
+        digest = hmac.new(self._secret_key, b"log-user\0" + name.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return f"<unknown len={len(name)} hmac:{digest.hexdigest()[:8]}>"
 
     async def _owner(self, integration: Integration, presented: str) -> Integration | None:
         """The live integration whose user name was presented (this one first)."""
@@ -437,6 +518,11 @@ class ChallengeService:
     @staticmethod
     def _not_found() -> ChallengeResponse:
         return ChallengeResponse(404, _TEXT, b"404 Not Found\n")
+
+    @staticmethod
+    def _busy() -> ChallengeResponse:
+        headers = (("Retry-After", str(BUSY_RETRY_SECONDS)), *_TEXT)
+        return ChallengeResponse(503, headers, b"503 Service Unavailable\n")
 
     @staticmethod
     def _too_many(wait: float) -> ChallengeResponse:

@@ -67,6 +67,10 @@ class ChallengeConfig:
     lockout_failures: int = 10
     lockout_window_seconds: int = 300
     lockout_seconds: int = 900
+    # Basic logins' scrypt checks (~0.1 s CPU and 32 MiB each) running at once per process,
+    # and how many more may wait; beyond that a Basic login gets 503 with Retry-After.
+    basic_check_concurrency: int = 2
+    basic_check_queue: int = 16
 
 
 @dataclass(frozen=True)

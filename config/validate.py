@@ -89,6 +89,9 @@ def _validate_challenge(config: Config) -> None:
     _positive("challenge.lockout_failures", ch.lockout_failures)
     _positive("challenge.lockout_window_seconds", ch.lockout_window_seconds)
     _positive("challenge.lockout_seconds", ch.lockout_seconds)
+    _positive("challenge.basic_check_concurrency", ch.basic_check_concurrency)
+    if ch.basic_check_queue < 0:
+        raise ConfigError("challenge.basic_check_queue", "must be 0 or more")
 
 
 def _validate_certificate(config: Config) -> None:

@@ -180,6 +180,23 @@ class DeleteResult:
     deleted_at: datetime
 
 
+class AuthVerdict(enum.StrEnum):
+    """The answer to an attempt reservation (``Store.auth_reserve``)."""
+
+    ALLOWED = "allowed"  # a check may run; report its outcome with auth_release
+    LOCKED = "locked"  # the key is locked out until ``locked_until``
+    BUSY = "busy"  # checks still in flight hold the rest of the window's budget
+
+
+@dataclass(frozen=True)
+class AuthReservation:
+    verdict: AuthVerdict
+    # The window the reservation belongs to: pass it back to auth_release, which applies to
+    # that window only.
+    window_start: datetime
+    locked_until: datetime | None = None
+
+
 @dataclass
 class StoreInfo:
     schema_version: int
@@ -285,25 +302,31 @@ class Store(Protocol):
     async def revocation_epoch(self) -> int:
         """A counter that changes whenever any revocation or deletion happens (cache key)."""
 
-    # Failed-login throttling (challenge URL; policy in challenge/lockout.py). ``key`` is an
-    # opaque string (the caller hashes the user name and client address into it). Fixed
-    # window: a pair's failures are counted from its first failure for ``window``; a failure
-    # after the window has ended starts a new window.
+    # Failed-login throttling (challenge URL; policy in challenge/lockout.py, arithmetic in
+    # store/throttle.py). ``key`` is an opaque string (the caller hashes what it throttles into
+    # it). An attempt is reserved before its credentials are checked, so the budget of
+    # ``max_attempts`` checks per key and window holds however many run at once, in any
+    # process or host.
     async def auth_locked_until(self, key: str, now: datetime) -> datetime | None:
-        """End of the pair's lock if it is locked at ``now``, else None. Read-only."""
+        """End of the key's lock if it is locked at ``now``, else None. Read-only."""
 
-    async def auth_failure(
-        self, key: str, now: datetime, window: timedelta, max_failures: int, lockout: timedelta
-    ) -> datetime | None:
-        """Atomically count one failure; returns the lock end if the pair is locked after it.
+    async def auth_reserve(
+        self, key: str, now: datetime, window: timedelta, max_attempts: int, lockout: timedelta
+    ) -> AuthReservation:
+        """Atomically reserve one credential check for ``key``.
 
-        If the pair is already locked at ``now``, nothing is counted and the existing lock end is
-        returned (the lock is not extended). Otherwise the failure is counted in the current
-        window (a new one if there is none, or it ended); when the window then holds more than
-        ``max_failures`` failures the pair is locked until ``now + lockout``, its count restarts
-        at zero and that lock end is returned. None: not locked. Also deletes a bounded number
-        of other pairs' rows whose window and lock are both over."""
+        LOCKED while a lock runs (nothing counted, the lock not extended). Otherwise, in the
+        current fixed window (a new one when there is none, it ended, or a lock ended): ALLOWED
+        and counted as in flight while failures + in-flight checks < ``max_attempts``; else, if
+        the failures alone reached ``max_attempts``, the key is locked until ``now + lockout``
+        (a new window starts with it) and LOCKED is returned; else BUSY (checks in flight hold
+        the budget). Also deletes a bounded number of other keys' rows whose window and lock
+        are both over."""
 
-    async def auth_success(self, key: str, now: datetime) -> None:
-        """Forget the pair's failures (a successful login). A lock still running at ``now`` (set
-        by a concurrent failure after the caller's ``auth_locked_until`` check) is kept."""
+    async def auth_release(self, key: str, window_start: datetime, now: datetime, *, failed: bool) -> None:
+        """Report the outcome of an ALLOWED reservation made in the window ``window_start``.
+
+        Failed: the in-flight check becomes a failure of that window. Succeeded: the in-flight
+        check is released and the key's failures are forgotten; a running lock is kept. A
+        release whose window is over (or was replaced by a lock) moves no counts of the
+        current window, apart from a success forgetting failures."""

@@ -64,11 +64,12 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   and changes nothing (RenewalRefused). The approval holds the pending transaction's row lock
   before it takes the certificate's; an issuance never waits on a transaction row (its own row
   is new, and a duplicate of a committed key fails at once), so no cycle forms there either.
-* Failed-login throttling (``auth_failure``) is one ``INSERT ... ON CONFLICT DO UPDATE ...
-  RETURNING``: concurrent failures of one pair, from any process or host, serialise on the
-  row (the second re-evaluates its SET against the first's committed row), so every failure
-  is counted exactly once and exactly one of them trips the lock. Its purge of other pairs'
-  stale rows skips rows another transaction holds (``SKIP LOCKED``) instead of waiting.
+* Failed-login throttling (``auth_reserve``, ``auth_release``) is one transaction each that
+  locks the key's row (``INSERT ... ON CONFLICT DO NOTHING`` of a placeholder, then ``SELECT
+  ... FOR UPDATE``), computes the new counts with ``store.throttle`` (the same code as
+  SQLite's) and writes them back. Concurrent reservations of one key, from any process or
+  host, serialise on the row, so no more than the budget are ever allowed at once. The purge
+  of other keys' stale rows skips rows another transaction holds (``SKIP LOCKED``).
 * Counters (revocation epoch, CRL numbers) are single ``UPDATE ... RETURNING`` / upsert
   statements, atomic under concurrent callers.
 """
@@ -86,7 +87,9 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from store import schema_postgres as schema
+from store import throttle
 from store.base import (
+    AuthReservation,
     CertificateFilter,
     CertificateRecord,
     CertStatus,
@@ -170,39 +173,28 @@ _SUPERSEDE = (
     "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = 'superseded' "
     "WHERE serial = $2 AND integration_id = $3 AND status = 'issued'"
 )
-# Failed-login throttling; see SQLiteStore.auth_failure for the same logic in Python.
-# $1 key, $2 now, $3 window, $4 max failures, $5 lockout. The CTE deletes a bounded number of
-# other pairs' rows whose window and lock are both over (rows are only created by failures,
-# so this keeps the table at about the pairs still counted).
+# Failed-login throttling (store/throttle.py holds the arithmetic). $1 key, $2 now. The purge
+# deletes a bounded number of other keys' rows whose window and lock are both over (rows are
+# only created by reservations, so this keeps the table at about the keys still counted); it
+# skips rows another transaction holds instead of waiting.
 AUTH_PURGE_LIMIT = 100
-_AUTH_LOCKED = "coalesce(t.locked_until > $2::timestamptz, false)"
-_AUTH_FRESH = "(t.window_start + $3::interval > $2::timestamptz)"
-_AUTH_COUNT = f"(CASE WHEN {_AUTH_FRESH} THEN t.failures + 1 ELSE 1 END)"
-_AUTH_TRIPS = f"(NOT {_AUTH_LOCKED} AND {_AUTH_COUNT} > $4::integer)"
-_AUTH_WINDOW_START = f"(CASE WHEN {_AUTH_LOCKED} OR {_AUTH_FRESH} THEN t.window_start ELSE $2::timestamptz END)"
-_AUTH_LOCKED_UNTIL = f"(CASE WHEN {_AUTH_TRIPS} THEN $2::timestamptz + $5::interval ELSE t.locked_until END)"
-_AUTH_FIRST_TRIPS = "(1 > $4::integer)"
-_AUTH_FAILURE = f"""
-WITH purge AS (
-    DELETE FROM auth_throttle WHERE key IN (
-        SELECT key FROM auth_throttle WHERE expires_at <= $2::timestamptz AND key <> $1
-        ORDER BY expires_at LIMIT {AUTH_PURGE_LIMIT} FOR UPDATE SKIP LOCKED
-    )
+_AUTH_PURGE = f"""
+DELETE FROM auth_throttle WHERE key IN (
+    SELECT key FROM auth_throttle WHERE expires_at <= $2::timestamptz AND key <> $1
+    ORDER BY expires_at LIMIT {AUTH_PURGE_LIMIT} FOR UPDATE SKIP LOCKED
 )
-INSERT INTO auth_throttle AS t (key, window_start, failures, locked_until, expires_at)
-VALUES (
-    $1,
-    $2::timestamptz,
-    CASE WHEN {_AUTH_FIRST_TRIPS} THEN 0 ELSE 1 END,
-    CASE WHEN {_AUTH_FIRST_TRIPS} THEN $2::timestamptz + $5::interval END,
-    greatest($2::timestamptz + $3::interval, CASE WHEN {_AUTH_FIRST_TRIPS} THEN $2::timestamptz + $5::interval END)
-)
-ON CONFLICT (key) DO UPDATE SET
-    window_start = {_AUTH_WINDOW_START},
-    failures = CASE WHEN {_AUTH_LOCKED} THEN t.failures WHEN {_AUTH_COUNT} > $4::integer THEN 0 ELSE {_AUTH_COUNT} END,
-    locked_until = {_AUTH_LOCKED_UNTIL},
-    expires_at = greatest({_AUTH_WINDOW_START} + $3::interval, {_AUTH_LOCKED_UNTIL})
-RETURNING t.locked_until
+"""
+# A placeholder, so that there is a row to lock: concurrent first reservations of a key wait
+# on each other's insert here instead of racing past an empty SELECT ... FOR UPDATE.
+_AUTH_ROW_ATTEMPTS = 5
+_AUTH_PLACEHOLDER = """
+INSERT INTO auth_throttle (key, window_start, failures, pending, locked_until, expires_at)
+VALUES ($1, $2::timestamptz, 0, 0, NULL, $2::timestamptz) ON CONFLICT (key) DO NOTHING
+"""
+_AUTH_LOCK_ROW = "SELECT window_start, failures, pending, locked_until FROM auth_throttle WHERE key = $1 FOR UPDATE"
+_AUTH_WRITE = """
+UPDATE auth_throttle SET window_start = $2, failures = $3, pending = $4, locked_until = $5, expires_at = $6
+WHERE key = $1
 """
 _LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1 AND deleted_at IS NULL"
 _ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
@@ -818,20 +810,69 @@ class PostgresStore:
         )
         return value
 
-    async def auth_failure(
-        self, key: str, now: datetime, window: timedelta, max_failures: int, lockout: timedelta
-    ) -> datetime | None:
-        locked_until: datetime | None = await self._p().fetchval(
-            _AUTH_FAILURE, key, aware(now), window, max_failures, lockout
-        )
-        return locked_until if locked_until is not None and locked_until > now else None
+    async def auth_reserve(
+        self, key: str, now: datetime, window: timedelta, max_attempts: int, lockout: timedelta
+    ) -> AuthReservation:
+        now = aware(now)
+        async with self._p().connection() as conn:
+            # Its own short transaction: it never waits (SKIP LOCKED), and holding its row locks
+            # while waiting for this key's row could close a cycle with another reservation
+            # that purged this key's expired row.
+            await conn.execute(_AUTH_PURGE, key, now)
+            async with conn.transaction():
+                found = await _lock_throttle_row(conn, key, now)
+                row, answer = throttle.reserve(found, now, window, max_attempts, lockout)
+                await conn.execute(
+                    _AUTH_WRITE,
+                    key,
+                    row.window_start,
+                    row.failures,
+                    row.pending,
+                    row.locked_until,
+                    row.expires_at(window),
+                )
+        return answer
 
-    async def auth_success(self, key: str, now: datetime) -> None:
-        await self._p().execute(
-            "DELETE FROM auth_throttle WHERE key = $1 AND (locked_until IS NULL OR locked_until <= $2)",
-            key,
-            aware(now),
-        )
+    async def auth_release(self, key: str, window_start: datetime, now: datetime, *, failed: bool) -> None:
+        aware(now)
+        async with self._p().connection() as conn, conn.transaction():
+            row = throttle.release(_throttle_row(await conn.fetchrow(_AUTH_LOCK_ROW, key)), window_start, failed=failed)
+            if row is None:
+                await conn.execute("DELETE FROM auth_throttle WHERE key = $1", key)
+            else:
+                # A release never moves the window or the lock, so the row's expiry stands.
+                await conn.execute(
+                    "UPDATE auth_throttle SET failures = $2, pending = $3 WHERE key = $1",
+                    key,
+                    row.failures,
+                    row.pending,
+                )
+
+
+def _throttle_row(record: Any) -> throttle.ThrottleRow | None:
+    if record is None:
+        return None
+    return throttle.ThrottleRow(
+        window_start=record["window_start"],
+        failures=record["failures"],
+        pending=record["pending"],
+        locked_until=record["locked_until"],
+    )
+
+
+async def _lock_throttle_row(conn: Any, key: str, now: datetime) -> throttle.ThrottleRow:
+    """Inside a transaction: the key's row, locked (a placeholder inserted when there is none).
+
+    A placeholder is an empty window starting now, which throttle.reserve reads as no row. The
+    SELECT finds nothing only when another session's purge deleted the row between the two
+    statements (its window and lock were over); the next round inserts a placeholder again.
+    """
+    for _ in range(_AUTH_ROW_ATTEMPTS):
+        await conn.execute(_AUTH_PLACEHOLDER, key, now)
+        row = _throttle_row(await conn.fetchrow(_AUTH_LOCK_ROW, key))
+        if row is not None:
+            return row
+    raise StoreError("auth_throttle: the key's row was deleted under every attempt to lock it")
 
 
 async def _require_live(conn: Any, integration_id: str) -> None:

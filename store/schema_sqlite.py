@@ -169,4 +169,13 @@ _V4 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+_V5 = Migration(
+    5,
+    (
+        # Attempts are reserved before the password check (store/throttle.py): pending counts
+        # the key's checks in flight, so failures + pending bounds the checks of a window.
+        "ALTER TABLE auth_throttle ADD COLUMN pending INTEGER NOT NULL DEFAULT 0",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)

@@ -30,7 +30,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from store import sqlite_codec as codec
+from store import throttle
 from store.base import (
+    AuthReservation,
     CertificateFilter,
     CertificateRecord,
     CertStatus,
@@ -88,8 +90,8 @@ _ENROLLMENT_STATE = (
     "WHERE integration_id = ? AND challenge_hash = ? AND used_at IS NULL AND expires_at > ?) "
     "FROM (SELECT 1) LEFT JOIN transactions t ON t.integration_id = ? AND t.transaction_id = ?"
 ).format(columns=", ".join(f"t.{c.strip()}" for c in codec.TRANSACTION_COLUMNS.split(",")))
-# Rows of other pairs whose window and lock are both over, deleted by each auth_failure: rows
-# are only created by failures, so this keeps the table at about the pairs still counted.
+# Rows of other keys whose window and lock are both over, deleted by each auth_reserve: rows
+# are only created by reservations, so this keeps the table at about the keys still counted.
 AUTH_PURGE_LIMIT = 100
 _AUTH_PURGE = (
     "DELETE FROM auth_throttle WHERE key IN "
@@ -547,46 +549,58 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else codec.from_us(row[0])
 
-    async def auth_failure(
-        self, key: str, now: datetime, window: timedelta, max_failures: int, lockout: timedelta
-    ) -> datetime | None:
-        now_us = codec.to_us(now)
-        window_us = _timedelta_us(window)
+    async def auth_reserve(
+        self, key: str, now: datetime, window: timedelta, max_attempts: int, lockout: timedelta
+    ) -> AuthReservation:
         with self._transaction() as conn:
-            conn.execute(_AUTH_PURGE, (now_us, key, AUTH_PURGE_LIMIT))
-            row = conn.execute(
-                "SELECT window_start, failures, locked_until FROM auth_throttle WHERE key = ?", (key,)
-            ).fetchone()
-            if row is not None and row[2] is not None and row[2] > now_us:
-                return codec.from_us(row[2])  # already locked: not counted, not extended
-            locked_until = None if row is None else row[2]
-            if row is None or row[0] + window_us <= now_us:
-                window_start, failures = now_us, 1
+            conn.execute(_AUTH_PURGE, (codec.to_us(now), key, AUTH_PURGE_LIMIT))
+            row, answer = throttle.reserve(_auth_row(conn, key), now, window, max_attempts, lockout)
+            _auth_write(conn, key, row, window)
+        return answer
+
+    async def auth_release(self, key: str, window_start: datetime, now: datetime, *, failed: bool) -> None:
+        with self._transaction() as conn:
+            row = throttle.release(_auth_row(conn, key), window_start, failed=failed)
+            if row is None:
+                conn.execute("DELETE FROM auth_throttle WHERE key = ?", (key,))
             else:
-                window_start, failures = row[0], row[1] + 1
-            lock_end: int | None = None
-            if failures > max_failures:  # this failure trips the lock; counting restarts after it
-                lock_end = locked_until = now_us + _timedelta_us(lockout)
-                failures = 0
-            expires_at = max(window_start + window_us, locked_until or 0)
-            conn.execute(
-                "INSERT INTO auth_throttle (key, window_start, failures, locked_until, expires_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, "
-                "failures = excluded.failures, locked_until = excluded.locked_until, expires_at = excluded.expires_at",
-                (key, window_start, failures, locked_until, expires_at),
-            )
-        return None if lock_end is None else codec.from_us(lock_end)
-
-    async def auth_success(self, key: str, now: datetime) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "DELETE FROM auth_throttle WHERE key = ? AND (locked_until IS NULL OR locked_until <= ?)",
-                (key, codec.to_us(now)),
-            )
+                # The row's own window length is unknown here; its expiry stands (a release
+                # never moves the window or the lock).
+                conn.execute(
+                    "UPDATE auth_throttle SET failures = ?, pending = ? WHERE key = ?",
+                    (row.failures, row.pending, key),
+                )
 
 
-def _timedelta_us(value: timedelta) -> int:
-    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+def _auth_row(conn: sqlite3.Connection, key: str) -> throttle.ThrottleRow | None:
+    row = conn.execute(
+        "SELECT window_start, failures, pending, locked_until FROM auth_throttle WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None:
+        return None
+    return throttle.ThrottleRow(
+        window_start=codec.from_us(row[0]),
+        failures=row[1],
+        pending=row[2],
+        locked_until=None if row[3] is None else codec.from_us(row[3]),
+    )
+
+
+def _auth_write(conn: sqlite3.Connection, key: str, row: throttle.ThrottleRow, window: timedelta) -> None:
+    conn.execute(
+        "INSERT INTO auth_throttle (key, window_start, failures, pending, locked_until, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, "
+        "failures = excluded.failures, pending = excluded.pending, locked_until = excluded.locked_until, "
+        "expires_at = excluded.expires_at",
+        (
+            key,
+            codec.to_us(row.window_start),
+            row.failures,
+            row.pending,
+            codec.opt_to_us(row.locked_until),
+            codec.to_us(row.expires_at(window)),
+        ),
+    )
 
 
 def _mark_renewed(conn: sqlite3.Connection, renewed: str, new: CertificateRecord) -> None:

@@ -173,6 +173,12 @@ class ScepCaServer:
             self._proc = None
 
     @property
+    def pid(self) -> int:
+        """The server's main process: leader of its own session (its workers are in it too)."""
+        assert self._proc is not None, "the server is not running"
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from store.base import (
+    AuthReservation,
+    AuthVerdict,
     CertificateFilter,
     CertificateRecord,
     CertStatus,
@@ -789,71 +791,131 @@ WINDOW = timedelta(seconds=60)
 LOCKOUT = timedelta(seconds=300)
 
 
-async def fail(store: Store, key: str = "k1", at: datetime = NOW, max_failures: int = 3) -> datetime | None:
-    return await store.auth_failure(key, at, WINDOW, max_failures, LOCKOUT)
+async def reserve(store: Store, key: str = "k1", at: datetime = NOW, max_attempts: int = 3) -> AuthReservation:
+    return await store.auth_reserve(key, at, WINDOW, max_attempts, LOCKOUT)
 
 
-async def test_auth_failure_locks_after_more_than_max(store: Store) -> None:
+async def fail(store: Store, key: str = "k1", at: datetime = NOW, max_attempts: int = 3) -> AuthVerdict:
+    """Reserve and, when allowed, report a failed check: one wrong login."""
+    got = await reserve(store, key, at, max_attempts)
+    if got.verdict is AuthVerdict.ALLOWED:
+        await store.auth_release(key, got.window_start, at, failed=True)
+    return got.verdict
+
+
+ALLOWED, LOCKED, BUSY = AuthVerdict.ALLOWED, AuthVerdict.LOCKED, AuthVerdict.BUSY
+
+
+async def test_auth_reserve_allows_max_checks_then_locks(store: Store) -> None:
     assert await store.auth_locked_until("k1", NOW) is None
-    assert [await fail(store) for _ in range(3)] == [None, None, None]
+    assert [await fail(store) for _ in range(3)] == [ALLOWED] * 3
     assert await store.auth_locked_until("k1", NOW) is None
-    assert await fail(store) == NOW + LOCKOUT  # the fourth failure locks, to the microsecond
+    # The fourth attempt is not checked: it trips the lock, to the microsecond.
+    assert await reserve(store) == AuthReservation(LOCKED, NOW, NOW + LOCKOUT)
     assert await store.auth_locked_until("k1", NOW) == NOW + LOCKOUT
     assert await store.auth_locked_until("k1", NOW + LOCKOUT - timedelta(microseconds=1)) == NOW + LOCKOUT
     assert await store.auth_locked_until("k1", NOW + LOCKOUT) is None
     assert await store.auth_locked_until("k2", NOW) is None, "per key"
+    assert (await reserve(store, key="k2")).verdict is ALLOWED
 
 
-async def test_auth_failure_while_locked_neither_counts_nor_extends(store: Store) -> None:
+async def test_auth_reserve_while_locked_neither_counts_nor_extends(store: Store) -> None:
     for _ in range(4):
         await fail(store)
     later = NOW + timedelta(seconds=100)
     for _ in range(10):
-        assert await fail(store, at=later) == NOW + LOCKOUT
+        assert await reserve(store, at=later) == AuthReservation(LOCKED, NOW, NOW + LOCKOUT)
     # After the lock: counting starts afresh (nothing was counted while locked).
     end = NOW + LOCKOUT
-    assert [await fail(store, at=end) for _ in range(3)] == [None, None, None]
-    assert await fail(store, at=end) == end + LOCKOUT
+    assert [await fail(store, at=end) for _ in range(3)] == [ALLOWED] * 3
+    assert await reserve(store, at=end) == AuthReservation(LOCKED, end, end + LOCKOUT)
 
 
-async def test_auth_failure_fixed_window(store: Store) -> None:
-    assert await fail(store, max_failures=2) is None
-    assert await fail(store, at=NOW + timedelta(seconds=40), max_failures=2) is None
-    # The window began at the first failure and ended 60 s later: a new one starts.
-    t = NOW + WINDOW
-    assert await fail(store, at=t, max_failures=2) is None
-    assert await fail(store, at=t, max_failures=2) is None
-    assert await fail(store, at=t + timedelta(seconds=59), max_failures=2) == t + timedelta(seconds=59) + LOCKOUT
+async def test_auth_reserve_counts_checks_in_flight(store: Store) -> None:
+    """Reservations whose checks have not ended hold the budget: BUSY, and no lock."""
+    held = [await reserve(store) for _ in range(3)]
+    assert {r.verdict for r in held} == {ALLOWED} and {r.window_start for r in held} == {NOW}
+    assert await reserve(store) == AuthReservation(BUSY, NOW)
+    assert await store.auth_locked_until("k1", NOW) is None
+    # Two fail: still in the budget (2 failures + 1 in flight).
+    for r in held[:2]:
+        await store.auth_release("k1", r.window_start, NOW, failed=True)
+    assert (await reserve(store)).verdict is BUSY
+    # The third fails too: the window's checks are used up and the next attempt locks.
+    await store.auth_release("k1", held[2].window_start, NOW, failed=True)
+    assert (await reserve(store)).verdict is LOCKED
 
 
-async def test_auth_success_clears_failures_but_not_a_running_lock(store: Store) -> None:
-    await fail(store, max_failures=1)
-    await store.auth_success("k1", NOW)
-    assert await fail(store, max_failures=1) is None, "the earlier failure was forgotten"
-    assert await fail(store, max_failures=1) == NOW + LOCKOUT
-    await store.auth_success("k1", NOW)  # a concurrent success must not lift the lock
+async def test_auth_release_success_clears_failures_but_not_a_running_lock(store: Store) -> None:
+    assert await fail(store, max_attempts=2) is ALLOWED
+    ok = await reserve(store, max_attempts=2)
+    assert ok.verdict is ALLOWED
+    await store.auth_release("k1", ok.window_start, NOW, failed=False)
+    # The earlier failure was forgotten and the success's slot given back: two checks again.
+    assert [await fail(store, max_attempts=2) for _ in range(2)] == [ALLOWED] * 2
+    late = await reserve(store, max_attempts=2)
+    assert late.verdict is LOCKED
+    await store.auth_release("k1", NOW, NOW, failed=False)  # a success from before must not lift the lock
     assert await store.auth_locked_until("k1", NOW) == NOW + LOCKOUT
-    await store.auth_success("unknown", NOW)
+    await store.auth_release("unknown", NOW, NOW, failed=False)
+    await store.auth_release("unknown", NOW, NOW, failed=True)
+    assert (await reserve(store, key="unknown", max_attempts=1)).verdict is ALLOWED
 
 
-async def test_auth_failure_purges_stale_rows_of_other_pairs(store: Store, harness: Harness) -> None:
+async def test_auth_reserve_fixed_window(store: Store) -> None:
+    assert await fail(store, max_attempts=2) is ALLOWED
+    assert await fail(store, at=NOW + timedelta(seconds=40), max_attempts=2) is ALLOWED
+    # The window began at the first reservation and ended 60 s later: a new one starts.
+    t = NOW + WINDOW
+    assert await fail(store, at=t, max_attempts=2) is ALLOWED
+    assert await fail(store, at=t, max_attempts=2) is ALLOWED
+    late = t + timedelta(seconds=59)
+    assert await reserve(store, at=late, max_attempts=2) == AuthReservation(LOCKED, late, late + LOCKOUT)
+
+
+async def test_auth_release_of_an_ended_window_frees_no_slot_of_the_next(store: Store) -> None:
+    """A check still running when its window ends cannot give the next window an extra check."""
+    stale = await reserve(store, max_attempts=1)
+    t = NOW + WINDOW
+    fresh = await reserve(store, at=t, max_attempts=1)
+    assert (fresh.verdict, fresh.window_start) == (ALLOWED, t)
+    for failed in (True, False):
+        await store.auth_release("k1", stale.window_start, t, failed=failed)
+        assert (await reserve(store, at=t, max_attempts=1)).verdict is BUSY
+    await store.auth_release("k1", fresh.window_start, t, failed=True)
+    assert (await reserve(store, at=t, max_attempts=1)).verdict is LOCKED
+
+
+async def test_auth_reserve_purges_stale_rows_of_other_keys(store: Store, harness: Harness) -> None:
     for i in range(5):
-        await fail(store, key=f"old{i}", max_failures=1)
-    await fail(store, key="locked", max_failures=0)
+        await fail(store, key=f"old{i}", max_attempts=1)
+    await fail(store, key="locked", max_attempts=1)
+    assert (await reserve(store, key="locked", max_attempts=1)).verdict is LOCKED
     later = NOW + WINDOW + timedelta(seconds=1)  # old* are over; "locked" is still locked
-    await fail(store, key="new", at=later, max_failures=1)
+    await fail(store, key="new", at=later, max_attempts=1)
     assert await store.auth_locked_until("locked", later) == NOW + LOCKOUT
     for i in range(5):
-        # Purged: a new failure starts from one again (max 1: two are needed to lock).
-        assert await fail(store, key=f"old{i}", at=later, max_failures=1) is None
+        # Purged (or at least over): a new failure starts from zero again.
+        assert await fail(store, key=f"old{i}", at=later, max_attempts=1) is ALLOWED
     other = await harness.second_store()
-    assert await fail(other, key="new", at=later, max_failures=1) == later + LOCKOUT
+    assert (await reserve(other, key="new", at=later, max_attempts=1)).verdict is LOCKED
 
 
-async def test_auth_failure_is_atomic_across_stores(store: Store, harness: Harness) -> None:
+async def test_auth_reserve_is_atomic_across_stores(store: Store, harness: Harness) -> None:
+    """40 parallel reservations of one key through two store objects (two processes): exactly
+    max_attempts are allowed; the rest see the budget held by checks in flight."""
     other = await harness.second_store()
-    results = await asyncio.gather(*(fail(s, max_failures=9) for _ in range(10) for s in (store, other)))
-    # 20 failures, max 9: the tenth locks; the rest find it locked. Exactly one lock end.
-    assert {r for r in results} == {None, NOW + LOCKOUT}
-    assert results.count(None) == 9
-    assert await other.auth_locked_until("k1", NOW) == NOW + LOCKOUT
+    results = await asyncio.gather(*(reserve(s, max_attempts=10) for _ in range(20) for s in (store, other)))
+    verdicts = [r.verdict for r in results]
+    assert (verdicts.count(ALLOWED), verdicts.count(BUSY)) == (10, 30)
+    assert await other.auth_locked_until("k1", NOW) is None
+    # All ten fail, concurrently: the next 20 attempts all find the key locked, one lock end.
+    allowed = [r for r in results if r.verdict is ALLOWED]
+    await asyncio.gather(
+        *(
+            s.auth_release("k1", r.window_start, NOW, failed=True)
+            for r, s in zip(allowed, [store, other] * 5, strict=True)
+        )
+    )
+    locks = await asyncio.gather(*(reserve(s, max_attempts=10) for _ in range(10) for s in (store, other)))
+    assert {(r.verdict, r.locked_until) for r in locks} == {(LOCKED, NOW + LOCKOUT)}

@@ -147,6 +147,8 @@ def test_override_string_values_are_converted() -> None:
         ({"challenge.length_bytes": 65}, "challenge.length_bytes"),
         ({"challenge.validity_minutes": 0}, "challenge.validity_minutes"),
         ({"challenge.max_unused": 0}, "challenge.max_unused"),
+        ({"challenge.basic_check_concurrency": 0}, "challenge.basic_check_concurrency"),
+        ({"challenge.basic_check_queue": -1}, "challenge.basic_check_queue"),
         ({"certificate.key_sizes": [2048, 1024]}, "certificate.key_sizes"),
         ({"certificate.key_sizes": []}, "certificate.key_sizes"),
         ({"certificate.key_sizes": ["big"]}, "certificate.key_sizes[0]"),

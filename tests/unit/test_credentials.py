@@ -26,7 +26,7 @@ from challenge.credentials import (
     username_for,
     username_matches,
 )
-from challenge.lockout import Lockout
+from challenge.lockout import Attempt, Lockout
 from challenge.secret_key import SecretKeyError, load_or_create_secret_key
 from store.sqlite import SQLiteStore
 
@@ -218,42 +218,63 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await store.close()
 
 
-async def test_lockout_after_more_than_max_failures(store: SQLiteStore) -> None:
+async def fail(lock: Lockout, key: str) -> Attempt:
+    """One wrong login: reserve, and report the failed check when it was allowed."""
+    attempt = await lock.reserve(key)
+    if attempt.allowed:
+        await lock.release(attempt, failed=True)
+    return attempt
+
+
+async def test_lockout_after_max_failures(store: SQLiteStore) -> None:
     clock = FakeClock()
     lock = Lockout(store, 3, 60, 300, clock=clock)
     key = Lockout.key("User", "10.0.0.1")
-    assert [await lock.record_failure(key) for _ in range(3)] == [0, 0, 0]
-    assert await lock.retry_after(key) == 0
-    assert await lock.record_failure(key) == 300  # the fourth failure locks
+    assert [(await fail(lock, key)).allowed for _ in range(3)] == [True] * 3
+    tripped = await lock.reserve(key)  # the fourth attempt is not checked: it locks
+    assert (tripped.allowed, tripped.locked, tripped.tripped, tripped.retry_after) == (False, True, True, 300)
     clock.advance(299)
-    assert await lock.retry_after(key) == pytest.approx(1)
+    again = await lock.reserve(key)
+    assert (again.locked, again.tripped, again.retry_after) == (True, False, pytest.approx(1))
     clock.advance(1)
-    assert await lock.retry_after(key) == 0
-    assert await lock.record_failure(key) == 0  # counting starts afresh after the lock
+    assert (await fail(lock, key)).allowed  # counting starts afresh after the lock
+
+
+async def test_lockout_busy_while_checks_are_in_flight(store: SQLiteStore) -> None:
+    lock = Lockout(store, 2, 60, 300, clock=FakeClock())
+    key = Lockout.key("u", "a")
+    first, second = await lock.reserve(key), await lock.reserve(key)
+    busy = await lock.reserve(key)
+    assert (busy.allowed, busy.locked, busy.retry_after) == (False, False, 1.0)
+    await lock.release(first, failed=False)  # a success frees its slot and forgets failures
+    assert (await lock.reserve(key)).allowed
+    await lock.release(second, failed=True)
 
 
 async def test_lockout_window_is_fixed(store: SQLiteStore) -> None:
     clock = FakeClock()
     lock = Lockout(store, 2, 60, 300, clock=clock)
     key = Lockout.key("u", "a")
-    await lock.record_failure(key)
+    await fail(lock, key)
     clock.advance(40)
-    await lock.record_failure(key)
+    await fail(lock, key)
     clock.advance(20)  # the window opened by the first failure is over: a new one starts
-    assert await lock.record_failure(key) == 0
-    assert await lock.record_failure(key) == 0
-    assert await lock.record_failure(key) == 300
+    assert (await fail(lock, key)).allowed
+    assert (await fail(lock, key)).allowed
+    assert (await lock.reserve(key)).retry_after == 300
 
 
 async def test_lockout_is_per_pair_case_insensitive_and_reset_by_success(store: SQLiteStore) -> None:
     lock = Lockout(store, 1, 60, 300, clock=FakeClock())
-    await lock.record_failure(Lockout.key("User", "a"))
-    assert await lock.record_failure(Lockout.key("USER", "a")) == 300
-    assert await lock.retry_after(Lockout.key("user", "b")) == 0
-    assert await lock.retry_after(Lockout.key("other", "a")) == 0
-    await lock.record_failure(Lockout.key("x", "a"))
-    await lock.record_success(Lockout.key("x", "a"))
-    assert await lock.record_failure(Lockout.key("x", "a")) == 0
+    await fail(lock, Lockout.key("User", "a"))
+    assert (await lock.reserve(Lockout.key("USER", "a"))).tripped
+    assert (await lock.reserve(Lockout.key("user", "b"))).allowed
+    assert (await lock.reserve(Lockout.key("other", "a"))).allowed
+    key = Lockout.key("x", "a")
+    ok = await lock.reserve(key)
+    await lock.release(ok, failed=False)
+    assert (await fail(lock, key)).allowed, "a success gave its check back"
+    assert not (await lock.reserve(key)).allowed, "the window's one check is used"
 
 
 def test_lockout_key_is_a_hash_of_the_normalised_pair() -> None:
@@ -261,16 +282,19 @@ def test_lockout_key_is_a_hash_of_the_normalised_pair() -> None:
     assert len(key) == 64 and "someuser" not in key.lower()
     assert key == Lockout.key("someuser", "10.0.0.1") != Lockout.key("someuser", "10.0.0.2")
     assert Lockout.key("a\0b", "c") != Lockout.key("a", "b\0c")
+    unknown = Lockout.address_key("10.0.0.1")
+    assert len(unknown) == 64 and unknown != Lockout.address_key("10.0.0.2")
+    assert unknown not in {Lockout.key("unknown-user", "10.0.0.1"), Lockout.key("", "unknown-user\0" + "10.0.0.1")}
 
 
 async def test_lockout_table_is_bounded(store: SQLiteStore) -> None:
     clock = FakeClock()
     lock = Lockout(store, 5, 60, 300, clock=clock)
     for i in range(300):
-        await lock.record_failure(Lockout.key(f"user{i}", "a"))
-    clock.advance(61)  # all 300 windows are over: each new failure purges up to 100 of them
+        await fail(lock, Lockout.key(f"user{i}", "a"))
+    clock.advance(61)  # all 300 windows are over: each new reservation purges up to 100 of them
     for i in range(3):
-        await lock.record_failure(Lockout.key(f"late{i}", "a"))
+        await fail(lock, Lockout.key(f"late{i}", "a"))
     conn = sqlite3.connect((await store.info()).extra["path"])
     try:
         (rows,) = conn.execute("SELECT count(*) FROM auth_throttle").fetchone()
