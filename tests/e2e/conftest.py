@@ -202,7 +202,14 @@ class ScepCaServer:
 
     @property
     def ra_pem(self) -> Path:
+        """The RA that signs CertReps (the combined RA, or the signing half of the default pair)."""
         return self.data_dir / "ra.pem"
+
+    @property
+    def encryption_pem(self) -> Path:
+        """The RA that requests are encrypted to: ``ra-enc.pem`` of the default pair, else the combined RA."""
+        enc = self.data_dir / "ra-enc.pem"
+        return enc if enc.exists() else self.ra_pem
 
     @property
     def sqlite_path(self) -> Path:
