@@ -46,12 +46,20 @@ def cmd_init(args: argparse.Namespace) -> int:
         key_size=args.key_size or config.ca.key_size,
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
+        ra_pair=args.ra == "pair",
     )
     print(f"CA created in {config.data_dir}")
     print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
     print(f"  Key:                  RSA {ca.key.key_size} ({config.data_dir / 'ca.key'}, mode 0600)")
     print(f"  Fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
+    print(f"  RA:                   {_ra_layout(ca)}")
     return 0
+
+
+def _ra_layout(ca: CAIdentity) -> str:
+    if ca.enc_cert is not None:
+        return "a signing RA (ra.pem) and an encryption RA (ra-enc.pem), as NDES has them"
+    return "one combined RA (ra.pem), signing and encryption"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -106,8 +114,8 @@ def _serve(
 def cmd_ra_create(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair)
-    kind = "a signing RA and an encryption RA" if identity.enc_cert is not None else "a combined RA"
-    print(f"issued {kind} under {identity.cert.subject.rfc4514_string()}; the old RA files are in retired/")
+    print(f"issued {_ra_layout(identity)} under {identity.cert.subject.rfc4514_string()}")
+    print("the old RA files are in retired/")
     print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
     return 0
 
@@ -143,6 +151,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser("init", parents=[common], help="create the CA key and certificate")
     p.add_argument("--key-size", type=int, choices=(2048, 3072, 4096))
     p.add_argument("--subject", help="CA subject DN (RFC 4514), default from ca.subject")
+    p.add_argument(
+        "--ra",
+        choices=("pair", "combined"),
+        default="pair",
+        help="pair (default, as NDES): a signing-only and an encryption-only RA; combined: one RA for both",
+    )
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("serve", parents=[common], help="run the server (creates the CA on first start)")
     p.add_argument("--host")
@@ -165,5 +179,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser("ra", help="the RA certificate(s) that decrypt requests and sign CertReps")
     rsub = p.add_subparsers(dest="ra_cmd", required=True)
     c = rsub.add_parser("create", parents=[common], help="issue a new RA (the current one is retired)")
-    c.add_argument("--pair", action="store_true", help="a signing-only and an encryption-only RA")
+    c.add_argument(
+        "--pair", action="store_true", help="a signing-only and an encryption-only RA (without it: one combined RA)"
+    )
     c.set_defaults(func=cmd_ra_create)

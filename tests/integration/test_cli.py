@@ -39,11 +39,19 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     return runner
 
 
+def _key_usage(path: Path) -> tuple[bool, bool]:
+    ku = x509.load_pem_x509_certificate(path.read_bytes()).extensions.get_extension_for_class(x509.KeyUsage).value
+    return ku.digital_signature, ku.key_encipherment
+
+
 def test_init_creates_ca_and_ra_with_private_keys(cli: Cli) -> None:
-    for name in ("ca.key", "ra.key"):
+    for name in ("ca.key", "ra.key", "ra-enc.key"):
         assert stat.S_IMODE((cli.data_dir / name).stat().st_mode) == 0o600
     ca = x509.load_pem_x509_certificate((cli.data_dir / "ca.pem").read_bytes())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # The default is NDES's pair: signing-only and encryption-only.
+    assert _key_usage(cli.data_dir / "ra.pem") == (True, False)
+    assert _key_usage(cli.data_dir / "ra-enc.pem") == (False, True)
     code, _, err = cli("init")
     assert code == 1 and "refusing to overwrite" in err
 
@@ -193,13 +201,22 @@ def test_request_queue_approve_and_reject(cli: Cli) -> None:
     assert code == 1 and "INTEGRATION:TRANSACTION" in err
 
 
-def test_ra_create_pair_and_back(cli: Cli) -> None:
-    code, out, err = cli("ra", "create", "--pair")
-    assert code == 0 and "signing RA and an encryption RA" in out, err
-    assert (cli.data_dir / "ra-enc.pem").exists()
-    code, out, err = cli("ra", "create")
-    assert code == 0 and "combined RA" in out, err
+def test_init_combined_ra_on_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = Cli(tmp_path / "data", capsys)
+    code, out, err = cli("init", "--ra", "combined")
+    assert code == 0 and "one combined RA" in out, err
+    assert _key_usage(cli.data_dir / "ra.pem") == (True, True)
     assert not (cli.data_dir / "ra-enc.pem").exists()
+
+
+def test_ra_create_combined_and_back_to_the_pair(cli: Cli) -> None:
+    code, out, err = cli("ra", "create")
+    assert code == 0 and "one combined RA" in out, err
+    assert not (cli.data_dir / "ra-enc.pem").exists()
+    assert _key_usage(cli.data_dir / "ra.pem") == (True, True)
+    code, out, err = cli("ra", "create", "--pair")
+    assert code == 0 and "a signing RA (ra.pem) and an encryption RA (ra-enc.pem)" in out, err
+    assert _key_usage(cli.data_dir / "ra-enc.pem") == (False, True)
     assert len(list((cli.data_dir / "retired").iterdir())) == 2
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
