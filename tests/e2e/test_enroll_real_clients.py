@@ -212,9 +212,9 @@ def add_ca_without_cert(certmonger: Certmonger, server: ScepCaServer, integratio
     """``getcert add-scep-ca`` with the SCEP URL only; the daemon fetches caps and RA+CA itself."""
     certmonger.add_scep_ca("scep-ca", integration["scep_url"])
     record = certmonger.ca_record("scep-ca")
-    ra = x509.load_pem_x509_certificate(server.ra_pem.read_bytes())
+    ra = x509.load_pem_x509_certificate(server.encryption_pem.read_bytes())
     ca = x509.load_pem_x509_certificate(server.ca_pem.read_bytes())
-    # It sorted GetCACert's PKCS#7 into the RA (encryption) and the CA (its issuer, the trust anchor).
+    # It sorted GetCACert's PKCS#7 into the encryption RA and the CA (its issuer, the trust anchor).
     assert x509.load_pem_x509_certificate(record["ca_encryption_cert"].encode()) == ra, record
     assert x509.load_pem_x509_certificate(record["ca_encryption_issuer_cert"].encode()) == ca, record
     assert "POSTPKIOperation" in record["ca_capabilities"], record
