@@ -776,7 +776,8 @@ def test_ca_rollover(scep_ca_server_factory: ScepCaServerFactory, tmp_path: Path
     assert status == 200 and headers["Content-Type"] == "application/x-x509-next-ca-cert"
     assert cms_signer(body, tmp_path / "next", server.ca_pem) == old_ra
     announced = cms.ContentInfo.load((tmp_path / "next" / "content.der").read_bytes())["content"]["certificates"]
-    assert [c.dump() for c in announced] == [der(next_ra), der(next_ca)]
+    next_enc = load_cert(server.data_dir / "next" / "ra-enc.pem")  # the next CA gets the default pair too
+    assert [c.dump() for c in announced] == [der(next_ra), der(next_enc), der(next_ca)]
     between = enroll("between")
     assert_verifies(between, server.ca_pem)  # still the old CA
     assert load_cert(between).issuer == old_ca.subject
