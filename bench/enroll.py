@@ -291,7 +291,9 @@ def run_scep_ca(
     )
     integration = json.loads(created.stdout)["id"]
     challenges = asyncio.run(seed(config_path, integration, args.n))
-    ra = x509.load_pem_x509_certificate((data_dir / "ra.pem").read_bytes())
+    # Requests go to the encryption RA of the default pair (ra.pem when the RA is combined).
+    enc = data_dir / "ra-enc.pem"
+    ra = x509.load_pem_x509_certificate((enc if enc.exists() else data_dir / "ra.pem").read_bytes())
     bodies = pool.requests(ra, challenges, "CN=device-{i},O=bench")
     serve = [*base, "serve"]
     pin = can_pin() and workers == 1

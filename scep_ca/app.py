@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import logging
 import signal
 import ssl
@@ -32,6 +31,7 @@ from scep_ca.ca_set import CASet
 from scep_ca.health import Lifecycle, setup_health_routes
 from scep_ca.logsetup import log_context_middleware
 from scep_ca.metrics import Metrics, metrics_middleware, setup_metrics_routes
+from scep_ca.public_url import is_loopback_host
 from scep_ca.revocation import RevocationService
 from scep_ca.revocation_web import setup_revocation_routes
 from scep_ca.service import ScepService
@@ -107,15 +107,6 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     return app
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def ssl_context(config: Config) -> ssl.SSLContext | None:
     if not config.tls.cert or not config.tls.key:
         return None
@@ -136,7 +127,7 @@ async def run_server(
     ``ready`` is called once the socket listens (the supervisor's readiness signal).
     """
     tls = ssl_context(config)
-    if tls is None and not is_loopback(config.server.host):
+    if tls is None and not is_loopback_host(config.server.host):
         log.warning(
             "serving plain HTTP on non-loopback address %s: the challenge URL and status API "
             "carry credentials; terminate TLS here (tls.cert/tls.key) or in a proxy",

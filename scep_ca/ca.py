@@ -1,18 +1,25 @@
 """The CA identity: creating it once (``scep-ca init``) and loading it once per process.
 
-Two key pairs, as Microsoft NDES has them (see README, "Why GetCACert returns an RA
-and the CA"):
+The layout Microsoft NDES ships (see README, "Why GetCACert returns the RAs and the CA"):
 
 - the CA (self-signed; keyCertSign, cRLSign, digitalSignature for OCSP) signs
   certificates, CRLs and OCSP responses;
-- the RA (issued by the CA; digitalSignature, keyEncipherment) decrypts requests and
-  signs CertReps.
+- a signing RA (issued by the CA; digitalSignature only) signs CertReps;
+- an encryption RA (issued by the CA; keyEncipherment only) decrypts requests.
 
-GetCACert answers a certs-only PKCS#7 with the RA and the CA. certmonger needs this
+That pair is what ``init`` (and ``serve``'s first start) creates. A single combined RA
+(digitalSignature and keyEncipherment) stays available (``scep-ca ra create`` without
+``--pair``), and a data directory that already has one keeps it: nothing replaces an RA
+on upgrade. pyscep 0.0.14 needs the pair: it encrypts to the first non-CA certificate
+with keyEncipherment and without digitalSignature, else to the CA, and verifies the
+CertRep with the first non-CA certificate with digitalSignature, so against a combined
+RA it encrypts to the CA and checks the CA-signed answer with the RA's key.
+
+GetCACert answers a certs-only PKCS#7 with the RA(s) and the CA. certmonger needs this
 shape: given a single certificate it files it as the encryption (RA) certificate,
 has no trust anchor, and rejects every CertRep ("certificate verify error").
-Apple's client accepts it (RA with digitalSignature and keyEncipherment) and rejects a
-PKCS#7 that holds only a self-signed CA.
+Apple's client accepts either RA layout and rejects a PKCS#7 that holds only a
+self-signed CA.
 """
 
 from __future__ import annotations
@@ -186,13 +193,7 @@ def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool) -> CAIde
     for name in (RA_CERT_FILE, RA_KEY_FILE, RA_ENC_CERT_FILE, RA_ENC_KEY_FILE):
         if (data_dir / name).exists():
             (data_dir / name).rename(retired / name)
-    size = identity.key.key_size
-    if not pair:
-        create_ra(data_dir, identity.cert, identity.key, key_size=size, passphrase=passphrase)
-    else:
-        create_ra(data_dir, identity.cert, identity.key, key_size=size, passphrase=passphrase, usage="signing")
-        create_ra(data_dir, identity.cert, identity.key, key_size=size, passphrase=passphrase, usage="encryption")
-    return load_ca(data_dir, passphrase)
+    return _identity_with_new_ra(data_dir, identity.cert, identity.key, passphrase=passphrase, now=None, pair=pair)
 
 
 def create_ca(
@@ -203,8 +204,9 @@ def create_ca(
     validity_days: int,
     passphrase: bytes | None,
     now: dt.datetime | None = None,
+    ra_pair: bool = True,
 ) -> CAIdentity:
-    """Create the CA key and self-signed certificate, and the RA; refuse to overwrite."""
+    """Create the CA key and self-signed certificate, and the RA pair (or one combined RA); refuse to overwrite."""
     if ca_exists(data_dir):
         raise CAError(f"a CA already exists in {data_dir}; refusing to overwrite it")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -228,8 +230,28 @@ def create_ca(
     )
     _write_key(data_dir / CA_KEY_FILE, key, passphrase)
     (data_dir / CA_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=key_size, passphrase=passphrase, now=now)
-    return _identity(cert, key, ra_cert, ra_key)
+    return _identity_with_new_ra(data_dir, cert, key, passphrase=passphrase, now=now, pair=ra_pair)
+
+
+def _identity_with_new_ra(
+    data_dir: Path,
+    cert: x509.Certificate,
+    key: rsa.RSAPrivateKey,
+    *,
+    passphrase: bytes | None,
+    now: dt.datetime | None,
+    pair: bool,
+) -> CAIdentity:
+    """Issue the RA(s) under a CA: the NDES pair, or one combined RA."""
+    size = key.key_size
+    if not pair:
+        ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=size, passphrase=passphrase, now=now)
+        return _identity(cert, key, ra_cert, ra_key)
+    ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=size, passphrase=passphrase, now=now, usage="signing")
+    enc_cert, enc_key = create_ra(
+        data_dir, cert, key, key_size=size, passphrase=passphrase, now=now, usage="encryption"
+    )
+    return dataclasses.replace(_identity(cert, key, ra_cert, ra_key), enc_cert=enc_cert, enc_key=enc_key)
 
 
 def _identity(
@@ -258,7 +280,8 @@ def load_ca(data_dir: Path, passphrase: bytes | None) -> CAIdentity:
     """Load the CA and RA once per process (cryptography validates an RSA key in ~27 ms per load).
 
     A data directory without an RA (made before RAs existed, or after ``ra.*`` were removed
-    to replace it) gets a fresh one issued by the CA.
+    to replace it) gets the default pair issued by the CA (only the signing half when an
+    encryption RA is there). An existing RA, combined or not, is loaded as it is.
     """
     cert_path, key_path = data_dir / CA_CERT_FILE, data_dir / CA_KEY_FILE
     if not cert_path.exists() or not key_path.exists():
@@ -266,13 +289,15 @@ def load_ca(data_dir: Path, passphrase: bytes | None) -> CAIdentity:
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = _load_key(key_path, passphrase, cert, "CA")
     ra_cert_path, ra_key_path = data_dir / RA_CERT_FILE, data_dir / RA_KEY_FILE
+    enc_cert_path = data_dir / RA_ENC_CERT_FILE
     if not ra_cert_path.exists() and not ra_key_path.exists():
-        ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=key.key_size, passphrase=passphrase)
+        if not enc_cert_path.exists():
+            return _identity_with_new_ra(data_dir, cert, key, passphrase=passphrase, now=None, pair=True)
+        ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=key.key_size, passphrase=passphrase, usage="signing")
     else:
         ra_cert = x509.load_pem_x509_certificate(ra_cert_path.read_bytes())
         ra_key = _load_key(ra_key_path, passphrase, ra_cert, "RA")
     identity = _identity(cert, key, ra_cert, ra_key)
-    enc_cert_path = data_dir / RA_ENC_CERT_FILE
     if not enc_cert_path.exists():
         return identity
     enc_cert = x509.load_pem_x509_certificate(enc_cert_path.read_bytes())

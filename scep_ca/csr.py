@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AttributeOID
 
-from scep_ca.dn import match_subject, rebuild_subject
+from scep_ca.dn import SubjectMismatch, ordered_subject, rebuild_subject
 from scep_ca.errors import BadAlg, BadMessageCheck, BadRequest
 
 _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
@@ -38,7 +38,7 @@ class CheckedCsr:
     csr: x509.CertificateSigningRequest
     public_key: rsa.RSAPublicKey
     spki_der: bytes  # the SubjectPublicKeyInfo, DER: encoded once for the hash, the SKI and the TBS
-    subject: x509.Name
+    subject: x509.Name  # what the certificate carries: the template's RDN order, whichever way the CSR ran
     challenge: str | None
     sans: tuple[x509.GeneralName, ...]
     dropped_sans: tuple[str, ...]
@@ -138,9 +138,11 @@ def check_csr(der: bytes, policy: CsrPolicy) -> CheckedCsr:
         raise BadAlg("RSA public exponent must be 65537")
     if not csr.is_signature_valid:
         raise BadMessageCheck("CSR signature does not verify")
-    reason = match_subject(policy.subject_template, csr.subject)
-    if reason is not None:
-        raise BadRequest("subject does not match the integration's subject", reason)
+    try:
+        # The certificate carries the template's order whichever way the CSR wrote it.
+        subject = ordered_subject(policy.subject_template, csr.subject)
+    except SubjectMismatch as exc:
+        raise BadRequest("subject does not match the integration's subject", str(exc)) from exc
     kept: list[x509.GeneralName] = []
     dropped: list[str] = []
     for san in _requested_sans(csr):
@@ -152,7 +154,7 @@ def check_csr(der: bytes, policy: CsrPolicy) -> CheckedCsr:
         csr=csr,
         public_key=key,
         spki_der=spki_der(key),
-        subject=rebuild_subject(csr.subject),
+        subject=rebuild_subject(subject),
         challenge=challenge_password(csr),
         sans=tuple(kept),
         dropped_sans=tuple(dropped),

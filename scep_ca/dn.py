@@ -4,7 +4,12 @@ Templates are RFC 4514 strings (most specific RDN first, as ``Name.rfc4514_strin
 and ``openssl -nameopt RFC2253`` print them) or OpenSSL's slash form
 (``/C=US/O=Example/CN=$USERID$``, least specific first). An attribute value that is a
 MobileIron variable (``$USERID$``, ``$EMAIL$``, any ``$NAME$``) matches any non-empty
-value; every other attribute must match exactly, in order.
+value; every other attribute must match exactly.
+
+Clients disagree on which way a subject string runs (RFC 4514 strings are most specific
+first, the reverse of the DER; OpenSSL's slash form and certmonger's ``getcert request -N``
+are written in DER order), so a CSR whose RDNs follow the template in DER order or in
+exactly the reverse order is accepted, and the certificate gets the template's order.
 """
 
 from __future__ import annotations
@@ -111,6 +116,25 @@ def match_subject(template: x509.Name, subject: x509.Name) -> str | None:
             elif _norm(t_val) != _norm(s_val):
                 return f"{t_attr.oid._name} does not match the template"
     return None
+
+
+class SubjectMismatch(ValueError):
+    """The CSR subject matches the template in neither order; the message is the reason."""
+
+
+def ordered_subject(template: x509.Name, subject: x509.Name) -> x509.Name:
+    """The CSR subject in the template's RDN order, when it matches in DER order or exactly reversed.
+
+    Any other permutation is refused. A template that reads the same both ways (one RDN)
+    is compared once; the reason given for a mismatch is the one for the template's order.
+    """
+    reason = match_subject(template, subject)
+    if reason is None:
+        return subject
+    reversed_subject = x509.Name(list(reversed(subject.rdns)))
+    if match_subject(template, reversed_subject) is None:
+        return reversed_subject
+    raise SubjectMismatch(reason)
 
 
 def rebuild_subject(subject: x509.Name) -> x509.Name:

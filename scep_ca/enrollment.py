@@ -80,11 +80,13 @@ class Enroller:
         self._templates: dict[str, x509.Name] = {}
         # One Issuer per certificate validity: integrations differ only in that.
         self._issuers: dict[int, Issuer] = {}
-        public = config.server.public_url
-        base = public.rstrip("/") if public else None
-        # Named by CA id, not "ca": after a rollover this URL still serves this CA's CRL.
-        self._crl_url = f"{base}/crl/{ca_id(ca)}.crl" if base else None
-        self._ocsp_url = f"{base}/ocsp" if base else None
+        # Always present, so that a relying party can check revocation: server.public_url
+        # (the CLI fills it in from the data directory, scep_ca.public_url), else the listen address.
+        base = config.base_url
+        # Named by CA id, not "ca": after a rollover these URLs still serve this CA's CRL and certificate.
+        self._crl_url = f"{base}/crl/{ca_id(ca)}.crl"
+        self._ocsp_url = f"{base}/ocsp"
+        self._ca_issuers_url = f"{base}/ca/{ca_id(ca)}.crt"
 
     # -- policy --------------------------------------------------------------------
 
@@ -333,7 +335,12 @@ class Enroller:
         serial = random_serial()
         issuer = self._issuers.get(integration.validity_days)
         if issuer is None:
-            profile = Profile(integration.validity_days, crl_url=self._crl_url, ocsp_url=self._ocsp_url)
+            profile = Profile(
+                integration.validity_days,
+                crl_url=self._crl_url,
+                ocsp_url=self._ocsp_url,
+                ca_issuers_url=self._ca_issuers_url,
+            )
             issuer = self._issuers[integration.validity_days] = Issuer(self._ca, profile)
         issued = issuer.issue(
             subject=checked.subject,

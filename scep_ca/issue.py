@@ -2,8 +2,9 @@
 
 v3, 159-bit random positive serial, notBefore now - 5 min, notAfter now + validity,
 BasicConstraints CA:false (critical), KeyUsage digitalSignature+keyEncipherment
-(critical), EKU clientAuth, SKI, AKI, CDP and OCSP AIA when a public URL is
-configured, sha256WithRSAEncryption (never RSASSA-PSS: Apple rejects PSS chains).
+(critical), EKU clientAuth, SKI, AKI, the CRL distribution point and the AIA (OCSP and
+caIssuers) under the public URL (scep_ca.public_url), sha256WithRSAEncryption (never
+RSASSA-PSS: Apple rejects PSS chains).
 
 The TBSCertificate (RFC 5280 section 4.1) is written here with the DER helpers and
 signed once: cryptography's CertificateBuilder spends about 100 us of Python per
@@ -45,6 +46,7 @@ class Profile:
     validity_days: int
     crl_url: str | None = None
     ocsp_url: str | None = None
+    ca_issuers_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,16 @@ class Issuer:
                 crl_issuer=None,
             )
             self._tail.append(_extension(x509.CRLDistributionPoints([point]), False))
-        if profile.ocsp_url:
-            access = x509.AccessDescription(
-                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(profile.ocsp_url)
+        access = [
+            x509.AccessDescription(method, x509.UniformResourceIdentifier(url))
+            for method, url in (
+                (AuthorityInformationAccessOID.OCSP, profile.ocsp_url),
+                (AuthorityInformationAccessOID.CA_ISSUERS, profile.ca_issuers_url),
             )
-            self._tail.append(_extension(x509.AuthorityInformationAccess([access]), False))
+            if url
+        ]
+        if access:
+            self._tail.append(_extension(x509.AuthorityInformationAccess(access), False))
 
     def issue(
         self,

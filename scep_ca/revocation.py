@@ -118,6 +118,13 @@ class RevocationService:
         """``ca`` (the current CA) and the id of every CA whose certificates may be in use."""
         return {"ca", *(ca_id(state.ca) for state in self._issuers)}
 
+    def ca_certificate_der(self, name: str) -> bytes | None:
+        """A CA's certificate, named like its CRL: the caIssuers target (RFC 5280 section 4.2.2.1)."""
+        if name == "ca":
+            return self._ca.cert_der
+        ca = self._cas.by_id(name)
+        return ca.cert_der if ca is not None else None
+
     # -- CRL ---------------------------------------------------------------------------
 
     async def current_crl(self, name: str = "ca") -> bytes:

@@ -1,7 +1,8 @@
 """Thin aiohttp handlers for the CRL, OCSP and the status API; the work is in ``RevocationService``.
 
 Public (relying parties fetch them without credentials, RFC 5280 §4.2.1.13, RFC 6960
-Appendix A): ``GET /crl/<ca>.crl`` and ``GET /ocsp/<base64>``, ``POST /ocsp``.
+Appendix A): ``GET /crl/<ca>.crl``, ``GET /ca/<ca>.crt`` (the caIssuers URL of issued
+certificates, RFC 5280 §4.2.2.1: one DER certificate, RFC 2585 §4.1), and ``GET /ocsp/<base64>``, ``POST /ocsp``.
 
 Protected: ``GET /api/v1/certificates/<serial>`` and ``POST /api/v1/verify``. With a
 token configured, every request needs ``Authorization: Bearer <token>`` (compared in
@@ -29,6 +30,7 @@ from scep_ca.status import MAX_PEM_BYTES, CertificateParseError
 log = logging.getLogger("scep_ca.revocation_web")
 
 CRL_CONTENT_TYPE = "application/pkix-crl"  # RFC 5280 §4.2.1.13 / RFC 2585 §4.2
+CA_CERT_CONTENT_TYPE = "application/pkix-cert"  # RFC 2585 §4.1
 OCSP_REQUEST_TYPE = "application/ocsp-request"  # RFC 6960 Appendix C
 OCSP_RESPONSE_TYPE = "application/ocsp-response"
 # The only issuing CA for now; the path names it so a second CA can be added later.
@@ -104,6 +106,12 @@ class _Handlers:
         der = await self._service.current_crl(name)
         return web.Response(body=der, content_type=CRL_CONTENT_TYPE, headers=_NO_CACHE)
 
+    async def ca_certificate(self, request: web.Request) -> web.Response:
+        der = self._service.ca_certificate_der(request.match_info["name"])
+        if der is None:
+            raise web.HTTPNotFound(text="no such CA\n")
+        return web.Response(body=der, content_type=CA_CERT_CONTENT_TYPE)
+
     async def ocsp_get(self, request: web.Request) -> web.Response:
         # The raw path: base64 may hold '/', '+' and '%2F'-style escapes that the
         # router's decoded match would mangle; decode_get_path percent-decodes itself.
@@ -158,6 +166,7 @@ def setup_revocation_routes(app: web.Application, service: RevocationService, ap
     """Register the CRL, OCSP and status API routes on ``app`` (see the module docstring)."""
     handlers = _Handlers(service, api_token)
     app.router.add_get("/crl/{name}.crl", handlers.crl)
+    app.router.add_get("/ca/{name}.crt", handlers.ca_certificate)
     app.router.add_get("/ocsp/{b64:.+}", handlers.ocsp_get)
     app.router.add_post("/ocsp", handlers.ocsp_post)
     # Some clients keep the trailing slash of a configured responder URL.

@@ -290,8 +290,11 @@ def capture(folder: Path, workdir: Path) -> list[dict[str, Any]]:
     with running(ScepCaServer(workdir / "server")) as server:
         integration = server.create_integration("vectors", DEFAULT_SUBJECT)
         iid = integration["id"]
-        for name in ("ra.pem", "ra.key", "ca.pem"):
-            shutil.copyfile(server.data_dir / name, folder / name)
+        # ra.pem/ra.key in a vector folder: the RA the requests are encrypted to, which is the
+        # encryption RA of the default pair (ra-enc.*) or a combined RA.
+        enc = "ra-enc" if (server.data_dir / "ra-enc.pem").exists() else "ra"
+        for src, dst in ((f"{enc}.pem", "ra.pem"), (f"{enc}.key", "ra.key"), ("ca.pem", "ca.pem")):
+            shutil.copyfile(server.data_dir / src, folder / dst)
         proxy = RecordingProxy(server.port).start()
         try:
             scep_url = proxy.url(f"/scep/{iid}")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import Callable
 
 from challenge.secret_key import load_or_create_secret_key
@@ -16,6 +17,15 @@ from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args
 from scep_ca.logsetup import configure_logging, tag_worker
+from scep_ca.public_url import (
+    PublicUrlError,
+    check_public_url,
+    derive_public_url,
+    loopback_mismatch,
+    resolved,
+    url_is_loopback,
+    write_public_url,
+)
 from scep_ca.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
@@ -23,7 +33,7 @@ log = logging.getLogger("scep_ca.cli")
 
 
 def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
-    """Load the CA, creating it first when the data directory has none."""
+    """Load the CA, creating it first (with the public URL, as ``init`` would) when the data directory has none."""
     passphrase = ca_passphrase(config)
     if ca_exists(config.data_dir):
         return load_ca(config.data_dir, passphrase), False
@@ -34,24 +44,45 @@ def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
     )
+    write_public_url(config.data_dir, config.server.public_url or derive_public_url(config))
     return ca, True
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     passphrase = ca_passphrase(config)
+    try:
+        public_url = check_public_url(args.public_url or config.server.public_url or derive_public_url(config))
+    except PublicUrlError as exc:
+        raise CliError(str(exc)) from exc
     ca = create_ca(
         config.data_dir,
         subject=args.subject or config.ca.subject,
         key_size=args.key_size or config.ca.key_size,
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
+        ra_pair=args.ra == "pair",
     )
+    write_public_url(config.data_dir, public_url)
     print(f"CA created in {config.data_dir}")
     print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
     print(f"  Key:                  RSA {ca.key.key_size} ({config.data_dir / 'ca.key'}, mode 0600)")
     print(f"  Fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
+    print(f"  RA:                   {_ra_layout(ca)}")
+    print(f"  Public URL:           {public_url} (CRL, OCSP and CA URLs of every certificate)")
+    if url_is_loopback(public_url):
+        print(
+            f"warning: the public URL {public_url} is loopback: relying parties on other hosts cannot check "
+            "revocation of the certificates; pass --public-url (or set server.public_url)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _ra_layout(ca: CAIdentity) -> str:
+    if ca.enc_cert is not None:
+        return "a signing RA (ra.pem) and an encryption RA (ra-enc.pem), as NDES has them"
+    return "one combined RA (ra.pem), signing and encryption"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -62,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
+    config = resolved(config)
+    _warn_public_url(config)
     cas = load_ca_set(config.data_dir, ca_passphrase(config))
     load_or_create_secret_key(config.data_dir)
     workers = resolve_workers(config.server.workers)
@@ -79,6 +112,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     asyncio.run(_prepare_store(config))
     log.info("serving on %s with %d worker processes", config.base_url, workers)
     return Supervisor(workers, functools.partial(_worker, config, cas)).run()
+
+
+def _warn_public_url(config: Config) -> None:
+    if loopback_mismatch(config):
+        log.warning(
+            "the public URL %s in issued certificates (CRL, OCSP) is loopback but the server listens on %s: "
+            "relying parties on other hosts cannot check revocation; set server.public_url",
+            config.server.public_url,
+            config.server.host,
+        )
+    else:
+        log.info("public URL (CRL, OCSP and CA URLs in certificates): %s", config.server.public_url)
 
 
 async def _prepare_store(config: Config) -> None:
@@ -106,8 +151,8 @@ def _serve(
 def cmd_ra_create(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair)
-    kind = "a signing RA and an encryption RA" if identity.enc_cert is not None else "a combined RA"
-    print(f"issued {kind} under {identity.cert.subject.rfc4514_string()}; the old RA files are in retired/")
+    print(f"issued {_ra_layout(identity)} under {identity.cert.subject.rfc4514_string()}")
+    print("the old RA files are in retired/")
     print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
     return 0
 
@@ -143,6 +188,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser("init", parents=[common], help="create the CA key and certificate")
     p.add_argument("--key-size", type=int, choices=(2048, 3072, 4096))
     p.add_argument("--subject", help="CA subject DN (RFC 4514), default from ca.subject")
+    p.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="base URL relying parties and devices reach (CRL, OCSP, CA and printed URLs); "
+        "default server.public_url, else the listen address (stored in the data directory)",
+    )
+    p.add_argument(
+        "--ra",
+        choices=("pair", "combined"),
+        default="pair",
+        help="pair (default, as NDES): a signing-only and an encryption-only RA; combined: one RA for both",
+    )
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("serve", parents=[common], help="run the server (creates the CA on first start)")
     p.add_argument("--host")
@@ -165,5 +222,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser("ra", help="the RA certificate(s) that decrypt requests and sign CertReps")
     rsub = p.add_subparsers(dest="ra_cmd", required=True)
     c = rsub.add_parser("create", parents=[common], help="issue a new RA (the current one is retired)")
-    c.add_argument("--pair", action="store_true", help="a signing-only and an encryption-only RA")
+    c.add_argument(
+        "--pair", action="store_true", help="a signing-only and an encryption-only RA (without it: one combined RA)"
+    )
     c.set_defaults(func=cmd_ra_create)

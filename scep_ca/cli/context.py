@@ -14,6 +14,7 @@ from typing import Any
 
 from config import Config, load_config
 from scep_ca.ca import CAIdentity, load_ca
+from scep_ca.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
 from store.base import Store
 from store.factory import open_store
 
@@ -34,7 +35,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if value is not None:
             overrides[key] = value
     config_path = getattr(args, "config", None)
-    return load_config(Path(config_path) if config_path else None, os.environ, overrides)
+    config = load_config(Path(config_path) if config_path else None, os.environ, overrides)
+    try:
+        # Printed URLs and certificates use the public URL that `init` stored, unless configured.
+        return with_public_url(config)
+    except PublicUrlError as exc:
+        raise CliError(f"{config.data_dir / PUBLIC_URL_FILE}: {exc}") from exc
 
 
 def ca_passphrase(config: Config) -> bytes | None:

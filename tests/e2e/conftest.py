@@ -136,7 +136,9 @@ class ScepCaServer:
             raise clients.MissingBinaryError(f"{SCEP_CA} not found: pip install -e . into {sys.prefix}")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):  # a free port can be taken before the server binds it
-            self.port = clients.free_port()
+            # A restart keeps its port first: the public URL stored at the first start (and in
+            # every certificate issued) names it.
+            self.port = self.port if attempt == 0 and self.port else clients.free_port()
             self._write_config()
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
@@ -208,7 +210,14 @@ class ScepCaServer:
 
     @property
     def ra_pem(self) -> Path:
+        """The RA that signs CertReps (the combined RA, or the signing half of the default pair)."""
         return self.data_dir / "ra.pem"
+
+    @property
+    def encryption_pem(self) -> Path:
+        """The RA that requests are encrypted to: ``ra-enc.pem`` of the default pair, else the combined RA."""
+        enc = self.data_dir / "ra-enc.pem"
+        return enc if enc.exists() else self.ra_pem
 
     @property
     def sqlite_path(self) -> Path:

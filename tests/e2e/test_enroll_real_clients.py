@@ -29,7 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from scep_ca.client import build_csr, build_request, self_signed_signer
+from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.enums import PKIStatus
 from tests.e2e.clients import Certmonger, http_get, openssl_verify, run_scepclient
 
 if TYPE_CHECKING:
@@ -81,6 +82,32 @@ def check_issued(server: ScepCaServer, integration: dict[str, Any], cert_path: P
     assert record is not None, listed
     assert record["subject"] == want.rfc4514_string() and record["integration"] == integration["id"]
     return cert
+
+
+def post_pki_operation(scep_url: str, message: bytes) -> bytes:
+    post = urllib.request.Request(
+        f"{scep_url}?operation=PKIOperation", data=message, headers={"Content-Type": "application/x-pki-message"}
+    )
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(post, timeout=10) as resp:
+        body: bytes = resp.read()
+    return body
+
+
+def enroll_csr(
+    server: ScepCaServer, integration: dict[str, Any], key: rsa.RSAPrivateKey, csr: bytes
+) -> x509.Certificate:
+    """A PKCSReq built here, encrypted to the encryption RA; the issued certificate, checked."""
+    signer = self_signed_signer(key)
+    request = build_request(
+        csr,
+        signer_cert=signer,
+        signer_key=key,
+        recipient=x509.load_pem_x509_certificate(server.encryption_pem.read_bytes()),
+        transaction_id=f"csr-{key.public_key().public_numbers().n % 10**12}",
+    )
+    reply = open_reply(post_pki_operation(integration["scep_url"], request.der), signer, key)
+    assert reply.status is PKIStatus.SUCCESS, (reply.fail_info, reply.fail_text)
+    return reply.certificates[0]
 
 
 def assert_bad_request_logged(server: ScepCaServer, integration_id: str, since: int) -> None:
@@ -185,9 +212,9 @@ def add_ca_without_cert(certmonger: Certmonger, server: ScepCaServer, integratio
     """``getcert add-scep-ca`` with the SCEP URL only; the daemon fetches caps and RA+CA itself."""
     certmonger.add_scep_ca("scep-ca", integration["scep_url"])
     record = certmonger.ca_record("scep-ca")
-    ra = x509.load_pem_x509_certificate(server.ra_pem.read_bytes())
+    ra = x509.load_pem_x509_certificate(server.encryption_pem.read_bytes())
     ca = x509.load_pem_x509_certificate(server.ca_pem.read_bytes())
-    # It sorted GetCACert's PKCS#7 into the RA (encryption) and the CA (its issuer, the trust anchor).
+    # It sorted GetCACert's PKCS#7 into the encryption RA and the CA (its issuer, the trust anchor).
     assert x509.load_pem_x509_certificate(record["ca_encryption_cert"].encode()) == ra, record
     assert x509.load_pem_x509_certificate(record["ca_encryption_issuer_cert"].encode()) == ca, record
     assert "POSTPKIOperation" in record["ca_capabilities"], record
@@ -209,6 +236,38 @@ def test_certmonger_enrolls(scep_ca_server: ScepCaServer, certmonger: Certmonger
     assert result.state == "MONITORING", f"{result.stdout}\n{certmonger.daemon_log()[-3000:]}"
     check_issued(server, integration, cert_path, "carol")
     assert server.certificate_count(integration["id"]) == 1
+
+
+def test_subject_in_either_order_gets_the_template_order(
+    scep_ca_server: ScepCaServer, certmonger: Certmonger, tmp_path: Path
+) -> None:
+    """Issue 11: certmonger's ``-N`` copied from the template string (CN first in the DER) and
+    written least specific first, scepclient, and a CSR in each order built here all enroll,
+    and every certificate's subject is byte-identical, in the template's order."""
+    server = scep_ca_server
+    integration = server.create_integration("subject-order")
+    add_ca_without_cert(certmonger, server, integration)
+    subjects: dict[str, bytes] = {}
+    for label, subject in [
+        ("certmonger-template-string", "CN=frank,OU=MDM,O=scep-client,C=US"),
+        ("certmonger-reverse", "C=US,O=scep-client,OU=MDM,CN=frank"),
+    ]:
+        cert_path = tmp_path / f"{label}.pem"
+        result = certmonger.request(
+            "scep-ca", tmp_path / f"{label}.key", cert_path, server.challenge(integration["id"]), subject
+        )
+        assert result.state == "MONITORING", f"{label}: {result.stdout}\n{certmonger.daemon_log()[-3000:]}"
+        subjects[label] = check_issued(server, integration, cert_path, "frank").subject.public_bytes()
+    result = run_scepclient(integration["scep_url"], server.challenge(integration["id"]), tmp_path, subject_cn="frank")
+    assert result.issued, result.describe()
+    subjects["scepclient"] = check_issued(server, integration, result.cert_path, "frank").subject.public_bytes()
+    template_order = expected_subject(integration, "frank")
+    for label, name in [("csr-der-order", template_order), ("csr-reverse", x509.Name(template_order.rdns[::-1]))]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        csr = build_csr(key, name, server.challenge(integration["id"]))
+        subjects[label] = enroll_csr(server, integration, key, csr).subject.public_bytes()
+    assert set(subjects.values()) == {template_order.public_bytes()}, subjects
+    assert server.certificate_count(integration["id"]) == len(subjects)
 
 
 def certrep_signed_attrs(reply: bytes) -> dict[str, Any]:
@@ -270,15 +329,9 @@ def test_fail_info_text_uses_the_rfc8894_oid(scep_ca_server: ScepCaServer) -> No
         csr,
         signer_cert=self_signed_signer(key),
         signer_key=key,
-        recipient=x509.load_pem_x509_certificate(server.ra_pem.read_bytes()),
+        recipient=x509.load_pem_x509_certificate(server.encryption_pem.read_bytes()),
         transaction_id="failinfotext-oid",
     )
-    post = urllib.request.Request(
-        f"{integration['scep_url']}?operation=PKIOperation",
-        data=request.der,
-        headers={"Content-Type": "application/x-pki-message"},
-    )
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(post, timeout=10) as resp:
-        attrs = certrep_signed_attrs(resp.read())
+    attrs = certrep_signed_attrs(post_pki_operation(integration["scep_url"], request.der))
     assert attrs[SCEP_FAIL_INFO_OID].native == "2"
     assert attrs[RFC8894_FAIL_INFO_TEXT_OID].native == CHALLENGE_REFUSED_TEXT, sorted(attrs)

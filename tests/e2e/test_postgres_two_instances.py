@@ -28,7 +28,7 @@ from tests.e2e.conftest import ScepCaServer
 from tests.store.conftest import PG_ADMIN_DSN
 
 ROUNDS = 12
-SHARED_FILES = ("ca.pem", "ca.key", "ra.pem", "ra.key", "secret.key")
+SHARED_FILES = ("ca.pem", "ca.key", "ra.pem", "ra.key", "ra-enc.pem", "ra-enc.key", "secret.key")
 
 
 async def _admin(sql: str) -> None:
@@ -78,7 +78,7 @@ def test_same_challenge_through_two_hosts_yields_one_certificate(
 ) -> None:
     a, b = two_hosts
     integration = a.create_integration("race", subject="CN=$USERID$")
-    ra = x509.load_pem_x509_certificate(a.ra_pem.read_bytes())
+    ra = x509.load_pem_x509_certificate(a.encryption_pem.read_bytes())
     keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
     signers = [self_signed_signer(k) for k in keys]
 
@@ -121,7 +121,7 @@ def test_delete_on_one_host_is_honoured_by_the_other(two_hosts: tuple[ScepCaServ
     assert caught.value.code == 404
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     signer = self_signed_signer(key)
-    ra = x509.load_pem_x509_certificate(b.ra_pem.read_bytes())
+    ra = x509.load_pem_x509_certificate(b.encryption_pem.read_bytes())
     req = build_request(
         build_csr(key, parse_dn("CN=late"), leftover),
         signer_cert=signer,

@@ -8,6 +8,9 @@ certmonger daemon learns A's SCEP CA (GetCACaps, GetCACert), and then
 ``scep-ca integration delete A --yes`` runs. What each test then shows:
 
 * the CLI says how many certificates it revoked (two);
+* every certificate names the server's stored public URL (no server.public_url configured): the
+  CRL fetched from its CDP URL, ``openssl ocsp`` at its AIA OCSP URL and the CA at its caIssuers
+  URL all answer, and show A's revoked, B's not;
 * ``openssl ocsp`` (the relying party's OCSP client, response signature checked against the CA):
   A's certificates revoked, reason cessationOfOperation, all at one revocation time; B's good;
 * ``openssl verify -crl_check`` with the CRL served at ``/crl/ca.crl`` (DER, turned into PEM with
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import re
 import subprocess
@@ -43,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from tests.e2e.clients import (
     Certmonger,
@@ -91,7 +97,9 @@ class OcspStatus:
     result: CommandResult
 
 
-def ocsp_status(server: ScepCaServer, cert_path: Path, issuer: Path | None = None) -> OcspStatus:
+def ocsp_status(
+    server: ScepCaServer, cert_path: Path, issuer: Path | None = None, url: str | None = None
+) -> OcspStatus:
     """``openssl ocsp -issuer CA -cert CERT -url .../ocsp -CAfile CA -resp_text``; the response
     must verify against the CA ("Response verify OK")."""
     issuer = issuer or server.ca_pem
@@ -104,7 +112,7 @@ def ocsp_status(server: ScepCaServer, cert_path: Path, issuer: Path | None = Non
             "-cert",
             str(cert_path),
             "-url",
-            f"{server.base_url}/ocsp",
+            url or f"{server.base_url}/ocsp",
             "-CAfile",
             str(issuer),
             "-resp_text",
@@ -118,9 +126,11 @@ def ocsp_status(server: ScepCaServer, cert_path: Path, issuer: Path | None = Non
     return OcspStatus(block.group(1), fields.get("Reason"), fields.get("Revocation Time"), result)
 
 
-def fetch_crl(server: ScepCaServer, workdir: Path, name: str = "ca") -> tuple[Path, x509.CertificateRevocationList]:
-    """GET ``/crl/<name>.crl`` (DER), converted to PEM with ``openssl crl -inform DER``."""
-    status, headers, der = http_get(f"{server.base_url}/crl/{name}.crl")
+def fetch_crl(
+    server: ScepCaServer, workdir: Path, name: str = "ca", url: str | None = None
+) -> tuple[Path, x509.CertificateRevocationList]:
+    """GET ``/crl/<name>.crl`` (or ``url``; DER), converted to PEM with ``openssl crl -inform DER``."""
+    status, headers, der = http_get(url or f"{server.base_url}/crl/{name}.crl")
     assert status == 200 and headers["Content-Type"] == "application/pkix-crl", (status, headers)
     workdir.mkdir(parents=True, exist_ok=True)
     der_path, pem_path = workdir / f"{name}.crl.der", workdir / f"{name}.crl.pem"
@@ -193,6 +203,29 @@ def verify_api(server: ScepCaServer, pem: bytes) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class RevocationUrls:
+    crl: str  # the CRL distribution point (RFC 5280 section 4.2.1.13)
+    ocsp: str  # AIA id-ad-ocsp (RFC 5280 section 4.2.2.1)
+    ca_issuers: str  # AIA id-ad-caIssuers
+
+
+def revocation_urls(cert_path: Path) -> RevocationUrls:
+    """The one CDP URI and the AIA's OCSP and caIssuers URIs a certificate carries."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    (point,) = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert point.full_name is not None and len(point.full_name) == 1, point
+    aia = {
+        d.access_method: d.access_location.value
+        for d in cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    }
+    return RevocationUrls(
+        crl=point.full_name[0].value,
+        ocsp=aia[AuthorityInformationAccessOID.OCSP],
+        ca_issuers=aia[AuthorityInformationAccessOID.CA_ISSUERS],
+    )
+
+
+@dataclass(frozen=True)
 class CurlPage:
     status: int
     body: bytes
@@ -223,6 +256,7 @@ class Fleet:
     a_page_challenge: str  # from A's challenge URL (NTLM), before the delete, unused
     a_cli_challenge: str  # from `scep-ca challenge new A`, before the delete, unused
     a_page_before: CurlPage  # A's challenge URL with A's credentials, before the delete
+    a_ocsp_before: OcspStatus  # A's first certificate, asked at its own AIA OCSP URL before the delete
     delete: subprocess.CompletedProcess[str]
     certmonger: Certmonger  # knows A's SCEP CA (RA, CA, caps) from before the delete
     workdir: Path
@@ -251,6 +285,8 @@ def fleet(scep_ca_server: ScepCaServer, tmp_path_factory: pytest.TempPathFactory
     cli_challenge = server.challenge(a["id"])
     assert server.unused_challenges(a["id"]) == 2
 
+    a_ocsp_before = ocsp_status(server, a_certs["a1"], url=revocation_urls(a_certs["a1"]).ocsp)
+
     with Certmonger(workdir / "certmonger") as certmonger:
         certmonger.add_scep_ca("revoked-a", a["scep_url"])
         delete = server.cli("integration", "delete", a["id"], "--yes")
@@ -263,6 +299,7 @@ def fleet(scep_ca_server: ScepCaServer, tmp_path_factory: pytest.TempPathFactory
             a_page_challenge=match.group(1),
             a_cli_challenge=cli_challenge,
             a_page_before=page,
+            a_ocsp_before=a_ocsp_before,
             delete=delete,
             certmonger=certmonger,
             workdir=workdir,
@@ -274,6 +311,35 @@ def fleet(scep_ca_server: ScepCaServer, tmp_path_factory: pytest.TempPathFactory
 # --------------------------------------------------------------------------------------------
 # After the delete
 # --------------------------------------------------------------------------------------------
+
+
+def test_urls_in_the_certificates_answer_and_show_the_delete(fleet: Fleet) -> None:
+    """A default ``serve`` (no server.public_url configured) puts its stored public URL into every
+    certificate: the CRL fetched from each certificate's own CDP URL makes ``openssl verify
+    -crl_check`` reject A's and accept B's; ``openssl ocsp`` at each one's AIA OCSP URL said good for
+    A before the delete and says revoked now, good for B; the caIssuers URL serves the CA (DER)."""
+    server = fleet.server
+    ca = x509.load_pem_x509_certificate(server.ca_pem.read_bytes())
+    ca_id = hashlib.sha256(ca.public_bytes(serialization.Encoding.DER)).hexdigest()[:16]
+    stored = (server.data_dir / "public_url").read_text().strip()
+    assert stored == server.base_url
+    assert fleet.a_ocsp_before.status == "good", fleet.a_ocsp_before.result.describe()
+    for name, path in {**fleet.a_certs, **fleet.b_certs}.items():
+        urls = revocation_urls(path)
+        assert urls == RevocationUrls(
+            crl=f"{stored}/crl/{ca_id}.crl", ocsp=f"{stored}/ocsp", ca_issuers=f"{stored}/ca/{ca_id}.crt"
+        ), urls
+        crl_pem, _ = fetch_crl(server, fleet.workdir / f"cdp-{name}", url=urls.crl)
+        answer = ocsp_status(server, path, url=urls.ocsp)
+        if name in fleet.a_certs:
+            assert_crl_rejects(path, crl_pem, server.ca_pem)
+            assert (answer.status, answer.reason) == ("revoked", "cessationOfOperation"), answer.result.describe()
+        else:
+            assert_crl_accepts(path, crl_pem, server.ca_pem)
+            assert answer.status == "good", answer.result.describe()
+        status, headers, body = http_get(urls.ca_issuers)
+        assert status == 200 and headers["Content-Type"] == "application/pkix-cert", (status, headers)
+        assert x509.load_der_x509_certificate(body) == ca
 
 
 def test_delete_prints_how_many_it_revoked(fleet: Fleet) -> None:

@@ -49,6 +49,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from scep_ca.dn import parse_dn
+from scep_ca.enums import PKIStatus
+from tests.e2e import pyscep_rule
 from tests.e2e.clients import (
     LOOPBACK,
     SCEP_SUBMIT,
@@ -679,40 +682,31 @@ def assert_signed_by_ra(exchange: PkiExchange, ra: x509.Certificate, server: Sce
     assert signer["sid"].chosen["serial_number"].native == ra.serial_number
 
 
-def test_certreps_are_signed_by_the_ra(scep_ca_server: ScepCaServer, certmonger: Certmonger, tmp_path: Path) -> None:
-    server = scep_ca_server
-    iid = server.create_integration("ra-signs")["id"]
-    ra, ca = load_cert(server.ra_pem), load_cert(server.ca_pem)
-    assert ra != ca and ra.issuer == ca.subject
-    scepclient, cm = enroll_both_clients(server, certmonger, iid, tmp_path)
-    assert ra.serial_number in scepclient.recipient_serials()
-    assert cm.recipient_serials() == {ra.serial_number}
-    assert_signed_by_ra(scepclient, ra, server, tmp_path / "scepclient")
-    assert_signed_by_ra(cm, ra, server, tmp_path / "certmonger")
+def pyscep_enrolls(server: ScepCaServer, iid: str, cn: str) -> pyscep_rule.PyscepEnrollment:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return pyscep_rule.enroll(server.scep_url(iid), server.challenge(iid), key, subject_of(cn))
 
 
-def test_certreps_are_signed_by_the_signing_ra_of_a_pair(
-    scep_ca_server_factory: ScepCaServerFactory, certmonger: Certmonger, tmp_path: Path
+def subject_of(cn: str) -> x509.Name:
+    return parse_dn(DEFAULT_SUBJECT.replace("$USERID$", cn))
+
+
+def test_default_ra_pair_serves_every_client(
+    scep_ca_server: ScepCaServer, certmonger: Certmonger, tmp_path: Path
 ) -> None:
-    """``scep-ca ra create --pair`` and a restart: GetCACert lists the signing RA, the encryption
-    RA and the CA; requests are encrypted to the encryption RA, CertReps signed by the signing
-    RA (DATA_DIR/ra.pem); the retired combined RA signs nothing any more."""
-    server = scep_ca_server_factory()
-    old_ra = load_cert(server.ra_pem)
-    server.stop()
-    created = server.cli("ra", "create", "--pair")
-    assert created.stdout.startswith("issued a signing RA and an encryption RA under CN=scep-ca,O=scep-ca;")
-    server.start()
-    (retired,) = (server.data_dir / "retired").iterdir()
-    assert load_cert(retired / "ra.pem") == old_ra
-    signing, encryption, ca = (load_cert(server.data_dir / f) for f in ("ra.pem", "ra-enc.pem", "ca.pem"))
-    assert len({der(signing), der(encryption), der(old_ra)}) == 3
+    """A default ``serve`` (NDES's pair): GetCACert lists the signing RA, the encryption RA and the
+    CA; scepclient, certmonger and pyscep's selection rule encrypt to the encryption RA, and every
+    CertRep is signed by the signing RA (DATA_DIR/ra.pem), which pyscep's rule verifies it with."""
+    server = scep_ca_server
     iid = server.create_integration("ra-pair")["id"]
+    signing, encryption, ca = (load_cert(server.data_dir / f) for f in ("ra.pem", "ra-enc.pem", "ca.pem"))
+    assert len({der(signing), der(encryption), der(ca)}) == 3
+    assert signing.issuer == ca.subject and encryption.issuer == ca.subject
 
     status, headers, body = http_get(f"{server.scep_url(iid)}?operation=GetCACert")
     assert status == 200 and headers["Content-Type"] == "application/x-x509-ca-ra-cert"
     bundle = [c.dump() for c in cms.ContentInfo.load(body)["content"]["certificates"]]
-    assert set(bundle[:2]) == {der(signing), der(encryption)} and bundle[2:] == [der(ca)]
+    assert bundle == [der(signing), der(encryption), der(ca)]
 
     scepclient, cm = enroll_both_clients(server, certmonger, iid, tmp_path)
     assert encryption.serial_number in scepclient.recipient_serials()
@@ -721,6 +715,52 @@ def test_certreps_are_signed_by_the_signing_ra_of_a_pair(
     assert x509.load_pem_x509_certificate(record["ca_encryption_cert"].encode()) == encryption
     for exchange, name in ((scepclient, "scepclient"), (cm, "certmonger")):
         assert_signed_by_ra(exchange, signing, server, tmp_path / name)
+
+    enrolled = pyscep_enrolls(server, iid, "ra-pyscep")
+    assert (enrolled.recipient, enrolled.signer) == (encryption, signing)
+    assert enrolled.reply.status is PKIStatus.SUCCESS and enrolled.reply.signer_cert_der == der(signing)
+    issued = enrolled.reply.certificates[0]
+    issued.verify_directly_issued_by(ca)
+    assert issued.subject == subject_of("ra-pyscep")
+
+
+def test_combined_ra_on_request_and_why_it_is_not_the_default(
+    scep_ca_server_factory: ScepCaServerFactory, certmonger: Certmonger, tmp_path: Path
+) -> None:
+    """``scep-ca ra create`` (no ``--pair``) and a restart: GetCACert lists the combined RA and the
+    CA; scepclient and certmonger encrypt to it and get CertReps it signed; the retired pair signs
+    nothing any more. pyscep's rule fails against this layout, exactly as pyscep 0.0.14 does:
+    it encrypts to the CA, gets a CA-signed CertRep and checks it with the RA's key."""
+    server = scep_ca_server_factory()
+    old_signing = load_cert(server.ra_pem)
+    server.stop()
+    created = server.cli("ra", "create")
+    assert created.stdout.startswith("issued one combined RA (ra.pem), signing and encryption under CN=scep-ca")
+    server.start()
+    (retired,) = (server.data_dir / "retired").iterdir()
+    assert load_cert(retired / "ra.pem") == old_signing and (retired / "ra-enc.pem").exists()
+    assert not (server.data_dir / "ra-enc.pem").exists()
+    combined, ca = load_cert(server.ra_pem), load_cert(server.ca_pem)
+    ku = combined.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_encipherment
+    iid = server.create_integration("ra-combined")["id"]
+
+    status, headers, body = http_get(f"{server.scep_url(iid)}?operation=GetCACert")
+    assert status == 200 and headers["Content-Type"] == "application/x-x509-ca-ra-cert"
+    bundle = [c.dump() for c in cms.ContentInfo.load(body)["content"]["certificates"]]
+    assert bundle == [der(combined), der(ca)]
+
+    scepclient, cm = enroll_both_clients(server, certmonger, iid, tmp_path)
+    assert combined.serial_number in scepclient.recipient_serials()
+    assert cm.recipient_serials() == {combined.serial_number}
+    for exchange, name in ((scepclient, "scepclient"), (cm, "certmonger")):
+        assert_signed_by_ra(exchange, combined, server, tmp_path / name)
+
+    before = server.certificate_count(iid)
+    with pytest.raises(pyscep_rule.PyscepRuleError, match="InvalidSignature"):
+        pyscep_enrolls(server, iid, "ra-pyscep")
+    # The server did its part: the request went to the CA, so the CA signed the (SUCCESS) reply.
+    assert server.certificate_count(iid) == before + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -768,7 +808,8 @@ def test_ca_rollover(scep_ca_server_factory: ScepCaServerFactory, tmp_path: Path
     assert status == 200 and headers["Content-Type"] == "application/x-x509-next-ca-cert"
     assert cms_signer(body, tmp_path / "next", server.ca_pem) == old_ra
     announced = cms.ContentInfo.load((tmp_path / "next" / "content.der").read_bytes())["content"]["certificates"]
-    assert [c.dump() for c in announced] == [der(next_ra), der(next_ca)]
+    next_enc = load_cert(server.data_dir / "next" / "ra-enc.pem")  # the next CA gets the default pair too
+    assert [c.dump() for c in announced] == [der(next_ra), der(next_enc), der(next_ca)]
     between = enroll("between")
     assert_verifies(between, server.ca_pem)  # still the old CA
     assert load_cert(between).issuer == old_ca.subject

@@ -79,7 +79,7 @@ async def _enroll(
         _csr(key, challenge if challenge is not None else await server.challenge()),
         signer_cert=signer,
         signer_key=key,
-        recipient=server.ca.ra_cert,
+        recipient=server.ca.encryption_cert,
         transaction_id=f"alg-{cipher.value}-{digest.value}",
         cipher=cipher,
         digest=digest,
@@ -210,7 +210,7 @@ async def _send_envelope(
     server: Server, key: rsa.RSAPrivateKey, transport: KeyTransport, *, content: str = "aes-cbc", tid: str = "T-env"
 ) -> Reply:
     signer = self_signed_signer(key)
-    enveloped = _envelope(_csr(key, await server.challenge()), server.ca.ra_cert, transport, content=content)
+    enveloped = _envelope(_csr(key, await server.challenge()), server.ca.encryption_cert, transport, content=content)
     return open_reply(await _post(server, _signed(enveloped, key, signer, tid, DigestAlg.SHA256)), signer, key)
 
 

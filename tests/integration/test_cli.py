@@ -39,11 +39,19 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     return runner
 
 
+def _key_usage(path: Path) -> tuple[bool, bool]:
+    ku = x509.load_pem_x509_certificate(path.read_bytes()).extensions.get_extension_for_class(x509.KeyUsage).value
+    return ku.digital_signature, ku.key_encipherment
+
+
 def test_init_creates_ca_and_ra_with_private_keys(cli: Cli) -> None:
-    for name in ("ca.key", "ra.key"):
+    for name in ("ca.key", "ra.key", "ra-enc.key"):
         assert stat.S_IMODE((cli.data_dir / name).stat().st_mode) == 0o600
     ca = x509.load_pem_x509_certificate((cli.data_dir / "ca.pem").read_bytes())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # The default is NDES's pair: signing-only and encryption-only.
+    assert _key_usage(cli.data_dir / "ra.pem") == (True, False)
+    assert _key_usage(cli.data_dir / "ra-enc.pem") == (False, True)
     code, _, err = cli("init")
     assert code == 1 and "refusing to overwrite" in err
 
@@ -193,13 +201,73 @@ def test_request_queue_approve_and_reject(cli: Cli) -> None:
     assert code == 1 and "INTEGRATION:TRANSACTION" in err
 
 
-def test_ra_create_pair_and_back(cli: Cli) -> None:
-    code, out, err = cli("ra", "create", "--pair")
-    assert code == 0 and "signing RA and an encryption RA" in out, err
-    assert (cli.data_dir / "ra-enc.pem").exists()
-    code, out, err = cli("ra", "create")
-    assert code == 0 and "combined RA" in out, err
+def test_init_stores_the_public_url_and_integrations_print_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "data", capsys)
+    code, out, err = cli("init", "--public-url", "https://ca.example/")
+    assert code == 0 and "Public URL:           https://ca.example (CRL" in out, err
+    assert "warning" not in err
+    assert (cli.data_dir / "public_url").read_text() == "https://ca.example\n"
+    info = cli.json("integration", "create", "Fleet", "--subject", "CN=$USERID$,O=Example")
+    assert isinstance(info, dict)
+    assert info["scep_url"] == f"https://ca.example/scep/{info['id']}"
+
+
+def test_serve_warns_when_certificates_name_loopback_but_it_listens_beyond(
+    cli: Cli, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What ``serve`` logs at start (its resolved config), without binding a non-loopback address."""
+    from config import load_config
+    from scep_ca.cli.ca_cmds import _warn_public_url
+    from scep_ca.public_url import resolved
+
+    assert (cli.data_dir / "public_url").read_text() == "http://127.0.0.1:8080\n"  # default init
+    for host, warned in (("192.0.2.7", True), ("127.0.0.1", False)):
+        caplog.clear()
+        config = resolved(load_config(None, {}, {"data_dir": str(cli.data_dir), "server.host": host}))
+        with caplog.at_level("INFO", logger="scep_ca.cli"):
+            _warn_public_url(config)
+        text = "is loopback but the server listens on 192.0.2.7"
+        assert (text in caplog.text) is warned, caplog.text
+
+
+def test_init_warns_on_a_loopback_public_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = Cli(tmp_path / "data", capsys)
+    code, out, err = cli("init")
+    assert code == 0 and "Public URL:           http://127.0.0.1:8080" in out
+    assert "warning: the public URL http://127.0.0.1:8080 is loopback" in err and "--public-url" in err
+
+
+def test_init_refuses_a_bad_public_url_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = Cli(tmp_path / "data", capsys)
+    code, _, err = cli("init", "--public-url", "ca.example")
+    assert code == 1 and "must be an http:// or https:// URL with a host" in err
+    assert not (cli.data_dir / "ca.pem").exists() and not (cli.data_dir / "public_url").exists()
+
+
+def test_a_corrupt_stored_public_url_is_an_operator_error(cli: Cli) -> None:
+    (cli.data_dir / "public_url").write_text("nonsense\n")
+    code, _, err = cli("integration", "list")
+    assert code == 1 and "public_url" in err and "Traceback" not in err
+
+
+def test_init_combined_ra_on_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = Cli(tmp_path / "data", capsys)
+    code, out, err = cli("init", "--ra", "combined")
+    assert code == 0 and "one combined RA" in out, err
+    assert _key_usage(cli.data_dir / "ra.pem") == (True, True)
     assert not (cli.data_dir / "ra-enc.pem").exists()
+
+
+def test_ra_create_combined_and_back_to_the_pair(cli: Cli) -> None:
+    code, out, err = cli("ra", "create")
+    assert code == 0 and "one combined RA" in out, err
+    assert not (cli.data_dir / "ra-enc.pem").exists()
+    assert _key_usage(cli.data_dir / "ra.pem") == (True, True)
+    code, out, err = cli("ra", "create", "--pair")
+    assert code == 0 and "a signing RA (ra.pem) and an encryption RA (ra-enc.pem)" in out, err
+    assert _key_usage(cli.data_dir / "ra-enc.pem") == (False, True)
     assert len(list((cli.data_dir / "retired").iterdir())) == 2
 
 

@@ -78,7 +78,7 @@ def _request(
         csr if csr is not None else build_csr(key, parse_dn(subject), challenge),
         signer_cert=signer,
         signer_key=key,
-        recipient=server.ca.ra_cert,
+        recipient=server.ca.encryption_cert,
         transaction_id=tid,
         cipher=ContentCipher.AES128,
         digest=DigestAlg.SHA256,
@@ -300,10 +300,10 @@ def _scep_attrs(tid: str) -> list[bytes]:
 async def test_signer_identified_by_subject_key_identifier(server: Server, device_key: rsa.RSAPrivateKey) -> None:
     """SignerInfo sid [0] subjectKeyIdentifier instead of issuerAndSerialNumber (CNG-based clients)."""
     signer = _windows_signer(device_key)
-    public = server.ca.ra_cert.public_key()
+    public = server.ca.encryption_cert.public_key()
     assert isinstance(public, rsa.RSAPublicKey)
     csr = build_csr(device_key, parse_dn(SUBJECT), await server.challenge())
-    enveloped = encrypt_envelope(csr, issuer_and_serial(server.ca.ra_cert_der), public, ContentCipher.AES128)
+    enveloped = encrypt_envelope(csr, issuer_and_serial(_der(server.ca.encryption_cert)), public, ContentCipher.AES128)
     body = _sign_with_ski(device_key, signer, DigestAlg.SHA256, _scep_attrs("T-ski"), enveloped)
     reply = open_reply(await _post(server, body), signer, device_key)
     _assert_issued(reply, device_key)
@@ -338,7 +338,7 @@ async def test_envelope_recipient_identified_by_subject_key_identifier(
 ) -> None:
     """KeyTransRecipientInfo rid [0] subjectKeyIdentifier naming the RA, instead of issuerAndSerialNumber."""
     csr = build_csr(device_key, parse_dn(SUBJECT), await server.challenge())
-    enveloped = _envelope_to_ski(csr, server.ca.ra_cert)
+    enveloped = _envelope_to_ski(csr, server.ca.encryption_cert)
     signer = _signer(device_key)
     body = sign_message(SignerIdentity.from_cert(signer, device_key), DigestAlg.SHA256, _scep_attrs("T-rid"), enveloped)
     reply = open_reply(await _post(server, body), signer, device_key)
@@ -581,11 +581,11 @@ def ber_signed_data(message: bytes) -> bytes:
 
 def _ber_request(server: Server, key: rsa.RSAPrivateKey, challenge: str, tid: str) -> tuple[bytes, x509.Certificate]:
     signer = _signer(key)
-    public = server.ca.ra_cert.public_key()
+    public = server.ca.encryption_cert.public_key()
     assert isinstance(public, rsa.RSAPublicKey)
     csr = build_csr(key, parse_dn(SUBJECT), challenge)
     enveloped = ber_envelope(
-        encrypt_envelope(csr, issuer_and_serial(server.ca.ra_cert_der), public, ContentCipher.DES3)
+        encrypt_envelope(csr, issuer_and_serial(_der(server.ca.encryption_cert)), public, ContentCipher.DES3)
     )
     message = sign_message(SignerIdentity.from_cert(signer, key), DigestAlg.SHA1, _scep_attrs(tid), enveloped)
     ber = ber_signed_data(message)
@@ -673,7 +673,13 @@ async def vector_server(
         ra_key = serialization.load_pem_private_key(vector.recipient_key.read_bytes(), None)
         assert isinstance(ra_key, rsa.RSAPrivateKey)
         ca = dataclasses.replace(
-            shared_ca[1], ra_cert=ra_cert, ra_key=ra_key, ra_cert_der=ra_cert.public_bytes(serialization.Encoding.DER)
+            shared_ca[1],
+            ra_cert=ra_cert,
+            ra_key=ra_key,
+            ra_cert_der=ra_cert.public_bytes(serialization.Encoding.DER),
+            # The vectors were captured against one combined RA.
+            enc_cert=None,
+            enc_key=None,
         )
         config = load_config(None, {}, {"data_dir": str(tmp_path)})
         store = open_store(config)
@@ -727,3 +733,7 @@ async def test_real_client_request_replayed_over_http(
         assert reply.status is PKIStatus.SUCCESS
         assert reply.certificates[0].public_key() == key.public_key()
         assert reply.transaction_id == msg.transaction_id
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)

@@ -220,6 +220,18 @@ async def test_unknown_crl_name(env: Env) -> None:
     assert (await env.client.get("/crl/other.crl")).status == 404
 
 
+async def test_ca_certificate_at_the_ca_issuers_path(env: Env) -> None:
+    """``/ca/<ca id>.crt`` (and ``/ca/ca.crt``): the CA as one DER certificate, RFC 2585's type."""
+    from scep_ca.ca_set import ca_id
+
+    for name in (ca_id(env.ca), "ca"):
+        resp = await env.client.get(f"/ca/{name}.crt")
+        assert resp.status == 200 and resp.content_type == "application/pkix-cert"
+        assert await resp.read() == env.ca.cert_der
+    resp = await env.client.get("/ca/0123456789abcdef.crt")
+    assert resp.status == 404 and await resp.text() == "no such CA\n"
+
+
 async def test_delete_integration_is_visible_everywhere(env: Env) -> None:
     await env.crl()  # warm the cache: deletion must invalidate it
     result = await env.service.delete_integration("intega")

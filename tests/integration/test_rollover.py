@@ -65,7 +65,7 @@ async def test_rollover_end_to_end(tmp_path: Path, aiohttp_client: Client, devic
     caps = (await (await client.get("/scep/roll?operation=GetCACaps")).text()).split()
     assert "GetNextCACert" not in caps
     assert (await client.get("/scep/roll?operation=GetNextCACert")).status == 404
-    old_cert = await _enroll(client, store, old.ra_cert, device_key, "before")
+    old_cert = await _enroll(client, store, old.encryption_cert, device_key, "before")
     await store.close()  # type: ignore[attr-defined]
 
     nxt = rollover(data, subject=None, key_size=2048, validity_days=60, passphrase=None)
@@ -76,15 +76,16 @@ async def test_rollover_end_to_end(tmp_path: Path, aiohttp_client: Client, devic
     assert resp.headers["Content-Type"] == "application/x-x509-next-ca-cert"
     body = await resp.read()
     # Signed by the current RA; its content is the next CA's certs-only bag.
-    assert next_ca_certificates(body, old.ra_cert) == [nxt.ra_cert_der, nxt.cert_der]
+    nxt_enc_der = nxt.encryption_cert.public_bytes(serialization.Encoding.DER)
+    assert next_ca_certificates(body, old.ra_cert) == [nxt.ra_cert_der, nxt_enc_der, nxt.cert_der]
     # Issuance has not switched yet.
-    assert (await _enroll(client, store, old.ra_cert, device_key, "still-old")).issuer == old.cert.subject
+    assert (await _enroll(client, store, old.encryption_cert, device_key, "still-old")).issuer == old.cert.subject
     await store.close()  # type: ignore[attr-defined]
 
     retired, new = activate_next(data, None)
     assert retired.fingerprint_sha256 == old.fingerprint_sha256 and new.fingerprint_sha256 == nxt.fingerprint_sha256
     client, store = await _app(data, aiohttp_client)
-    new_cert = await _enroll(client, store, new.ra_cert, device_key, "after")
+    new_cert = await _enroll(client, store, new.encryption_cert, device_key, "after")
     new_cert.verify_directly_issued_by(new.cert)
     old_cert.verify_directly_issued_by(old.cert)
     # The old CA's certificate is still answered for: OCSP good, then revoked, and its CRL lists it.

@@ -48,7 +48,7 @@ async def _message(
         payload,
         signer_cert=signer,
         signer_key=key,
-        recipient=server.ca.ra_cert,
+        recipient=server.ca.encryption_cert,
         transaction_id=tid,
         message_type=kind,
     )

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
@@ -36,7 +37,7 @@ def _req(
         csr,
         signer_cert=signer,
         signer_key=key,
-        recipient=recipient or server.ca.ra_cert,
+        recipient=recipient or server.ca.encryption_cert,
         transaction_id=tid,
         cipher=cipher,
         digest=digest,
@@ -68,8 +69,10 @@ async def test_get_ca_caps(server: Server) -> None:
     assert {"POSTPKIOperation", "SHA-256", "SHA-512", "AES", "SCEPStandard"} <= set(caps)
 
 
-async def test_get_ca_cert_is_ra_then_ca_without_parameters(server: Server) -> None:
-    """certmonger needs the CA in the bag as its trust anchor; Apple needs an RA with DS+KE."""
+async def test_get_ca_cert_is_ra_pair_then_ca_without_parameters(server: Server) -> None:
+    """The default layout is NDES's: the signing RA (digitalSignature only), the encryption RA
+    (keyEncipherment only), then the CA. certmonger needs the CA in the bag as its trust anchor;
+    pyscep needs an encryption certificate without digitalSignature; Apple takes the pair."""
     from asn1crypto import cms
 
     resp = await server.client.get(f"{server.url()}/pkiclient.exe?operation=GetCACert&message=CAIdentifier")
@@ -77,10 +80,16 @@ async def test_get_ca_cert_is_ra_then_ca_without_parameters(server: Server) -> N
     # Apple rejects parameters (such as charset) on this Content-Type.
     assert resp.headers["Content-Type"] == "application/x-x509-ca-ra-cert"
     bag = cms.ContentInfo.load(await resp.read())["content"]
-    assert [c.chosen.dump() for c in bag["certificates"]] == [server.ca.ra_cert_der, server.ca.cert_der]
-    ku = server.ca.ra_cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert ku.digital_signature and ku.key_encipherment
+    enc = server.ca.encryption_cert
+    assert enc != server.ca.ra_cert
+    want = [server.ca.ra_cert_der, enc.public_bytes(serialization.Encoding.DER), server.ca.cert_der]
+    assert [c.chosen.dump() for c in bag["certificates"]] == want
+    sign_ku = server.ca.ra_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert sign_ku.digital_signature and not sign_ku.key_encipherment
+    enc_ku = enc.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert enc_ku.key_encipherment and not enc_ku.digital_signature
     server.ca.ra_cert.verify_directly_issued_by(server.ca.cert)
+    enc.verify_directly_issued_by(server.ca.cert)
 
 
 async def test_enroll_over_post(server: Server, device_key: rsa.RSAPrivateKey) -> None:
@@ -242,7 +251,7 @@ async def test_unsupported_message_type_is_bad_request(server: Server, device_ke
         b"\x30\x00",
         signer_cert=signer,
         signer_key=device_key,
-        recipient=server.ca.ra_cert,
+        recipient=server.ca.encryption_cert,
         transaction_id="T",
         message_type=99,  # type: ignore[arg-type]
     )

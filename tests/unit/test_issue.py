@@ -45,11 +45,19 @@ def _reference(
     if profile.crl_url:
         dp = x509.DistributionPoint([x509.UniformResourceIdentifier(profile.crl_url)], None, None, None)
         b = b.add_extension(x509.CRLDistributionPoints([dp]), critical=False)
+    ads = []
     if profile.ocsp_url:
-        ad = x509.AccessDescription(
-            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(profile.ocsp_url)
+        ads.append(
+            x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(profile.ocsp_url))
         )
-        b = b.add_extension(x509.AuthorityInformationAccess([ad]), critical=False)
+    if profile.ca_issuers_url:
+        ads.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(profile.ca_issuers_url)
+            )
+        )
+    if ads:
+        b = b.add_extension(x509.AuthorityInformationAccess(ads), critical=False)
     return b.sign(ca.key, hashes.SHA256())
 
 
@@ -58,6 +66,16 @@ def _reference(
     [
         (Profile(365), []),
         (Profile(30, crl_url="https://x.example/crl/abc.crl", ocsp_url="https://x.example/ocsp"), []),
+        (
+            Profile(
+                30,
+                crl_url="https://x.example/crl/abc.crl",
+                ocsp_url="https://x.example/ocsp",
+                ca_issuers_url="https://x.example/ca/abc.crt",
+            ),
+            [],
+        ),
+        (Profile(30, ca_issuers_url="https://x.example/ca/abc.crt"), []),
         (Profile(365, crl_url="http://x/c.crl"), [x509.RFC822Name("a@b.example"), x509.DNSName("d.example")]),
         (Profile(40000), []),  # capped at the CA's notAfter
     ],

@@ -1,0 +1,105 @@
+"""The public base URL: where relying parties and devices reach this CA.
+
+Every issued certificate names it: the CRL distribution point ``<url>/crl/<ca id>.crl``
+(RFC 5280 section 4.2.1.13) and the authority information access, OCSP ``<url>/ocsp`` and
+caIssuers ``<url>/ca/<ca id>.crt`` (RFC 5280 section 4.2.2.1). Without them a relying party
+cannot learn that a certificate was revoked, which is what deleting an integration is for.
+
+Where it comes from, first match wins: ``server.public_url`` in the config; the URL that
+``scep-ca init`` (or ``serve``'s first start) stored in the data directory
+(``public_url``, one line); else the listen address. ``init`` stores ``--public-url`` or the
+listen address, so the URL in certificates does not change when the listen address does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from config import Config
+
+PUBLIC_URL_FILE = "public_url"
+
+
+class PublicUrlError(ValueError):
+    """Not an http:// or https:// URL with a host (message is safe to show)."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a host name or address (a listen address, a URL's host) is loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def check_public_url(url: str) -> str:
+    """The URL without a trailing slash, or PublicUrlError."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise PublicUrlError(f"the public URL must be an http:// or https:// URL with a host: {url!r}")
+    return url.strip().rstrip("/")
+
+
+def url_is_loopback(url: str) -> bool:
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def read_public_url(data_dir: Path) -> str | None:
+    path = data_dir / PUBLIC_URL_FILE
+    if not path.exists():
+        return None
+    return check_public_url(path.read_text(encoding="utf-8"))
+
+
+def write_public_url(data_dir: Path, url: str) -> str:
+    url = check_public_url(url)
+    (data_dir / PUBLIC_URL_FILE).write_text(url + "\n", encoding="utf-8")
+    return url
+
+
+def with_public_url(config: Config) -> Config:
+    """The config with ``server.public_url`` filled in from the data directory when unset."""
+    if config.server.public_url:
+        return config
+    stored = read_public_url(config.data_dir)
+    if stored is None:
+        return config
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, public_url=stored))
+
+
+def derive_public_url(config: Config) -> str:
+    """The listen address as a URL; a wildcard listen address (0.0.0.0, ::) names this host instead."""
+    host = config.server.host
+    try:
+        wildcard = not host or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = False
+    if not wildcard:
+        return config.base_url
+    scheme = "https" if config.tls.cert else "http"
+    return f"{scheme}://{socket.getfqdn()}:{config.server.port}"
+
+
+def resolved(config: Config) -> Config:
+    """The config with ``server.public_url`` always set: configured, stored, else derived."""
+    config = with_public_url(config)
+    if config.server.public_url:
+        return config
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, public_url=derive_public_url(config)))
+
+
+def public_base_url(config: Config) -> str:
+    """The base of every URL that goes into certificates and to MDM admins."""
+    return resolved(config).base_url
+
+
+def loopback_mismatch(config: Config) -> bool:
+    """The certificates' URL is loopback while the server listens beyond it: remote relying
+    parties would find nothing at the CRL and OCSP URLs of its certificates."""
+    return url_is_loopback(public_base_url(config)) and not is_loopback_host(config.server.host)
