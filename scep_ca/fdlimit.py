@@ -14,11 +14,12 @@ import resource
 
 log = logging.getLogger("scep_ca.fdlimit")
 
-# Descriptors kept back for everything that is not a client connection: the store
-# (SQLite database, WAL and shared-memory files, or PostgreSQL sockets), the listening
-# socket, the event loop's own, pipes, logs. An idle worker uses about 20.
-_RESERVE_MAX = 64
-_RESERVE_MIN = 16
+# Descriptors kept back for everything that is not an admitted client connection: the
+# store (SQLite database, WAL and shared-memory files, or PostgreSQL sockets), the
+# listening socket, the event loop's own, pipes, logs (an idle worker holds about 12),
+# and one accept burst: asyncio accepts up to the listen backlog (128) connections in
+# one go before the cap can close any of them.
+_RESERVE = 64 + 128
 
 
 def raise_fd_limit() -> int:
@@ -49,4 +50,5 @@ def connection_cap(configured: int, fd_limit: int) -> int:
 
 
 def fd_reserve(fd_limit: int) -> int:
-    return max(_RESERVE_MIN, min(_RESERVE_MAX, fd_limit // 8))
+    """Descriptors not given to connections: ``_RESERVE``, or half of a smaller limit."""
+    return min(_RESERVE, fd_limit // 2)
