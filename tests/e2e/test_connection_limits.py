@@ -9,9 +9,13 @@ accept failures at most once a second instead of a traceback each.
 from __future__ import annotations
 
 import base64
+import datetime
 import http.client
+import ipaddress
 import re
 import socket
+import ssl
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,9 +23,14 @@ from pathlib import Path
 
 import pytest
 import spnego
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from tests.e2e import clients
-from tests.e2e.conftest import ScepCaServer
+from tests.e2e.conftest import SCEP_CA, ScepCaServer
 
 HEADER_TIMEOUT = 2
 BODY_TIMEOUT = 2
@@ -237,3 +246,83 @@ def test_connections_beyond_the_derived_cap_are_closed_at_once(tmp_path: Path) -
         log = server.log()
         assert 1 <= len(re.findall("connection limit reached", log)) <= 3
         assert "Traceback" not in log
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, ssl.SSLContext]]:
+    base = tmp_path_factory.mktemp("scep-ca-tls")
+    cert, key = _self_signed(base)
+    port = clients.free_port()
+    config = {"server": {**NET, "host": clients.LOOPBACK, "port": port}, "tls": {"cert": str(cert), "key": str(key)}}
+    (base / "scep-ca.yaml").write_text(yaml.safe_dump(config))
+    context = ssl.create_default_context(cafile=str(cert))
+    with (base / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [str(SCEP_CA), "--config", str(base / "scep-ca.yaml"), "--data-dir", str(base / "data"), "serve"],
+            env={k: v for k, v in clients.clean_env().items() if not k.startswith("SCEP_CA_")},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=context, timeout=2) as resp:
+                    assert resp.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None, (base / "server.log").read_text()
+                assert time.monotonic() < deadline, (base / "server.log").read_text()
+                time.sleep(0.1)
+        yield port, context
+    finally:
+        clients.kill_process_group(proc)
+
+
+def test_tls_handshake_not_started_is_cut_off(tls_server: tuple[int, ssl.SSLContext]) -> None:
+    port, _ = tls_server
+    with socket.create_connection((clients.LOOPBACK, port), timeout=5) as sock:
+        assert seconds_until_closed(sock) <= HEADER_TIMEOUT + SLACK
+
+
+def test_tls_idle_and_trickling_connections_are_cut_off(tls_server: tuple[int, ssl.SSLContext]) -> None:
+    port, context = tls_server
+    with context.wrap_socket(
+        socket.create_connection((clients.LOOPBACK, port), timeout=5), server_hostname="127.0.0.1"
+    ) as idle:
+        assert seconds_until_closed(idle) <= HEADER_TIMEOUT + SLACK
+    head = b"GET /healthz HTTP/1.1\r\nHost: scep\r\nX-Slow: " + b"a" * 100
+    with context.wrap_socket(
+        socket.create_connection((clients.LOOPBACK, port), timeout=5), server_hostname="127.0.0.1"
+    ) as slow:
+        assert seconds_until_closed(slow, head, every=0.5) <= HEADER_TIMEOUT + SLACK
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=context, timeout=5) as resp:
+        assert resp.status == 200
