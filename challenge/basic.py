@@ -2,15 +2,15 @@
 
 Basic sends the password itself, so by default (``Integration.allow_basic`` None) it
 is offered only where nobody can read it on the way: when the server terminates
-TLS, or when the client connects over loopback (a local TLS-terminating proxy, or
-tests). ``allow_basic`` True or False overrides that per integration.
+TLS, or when the client is local (``config.clients``: a direct loopback peer; a
+TLS-terminating proxy on this host must be listed in ``server.trusted_proxies`` and
+then gets no such trust). ``allow_basic`` True or False overrides that per integration.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from typing import NamedTuple
 
 # A user name and a 32-character password fit many times over; longer is not a login.
@@ -42,22 +42,12 @@ def parse_basic(token: str) -> BasicCredentials | None:
     return BasicCredentials(username, password)
 
 
-def is_loopback_address(address: str | None) -> bool:
-    """Whether a peer address (as aiohttp reports it) is a loopback address."""
-    if not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        # ::ffff:127.0.0.1 from a dual-stack socket; Python 3.11 does not call it loopback.
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
+def basic_allowed(allow_basic: bool | None, tls: bool, client_local: bool) -> bool:
+    """The per-integration switch, or by default: over TLS or from a local client only.
 
-
-def basic_allowed(allow_basic: bool | None, tls: bool, client_address: str | None) -> bool:
-    """The per-integration switch, or by default: over TLS or from loopback only."""
+    ``client_local`` is ``config.clients.Client.local``: a direct loopback peer that is
+    not a trusted proxy (behind a listed same-host proxy, nobody is local).
+    """
     if allow_basic is not None:
         return allow_basic
-    return tls or is_loopback_address(client_address)
+    return tls or client_local

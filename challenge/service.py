@@ -107,7 +107,10 @@ class ChallengeRequest:
     authorization: str | None
     # Identifies the TCP connection (the aiohttp transport); held weakly. None: closed.
     connection: object | None
+    # The resolved client (config.clients): the lockout key's address, and whether
+    # Basic over plain HTTP is allowed by default.
     client_address: str | None
+    client_local: bool = False
     # The Host header as sent: names this server when ``server.public_url`` is not set.
     host: str | None = None
 
@@ -504,7 +507,7 @@ class ChallengeService:
 
     def _basic_allowed(self, integration: Integration | None, req: ChallengeRequest) -> bool:
         allow = integration.allow_basic if integration is not None else None
-        return basic_allowed(allow, self._tls, req.client_address)
+        return basic_allowed(allow, self._tls, req.client_local)
 
     def _unauthorized(self, integration: Integration | None, req: ChallengeRequest) -> ChallengeResponse:
         headers = [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "NTLM")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
+from challenge.request_client import CLIENT
 from challenge.service import ChallengeRequest, ChallengeService
 
 CHALLENGE_PATH = "/challenge/{integration_id}/{certsrv:(?i:certsrv)}/{admin:(?i:mscep_admin)}{slash:/?}"
@@ -28,12 +29,14 @@ def challenge_url(base_url: str, integration_id: str) -> str:
 
 async def _handle(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
+    client = request[CLIENT]
     answer = await service.handle(
         ChallengeRequest(
             integration_id=request.match_info["integration_id"],
             authorization=request.headers.get("Authorization"),
             connection=request.transport,
-            client_address=request.remote,
+            client_address=client.address,
+            client_local=client.local,
             host=request.headers.get("Host"),
         )
     )

@@ -32,6 +32,8 @@ def coerce(value: object, field_type: object, key: str) -> object:
         return converter(value, key)
     if typing.get_origin(base) is tuple and typing.get_args(base) == (int, Ellipsis):
         return _to_int_tuple(value, key)
+    if typing.get_origin(base) is tuple and typing.get_args(base) == (str, Ellipsis):
+        return _to_str_tuple(value, key)
     raise TypeError(f"{key}: no converter for field type {field_type!r}")  # a bug in the model, not input
 
 
@@ -95,6 +97,18 @@ def _to_int_tuple(value: object, key: str) -> tuple[int, ...]:
     else:
         raise ConfigError(key, f"must be a list of integers, got {value!r}")
     return tuple(_to_int(item, f"{key}[{i}]") for i, item in enumerate(items))
+
+
+def _to_str_tuple(value: object, key: str) -> tuple[str, ...]:
+    """A YAML list, or a comma-separated string (an environment variable)."""
+    items: list[object]
+    if isinstance(value, str):
+        items = [part for part in (p.strip() for p in value.split(",")) if part]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ConfigError(key, f"must be a list of strings, got {value!r}")
+    return tuple(_to_str(item, f"{key}[{i}]") for i, item in enumerate(items))
 
 
 _CONVERTERS: typing.Final[typing.Mapping[object, Callable[[object, str], object]]] = types.MappingProxyType(

@@ -27,6 +27,23 @@ class ServerConfig:
     workers: int = 0
     # Bearer token for the status API; None: the status API answers loopback clients only.
     api_token: str | None = None
+    # Bearer token for /metrics; None: /metrics answers loopback clients only.
+    metrics_token: str | None = None
+    # Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is believed
+    # (config.clients). A proxy on this host must be listed, or every client it forwards
+    # looks local.
+    trusted_proxies: tuple[str, ...] = ()
+    # Total time a client has for a request's line and headers (also: for the first
+    # request of a new connection, and for a TLS handshake).
+    header_timeout_seconds: int = 10
+    # Total time a client has to send a request body, from the end of its headers.
+    body_timeout_seconds: int = 30
+    # An idle keep-alive connection is closed after this; NTLM's Type 1/2/3 exchange
+    # needs the connection kept between its requests.
+    keepalive_timeout_seconds: int = 15
+    # Open connections per worker process; more are closed at once. 0: derived from the
+    # file-descriptor limit (scep_ca.fdlimit).
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+from config.clients import parse_networks
 from config.errors import ConfigError
 from config.model import Config
 
@@ -32,8 +33,12 @@ def validate(config: Config) -> None:
     _positive("scep.renewal_days", config.scep.renewal_days)
     _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
     _positive("revocation.ocsp_validity_minutes", config.revocation.ocsp_validity_minutes)
-    if config.server.api_token is not None and len(config.server.api_token) < 16:
-        raise ConfigError("server.api_token", "must be at least 16 characters")
+    for key, token in (
+        ("server.api_token", config.server.api_token),
+        ("server.metrics_token", config.server.metrics_token),
+    ):
+        if token is not None and len(token) < 16:
+            raise ConfigError(key, "must be at least 16 characters")
 
 
 def _positive(key: str, value: int) -> None:
@@ -53,6 +58,16 @@ def _validate_server(config: Config) -> None:
         raise ConfigError("server.port", "must be an integer between 1 and 65535")
     _positive("server.max_body_bytes", server.max_body_bytes)
     _positive("server.max_line_bytes", server.max_line_bytes)
+    _positive("server.header_timeout_seconds", server.header_timeout_seconds)
+    _positive("server.body_timeout_seconds", server.body_timeout_seconds)
+    _positive("server.keepalive_timeout_seconds", server.keepalive_timeout_seconds)
+    if server.max_connections < 0:
+        raise ConfigError("server.max_connections", "must be 0 (derived from the file-descriptor limit) or positive")
+    try:
+        parse_networks(server.trusted_proxies)
+    except ValueError as exc:
+        index, _, problem = str(exc).partition(" ")
+        raise ConfigError(f"server.trusted_proxies{index}", problem) from None
     if server.workers < 0:
         raise ConfigError("server.workers", "must be 0 (one per CPU) or a positive number of processes")
     if server.public_url is not None:

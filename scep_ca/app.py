@@ -21,17 +21,20 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
 from challenge.service import ChallengeService
 from challenge.tls_binding import end_point_application_data
 from challenge.web import setup_challenge_routes
+from config.clients import TrustedProxies, is_loopback_host
 from config.model import Config
 from scep_ca.ca import CAIdentity
 from scep_ca.ca_set import CASet
+from scep_ca.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
+from scep_ca.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.health import Lifecycle, setup_health_routes
 from scep_ca.logsetup import log_context_middleware
 from scep_ca.metrics import Metrics, metrics_middleware, setup_metrics_routes
-from scep_ca.public_url import is_loopback_host
 from scep_ca.revocation import RevocationService
 from scep_ca.revocation_web import setup_revocation_routes
 from scep_ca.service import ScepService
@@ -45,6 +48,7 @@ CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 CA: web.AppKey[CAIdentity] = web.AppKey("ca", CAIdentity)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle", Lifecycle)
+CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections", Connections)
 
 # How long a stopping server waits for in-flight requests before closing connections.
 DRAIN_SECONDS = 30.0
@@ -64,11 +68,30 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     ca = ca_set.current
     metrics = Metrics(worker)
     lifecycle = Lifecycle()
+    server = config.server
+    connections = Connections(
+        ConnectionLimits(
+            header_timeout=server.header_timeout_seconds,
+            body_timeout=server.body_timeout_seconds,
+            keepalive_timeout=server.keepalive_timeout_seconds,
+            max_connections=server.max_connections or 1_000_000,  # run_server sets the real cap
+        ),
+        metrics,
+    )
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        # Log fields outside the metrics layer, so that whatever it logs carries them too.
-        middlewares=[lifecycle.middleware(), log_context_middleware, metrics_middleware(metrics)],
+        # The client is resolved first: every later middleware and handler reads it. Log
+        # fields outside the metrics layer, so that whatever it logs carries them too. The
+        # connection deadlines innermost, so that a request cut off by one is counted.
+        middlewares=[
+            client_middleware(TrustedProxies.parse(server.trusted_proxies)),
+            lifecycle.middleware(),
+            log_context_middleware,
+            metrics_middleware(metrics),
+            connections.middleware(),
+        ],
     )
+    app[CONNECTIONS] = connections
     app[LIFECYCLE] = lifecycle
     app[CONFIG] = config
     app[METRICS] = metrics
@@ -102,7 +125,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     setup_revocation_routes(app, revocation, config.server.api_token)
     scep = ScepService(store, ca, config, crl_source=revocation.current_crl, events=metrics, next_ca=ca_set.next)
     setup_scep_routes(app, scep)
-    setup_metrics_routes(app, metrics, crl_source=revocation.current_crl)
+    setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
     setup_health_routes(app, store, ca, lifecycle, worker)
     return app
 
@@ -127,26 +150,50 @@ async def run_server(
     ``ready`` is called once the socket listens (the supervisor's readiness signal).
     """
     tls = ssl_context(config)
-    if tls is None and not is_loopback_host(config.server.host):
+    server = config.server
+    if tls is None and not is_loopback_host(server.host):
         log.warning(
             "serving plain HTTP on non-loopback address %s: the challenge URL and status API "
             "carry credentials; terminate TLS here (tls.cert/tls.key) or in a proxy",
-            config.server.host,
+            server.host,
+        )
+    if is_loopback_host(server.host) and not server.trusted_proxies:
+        log.warning(
+            "listening on loopback %s with no server.trusted_proxies: if a reverse proxy on this host "
+            "forwards to scep-ca, list it there, or the clients it forwards may be treated as local",
+            server.host,
+        )
+    connections = app.get(CONNECTIONS)
+    fd_limit = raise_fd_limit()
+    cap = connection_cap(server.max_connections, fd_limit)
+    log.info("open-file limit %d; at most %d connections", fd_limit, cap)
+    if cap > fd_limit - fd_reserve(fd_limit):
+        log.warning(
+            "server.max_connections %d exceeds what the open-file limit %d leaves for connections", cap, fd_limit
         )
     runner = web.AppRunner(
         app,
         access_log=None,
         shutdown_timeout=_FINAL_SHUTDOWN_SECONDS,
-        max_line_size=config.server.max_line_bytes,
-        max_field_size=config.server.max_line_bytes,
+        max_line_size=server.max_line_bytes,
+        max_field_size=server.max_line_bytes,
+        # connections.py enforces the keep-alive deadline; aiohttp's own timer stays as a backstop.
+        keepalive_timeout=server.keepalive_timeout_seconds,
     )
     stop = asyncio.Event()
     handled = _on_stop_signals(stop.set)
+    accept_errors = AcceptErrorLog(asyncio.get_running_loop())
+    accept_errors.install()
     try:
         await runner.setup()
-        site = web.TCPSite(
-            runner, config.server.host, config.server.port, ssl_context=tls, reuse_port=reuse_port or None
-        )
+        site: web.BaseSite
+        if connections is not None:
+            connections.set_max_connections(cap)
+            site = GuardedSite(
+                runner, server.host, server.port, connections, ssl_context=tls, reuse_port=reuse_port or None
+            )
+        else:
+            site = web.TCPSite(runner, server.host, server.port, ssl_context=tls, reuse_port=reuse_port or None)
         await site.start()
         log.info("scep-ca listening on %s", config.base_url)
         if ready:
@@ -167,6 +214,7 @@ async def run_server(
                 )
     finally:
         await runner.cleanup()
+        accept_errors.uninstall()
         loop = asyncio.get_running_loop()
         for sig in handled:
             loop.remove_signal_handler(sig)

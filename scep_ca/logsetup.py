@@ -1,7 +1,7 @@
 """Logging as text or JSON lines (``log.format``), with per-request fields.
 
 JSON lines carry, besides time/level/logger/message, the fields known for the record:
-``transactionID``, ``integration``, ``client`` (the peer address) and ``worker``. The
+``transactionID``, ``integration``, ``client`` (the resolved client address, ``config.clients``) and ``worker``. The
 request fields come from a context variable that ``log_context_middleware`` sets for
 each request (integration id from the route, client address) and that the service can
 extend once it has decoded a message (``bind_log_fields(transaction_id=...)``). Only
@@ -20,6 +20,7 @@ from typing import TextIO
 
 from aiohttp import web
 
+from challenge.request_client import CLIENT
 from config.model import LogConfig
 
 # The fields of the request being handled in this context; None outside requests. A
@@ -52,8 +53,10 @@ async def log_context_middleware(
 ) -> web.StreamResponse:
     """Give the records logged while handling ``request`` its client address and integration."""
     fields: dict[str, str] = {}
-    if request.remote:
-        fields["client"] = request.remote
+    # Set by challenge.request_client.client_middleware, which runs before this one.
+    address = request[CLIENT].address
+    if address:
+        fields["client"] = address
     # SCEP routes name it "integration", the challenge URL "integration_id".
     integration = request.match_info.get("integration") or request.match_info.get("integration_id")
     if integration:

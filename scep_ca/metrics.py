@@ -36,11 +36,12 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from cryptography import x509
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from scep_ca.access import BEARER_CHALLENGE, Access, check_access
 from scep_ca.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.web import raw_query_param
 
@@ -79,6 +80,7 @@ _FAIL_INFO = MappingProxyType(
         FailInfo.BAD_CERT_ID: "badCertId",
     }
 )
+CONNECTION_PHASES = ("head", "body", "idle")
 CHALLENGE_RESULTS = ("page", "ntlm_challenge", "unauthorized", "locked_out", "not_found", "error")
 _NO_HEADERS: MultiMapping[str] = CIMultiDictProxy(CIMultiDict())
 # nginx's "client closed request": the handler was cancelled before it answered.
@@ -207,9 +209,28 @@ class Metrics:
             ["worker", "operation", "code"],
             registry=self.registry,
         )
+        self._rejected = Counter(
+            "scep_ca_connections_rejected",
+            "Connections closed at once because server.max_connections were open",
+            ["worker"],
+            registry=self.registry,
+        )
+        self._timed_out = Counter(
+            "scep_ca_connections_timed_out",
+            "Connections closed because a deadline passed: head (request line and headers), body, idle (keep-alive)",
+            ["worker", "phase"],
+            registry=self.registry,
+        )
+        self._open = Gauge(
+            "scep_ca_connections_open", "Open client connections of this worker", ["worker"], registry=self.registry
+        )
         # Present from the start, so rate() and absent-alerts work before the first login.
         for result in CHALLENGE_RESULTS:
             self._challenge.labels(self._worker, result)
+        for phase in CONNECTION_PHASES:
+            self._timed_out.labels(self._worker, phase)
+        self._rejected.labels(self._worker)
+        self._open.labels(self._worker).set(0)
         self._crl = _CrlCollector(self._worker, clock)
         self.registry.register(self._crl)
 
@@ -221,6 +242,16 @@ class Metrics:
             status.name,
             "none" if fail_info is None else _FAIL_INFO.get(fail_info, "other"),
         ).inc()
+
+    # ConnectionEvents (scep_ca.connections).
+    def connection_rejected(self) -> None:
+        self._rejected.labels(self._worker).inc()
+
+    def connection_timed_out(self, phase: str) -> None:
+        self._timed_out.labels(self._worker, phase if phase in CONNECTION_PHASES else "other").inc()
+
+    def connections_open(self, count: int) -> None:
+        self._open.labels(self._worker).set(count)
 
     def observe(self, operation: str, status: int, seconds: float, headers: MultiMapping[str]) -> None:
         """Record one answered HTTP request."""
@@ -267,10 +298,25 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
     return middleware
 
 
-def setup_metrics_routes(app: web.Application, metrics: Metrics, crl_source: CrlSource | None) -> None:
-    """``GET /metrics`` in the Prometheus text or OpenMetrics format."""
+def setup_metrics_routes(
+    app: web.Application, metrics: Metrics, crl_source: CrlSource | None, token: str | None = None
+) -> None:
+    """``GET /metrics`` in the Prometheus text or OpenMetrics format.
+
+    With ``token`` (``server.metrics_token``), scrapes need ``Authorization: Bearer``
+    (Prometheus' ``authorization`` setting); without, only local clients are served, like
+    the status API (``scep_ca.access``): the counters describe the CA's traffic.
+    """
+    secret = token.encode("utf-8") if token else None
 
     async def handle(request: web.Request) -> web.Response:
+        access = check_access(request, secret)
+        if access is Access.BAD_TOKEN:
+            return web.Response(
+                status=401, text="a valid bearer token is required\n", headers={"WWW-Authenticate": BEARER_CHALLENGE}
+            )
+        if access is Access.NOT_LOCAL:
+            return web.Response(status=403, text="served to loopback clients only unless metrics_token is set\n")
         body, content_type = await metrics.exposition(crl_source, request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})
 

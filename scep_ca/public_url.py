@@ -20,22 +20,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from config import Config
+from config.clients import is_loopback_host
 
 PUBLIC_URL_FILE = "public_url"
 
 
 class PublicUrlError(ValueError):
     """Not an http:// or https:// URL with a host (message is safe to show)."""
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a host name or address (a listen address, a URL's host) is loopback."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def check_public_url(url: str) -> str:

@@ -6,9 +6,9 @@ certificates, RFC 5280 §4.2.2.1: one DER certificate, RFC 2585 §4.1), and ``GE
 
 Protected: ``GET /api/v1/certificates/<serial>`` and ``POST /api/v1/verify``. With a
 token configured, every request needs ``Authorization: Bearer <token>`` (compared in
-constant time), else 401. Without one, only loopback clients are served (403
-otherwise), and a request carrying proxy headers is refused too: behind a reverse
-proxy every client looks like loopback, so an operator must configure a token there.
+constant time), else 401. Without one, only local clients are served (403 otherwise):
+``scep_ca.access`` and ``config.clients`` decide, so behind a reverse proxy (which must
+be listed in ``server.trusted_proxies`` when it runs on this host) a token is needed.
 
 Answers are ``Cache-Control: no-cache``: design §5 wants a deletion visible at once,
 so neither a CRL nor an OCSP answer may be reused by an HTTP cache without revalidation.
@@ -16,13 +16,12 @@ so neither a CRL nor an OCSP answer may be reused by an HTTP cache without reval
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 from types import MappingProxyType
 
 from aiohttp import web
 
+from scep_ca.access import BEARER_CHALLENGE, Access, check_access
 from scep_ca.revocation import AmbiguousSerial, RevocationService
 from scep_ca.serials import Base, SerialError
 from scep_ca.status import MAX_PEM_BYTES, CertificateParseError
@@ -36,7 +35,6 @@ OCSP_RESPONSE_TYPE = "application/ocsp-response"
 # The only issuing CA for now; the path names it so a second CA can be added later.
 # A one-certificate OCSPRequest is ~100 bytes; a signed one with a chain a few kB.
 MAX_OCSP_BODY_BYTES = 16 * 1024
-_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 _NO_CACHE = MappingProxyType({"Cache-Control": "no-cache"})
 # ?base= disambiguates a digits-only serial (see scep_ca.serials).
 _BASES: MappingProxyType[str, Base] = MappingProxyType({"auto": "auto", "hex": "hex", "dec": "dec"})
@@ -69,15 +67,6 @@ def _json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class _Handlers:
     def __init__(self, service: RevocationService, api_token: str | None) -> None:
         self._service = service
@@ -85,18 +74,15 @@ class _Handlers:
 
     def _denied(self, request: web.Request) -> web.Response | None:
         """None when the request may use the status API, else the 401/403 answer."""
-        if self._token is not None:
-            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-            given = value.strip().encode("utf-8")
-            if scheme.lower() == "bearer" and hmac.compare_digest(given, self._token):
-                return None
+        access = check_access(request, self._token)
+        if access is Access.GRANTED:
+            return None
+        if access is Access.BAD_TOKEN:
             return web.json_response(
                 {"error": "a valid bearer token is required"},
                 status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="scep-ca"'},
+                headers={"WWW-Authenticate": BEARER_CHALLENGE},
             )
-        if _is_loopback(request.remote) and not any(h in request.headers for h in _PROXY_HEADERS):
-            return None
         return _json_error(403, "the status API is served to loopback clients only unless an API token is configured")
 
     async def crl(self, request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from challenge.request_client import CLIENT
 from scep_ca.errors import MalformedRequest
 from scep_ca.service import PKI_MESSAGE_CONTENT_TYPE, RequestContext, ScepService, UnknownIntegration
 
@@ -76,13 +77,13 @@ async def handle_scep(request: web.Request) -> web.Response:
             return web.Response(body=body, headers={"Content-Type": ctype})
         if op == "pkioperation":
             der = await _pki_message(request, raw_query)
-            ctx = RequestContext(remote=request.remote, user_agent=request.headers.get("User-Agent"))
+            ctx = RequestContext(remote=request[CLIENT].address, user_agent=request.headers.get("User-Agent"))
             reply = await service.pki_operation(integration_id, der, ctx)
             return web.Response(body=reply, headers={"Content-Type": PKI_MESSAGE_CONTENT_TYPE})
     except UnknownIntegration:
         return _not_found()
     except MalformedRequest as exc:
-        log.warning("bad SCEP request integration=%s remote=%s: %s", integration_id, request.remote, exc)
+        log.warning("bad SCEP request integration=%s remote=%s: %s", integration_id, request[CLIENT].address, exc)
         return _bad_request(str(exc))
     if not operation:
         return _bad_request("missing operation parameter")

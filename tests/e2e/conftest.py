@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import json
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -115,13 +116,22 @@ class ScepCaServer:
     whole session without tests seeing each other's certificates, challenges or lockouts.
     """
 
-    def __init__(self, base_dir: Path, config: Mapping[str, Any] | None = None, *, start_timeout: float = 15.0):
+    def __init__(
+        self,
+        base_dir: Path,
+        config: Mapping[str, Any] | None = None,
+        *,
+        start_timeout: float = 15.0,
+        fd_limit: int | None = None,
+    ):
         self.base_dir = base_dir
         self.data_dir = base_dir / "data"
         self.config_path = base_dir / "scep-ca.yaml"
         self.log_path = base_dir / "server.log"
         self.extra_config: dict[str, Any] = dict(config or {})
         self.start_timeout = start_timeout
+        # RLIMIT_NOFILE (soft and hard) of the server process; None: inherited.
+        self.fd_limit = fd_limit
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -148,7 +158,7 @@ class ScepCaServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=clients._die_with_parent,
+                    preexec_fn=self._preexec,
                 )
             try:
                 # The CRL route answers 200 without any integration (and creates the CA on first start).
@@ -167,6 +177,11 @@ class ScepCaServer:
                 self.stop()
                 raise
         raise AssertionError("unreachable")
+
+    def _preexec(self) -> None:
+        clients._die_with_parent()
+        if self.fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL what is left after a grace period."""

@@ -26,8 +26,10 @@ from aiohttp.test_utils import TestClient
 from challenge import ntlm
 from challenge.codes import hash_challenge
 from challenge.credentials import Credentials, make_credentials
+from challenge.request_client import client_middleware
 from challenge.service import ChallengeRequest, ChallengeService
 from challenge.web import challenge_url, setup_challenge_routes
+from config.clients import TrustedProxies
 from config.model import ChallengeConfig
 from scep_ca.ca import CAIdentity, create_ca
 from store.base import Integration, IntegrationNotFound
@@ -111,7 +113,13 @@ async def make_env(
 ) -> AsyncIterator[EnvFactory]:
     stores: list[SQLiteStore] = []
 
-    async def factory(cfg: ChallengeConfig | None = None, *, tls: bool = False, a_basic: bool | None = None) -> Env:
+    async def factory(
+        cfg: ChallengeConfig | None = None,
+        *,
+        tls: bool = False,
+        a_basic: bool | None = None,
+        trusted_proxies: tuple[str, ...] = (),
+    ) -> Env:
         store = SQLiteStore(tmp_path / f"store{len(stores)}.sqlite3")
         await store.open()
         stores.append(store)
@@ -123,7 +131,7 @@ async def make_env(
         service = ChallengeService(
             store, cfg or ChallengeConfig(), ca.fingerprint_md5, SECRET_KEY, tls=tls, clock=clock
         )
-        app = web.Application()
+        app = web.Application(middlewares=[client_middleware(TrustedProxies.parse(trusted_proxies))])
         setup_challenge_routes(app, service)
         client = await aiohttp_client(app, connector=aiohttp.TCPConnector(limit=1))
         return Env(
@@ -174,6 +182,7 @@ async def ntlm_request(
     type3_client: TestClient[web.Request, web.Application] | None = None,
     before_type3: Callable[[], None] | None = None,
     data: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> aiohttp.ClientResponse:
     """Type 1 (without waiting for a 401), our Type 2, then Type 3 on the same connection.
 
@@ -182,7 +191,8 @@ async def ntlm_request(
     # Names this server as a real client does (MsvAvTargetName HTTP/<host of the URL>).
     ctx = spnego.client(user, password, hostname="127.0.0.1", service="HTTP", protocol="ntlm")
     type1 = step(ctx)
-    first = await client.request(method, url, data=data, headers={"Authorization": f"{scheme} {_b64(type1)}"})
+    extra = headers or {}
+    first = await client.request(method, url, data=data, headers={**extra, "Authorization": f"{scheme} {_b64(type1)}"})
     assert first.status == 401
     await first.read()
     (offer,) = first.headers.getall("WWW-Authenticate")
@@ -192,7 +202,7 @@ async def ntlm_request(
     if before_type3:
         before_type3()
     final = await (type3_client or client).request(
-        method, url, data=data, headers={"Authorization": f"{scheme} {_b64(answer)}"}
+        method, url, data=data, headers={**extra, "Authorization": f"{scheme} {_b64(answer)}"}
     )
     await final.read()
     return final
@@ -270,12 +280,16 @@ async def test_default_basic_policy_by_transport(make_env: EnvFactory) -> None:
     class Conn:
         pass
 
-    for tls, address, offered in [(False, "203.0.113.5", False), (True, "203.0.113.5", True), (False, "::1", True)]:
+    for tls, address, local, offered in [
+        (False, "203.0.113.5", False, False),
+        (True, "203.0.113.5", False, True),
+        (False, "::1", True, True),
+    ]:
         env = await make_env(tls=tls)
         token = "Basic " + _b64(f"{env.a.username}:{env.a_password}".encode())
-        answer = await env.service.handle(ChallengeRequest(env.a.id, token, Conn(), address))
+        answer = await env.service.handle(ChallengeRequest(env.a.id, token, Conn(), address, local))
         assert (answer.status == 200) is offered
-        bare = await env.service.handle(ChallengeRequest(env.a.id, None, Conn(), address))
+        bare = await env.service.handle(ChallengeRequest(env.a.id, None, Conn(), address, local))
         assert (("WWW-Authenticate", 'Basic realm="scep-ca"') in bare.headers) is offered
 
 
@@ -525,7 +539,7 @@ async def test_lockout_answers_429_then_expires(make_env: EnvFactory) -> None:
         pass
 
     token = "Basic " + _b64(f"{env.a.username}:{env.a_password}".encode())
-    elsewhere = await env.service.handle(ChallengeRequest(env.a.id, token, Conn(), "127.0.0.2"))
+    elsewhere = await env.service.handle(ChallengeRequest(env.a.id, token, Conn(), "127.0.0.2", True))
     assert elsewhere.status == 200
     env.clock.advance(121)
     assert (await ntlm_request(env.client, env.url(), env.a.username, env.a_password)).status == 200
@@ -551,7 +565,7 @@ async def test_two_instances_on_one_store_file_share_the_lockout(
     await other_store.open()
     try:
         other = ChallengeService(other_store, cfg, env.ca.fingerprint_md5, SECRET_KEY, tls=False, clock=env.clock)
-        app = web.Application()
+        app = web.Application(middlewares=[client_middleware(TrustedProxies())])
         setup_challenge_routes(app, other)
         other_client = await aiohttp_client(app, connector=aiohttp.TCPConnector(limit=1))
         clients = [env.client, other_client]
@@ -645,3 +659,40 @@ async def test_connections_without_weak_references(env: Env) -> None:
     assert await handshake(conn, conn) == 200
     assert await handshake(conn, SlotConn()) == 401
     assert await env.unused() == 1
+
+
+# -- behind a trusted proxy -----------------------------------------------------------
+
+
+async def test_basic_over_plain_http_refused_through_a_trusted_proxy(make_env: EnvFactory) -> None:
+    """The test client connects from 127.0.0.1, listed as a proxy: nobody is local through it."""
+    env = await make_env(trusted_proxies=("127.0.0.1",))
+    for headers in ({}, {"X-Forwarded-For": "127.0.0.1"}, {"X-Client-IP": "127.0.0.1"}):
+        bare = await env.client.get(env.url(), headers=headers)
+        assert bare.status == 401
+        assert 'Basic realm="scep-ca"' not in bare.headers.getall("WWW-Authenticate")
+        token = base64.b64encode(f"{env.a.username}:{env.a_password}".encode()).decode("ascii")
+        refused = await env.client.get(env.url(), headers={**headers, "Authorization": f"Basic {token}"})
+        assert refused.status == 401
+    assert await env.unused() == 0
+    # Without the proxy listed, the same direct loopback client may use Basic (as before).
+    direct = await make_env()
+    assert (await basic_request(direct.client, direct.url(), direct.a.username, direct.a_password)).status == 200
+
+
+async def test_lockout_keyed_by_the_forwarded_client_address(make_env: EnvFactory) -> None:
+    """Two clients behind one trusted proxy: one's failures do not lock the other out."""
+    cfg = ChallengeConfig(lockout_failures=3, lockout_window_seconds=60, lockout_seconds=120)
+    env = await make_env(cfg, trusted_proxies=("127.0.0.1",))
+    stranger = {"X-Forwarded-For": "203.0.113.66"}
+    mdm = {"X-Forwarded-For": "198.51.100.10"}
+    for _ in range(3):
+        assert (await ntlm_request(env.client, env.url(), env.a.username, "wrong", headers=stranger)).status == 401
+    assert (await ntlm_request(env.client, env.url(), env.a.username, "wrong", headers=stranger)).status == 429
+    assert (await ntlm_request(env.client, env.url(), env.a.username, env.a_password, headers=stranger)).status == 429
+    # The real MDM, behind the same proxy, still gets its page.
+    assert (await ntlm_request(env.client, env.url(), env.a.username, env.a_password, headers=mdm)).status == 200
+    # A spoofed left-most entry does not move the stranger to the MDM's key.
+    spoofed = {"X-Forwarded-For": "198.51.100.10, 203.0.113.66"}
+    assert (await ntlm_request(env.client, env.url(), env.a.username, env.a_password, headers=spoofed)).status == 429
+    assert (await ntlm_request(env.client, env.url(), env.a.username, env.a_password, headers=mdm)).status == 200

@@ -23,7 +23,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from challenge.credentials import make_credentials
+from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
+from config.clients import TrustedProxies
 from config.model import LogConfig
 from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.dn import parse_dn
@@ -275,7 +277,7 @@ async def test_bound_fields_stay_with_their_request(
         test_log.info("handled")
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[log_context_middleware])
+    app = web.Application(middlewares=[client_middleware(TrustedProxies()), log_context_middleware])
     app.router.add_get("/scep/{integration}", handler)
     client = await aiohttp_client(app)
     assert (await client.get("/scep/one?tid=T-1")).status == 200
@@ -285,3 +287,29 @@ async def test_bound_fields_stay_with_their_request(
     assert first["transactionID"] == "T-1" and first["integration"] == "one"
     assert "transactionID" not in second and second["integration"] == "two"
     assert not {"transactionID", "integration", "client"} & outside.keys()
+
+
+METRICS_TOKEN = "metrics-token-0123456789"
+
+
+async def test_metrics_token_is_required_when_set(make_server: ServerFactory) -> None:
+    server = await make_server(**{"server.metrics_token": METRICS_TOKEN})
+    missing = await server.client.get("/metrics")
+    assert missing.status == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await server.client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await server.client.get("/metrics", headers={"Authorization": f"Basic {METRICS_TOKEN}"})).status == 401
+    ok = await server.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert ok.status == 200 and "scep_ca_connections_open" in await ok.text()
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Forwarded-For": "203.0.113.9"}, {"X-Client-IP": "127.0.0.1"}])
+async def test_metrics_without_token_refused_through_a_trusted_proxy(
+    make_server: ServerFactory, headers: dict[str, str]
+) -> None:
+    server = await make_server(**{"server.trusted_proxies": ["127.0.0.1"]})
+    assert (await server.client.get("/metrics", headers=headers)).status == 403
+
+
+async def test_metrics_without_token_refuses_loopback_peer_with_proxy_header(server: Server) -> None:
+    assert (await server.client.get("/metrics")).status == 200
+    assert (await server.client.get("/metrics", headers={"X-Real-IP": "203.0.113.9"})).status == 403

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 
+from challenge.request_client import client_middleware
+from config.clients import TrustedProxies
 from scep_ca.ca import CAIdentity
 from scep_ca.revocation import RevocationService
 from scep_ca.revocation_web import setup_revocation_routes
@@ -129,7 +131,7 @@ async def make_env(
 ) -> AsyncIterator[EnvFactory]:
     stores: list[SQLiteStore] = []
 
-    async def factory(token: str | None = None, certificates: int = 3) -> Env:
+    async def factory(token: str | None = None, certificates: int = 3, trusted_proxies: tuple[str, ...] = ()) -> Env:
         db = tmp_path / "scep-ca.sqlite3"
         store = SQLiteStore(db)
         await store.open()
@@ -148,7 +150,7 @@ async def make_env(
             certs.append(cert)
         clock = Clock()
         service = RevocationService(store, module_ca, crl_next_update_hours=24, clock=clock)
-        app = web.Application(middlewares=[_test_remote])
+        app = web.Application(middlewares=[_test_remote, client_middleware(TrustedProxies.parse(trusted_proxies))])
         setup_revocation_routes(app, service, token)
         client = await aiohttp_client(app)
         return Env(client, store, service, module_ca, clock, db, certs)
@@ -349,6 +351,35 @@ async def test_status_api_loopback_only_without_token(env: Env) -> None:
     assert verify.status == 403
     # CRL and OCSP stay public.
     assert (await env.client.get("/crl/ca.crl", headers={"X-Test-Remote": "203.0.113.9"})).status == 200
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Client-IP": "127.0.0.1"}, {"True-Client-IP": "127.0.0.1"}, {"X-Forwarded-For": "127.0.0.1"}]
+)
+async def test_status_api_refuses_everyone_through_a_trusted_loopback_proxy(
+    make_env: EnvFactory, headers: dict[str, str]
+) -> None:
+    """A same-host proxy listed in server.trusted_proxies: its clients never get loopback trust,
+    whatever header it sends or drops (nginx's default proxy_pass sends none)."""
+    env = await make_env(trusted_proxies=("127.0.0.1",))
+    path = f"/api/v1/certificates/{env.certs[0].serial_number:x}"
+    assert (await env.client.get(path, headers=headers)).status == 403
+    assert (await env.client.post("/api/v1/verify", data=pem(env.certs[0]), headers=headers)).status == 403
+
+
+@pytest.mark.parametrize("header", ["X-Client-IP", "True-Client-IP", "X-Real-IP", "Forwarded"])
+async def test_status_api_refuses_loopback_peer_with_any_proxy_header(env: Env, header: str) -> None:
+    """No trusted proxies: a loopback peer sending a proxy header is most likely an unlisted proxy."""
+    path = f"/api/v1/certificates/{env.certs[0].serial_number:x}"
+    assert (await env.client.get(path, headers={header: "127.0.0.1"})).status == 403
+
+
+async def test_status_api_with_token_through_a_trusted_proxy(make_env: EnvFactory) -> None:
+    env = await make_env(token=TOKEN, trusted_proxies=("127.0.0.1",))
+    path = f"/api/v1/certificates/{env.certs[0].serial_number:x}"
+    ok = {"Authorization": f"Bearer {TOKEN}", "X-Forwarded-For": "203.0.113.9"}
+    assert (await env.client.get(path, headers=ok)).status == 200
+    assert (await env.client.get(path, headers={"X-Forwarded-For": "203.0.113.9"})).status == 401
 
 
 async def test_status_api_with_token(make_env: EnvFactory) -> None:

@@ -241,3 +241,48 @@ def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
     # safe_load refuses Python object tags instead of constructing them.
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "data_dir: !!python/object/apply:os.getcwd []\n"), {}, {})
+
+
+def test_trusted_proxies_from_yaml_list_and_env(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  trusted_proxies: [127.0.0.1, 10.0.0.0/8]\n")
+    assert load_config(path, {}, {}).server.trusted_proxies == ("127.0.0.1", "10.0.0.0/8")
+    env = {"SCEP_CA_SERVER_TRUSTED_PROXIES": "::1, 192.0.2.0/24"}
+    assert load_config(path, env, {}).server.trusted_proxies == ("::1", "192.0.2.0/24")
+    assert load_config(None, {}, {}).server.trusted_proxies == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("server:\n  trusted_proxies: [127.0.0.1, nginx]\n", "server.trusted_proxies[1]"),
+        ("server:\n  trusted_proxies: [10.0.0.1/8]\n", "server.trusted_proxies[0]"),
+        ("server:\n  trusted_proxies: 5\n", "server.trusted_proxies"),
+        ("server:\n  trusted_proxies: [5]\n", "server.trusted_proxies[0]"),
+        ("server:\n  metrics_token: short\n", "server.metrics_token"),
+        ("server:\n  header_timeout_seconds: 0\n", "server.header_timeout_seconds"),
+        ("server:\n  body_timeout_seconds: -1\n", "server.body_timeout_seconds"),
+        ("server:\n  keepalive_timeout_seconds: 0\n", "server.keepalive_timeout_seconds"),
+        ("server:\n  max_connections: -1\n", "server.max_connections"),
+    ],
+)
+def test_server_network_settings_are_validated(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), {}, {})
+    assert err.value.key == key
+
+
+def test_bad_trusted_proxy_from_env_names_key_and_source() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"SCEP_CA_SERVER_TRUSTED_PROXIES": "127.0.0.1,nginx"}, {})
+    assert err.value.key == "server.trusted_proxies[1]"
+    assert "SCEP_CA_SERVER_TRUSTED_PROXIES" in str(err.value)
+
+
+def test_network_defaults() -> None:
+    server = Config().server
+    assert (server.header_timeout_seconds, server.body_timeout_seconds, server.keepalive_timeout_seconds) == (
+        10,
+        30,
+        15,
+    )
+    assert server.max_connections == 0 and server.metrics_token is None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from challenge.basic import basic_allowed, is_loopback_address, parse_basic
+from challenge.basic import basic_allowed, parse_basic
 from challenge.credentials import (
     CredentialError,
     bare_username,
@@ -179,21 +179,12 @@ def test_parse_basic_rejects(token: str) -> None:
     assert parse_basic(token) is None
 
 
-@pytest.mark.parametrize(
-    ("address", "loopback"),
-    [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("::ffff:127.0.0.1", True), ("10.0.0.1", False),
-     ("::ffff:10.0.0.1", False), (None, False), ("", False), ("not-an-ip", False)],
-)  # fmt: skip
-def test_loopback_detection(address: str | None, loopback: bool) -> None:
-    assert is_loopback_address(address) is loopback
-
-
 def test_basic_allowed_policy() -> None:
-    assert basic_allowed(None, tls=True, client_address="10.0.0.1")
-    assert basic_allowed(None, tls=False, client_address="127.0.0.1")
-    assert not basic_allowed(None, tls=False, client_address="10.0.0.1")
-    assert basic_allowed(True, tls=False, client_address="10.0.0.1")
-    assert not basic_allowed(False, tls=True, client_address="127.0.0.1")
+    assert basic_allowed(None, tls=True, client_local=False)
+    assert basic_allowed(None, tls=False, client_local=True)
+    assert not basic_allowed(None, tls=False, client_local=False)
+    assert basic_allowed(True, tls=False, client_local=False)
+    assert not basic_allowed(False, tls=True, client_local=True)
 
 
 # -- lockout ----------------------------------------------------------------------------

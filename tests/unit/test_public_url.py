@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from config import Config, load_config
+from config.clients import is_loopback_host
 from scep_ca.public_url import (
     PUBLIC_URL_FILE,
     PublicUrlError,
     check_public_url,
     derive_public_url,
-    is_loopback_host,
     loopback_mismatch,
     public_base_url,
     read_public_url,
