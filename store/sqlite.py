@@ -17,6 +17,10 @@ between threads, which ``check_same_thread=False`` would otherwise allow unsafel
 ``record_issuance`` is the hot path: six prepared statements (BEGIN, live check,
 challenge UPDATE, two INSERTs, COMMIT), all cached by ``sqlite3``'s statement cache;
 pragmas are set once per connection in ``open``.
+
+Faults of the environment (a full disk, an I/O error, the lock held past ``busy_timeout``)
+surface as ``StoreUnavailable``; the transaction they interrupted is rolled back, so
+nothing of it stays. Constraint violations and programming errors are not masked.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,12 +51,31 @@ from store.base import (
     RevokedEntry,
     StoreError,
     StoreInfo,
+    StoreUnavailable,
     Transaction,
     TransactionStatus,
 )
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
 
 BUSY_TIMEOUT_MS = 5000
+# Primary result codes (https://sqlite.org/rescode.html) that are faults of the environment,
+# not of a statement: the disk or file system (full, I/O error, read-only, cannot open, not a
+# database or damaged), memory, or another process holding the lock past ``busy_timeout``.
+# Anything else (a constraint, a syntax error) is a bug or a duplicate and is not masked.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
 WAL_AUTOCHECKPOINT_PAGES = 4000
 DELETION_REASON = "cessationOfOperation"
 
@@ -103,6 +126,10 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._conn is not None:
             return
+        with _faults():
+            self._open()
+
+    def _open(self) -> None:
         _create_private_file(self._path)
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, cached_statements=256)
         try:
@@ -161,7 +188,7 @@ class SQLiteStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back and re-raises."""
-        with self._lock:
+        with self._lock, _faults():
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -169,13 +196,16 @@ class SQLiteStore:
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    # After a full disk or an I/O error SQLite may have rolled back already, and
+                    # a failing ROLLBACK must not hide the error that caused it.
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         # A single SELECT in autocommit mode is its own consistent snapshot.
-        with self._lock:
+        with self._lock, _faults():
             yield self._connection()
 
     def _connection(self) -> sqlite3.Connection:
@@ -559,6 +589,19 @@ class SQLiteStore:
                 "DELETE FROM auth_throttle WHERE key = ? AND (locked_until IS NULL OR locked_until <= ?)",
                 (key, codec.to_us(now)),
             )
+
+
+@contextmanager
+def _faults() -> Iterator[None]:
+    """Re-raise SQLite's faults of the environment as ``StoreUnavailable``; the rest unchanged."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            # SQLite's own text ("database or disk is full"): it never names the file.
+            raise StoreUnavailable(str(exc)) from exc
+        raise
 
 
 def _timedelta_us(value: timedelta) -> int:
