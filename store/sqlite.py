@@ -25,7 +25,6 @@ nothing of it stays. Constraint violations and programming errors are not masked
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,6 +32,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from config.files import PRIVATE_MODE, check_not_writable, write_private
 from store import sqlite_codec as codec
 from store.base import (
     CertificateFilter,
@@ -626,12 +626,10 @@ def _is_unique_violation(exc: sqlite3.IntegrityError) -> bool:
 
 def _create_private_file(path: Path) -> None:
     """Create the database file with mode 0600: it holds password hashes and
-    encrypted NT hashes. SQLite gives its -wal and -shm files the same mode."""
-    if path.exists():
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another process (the CLI, another worker) created it between the check and here.
-        return
-    os.close(fd)
+    encrypted NT hashes. SQLite gives its -wal and -shm files the same mode.
+    An existing file that group or others may write to is refused."""
+    if not path.exists():
+        # FileExistsError: another process (the CLI, another worker) created it since the check.
+        with suppress(FileExistsError):
+            write_private(path, b"")
+    check_not_writable(path, PRIVATE_MODE)

@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from challenge.secret_key import SecretKeyError
 from config import ConfigError
+from config.files import FileModeError
 from scep_ca.ca import CAError
 from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, request_cmds
 from scep_ca.cli.context import CliError
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A fault of the environment (disk full, database down): worth a retry, not a traceback.
         print(f"scep-ca: error: the store is unavailable: {exc}", file=sys.stderr)
         return EXIT_STORE_UNAVAILABLE
-    except (CliError, ConfigError, CAError, StoreError) as exc:
+    except (CliError, ConfigError, CAError, StoreError, FileModeError, SecretKeyError) as exc:
         print(f"scep-ca: {exc}", file=sys.stderr)
         return 1
 
