@@ -156,13 +156,13 @@ db.execute("SELECT count(*) FROM integrations").fetchall()
 print("open", flush=True)
 time.sleep(60)' "$DISK/data/scep-ca.sqlite3" > "$OUT/holder" &
 holder=$!
+trap 'kill $holder 2> /dev/null' EXIT
 while [ ! -s "$OUT/holder" ]; do sleep 0.05; done
 dd if=/dev/zero of="$DISK/fill" bs=4k 2> /dev/null || true
 set +e
 "$SCEP_CA" --data-dir "$DISK/data" integration create after > "$OUT/stdout" 2> "$OUT/stderr"
 echo $? > "$OUT/rc"
 "$SCEP_CA" --data-dir "$DISK/data" integration list --json > "$OUT/list"
-kill $holder
 """
 
 
