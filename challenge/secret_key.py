@@ -2,7 +2,8 @@
 
 The key is 32 random bytes kept in ``secret.key`` in the data directory, as 64
 hexadecimal characters and a newline (so it can be inspected, backed up or moved
-into configuration as text). It is created on first use with mode 0600.
+into configuration as text). It is created on first use with mode 0600, and refused
+when group or others have any access to it.
 
 Creation is atomic and race-free even when several worker processes start at
 once: the key is written and fsynced under a unique temporary name, then
@@ -16,8 +17,9 @@ import contextlib
 import logging
 import os
 import secrets
-import stat
 from pathlib import Path
+
+from config.files import check_key, make_private_dir, write_private
 
 SECRET_KEY_FILE = "secret.key"
 KEY_BYTES = 32
@@ -41,22 +43,16 @@ def parse_secret_key(text: str, source: str) -> bytes:
 
 
 def _read(path: Path) -> bytes:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Warn rather than refuse: some deployments share files with a service group on purpose.
-        log.warning("secret key file %s is accessible by group or others (mode %o)", path, mode & 0o777)
+    # Refused, not warned about: it decrypts every integration's NT hash (config.files).
+    check_key(path)
     return parse_secret_key(path.read_text(encoding="ascii"), str(path))
 
 
 def _create(path: Path) -> None:
     key_text = secrets.token_bytes(KEY_BYTES).hex() + "\n"
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(key_text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_private(tmp, key_text.encode("ascii"))
         # FileExistsError: another process created it first, and its key is used.
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
@@ -67,8 +63,8 @@ def _create(path: Path) -> None:
 def load_or_create_secret_key(data_dir: Path) -> bytes:
     """The 32-byte key from ``data_dir/secret.key``, creating the file if it does not exist."""
     path = data_dir / SECRET_KEY_FILE
+    make_private_dir(data_dir)
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
         _create(path)
         log.info("created secret key file %s", path)
     return _read(path)

@@ -38,6 +38,7 @@ from scep_ca.metrics import Metrics, metrics_middleware, setup_metrics_routes
 from scep_ca.revocation import RevocationService
 from scep_ca.revocation_web import setup_revocation_routes
 from scep_ca.service import ScepService
+from scep_ca.store_faults import StoreFaults
 from scep_ca.web import setup_scep_routes
 from store.base import Store
 
@@ -82,12 +83,14 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         client_max_size=config.server.max_body_bytes,
         # The client is resolved first: every later middleware and handler reads it. Log
         # fields outside the metrics layer, so that whatever it logs carries them too. The
-        # connection deadlines innermost, so that a request cut off by one is counted.
+        # store faults and the connection deadlines innermost, so that metrics count the 503 a
+        # store fault becomes and a request cut off by a deadline.
         middlewares=[
             client_middleware(TrustedProxies.parse(server.trusted_proxies)),
             lifecycle.middleware(),
             log_context_middleware,
             metrics_middleware(metrics),
+            StoreFaults().middleware(),
             connections.middleware(),
         ],
     )

@@ -28,7 +28,6 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from config.files import check_dir, check_key, check_not_writable, make_private_dir, write_private, write_public
 
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
@@ -126,9 +127,11 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey, passphrase: bytes | None) -> 
     )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     # Created with 0600 from the start: chmod after write would leave a window.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    write_private(path, pem)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    write_public(path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _ra_subject(ca_subject: x509.Name, suffix: str) -> x509.Name:
@@ -177,7 +180,7 @@ def create_ra(
         .sign(ca_key, hashes.SHA256())
     )
     _write_key(data_dir / key_file, key, passphrase)
-    (data_dir / cert_file).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_cert(data_dir / cert_file, cert)
     return cert, key
 
 
@@ -189,7 +192,7 @@ def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool) -> CAIde
     """
     identity = load_ca(data_dir, passphrase)
     retired = data_dir / "retired" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    retired.mkdir(parents=True)
+    make_private_dir(retired)
     for name in (RA_CERT_FILE, RA_KEY_FILE, RA_ENC_CERT_FILE, RA_ENC_KEY_FILE):
         if (data_dir / name).exists():
             (data_dir / name).rename(retired / name)
@@ -209,7 +212,7 @@ def create_ca(
     """Create the CA key and self-signed certificate, and the RA pair (or one combined RA); refuse to overwrite."""
     if ca_exists(data_dir):
         raise CAError(f"a CA already exists in {data_dir}; refusing to overwrite it")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     now = now or dt.datetime.now(dt.UTC)
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     name = _parse_subject(subject)
@@ -229,7 +232,7 @@ def create_ca(
         .sign(key, hashes.SHA256())
     )
     _write_key(data_dir / CA_KEY_FILE, key, passphrase)
-    (data_dir / CA_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_cert(data_dir / CA_CERT_FILE, cert)
     return _identity_with_new_ra(data_dir, cert, key, passphrase=passphrase, now=now, pair=ra_pair)
 
 
@@ -261,7 +264,13 @@ def _identity(
     return CAIdentity(cert, key, cert.public_bytes(der), ra_cert, ra_key, ra_cert.public_bytes(der))
 
 
+def _load_cert(path: Path) -> x509.Certificate:
+    check_not_writable(path)
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
 def _load_key(path: Path, passphrase: bytes | None, cert: x509.Certificate, what: str) -> rsa.RSAPrivateKey:
+    check_key(path)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
     except TypeError as exc:
@@ -286,7 +295,9 @@ def load_ca(data_dir: Path, passphrase: bytes | None) -> CAIdentity:
     cert_path, key_path = data_dir / CA_CERT_FILE, data_dir / CA_KEY_FILE
     if not cert_path.exists() or not key_path.exists():
         raise CAError(f"no CA in {data_dir}: run `scep-ca init` first")
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    # Before anything is read: whoever can write here can swap in their own RA or CA.
+    check_dir(data_dir)
+    cert = _load_cert(cert_path)
     key = _load_key(key_path, passphrase, cert, "CA")
     ra_cert_path, ra_key_path = data_dir / RA_CERT_FILE, data_dir / RA_KEY_FILE
     enc_cert_path = data_dir / RA_ENC_CERT_FILE
@@ -295,11 +306,11 @@ def load_ca(data_dir: Path, passphrase: bytes | None) -> CAIdentity:
             return _identity_with_new_ra(data_dir, cert, key, passphrase=passphrase, now=None, pair=True)
         ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=key.key_size, passphrase=passphrase, usage="signing")
     else:
-        ra_cert = x509.load_pem_x509_certificate(ra_cert_path.read_bytes())
+        ra_cert = _load_cert(ra_cert_path)
         ra_key = _load_key(ra_key_path, passphrase, ra_cert, "RA")
     identity = _identity(cert, key, ra_cert, ra_key)
     if not enc_cert_path.exists():
         return identity
-    enc_cert = x509.load_pem_x509_certificate(enc_cert_path.read_bytes())
+    enc_cert = _load_cert(enc_cert_path)
     enc_key = _load_key(data_dir / RA_ENC_KEY_FILE, passphrase, enc_cert, "encryption RA")
     return dataclasses.replace(identity, enc_cert=enc_cert, enc_key=enc_key)

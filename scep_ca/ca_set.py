@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.files import make_private_dir
 from scep_ca.ca import (
     CA_CERT_FILE,
     CA_KEY_FILE,
@@ -101,7 +102,9 @@ def activate_next(data_dir: Path, passphrase: bytes | None) -> tuple[CAIdentity,
     old = load_ca(data_dir, passphrase)
     new = load_ca(next_dir, passphrase)
     target = data_dir / PREVIOUS_DIR / ca_id(old)
-    target.mkdir(parents=True, exist_ok=False)
+    if target.exists():
+        raise CAError(f"{target} exists already; refusing to overwrite it")
+    make_private_dir(target)
     for name in CA_FILES:
         if (data_dir / name).exists():
             (data_dir / name).rename(target / name)

@@ -7,8 +7,9 @@ process can do its work: the CA is loaded and the store answers a cheap query
 sends traffic elsewhere. It is also 503 from the moment a graceful shutdown starts.
 
 Both answer JSON with the worker index and pid, which tells an operator (and the
-tests) which worker answered. Failure details go to the log, not to the response:
-a store error can name hosts or paths that unauthenticated callers need not see.
+tests) which worker answered. A 503 says why in ``reason`` with a phrase that names no
+host, path or DSN (``StoreUnavailable.reason``); the details go to the log: a store
+error can name hosts or paths that unauthenticated callers need not see.
 
 ``Lifecycle`` counts the requests in flight so that a stopping server can wait for
 them *before* aiohttp's own shutdown: aiohttp marks every connection closing first and
@@ -26,7 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from scep_ca.ca import CAIdentity
-from store.base import Store
+from store.base import Store, StoreUnavailable
 
 log = logging.getLogger("scep_ca.health")
 
@@ -100,10 +101,21 @@ class Probes:
             return self._answer(503, "unavailable", ca="not loaded")
         try:
             await asyncio.wait_for(self._store.info(), READY_TIMEOUT_SECONDS)
+        except StoreUnavailable as exc:
+            # A fault of the environment: one line, no traceback. The answer carries the
+            # reason's safe phrase only (no host, path or DSN).
+            log.warning("readyz: the store is unavailable: %s", exc)
+            return self._unavailable(f"store unavailable: {exc.reason}")
+        except TimeoutError:
+            log.warning("readyz: the store did not answer within %.0f s", READY_TIMEOUT_SECONDS)
+            return self._unavailable(f"store unavailable: no answer within {READY_TIMEOUT_SECONDS:.0f} s")
         except Exception:
             log.warning("readyz: the store did not answer", exc_info=True)
-            return self._answer(503, "unavailable", ca="loaded", store="unreachable")
+            return self._unavailable("store unavailable: unexpected error (see the server log)")
         return self._answer(200, "ready", ca="loaded", store="ok")
+
+    def _unavailable(self, reason: str) -> web.Response:
+        return self._answer(503, "unavailable", ca="loaded", store="unreachable", reason=reason)
 
     async def on_shutdown(self, app: web.Application) -> None:
         # For apps stopped without Lifecycle.drain (aiohttp's own runners, the tests).

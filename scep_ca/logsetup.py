@@ -14,8 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import TextIO
 
 from aiohttp import web
@@ -32,6 +34,7 @@ _REQUEST_FIELDS: ContextVar[dict[str, str] | None] = ContextVar("scep_ca_log_fie
 # Record attribute -> JSON key. The attributes are set by ``_ContextFilter`` or passed
 # by callers as ``extra=``.
 _FIELD_KEYS = {"transaction_id": "transactionID", "integration": "integration", "client": "client"}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(worker_tag)s: %(message)s"
 # Bounds a path-derived value (the integration id is whatever the client put in the URL).
 _MAX_FIELD_CHARS = 128
 
@@ -87,6 +90,59 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: each can
+# end a line (or move the cursor) in a terminal, a pager or a log shipper.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT_ESCAPES = MappingProxyType({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``).
+
+    Backslashes are left as they are (``DOMAIN\\user`` stays readable), so a literal
+    backslash-n in the input and an escaped newline print alike; neither starts a line.
+    """
+    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: control characters in the message and in every field are escaped.
+
+    A transactionID or a user name is whatever the client sent; with a raw newline it
+    could start a forged record (threat model: anyone on the network must not make the
+    server log forged lines). JSON lines are safe already (``json.dumps`` escapes). A
+    traceback keeps its lines, each indented and escaped, so none of them can pass for a
+    record of its own.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        escaped = {k: escape_controls(v) if isinstance(v, str) else v for k, v in record.__dict__.items()}
+        return super().formatMessage(logging.makeLogRecord(escaped))
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        blocks = [record.exc_text] if record.exc_text else []
+        if record.stack_info:
+            blocks.append(self.formatStack(record.stack_info))
+        for block in blocks:
+            line += "".join(f"\n    {escape_controls(part)}" for part in block.splitlines())
+        return line
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -114,7 +170,7 @@ def build_handler(cfg: LogConfig, stream: TextIO | None = None) -> logging.Handl
     if cfg.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s%(worker_tag)s: %(message)s"))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
     return handler
 
 

@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector
 from scep_ca.access import BEARER_CHALLENGE, Access, check_access
 from scep_ca.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.web import raw_query_param
+from store.base import StoreUnavailable
 
 log = logging.getLogger("scep_ca.metrics")
 
@@ -147,6 +148,9 @@ class _CrlCollector(Collector):
     async def refresh(self, source: CrlSource) -> None:
         try:
             der = await source()
+        except StoreUnavailable as exc:
+            log.warning("metrics: could not get the current CRL: the store is unavailable: %s", exc)
+            return
         except Exception:
             # The age of the last CRL we had keeps growing, which is what should alert.
             log.warning("metrics: could not get the current CRL", exc_info=True)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from config import Config
 from config.clients import is_loopback_host
+from config.files import check_not_writable, write_public
 
 PUBLIC_URL_FILE = "public_url"
 
@@ -45,12 +46,17 @@ def read_public_url(data_dir: Path) -> str | None:
     path = data_dir / PUBLIC_URL_FILE
     if not path.exists():
         return None
+    # Whoever could write it would choose the CRL and OCSP URLs of every certificate.
+    check_not_writable(path)
     return check_public_url(path.read_text(encoding="utf-8"))
 
 
 def write_public_url(data_dir: Path, url: str) -> str:
     url = check_public_url(url)
-    (data_dir / PUBLIC_URL_FILE).write_text(url + "\n", encoding="utf-8")
+    path = data_dir / PUBLIC_URL_FILE
+    # Replaced, not rewritten in place: written with an explicit mode whatever the umask.
+    path.unlink(missing_ok=True)
+    write_public(path, (url + "\n").encode("utf-8"))
     return url
 
 

@@ -42,7 +42,7 @@ from scep_ca.ocsp import (
 from scep_ca.reasons import Reason, parse_reason
 from scep_ca.serials import Base, candidates
 from scep_ca.status import VerifyStatus, serial_of_pem, verify_certificate
-from store.base import CertificateRecord, DeleteResult, Store
+from store.base import CertificateRecord, DeleteResult, Store, StoreUnavailable
 
 log = logging.getLogger("scep_ca.revocation")
 
@@ -167,6 +167,9 @@ class RevocationService:
             return error_response(x509_ocsp.OCSPResponseStatus.UNAUTHORIZED)
         try:
             record = await self._store.get_certificate(query.serial_hex)
+        except StoreUnavailable:
+            # HTTP 503 with Retry-After (scep_ca.store_faults), as on every endpoint.
+            raise
         except Exception:
             # RFC 6960 §2.3 internalError: a store outage must not look like "unknown".
             log.exception("OCSP: store lookup failed")

@@ -19,6 +19,20 @@ class StoreError(Exception):
     """Base class of errors a store raises on purpose."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot do its work now: disk full, I/O error, a lock held past the timeout,
+    the database server down or the connection lost. A fault of the environment, not of
+    the request or of this code; the unit of work it interrupted changed nothing.
+
+    ``str(exc)`` is for operators (it may name a host, never a password); ``reason`` is a
+    short phrase with no host, path or secret in it, fit for an unauthenticated caller.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+
+
 class ChallengeRejected(StoreError):
     """The challenge is unknown, expired, already used or of another integration."""
 

@@ -72,14 +72,19 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   of other keys' stale rows skips rows another transaction holds (``SKIP LOCKED``).
 * Counters (revocation epoch, CRL numbers) are single ``UPDATE ... RETURNING`` / upsert
   statements, atomic under concurrent callers.
+
+Faults of the environment (the server down or restarting, a lost connection, a full disk
+or another resource exhausted on the server, a timeout) surface as ``StoreUnavailable``
+from every pool call (``_UNAVAILABLE``); a call that met one committed nothing, since each
+unit of work is one statement or one explicit transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,6 +112,7 @@ from store.base import (
     RevokedEntry,
     StoreError,
     StoreInfo,
+    StoreUnavailable,
     Transaction,
     TransactionStatus,
 )
@@ -223,6 +229,47 @@ def safe_dsn(dsn: str) -> str:
     return f"{host}:{port or 5432}{parts.path or '/'}"
 
 
+# Faults of the environment, each with a phrase that names no host, path or secret (the
+# server's own message can name a data file). Order matters: the first match wins.
+_UNAVAILABLE: tuple[tuple[type[BaseException], str], ...] = (
+    (asyncpg.ConnectionDoesNotExistError, "the connection to the database server was lost"),
+    # SQLSTATE class 08 (connection exception).
+    (asyncpg.PostgresConnectionError, "cannot connect to the database server"),
+    # Class 53: disk full, out of memory, too many connections.
+    (asyncpg.InsufficientResourcesError, "the database server is out of resources (disk, memory or connections)"),
+    # Class 57: shut down, restarting, not yet accepting connections, statement cancelled.
+    (asyncpg.OperatorInterventionError, "the database server is shutting down, restarting or cancelled the statement"),
+    # Class 58: I/O error on the server.
+    (asyncpg.PostgresSystemError, "the database server reported a system error"),
+    # A read-only standby after a failover.
+    (asyncpg.ReadOnlySQLTransactionError, "the database is read-only"),
+    (ConnectionRefusedError, "connection refused by the database server"),
+    (TimeoutError, "the database server did not answer in time"),
+    # Reset, unreachable, DNS (asyncpg's "Multiple exceptions" when every address failed).
+    (OSError, "cannot connect to the database server"),
+)
+
+
+def unavailable(exc: BaseException, dsn: str) -> StoreUnavailable | None:
+    """``exc`` as ``StoreUnavailable`` when it is a fault of the environment, else None."""
+    for kind, reason in _UNAVAILABLE:
+        if isinstance(exc, kind):
+            return StoreUnavailable(reason, f"PostgreSQL at {safe_dsn(dsn)}: {type(exc).__name__}: {exc}")
+    return None
+
+
+@contextmanager
+def _faults(dsn: str) -> Iterator[None]:
+    """Re-raise faults of the environment as ``StoreUnavailable``; anything else unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        fault = unavailable(exc, dsn)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
 def username_key(username: str) -> str:
     """The case-insensitive lookup key of a username (the same folding as the SQLite store)."""
     return username.casefold()
@@ -321,73 +368,78 @@ class ConnectionPool:
         self._idle.append(conn)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        conn = self._take() or await self._acquire_slow()
-        reusable = False
-        try:
-            result = await conn.fetchval(sql, *args)
-            reusable = True
-            return result
-        except asyncpg.PostgresError:
-            reusable = True
-            raise
-        finally:
-            self._release(conn, reusable=reusable)
+        with _faults(self._dsn):
+            conn = self._take() or await self._acquire_slow()
+            reusable = False
+            try:
+                result = await conn.fetchval(sql, *args)
+                reusable = True
+                return result
+            except asyncpg.PostgresError:
+                reusable = True
+                raise
+            finally:
+                self._release(conn, reusable=reusable)
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        conn = self._take() or await self._acquire_slow()
-        reusable = False
-        try:
-            result = await conn.fetchrow(sql, *args)
-            reusable = True
-            return result
-        except asyncpg.PostgresError:
-            reusable = True
-            raise
-        finally:
-            self._release(conn, reusable=reusable)
+        with _faults(self._dsn):
+            conn = self._take() or await self._acquire_slow()
+            reusable = False
+            try:
+                result = await conn.fetchrow(sql, *args)
+                reusable = True
+                return result
+            except asyncpg.PostgresError:
+                reusable = True
+                raise
+            finally:
+                self._release(conn, reusable=reusable)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        conn = self._take() or await self._acquire_slow()
-        reusable = False
-        try:
-            result: list[Any] = await conn.fetch(sql, *args)
-            reusable = True
-            return result
-        except asyncpg.PostgresError:
-            reusable = True
-            raise
-        finally:
-            self._release(conn, reusable=reusable)
+        with _faults(self._dsn):
+            conn = self._take() or await self._acquire_slow()
+            reusable = False
+            try:
+                result: list[Any] = await conn.fetch(sql, *args)
+                reusable = True
+                return result
+            except asyncpg.PostgresError:
+                reusable = True
+                raise
+            finally:
+                self._release(conn, reusable=reusable)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        conn = self._take() or await self._acquire_slow()
-        reusable = False
-        try:
-            status: str = await conn.execute(sql, *args)
-            reusable = True
-            return status
-        except asyncpg.PostgresError:
-            reusable = True
-            raise
-        finally:
-            self._release(conn, reusable=reusable)
+        with _faults(self._dsn):
+            conn = self._take() or await self._acquire_slow()
+            reusable = False
+            try:
+                status: str = await conn.execute(sql, *args)
+                reusable = True
+                return status
+            except asyncpg.PostgresError:
+                reusable = True
+                raise
+            finally:
+                self._release(conn, reusable=reusable)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A connection for several statements (explicit transactions, migrations)."""
-        conn = self._take() or await self._acquire_slow()
-        reusable = False
-        try:
-            yield conn
-            reusable = True
-        except (asyncpg.PostgresError, StoreError):
-            # Raised after the server answered (asyncpg's transaction block has rolled back
-            # by the time the error reaches here); _release still drops the connection if a
-            # transaction were somehow left open.
-            reusable = True
-            raise
-        finally:
-            self._release(conn, reusable=reusable)
+        with _faults(self._dsn):
+            conn = self._take() or await self._acquire_slow()
+            reusable = False
+            try:
+                yield conn
+                reusable = True
+            except (asyncpg.PostgresError, StoreError):
+                # Raised after the server answered (asyncpg's transaction block has rolled back
+                # by the time the error reaches here); _release still drops the connection if a
+                # transaction were somehow left open.
+                reusable = True
+                raise
+            finally:
+                self._release(conn, reusable=reusable)
 
     async def close(self, timeout: float) -> None:
         """Close idle connections now (a graceful Terminate), and those in use when released.
@@ -429,10 +481,14 @@ class PostgresStore:
             return
         pool = ConnectionPool(self._dsn, self._pool_min, self._pool_max)
         try:
-            await pool.open()
+            with _faults(self._dsn):
+                await pool.open()
             async with pool.connection() as conn:
                 await schema.apply_migrations(conn)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except StoreUnavailable:
+            await pool.close(CLOSE_TIMEOUT_S)
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await pool.close(CLOSE_TIMEOUT_S)
             # A StoreError, so that every CLI command prints one line instead of a traceback.
             raise StoreError(f"cannot open PostgreSQL store at {safe_dsn(self._dsn)}: {exc}") from exc

@@ -17,18 +17,22 @@ between threads, which ``check_same_thread=False`` would otherwise allow unsafel
 ``record_issuance`` is the hot path: six prepared statements (BEGIN, live check,
 challenge UPDATE, two INSERTs, COMMIT), all cached by ``sqlite3``'s statement cache;
 pragmas are set once per connection in ``open``.
+
+Faults of the environment (a full disk, an I/O error, the lock held past ``busy_timeout``)
+surface as ``StoreUnavailable``; the transaction they interrupted is rolled back, so
+nothing of it stays. Constraint violations and programming errors are not masked.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from config.files import PRIVATE_MODE, check_not_writable, write_private
 from store import sqlite_codec as codec
 from store import throttle
 from store.base import (
@@ -50,12 +54,31 @@ from store.base import (
     RevokedEntry,
     StoreError,
     StoreInfo,
+    StoreUnavailable,
     Transaction,
     TransactionStatus,
 )
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
 
 BUSY_TIMEOUT_MS = 5000
+# Primary result codes (https://sqlite.org/rescode.html) that are faults of the environment,
+# not of a statement: the disk or file system (full, I/O error, read-only, cannot open, not a
+# database or damaged), memory, or another process holding the lock past ``busy_timeout``.
+# Anything else (a constraint, a syntax error) is a bug or a duplicate and is not masked.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
 WAL_AUTOCHECKPOINT_PAGES = 4000
 DELETION_REASON = "cessationOfOperation"
 
@@ -112,6 +135,10 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._conn is not None:
             return
+        with _faults():
+            self._open()
+
+    def _open(self) -> None:
         _create_private_file(self._path)
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, cached_statements=256)
         try:
@@ -170,7 +197,7 @@ class SQLiteStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back and re-raises."""
-        with self._lock:
+        with self._lock, _faults():
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -178,13 +205,16 @@ class SQLiteStore:
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    # After a full disk or an I/O error SQLite may have rolled back already, and
+                    # a failing ROLLBACK must not hide the error that caused it.
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         # A single SELECT in autocommit mode is its own consistent snapshot.
-        with self._lock:
+        with self._lock, _faults():
             yield self._connection()
 
     def _connection(self) -> sqlite3.Connection:
@@ -609,6 +639,19 @@ def _mark_renewed(conn: sqlite3.Connection, renewed: str, new: CertificateRecord
         raise RenewalRefused(renewed)
 
 
+@contextmanager
+def _faults() -> Iterator[None]:
+    """Re-raise SQLite's faults of the environment as ``StoreUnavailable``; the rest unchanged."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            # SQLite's own text ("database or disk is full"): it never names the file.
+            raise StoreUnavailable(str(exc)) from exc
+        raise
+
+
 def _require_live(conn: sqlite3.Connection, integration_id: str) -> None:
     row = conn.execute("SELECT 1 FROM integrations WHERE id = ? AND deleted_at IS NULL", (integration_id,)).fetchone()
     if row is None:
@@ -627,12 +670,10 @@ def _is_unique_violation(exc: sqlite3.IntegrityError) -> bool:
 
 def _create_private_file(path: Path) -> None:
     """Create the database file with mode 0600: it holds password hashes and
-    encrypted NT hashes. SQLite gives its -wal and -shm files the same mode."""
-    if path.exists():
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another process (the CLI, another worker) created it between the check and here.
-        return
-    os.close(fd)
+    encrypted NT hashes. SQLite gives its -wal and -shm files the same mode.
+    An existing file that group or others may write to is refused."""
+    if not path.exists():
+        # FileExistsError: another process (the CLI, another worker) created it since the check.
+        with suppress(FileExistsError):
+            write_private(path, b"")
+    check_not_writable(path, PRIVATE_MODE)

@@ -6,11 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from challenge.secret_key import SecretKeyError
 from config import ConfigError
+from config.files import FileModeError
 from scep_ca.ca import CAError
 from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, request_cmds
 from scep_ca.cli.context import CliError
-from store.base import StoreError
+from store.base import StoreError, StoreUnavailable
+
+# Exit statuses: 1 an operator error (bad argument, config, CA or store state), 2 a usage
+# error (argparse), 3 the store is unavailable (retrying later may work).
+EXIT_STORE_UNAVAILABLE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, ConfigError, CAError, StoreError) as exc:
+    except StoreUnavailable as exc:
+        # A fault of the environment (disk full, database down): worth a retry, not a traceback.
+        print(f"scep-ca: error: the store is unavailable: {exc}", file=sys.stderr)
+        return EXIT_STORE_UNAVAILABLE
+    except (CliError, ConfigError, CAError, StoreError, FileModeError, SecretKeyError) as exc:
         print(f"scep-ca: {exc}", file=sys.stderr)
         return 1
 

@@ -45,7 +45,8 @@ def basic_token(user: str, password: str) -> str:
 
 
 async def basic(env: Env, user: str, password: str, address: str = LOOPBACK) -> ChallengeResponse:
-    return await env.service.handle(ChallengeRequest(env.a.id, basic_token(user, password), Conn(), address))
+    request = ChallengeRequest(env.a.id, basic_token(user, password), Conn(), address, client_local=address == LOOPBACK)
+    return await env.service.handle(request)
 
 
 def checks_logged(caplog: pytest.LogCaptureFixture) -> int:

@@ -648,11 +648,11 @@ async def test_connections_without_weak_references(env: Env) -> None:
     async def handshake(conn: object, type3_conn: object) -> int:
         ctx = spnego.client(env.a.username, env.a_password, hostname="127.0.0.1", service="HTTP", protocol="ntlm")
         type1 = f"NTLM {_b64(step(ctx))}"
-        first = await env.service.handle(ChallengeRequest(env.a.id, type1, conn, "127.0.0.1", "127.0.0.1"))
+        first = await env.service.handle(ChallengeRequest(env.a.id, type1, conn, "127.0.0.1", host="127.0.0.1"))
         offer = dict(first.headers)["WWW-Authenticate"]
         type2 = base64.b64decode(offer.split(" ", 1)[1])
         token = f"NTLM {_b64(step(ctx, type2))}"
-        final = await env.service.handle(ChallengeRequest(env.a.id, token, type3_conn, "127.0.0.1", "127.0.0.1"))
+        final = await env.service.handle(ChallengeRequest(env.a.id, token, type3_conn, "127.0.0.1", host="127.0.0.1"))
         return final.status
 
     conn = SlotConn()
