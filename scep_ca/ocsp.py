@@ -37,8 +37,10 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
+from scep_ca import der
 from scep_ca.ca import CAIdentity
 from scep_ca.reasons import from_stored
 from store.base import CertificateRecord, CertStatus
@@ -51,6 +53,8 @@ MAX_NONCE_BYTES = 32
 
 # hashlib names of the CertID hash algorithms cryptography can parse (RFC 6960 §4.1.1).
 _HASH_NAMES = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
+_SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
+_OCSP_BASIC = der.oid("1.3.6.1.5.5.7.48.1.1")
 
 
 class OcspRequestError(ValueError):
@@ -238,8 +242,29 @@ def build_ocsp_response(
     )
     if query.nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(query.nonce), critical=False)
-    response = builder.sign(ca.key, hashes.SHA256())
-    return response.public_bytes(serialization.Encoding.DER)
+    if isinstance(ca.key, rsa.RSAPrivateKey):
+        return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return _sign_with(builder, ca)
+
+
+def _sign_with(builder: ocsp.OCSPResponseBuilder, ca: CAIdentity) -> bytes:
+    """The response signed by a key cryptography does not hold (a token's): RFC 6960 section 4.2.1 by hand.
+
+    tbsResponseData names the responder by the CA certificate's key hash, not by the
+    signing key, so the builder signed with a throwaway P-256 key (microseconds) gives
+    the very octets to sign; BasicOCSPResponse and OCSPResponse around them are short.
+    """
+    scratch = ec.generate_private_key(ec.SECP256R1())
+    tbs = builder.sign(scratch, hashes.SHA256()).tbs_response_bytes
+    signature = ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    basic = der.seq(
+        tbs,
+        _SHA256_WITH_RSA,
+        der.encode_tlv(0x03, b"\x00" + signature),
+        der.explicit(0, der.seq(ca.cert_der)),
+    )
+    # responseStatus successful (0), responseBytes [0] EXPLICIT { id-pkix-ocsp-basic, OCTET STRING }.
+    return der.seq(der.encode_tlv(0x0A, b"\x00"), der.explicit(0, der.seq(_OCSP_BASIC, der.octet_string(basic))))
 
 
 def error_response(status: ocsp.OCSPResponseStatus) -> bytes:
