@@ -29,6 +29,7 @@ from config.model import Config
 from scep_ca.ca import CAIdentity
 from scep_ca.ca_set import CASet
 from scep_ca.health import Lifecycle, setup_health_routes
+from scep_ca.key_web import key_unavailable_middleware
 from scep_ca.logsetup import log_context_middleware
 from scep_ca.metrics import Metrics, metrics_middleware, setup_metrics_routes
 from scep_ca.revocation import RevocationService
@@ -66,7 +67,12 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         # Log fields outside the metrics layer, so that whatever it logs carries them too.
-        middlewares=[lifecycle.middleware(), log_context_middleware, metrics_middleware(metrics)],
+        middlewares=[
+            lifecycle.middleware(),
+            log_context_middleware,
+            metrics_middleware(metrics),
+            key_unavailable_middleware,
+        ],
     )
     app[LIFECYCLE] = lifecycle
     app[CONFIG] = config

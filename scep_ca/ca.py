@@ -80,6 +80,11 @@ class CAIdentity:
         return hashlib.md5(self.cert_der, usedforsecurity=False).hexdigest()
 
     @property
+    def keys(self) -> tuple[PrivateKey, ...]:
+        """Every private key of this CA: the CA's, the RA's, the encryption RA's."""
+        return (self.key, self.ra_key, *([self.enc_key] if self.enc_key is not None else []))
+
+    @property
     def public_key(self) -> rsa.RSAPublicKey:
         return self.key.public_key()
 

@@ -14,8 +14,10 @@ from config import Config
 from scep_ca.app import build_app, run_server
 from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
-from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args
+from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
+from scep_ca.keys import describe_key
 from scep_ca.logsetup import configure_logging, tag_worker
+from scep_ca.pkcs11_keys import check_in_child
 from scep_ca.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
@@ -25,14 +27,16 @@ log = logging.getLogger("scep_ca.cli")
 def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
     """Load the CA, creating it first when the data directory has none."""
     passphrase = ca_passphrase(config)
+    token = key_token(config)
     if ca_exists(config.data_dir):
-        return load_ca(config.data_dir, passphrase), False
+        return load_ca(config.data_dir, passphrase, token), False
     ca = create_ca(
         config.data_dir,
         subject=config.ca.subject,
         key_size=config.ca.key_size,
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
+        token=token,
     )
     return ca, True
 
@@ -46,10 +50,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         key_size=args.key_size or config.ca.key_size,
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
+        token=key_token(config),
     )
+    where = describe_key(ca.key, f"{config.data_dir / 'ca.key'}, mode 0600")
     print(f"CA created in {config.data_dir}")
     print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
-    print(f"  Key:                  RSA {ca.key.key_size} ({config.data_dir / 'ca.key'}, mode 0600)")
+    print(f"  Key:                  RSA {ca.key.key_size} ({where})")
     print(f"  Fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
     return 0
 
@@ -62,7 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
-    cas = load_ca_set(config.data_dir, ca_passphrase(config))
+    cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
+    # Token keys are checked in a forked child: this process forks the workers, and a
+    # PKCS#11 library's state must not be inherited (design.md section 8).
+    problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
+    if problem is not None:
+        raise CliError(problem)
     load_or_create_secret_key(config.data_dir)
     workers = resolve_workers(config.server.workers)
     if workers == 1:
@@ -105,7 +116,7 @@ def _serve(
 
 def cmd_ra_create(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair)
+    identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair, token=key_token(config))
     kind = "a signing RA and an encryption RA" if identity.enc_cert is not None else "a combined RA"
     print(f"issued {kind} under {identity.cert.subject.rfc4514_string()}; the old RA files are in retired/")
     print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
@@ -120,6 +131,7 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
         key_size=args.key_size or config.ca.key_size,
         validity_days=config.ca.validity_days,
         passphrase=ca_passphrase(config),
+        token=key_token(config),
     )
     print(f"next CA created in {config.data_dir / 'next'}")
     print(f"  Subject:               {nxt.cert.subject.rfc4514_string()}")
@@ -130,7 +142,7 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
 
 def cmd_ca_activate_next(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    old, new = activate_next(config.data_dir, ca_passphrase(config))
+    old, new = activate_next(config.data_dir, ca_passphrase(config), key_token(config))
     print(f"issuing with {colon_fingerprint(new.fingerprint_sha256)} from the next restart of `scep-ca serve`")
     print(
         f"the previous CA ({ca_id(old)}) keeps serving its CRL at /crl/{ca_id(old)}.crl and OCSP "

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from config import ConfigError
 from scep_ca.ca import CAError
-from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, request_cmds
+from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
 from scep_ca.cli.context import CliError
+from scep_ca.keys import KeyUnavailable
 from store.base import StoreError
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     cert_cmds.register(sub, integration_sub, common)
     request_cmds.register(sub, common)
     db_cmds.register(sub, common)
+    key_cmds.register(sub, common)
     return parser
 
 
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, ConfigError, CAError, StoreError) as exc:
+    except (CliError, ConfigError, CAError, StoreError, KeyUnavailable) as exc:
         print(f"scep-ca: {exc}", file=sys.stderr)
         return 1
 
