@@ -136,7 +136,11 @@ class Token:
             raise KeyUnavailable(f"cannot load the PKCS#11 module {self.settings.module}") from exc
         try:
             token = lib.get_token(token_label=self.settings.token_label)
-            session = token.open(user_pin=self.settings.pin, rw=True)
+            try:
+                session = token.open(user_pin=self.settings.pin, rw=True)
+            except p11e.UserAlreadyLoggedIn:
+                # Login state belongs to the process (PKCS#11 section 5.6), not to the session.
+                session = token.open(rw=True)
         except p11e.NoSuchToken as exc:
             raise KeyUnavailable(f"no PKCS#11 token labelled {self.settings.token_label!r}") from exc
         except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange) as exc:
@@ -336,14 +340,27 @@ def check_in_child(keys: Iterable[PrivateKey | None]) -> str | None:
     token_keys = [k for k in keys if isinstance(k, Pkcs11Key)]
     if not token_keys:
         return None
+
+    def check() -> None:
+        for key in token_keys:
+            key.check()
+
+    return in_child(check)
+
+
+def in_child(operation: Callable[[], object]) -> str | None:
+    """Run ``operation`` in a forked child that exits; None, or its error as one line.
+
+    The supervisor of ``scep-ca serve`` forks workers, so it must not hold PKCS#11 state
+    itself: checking the token and creating keys at first start happen in a child.
+    """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(read_fd)
         problem = ""
         try:
-            for key in token_keys:
-                key.check()
+            operation()
         except KeyUnavailable as exc:
             problem = str(exc)
         except BaseException as exc:

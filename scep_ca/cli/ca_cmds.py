@@ -17,7 +17,7 @@ from scep_ca.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
 from scep_ca.keys import describe_key
 from scep_ca.logsetup import configure_logging, tag_worker
-from scep_ca.pkcs11_keys import check_in_child
+from scep_ca.pkcs11_keys import Token, check_in_child, in_child
 from scep_ca.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
@@ -30,7 +30,17 @@ def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
     token = key_token(config)
     if ca_exists(config.data_dir):
         return load_ca(config.data_dir, passphrase, token), False
-    ca = create_ca(
+    if token is not None:
+        # Keys generated in a child: this process forks the workers (see check_in_child).
+        problem = in_child(lambda: _create_default_ca(config, passphrase, token))
+        if problem is not None:
+            raise CliError(problem)
+        return load_ca(config.data_dir, passphrase, token), True
+    return _create_default_ca(config, passphrase, token), True
+
+
+def _create_default_ca(config: Config, passphrase: bytes | None, token: Token | None) -> CAIdentity:
+    return create_ca(
         config.data_dir,
         subject=config.ca.subject,
         key_size=config.ca.key_size,
@@ -38,7 +48,6 @@ def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
         passphrase=passphrase,
         token=token,
     )
-    return ca, True
 
 
 def cmd_init(args: argparse.Namespace) -> int:
