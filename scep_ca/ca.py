@@ -237,7 +237,9 @@ def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool, token: T
     identity = load_ca(data_dir, passphrase, token)
     retired = data_dir / "retired" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     retired.mkdir(parents=True)
-    for name in (RA_CERT_FILE, RA_KEY_FILE, RA_ENC_CERT_FILE, RA_ENC_KEY_FILE, *TOKEN_REF_FILES):
+    ra_files = (RA_CERT_FILE, RA_ENC_CERT_FILE, RA_KEY_FILE, RA_ENC_KEY_FILE)
+    # Only the RA's token references: the CA's (ca.key.pkcs11) stays, or the CA is lost.
+    for name in (*ra_files, *(_token_ref_path(Path(key)).name for key in (RA_KEY_FILE, RA_ENC_KEY_FILE))):
         if (data_dir / name).exists():
             (data_dir / name).rename(retired / name)
     size = identity.key.key_size

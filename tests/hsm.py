@@ -5,11 +5,15 @@ Missing ``softhsm2-util`` or the module is a failure, never a skip (scripts/syst
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pkcs11
 
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 TOKEN_LABEL = "scep-ca"
@@ -47,6 +51,27 @@ def init_softhsm(workdir: Path) -> SoftHsm:
         env={**os.environ, "SOFTHSM2_CONF": str(conf)},
     )
     return SoftHsm(conf)
+
+
+@contextlib.contextmanager
+def softhsm_in_process(workdir: Path) -> Iterator[SoftHsm]:
+    """A fresh token for tests that use it from this process; afterwards the library is finalised.
+
+    python-pkcs11 keeps one library per process and SoftHSM reads SOFTHSM2_CONF only at
+    C_Initialize: without the finalise, the next test's token directory would be ignored.
+    """
+    saved = os.environ.get("SOFTHSM2_CONF")
+    hsm = init_softhsm(workdir)
+    try:
+        yield hsm
+    finally:
+        os.environ["SOFTHSM2_CONF"] = str(hsm.conf)
+        with contextlib.suppress(pkcs11.PKCS11Error):
+            pkcs11.lib(str(hsm.module)).finalize()
+        if saved is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = saved
 
 
 def private_key_objects(hsm: SoftHsm) -> str:

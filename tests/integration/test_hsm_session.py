@@ -3,9 +3,9 @@ the token is out of reach, never 500, and recovery on the next request without a
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +27,14 @@ from scep_ca.enums import PKIStatus
 from scep_ca.key_web import RETRY_AFTER_SECONDS
 from scep_ca.pkcs11_keys import Token, TokenSettings
 from store.factory import open_store
-from tests.hsm import init_softhsm
+from tests.hsm import SoftHsm, softhsm_in_process
 from tests.integration.conftest import _integration
 
 
 @pytest.fixture
-def softhsm_env(tmp_path: Path) -> Any:
-    saved = os.environ.get("SOFTHSM2_CONF")
-    hsm = init_softhsm(tmp_path / "softhsm")
-    yield hsm
-    # python-pkcs11 keeps one library per process: finalise it, or the next test's token
-    # directory would be ignored in favour of this one (SoftHSM reads SOFTHSM2_CONF at C_Initialize).
-    os.environ["SOFTHSM2_CONF"] = str(hsm.conf)
-    with contextlib.suppress(pkcs11.PKCS11Error):
-        pkcs11.lib(str(hsm.module)).finalize()
-    if saved is None:
-        os.environ.pop("SOFTHSM2_CONF", None)
-    else:
-        os.environ["SOFTHSM2_CONF"] = saved
+def softhsm_env(tmp_path: Path) -> Iterator[SoftHsm]:
+    with softhsm_in_process(tmp_path / "softhsm") as hsm:
+        yield hsm
 
 
 async def test_lost_session_gives_503_then_recovers(tmp_path: Path, aiohttp_client: Any, softhsm_env: Any) -> None:
