@@ -8,6 +8,8 @@ Targets (``--targets``, comma separated; default all):
   ``scep-ca:1``          scep-ca serve, 1 worker, SQLite (server pinned to CPU 0, load generator on CPU 1)
   ``scep-ca:2``          scep-ca serve, 2 workers, SQLite
   ``scep-ca-pg:2``       scep-ca serve, 2 workers, PostgreSQL at 127.0.0.1:5432 (a fresh database)
+  ``scep-ca-hsm:1``      as ``scep-ca:1``, with the CA and RA keys in a temporary SoftHSM2 token
+                         (keys.pkcs11; its own SOFTHSM2_CONF and token directory, removed afterwards)
   ``scepserver``         micromdm's scepserver 2.1.0 (Debian package ``scep``), pinned to CPU 0
 
 For each target, in order:
@@ -25,7 +27,7 @@ operations per second / 3 (decrypt, sign certificate, sign CertRep) is the RSA-b
 core. Prints enrollments/s, p50/p99 latency, ratio to the ceiling (per worker), the server's CPU time
 per enrollment and its ratio to three signatures' CPU time (openssl speed divides by CPU time, so
 this ratio does not move when the virtual machine loses wall-clock time to its neighbours), ratio to
-scepserver, and the 1 -> 2 worker scaling.
+scepserver, the 1 -> 2 worker scaling, and file keys vs SoftHSM keys.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ from scep_ca.dn import parse_dn  # noqa: E402
 from scep_ca.enums import ContentCipher, DigestAlg, PKIStatus  # noqa: E402
 from store.factory import open_store  # noqa: E402
 from tests.e2e.clients import ScepServerProcess, free_port  # noqa: E402
+from tests.hsm import SoftHsm, init_softhsm  # noqa: E402
 
-ALL_TARGETS = ("scep-ca:1", "scep-ca:2", "scep-ca-pg:2", "scepserver")
+ALL_TARGETS = ("scep-ca:1", "scep-ca:2", "scep-ca-pg:2", "scep-ca-hsm:1", "scepserver")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -239,6 +242,19 @@ def postgres_database() -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@contextmanager
+def softhsm_token(tmp: Path) -> Iterator[SoftHsm]:
+    """A fresh SoftHSM2 token under ``tmp``; SOFTHSM2_CONF points at it for the run only."""
+    saved = os.environ.get("SOFTHSM2_CONF")
+    try:
+        yield init_softhsm(tmp / "softhsm")
+    finally:
+        if saved is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = saved
+
+
 async def seed(config_path: Path, integration_id: str, n: int) -> list[str]:
     config = load_config(config_path, {}, {})
     store = open_store(config)
@@ -271,15 +287,23 @@ def summarize(
 
 
 def run_scep_ca(
-    target: str, workers: int, dsn: str | None, pool: KeyPool, args: argparse.Namespace, tmp: Path
+    target: str,
+    workers: int,
+    dsn: str | None,
+    pool: KeyPool,
+    args: argparse.Namespace,
+    tmp: Path,
+    hsm: SoftHsm | None = None,
 ) -> Result:
     data_dir = tmp / "data"
     config_path = tmp / "config.yaml"
     port = free_port()
     store_line = f"store: {{dsn: '{dsn}'}}\n" if dsn else ""
+    # init and serve find the token through SOFTHSM2_CONF, inherited from this process.
+    keys_line = f"keys: {json.dumps(hsm.keys_config(tmp / 'pin'))}\n" if hsm else ""
     config_path.write_text(
         f"data_dir: {data_dir}\nserver: {{port: {port}, workers: {workers}}}\n"
-        f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n{store_line}"
+        f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n{store_line}{keys_line}"
     )
     base = [*scep_ca_cmd(), "--config", str(config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True)
@@ -346,6 +370,9 @@ def run_target(target: str, pool: KeyPool, args: argparse.Namespace) -> Result:
         if target.startswith("scep-ca-pg"):
             with postgres_database() as dsn:
                 return run_scep_ca(target, workers, dsn, pool, args, Path(tmp))
+        if target.startswith("scep-ca-hsm"):
+            with softhsm_token(Path(tmp)) as hsm:
+                return run_scep_ca(target, workers, None, pool, args, Path(tmp), hsm)
         return run_scep_ca(target, workers, None, pool, args, Path(tmp))
 
 
@@ -437,6 +464,9 @@ def main() -> int:
     two = next((r for r in results if r.target == "scep-ca:2"), None)
     if one and two:
         print(f"scaling 1 -> 2 workers (SQLite): {two.rate / one.rate:.2f}x")
+    hsm = next((r for r in results if r.target == "scep-ca-hsm:1"), None)
+    if one and hsm:
+        print(f"SoftHSM keys vs file keys (1 worker): {hsm.rate / one.rate:.2f}x")
     failed = [t for t in targets if t.startswith("scep-ca") and any(r.successes != args.n for r, _ in runs[t])]
     dupes = [t for t in targets if any(r.distinct_serials != r.successes for r, _ in runs[t])]
     if dupes:

@@ -54,15 +54,14 @@ def load_config(path: Path | None, env: Mapping[str, str], overrides: Mapping[st
     return config
 
 
-def _schema() -> dict[str, object]:
-    """Every dotted key -> its field type, from the dataclasses themselves."""
+def _schema(section: type = Config, prefix: str = "") -> dict[str, object]:
+    """Every dotted key -> its field type, from the dataclasses themselves (nested: ``keys.pkcs11.module``)."""
     schema: dict[str, object] = {}
-    for name, tp in typing.get_type_hints(Config).items():
-        if dataclasses.is_dataclass(tp):
-            for sub, sub_tp in typing.get_type_hints(tp).items():
-                schema[f"{name}.{sub}"] = sub_tp
+    for name, tp in typing.get_type_hints(section).items():
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            schema.update(_schema(tp, f"{prefix}{name}."))
         else:
-            schema[name] = tp
+            schema[prefix + name] = tp
     return schema
 
 
@@ -85,19 +84,29 @@ def _merge_file(path: Path, schema: Mapping[str, object], raw: _Raw, sources: _S
         return
     if not isinstance(document, dict):
         raise ConfigError(str(path), "the configuration file must be a mapping of keys to values")
-    sections = {key.split(".", 1)[0] for key in schema if "." in key}
-    label = f"file {path}"
-    for top, value in document.items():
-        top_key = str(top)
-        if top_key in sections:
+    sections = {key.rsplit(".", i)[0] for key in schema for i in range(1, key.count(".") + 1)}
+    _merge_mapping(document, "", sections, f"file {path}", schema, raw, sources)
+
+
+def _merge_mapping(
+    mapping: dict[object, object],
+    prefix: str,
+    sections: set[str],
+    label: str,
+    schema: Mapping[str, object],
+    raw: _Raw,
+    sources: _Sources,
+) -> None:
+    for name, value in mapping.items():
+        key = prefix + str(name)
+        if key in sections:
             if value is None:  # "server:" with nothing under it
                 continue
             if not isinstance(value, dict):
-                raise ConfigError(top_key, "must be a mapping of keys to values")
-            for sub, sub_value in value.items():
-                _put(f"{top_key}.{sub}", sub_value, label, schema, raw, sources)
+                raise ConfigError(key, "must be a mapping of keys to values")
+            _merge_mapping(value, f"{key}.", sections, label, schema, raw, sources)
         else:
-            _put(top_key, value, label, schema, raw, sources)
+            _put(key, value, label, schema, raw, sources)
 
 
 def _merge_env(env: Mapping[str, str], schema: Mapping[str, object], raw: _Raw, sources: _Sources) -> None:
@@ -127,20 +136,20 @@ def _put(key: str, value: object, label: str, schema: Mapping[str, object], raw:
 
 def _build(schema: Mapping[str, object], raw: Mapping[str, object]) -> Config:
     """Convert raw values by field type and assemble the frozen dataclasses."""
-    top_hints = typing.get_type_hints(Config)
-    # Any: each value's type is checked at run time by coerce() against the field type.
-    kwargs: dict[str, typing.Any] = {}
-    for name, tp in top_hints.items():
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-            section_kwargs = {
-                sub: coerce(raw[f"{name}.{sub}"], schema[f"{name}.{sub}"], f"{name}.{sub}")
-                for sub in typing.get_type_hints(tp)
-                if f"{name}.{sub}" in raw
-            }
-            kwargs[name] = tp(**section_kwargs)
-        elif name in raw:
-            kwargs[name] = coerce(raw[name], tp, name)
-    # replace() keeps the constructor's defaults for every key not given.
-    config = dataclasses.replace(Config(), **kwargs)
+    config = _build_section(Config, "", schema, raw)
+    assert isinstance(config, Config)
     # Level names are case-insensitive for the operator; store the canonical form.
     return dataclasses.replace(config, log=dataclasses.replace(config.log, level=config.log.level.upper()))
+
+
+def _build_section(section: type, prefix: str, schema: Mapping[str, object], raw: Mapping[str, object]) -> object:
+    # Any: each value's type is checked at run time by coerce() against the field type.
+    kwargs: dict[str, typing.Any] = {}
+    for name, tp in typing.get_type_hints(section).items():
+        key = prefix + name
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            kwargs[name] = _build_section(tp, f"{key}.", schema, raw)
+        elif key in raw:
+            kwargs[name] = coerce(raw[key], schema[key], key)
+    # Keyword construction keeps the defaults for every key not given.
+    return section(**kwargs)

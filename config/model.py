@@ -118,6 +118,21 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class Pkcs11Config:
+    # The vendor's PKCS#11 library; None: keys are files in the data directory.
+    module: Path | None = None
+    token_label: str | None = None
+    # The user PIN comes from this environment variable, or from this file (one of the two).
+    pin_env: str | None = None
+    pin_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    pkcs11: Pkcs11Config = field(default_factory=Pkcs11Config)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("./scep-ca-data")
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -129,6 +144,7 @@ class Config:
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
 
     @property
     def base_url(self) -> str:

@@ -29,6 +29,7 @@ def validate(config: Config) -> None:
     _validate_certificate(config)
     _validate_store(config)
     _validate_log(config)
+    _validate_pkcs11(config)
     _positive("revocation.crl_next_update_hours", config.revocation.crl_next_update_hours)
     _positive("scep.renewal_days", config.scep.renewal_days)
     _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
@@ -136,6 +137,19 @@ def _validate_log(config: Config) -> None:
         raise ConfigError("log.format", f"must be one of {_listing(LOG_FORMATS)}")
     if config.log.level.upper() not in logging.getLevelNamesMapping():
         raise ConfigError("log.level", "must be a logging level name such as DEBUG, INFO or WARNING")
+
+
+def _validate_pkcs11(config: Config) -> None:
+    p11 = config.keys.pkcs11
+    if p11.module is None:
+        for name in ("token_label", "pin_env", "pin_file"):
+            if getattr(p11, name) is not None:
+                raise ConfigError(f"keys.pkcs11.{name}", "needs keys.pkcs11.module (the PKCS#11 library)")
+        return
+    if not p11.token_label or not p11.token_label.strip():
+        raise ConfigError("keys.pkcs11.token_label", "must be set when keys.pkcs11.module is set")
+    if (p11.pin_env is None) == (p11.pin_file is None):
+        raise ConfigError("keys.pkcs11.pin_env", "set exactly one of keys.pkcs11.pin_env and keys.pkcs11.pin_file")
 
 
 def _listing(values: frozenset[int] | frozenset[str]) -> str:

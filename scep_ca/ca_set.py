@@ -23,17 +23,19 @@ from scep_ca.ca import (
     RA_ENC_CERT_FILE,
     RA_ENC_KEY_FILE,
     RA_KEY_FILE,
+    TOKEN_REF_FILES,
     CAError,
     CAIdentity,
     create_ca,
     load_ca,
 )
+from scep_ca.pkcs11_keys import Token
 
 NEXT_DIR = "next"
 PREVIOUS_DIR = "previous"
 CA_ID_HEX = 16
 # What moves on activation: the CA and its RAs, never secret.key or the database.
-CA_FILES = (CA_CERT_FILE, CA_KEY_FILE, RA_CERT_FILE, RA_KEY_FILE, RA_ENC_CERT_FILE, RA_ENC_KEY_FILE)
+CA_FILES = (CA_CERT_FILE, CA_KEY_FILE, RA_CERT_FILE, RA_KEY_FILE, RA_ENC_CERT_FILE, RA_ENC_KEY_FILE, *TOKEN_REF_FILES)
 
 
 def ca_id(ca: CAIdentity) -> str:
@@ -59,26 +61,32 @@ class CASet:
         return None
 
 
-def load_ca_set(data_dir: Path, passphrase: bytes | None) -> CASet:
-    current = load_ca(data_dir, passphrase)
+def load_ca_set(data_dir: Path, passphrase: bytes | None, token: Token | None = None) -> CASet:
+    current = load_ca(data_dir, passphrase, token)
     next_dir = data_dir / NEXT_DIR
-    nxt = load_ca(next_dir, passphrase) if (next_dir / CA_CERT_FILE).exists() else None
+    nxt = load_ca(next_dir, passphrase, token) if (next_dir / CA_CERT_FILE).exists() else None
     previous = []
     prev_root = data_dir / PREVIOUS_DIR
     if prev_root.is_dir():
         for sub in sorted(prev_root.iterdir()):
             if (sub / CA_CERT_FILE).exists():
-                ca = load_ca(sub, passphrase)
+                ca = load_ca(sub, passphrase, token)
                 if ca.cert.not_valid_after_utc > dt.datetime.now(dt.UTC):
                     previous.append(ca)
     return CASet(current, nxt, tuple(previous))
 
 
 def rollover(
-    data_dir: Path, *, subject: str | None, key_size: int, validity_days: int, passphrase: bytes | None
+    data_dir: Path,
+    *,
+    subject: str | None,
+    key_size: int,
+    validity_days: int,
+    passphrase: bytes | None,
+    token: Token | None = None,
 ) -> CAIdentity:
     """``scep-ca ca rollover``: create the next CA (and its RA) in ``next/``; issuance is unchanged."""
-    current = load_ca(data_dir, passphrase)
+    current = load_ca(data_dir, passphrase, token)
     next_dir = data_dir / NEXT_DIR
     if (next_dir / CA_CERT_FILE).exists():
         raise CAError(f"a next CA already exists in {next_dir}; activate it first")
@@ -88,10 +96,13 @@ def rollover(
         key_size=key_size,
         validity_days=validity_days,
         passphrase=passphrase,
+        token=token,
     )
 
 
-def activate_next(data_dir: Path, passphrase: bytes | None) -> tuple[CAIdentity, CAIdentity]:
+def activate_next(
+    data_dir: Path, passphrase: bytes | None, token: Token | None = None
+) -> tuple[CAIdentity, CAIdentity]:
     """``scep-ca ca activate-next``: the current CA moves to ``previous/``, the next one becomes current.
 
     Returns (old, new). Running servers switch when restarted.
@@ -99,8 +110,8 @@ def activate_next(data_dir: Path, passphrase: bytes | None) -> tuple[CAIdentity,
     next_dir = data_dir / NEXT_DIR
     if not (next_dir / CA_CERT_FILE).exists():
         raise CAError("there is no next CA: run `scep-ca ca rollover` first")
-    old = load_ca(data_dir, passphrase)
-    new = load_ca(next_dir, passphrase)
+    old = load_ca(data_dir, passphrase, token)
+    new = load_ca(next_dir, passphrase, token)
     target = data_dir / PREVIOUS_DIR / ca_id(old)
     if target.exists():
         raise CAError(f"{target} exists already; refusing to overwrite it")

@@ -31,6 +31,7 @@ from scep_ca.ber import (
 )
 from scep_ca.enums import ContentCipher
 from scep_ca.errors import BadAlg, BadMessageCheck
+from scep_ca.keys import PrivateKey
 
 _KEY_BYTES = {
     ContentCipher.DES: 8,
@@ -67,10 +68,10 @@ class RecipientKey:
 
     issuer_and_serial: bytes  # DER IssuerAndSerialNumber of the certificate
     subject_key_identifier: bytes | None
-    key: rsa.RSAPrivateKey
+    key: PrivateKey
 
     @classmethod
-    def from_cert(cls, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> RecipientKey:
+    def from_cert(cls, cert: x509.Certificate, key: PrivateKey) -> RecipientKey:
         try:
             ski: bytes | None = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
         except x509.ExtensionNotFound:
@@ -122,7 +123,7 @@ def _oaep_padding(params: list[TLV]) -> padding.OAEP:
     return padding.OAEP(mgf=padding.MGF1(_OAEP_HASHES[mgf_oid]()), algorithm=_OAEP_HASHES[hash_oid](), label=None)
 
 
-def _unwrap_key(ktri: list[TLV], key: rsa.RSAPrivateKey) -> bytes:
+def _unwrap_key(ktri: list[TLV], key: PrivateKey) -> bytes:
     """Recover the content-encryption key from a KeyTransRecipientInfo (RFC 5652 section 6.2.1)."""
     alg_oid, params = _algorithm_oid(ktri[2])
     encrypted_key = ktri[3].content

@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from scep_ca.ca import CAIdentity
+from scep_ca.keys import KeyUnavailable, check_keys
 from store.base import Store, StoreUnavailable
 
 log = logging.getLogger("scep_ca.health")
@@ -99,6 +100,12 @@ class Probes:
             return self._answer(503, "draining")
         if self._ca is None:
             return self._answer(503, "unavailable", ca="not loaded")
+        try:
+            # A token key's session is reopened here too, so readiness returns by itself.
+            await asyncio.to_thread(check_keys, self._ca.keys)
+        except KeyUnavailable as exc:
+            log.warning("readyz: %s", exc)
+            return self._answer(503, "unavailable", ca="loaded", keys=str(exc))
         try:
             await asyncio.wait_for(self._store.info(), READY_TIMEOUT_SECONDS)
         except StoreUnavailable as exc:

@@ -37,8 +37,10 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
+from scep_ca import der
 from scep_ca.ca import CAIdentity
 from scep_ca.reasons import from_stored
 from store.base import CertificateRecord, CertStatus
@@ -51,6 +53,8 @@ MAX_NONCE_BYTES = 32
 
 # hashlib names of the CertID hash algorithms cryptography can parse (RFC 6960 §4.1.1).
 _HASH_NAMES = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
+_SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
+_OCSP_BASIC = der.oid("1.3.6.1.5.5.7.48.1.1")
 
 
 class OcspRequestError(ValueError):
@@ -230,7 +234,6 @@ def build_ocsp_response(
             revocation_time=status.revoked_at.replace(microsecond=0) if status.revoked_at else None,
             revocation_reason=status.reason,
         )
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, ca.cert)
         # RFC 6960 §4.2.1 ``certs``: OpenSSL's OCSP_basic_verify looks for the signer
         # only there (or in certificates the client passes by hand), so without it
         # ``openssl ocsp -CAfile ca.pem`` fails with "signer certificate not found".
@@ -238,8 +241,49 @@ def build_ocsp_response(
     )
     if query.nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(query.nonce), critical=False)
-    response = builder.sign(ca.key, hashes.SHA256())
-    return response.public_bytes(serialization.Encoding.DER)
+    if isinstance(ca.key, rsa.RSAPrivateKey):
+        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, ca.cert)
+        return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return _sign_with(builder, ca)
+
+
+def _sign_with(builder: ocsp.OCSPResponseBuilder, ca: CAIdentity) -> bytes:
+    """The response signed by a key cryptography does not hold (a token's): RFC 6960 section 4.2.1 by hand.
+
+    tbsResponseData names the responder by the CA certificate's key hash, not by the
+    signing key, so the builder signed with a throwaway P-256 key (microseconds) gives
+    the very octets to sign (after the responderID swap below); BasicOCSPResponse and
+    OCSPResponse around them are short.
+    """
+    scratch = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([])
+    now = dt.datetime.now(dt.UTC)
+    scratch_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(scratch.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(minutes=1))
+        .sign(scratch, hashes.SHA256())
+    )
+    builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, scratch_cert)
+    tbs = builder.sign(scratch, hashes.SHA256()).tbs_response_bytes
+    # The builder insists that the responder certificate matches the signing key: it named the
+    # scratch key (byKey, SHA-1 of its key bits, §4.2.2.3); put the CA's 20 octets in its place.
+    scratch_hash = x509.SubjectKeyIdentifier.from_public_key(scratch.public_key()).digest
+    ca_hash = x509.SubjectKeyIdentifier.from_public_key(ca.public_key).digest
+    tbs = tbs.replace(der.octet_string(scratch_hash), der.octet_string(ca_hash), 1)
+    signature = ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    basic = der.seq(
+        tbs,
+        _SHA256_WITH_RSA,
+        der.encode_tlv(0x03, b"\x00" + signature),
+        der.explicit(0, der.seq(ca.cert_der)),
+    )
+    # responseStatus successful (0), responseBytes [0] EXPLICIT { id-pkix-ocsp-basic, OCTET STRING }.
+    return der.seq(der.encode_tlv(0x0A, b"\x00"), der.explicit(0, der.seq(_OCSP_BASIC, der.octet_string(basic))))
 
 
 def error_response(status: ocsp.OCSPResponseStatus) -> bytes:

@@ -29,6 +29,7 @@ from scep_ca.ca import CAIdentity
 from scep_ca.ca_set import CASet, ca_id
 from scep_ca.cert_format import record_to_dict
 from scep_ca.crl import build_crl
+from scep_ca.keys import KeyUnavailable
 from scep_ca.ocsp import (
     OcspIssuer,
     OcspRequestError,
@@ -174,9 +175,14 @@ class RevocationService:
             # RFC 6960 §2.3 internalError: a store outage must not look like "unknown".
             log.exception("OCSP: store lookup failed")
             return error_response(x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR)
-        return build_ocsp_response(
-            state.ca, query, status_from_record(state.ca, record), self._clock(), self._ocsp_validity
-        )
+        try:
+            return build_ocsp_response(
+                state.ca, query, status_from_record(state.ca, record), self._clock(), self._ocsp_validity
+            )
+        except KeyUnavailable:
+            # RFC 6960 §2.3 tryLater: the CA key's token is out of reach for now.
+            log.warning("OCSP: the CA key is unavailable; answered tryLater", exc_info=True)
+            return error_response(x509_ocsp.OCSPResponseStatus.TRY_LATER)
 
     async def ocsp_get(self, encoded: str) -> bytes:
         """The GET form (RFC 6960 Appendix A.1): ``encoded`` is the path after ``/ocsp/``."""

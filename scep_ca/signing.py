@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from scep_ca import der, oids
 from scep_ca.ber import issuer_and_serial
 from scep_ca.enums import DigestAlg
+from scep_ca.keys import PrivateKey
 from scep_ca.message import hash_algorithm
 
 
@@ -24,10 +25,10 @@ class SignerIdentity:
 
     cert_der: bytes
     issuer_and_serial: bytes  # DER IssuerAndSerialNumber
-    key: rsa.RSAPrivateKey
+    key: PrivateKey
 
     @classmethod
-    def from_cert(cls, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> SignerIdentity:
+    def from_cert(cls, cert: x509.Certificate, key: PrivateKey) -> SignerIdentity:
         cert_der = cert.public_bytes(serialization.Encoding.DER)
         return cls(cert_der, issuer_and_serial(cert_der), key)
 

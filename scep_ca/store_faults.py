@@ -1,7 +1,8 @@
-"""A store that is unavailable becomes HTTP 503 with Retry-After, on every endpoint.
+"""A store or a private key that is unavailable becomes HTTP 503 with Retry-After, on every endpoint.
 
 ``store.base.StoreUnavailable`` (disk full, I/O error, the database server down or the
-connection lost) says the request can be served later but not now, and that the unit
+connection lost) and ``scep_ca.keys.KeyUnavailable`` (a PKCS#11 token out of reach; the
+token reopens its session on the next operation) say the request can be served later but not now, and that the unit
 of work it interrupted wrote nothing. So the answer is 503 Service Unavailable with
 ``Retry-After`` (RFC 9110 sections 15.6.4 and 10.2.3), never 500 and never a SCEP
 FAILURE CertRep: a FAILURE is final for a SCEP client, while certmonger, scepclient
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from scep_ca.keys import KeyUnavailable
 from store.base import StoreUnavailable
 
 log = logging.getLogger("scep_ca.store_faults")
@@ -39,7 +41,10 @@ def unavailable_response() -> web.Response:
     )
 
 
-def fault_class(exc: StoreUnavailable) -> str:
+Unavailable = StoreUnavailable | KeyUnavailable
+
+
+def fault_class(exc: Unavailable) -> str:
     """The class of the error underneath, e.g. ``sqlite3.OperationalError``, for the log."""
     cause = exc.__cause__ or exc
     kind = type(cause)
@@ -47,7 +52,7 @@ def fault_class(exc: StoreUnavailable) -> str:
 
 
 class StoreFaults:
-    """Turns ``StoreUnavailable`` into 503 answers and rate-limits their log lines (one app's state)."""
+    """Turns ``StoreUnavailable`` and ``KeyUnavailable`` into 503 answers; rate-limits their log lines (per app)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, interval: float = LOG_INTERVAL_SECONDS) -> None:
         self._clock = clock
@@ -60,13 +65,13 @@ class StoreFaults:
         async def store_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
             try:
                 return await handler(request)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, KeyUnavailable) as exc:
                 self._report(request, exc)
                 return unavailable_response()
 
         return store_faults
 
-    def _report(self, request: web.Request, exc: StoreUnavailable) -> None:
+    def _report(self, request: web.Request, exc: Unavailable) -> None:
         now = self._clock()
         if self._next_log is not None and now < self._next_log:
             self._suppressed += 1
@@ -75,7 +80,8 @@ class StoreFaults:
         self._next_log = now + self._interval
         self._suppressed = 0
         log.error(
-            "store unavailable, answering 503 to %s %s: %s: %s%s",
+            "%s unavailable, answering 503 to %s %s: %s: %s%s",
+            "store" if isinstance(exc, StoreUnavailable) else "private key",
             request.method,
             request.path,
             fault_class(exc),

@@ -15,8 +15,10 @@ from config import Config
 from scep_ca.app import build_app, run_server
 from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
-from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args
+from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
+from scep_ca.keys import describe_key
 from scep_ca.logsetup import configure_logging, tag_worker
+from scep_ca.pkcs11_keys import Token, check_in_child, in_child
 from scep_ca.public_url import (
     PublicUrlError,
     check_public_url,
@@ -35,17 +37,29 @@ log = logging.getLogger("scep_ca.cli")
 def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
     """Load the CA, creating it first (with the public URL, as ``init`` would) when the data directory has none."""
     passphrase = ca_passphrase(config)
+    token = key_token(config)
     if ca_exists(config.data_dir):
-        return load_ca(config.data_dir, passphrase), False
+        return load_ca(config.data_dir, passphrase, token), False
+    if token is not None:
+        # Keys generated in a child: this process forks the workers (see check_in_child).
+        problem = in_child(lambda: _create_default_ca(config, passphrase, token))
+        if problem is not None:
+            raise CliError(problem)
+        return load_ca(config.data_dir, passphrase, token), True
+    return _create_default_ca(config, passphrase, token), True
+
+
+def _create_default_ca(config: Config, passphrase: bytes | None, token: Token | None) -> CAIdentity:
     ca = create_ca(
         config.data_dir,
         subject=config.ca.subject,
         key_size=config.ca.key_size,
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
+        token=token,
     )
     write_public_url(config.data_dir, config.server.public_url or derive_public_url(config))
-    return ca, True
+    return ca
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -62,11 +76,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
         ra_pair=args.ra == "pair",
+        token=key_token(config),
     )
     write_public_url(config.data_dir, public_url)
+    where = describe_key(ca.key, f"{config.data_dir / 'ca.key'}, mode 0600")
     print(f"CA created in {config.data_dir}")
     print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
-    print(f"  Key:                  RSA {ca.key.key_size} ({config.data_dir / 'ca.key'}, mode 0600)")
+    print(f"  Key:                  RSA {ca.key.key_size} ({where})")
     print(f"  Fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
     print(f"  RA:                   {_ra_layout(ca)}")
     print(f"  Public URL:           {public_url} (CRL, OCSP and CA URLs of every certificate)")
@@ -95,7 +111,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
     config = resolved(config)
     _warn_public_url(config)
-    cas = load_ca_set(config.data_dir, ca_passphrase(config))
+    cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
+    # Token keys are checked in a forked child: this process forks the workers, and a
+    # PKCS#11 library's state must not be inherited (design.md section 8).
+    problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
+    if problem is not None:
+        raise CliError(problem)
     load_or_create_secret_key(config.data_dir)
     workers = resolve_workers(config.server.workers)
     if workers == 1:
@@ -150,7 +171,7 @@ def _serve(
 
 def cmd_ra_create(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair)
+    identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair, token=key_token(config))
     print(f"issued {_ra_layout(identity)} under {identity.cert.subject.rfc4514_string()}")
     print("the old RA files are in retired/")
     print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
@@ -165,6 +186,7 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
         key_size=args.key_size or config.ca.key_size,
         validity_days=config.ca.validity_days,
         passphrase=ca_passphrase(config),
+        token=key_token(config),
     )
     print(f"next CA created in {config.data_dir / 'next'}")
     print(f"  Subject:               {nxt.cert.subject.rfc4514_string()}")
@@ -175,7 +197,7 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
 
 def cmd_ca_activate_next(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    old, new = activate_next(config.data_dir, ca_passphrase(config))
+    old, new = activate_next(config.data_dir, ca_passphrase(config), key_token(config))
     print(f"issuing with {colon_fingerprint(new.fingerprint_sha256)} from the next restart of `scep-ca serve`")
     print(
         f"the previous CA ({ca_id(old)}) keeps serving its CRL at /crl/{ca_id(old)}.crl and OCSP "

@@ -14,6 +14,7 @@ from typing import Any
 
 from config import Config, load_config
 from scep_ca.ca import CAIdentity, load_ca
+from scep_ca.pkcs11_keys import Token, TokenSettings
 from scep_ca.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
 from store.base import Store
 from store.factory import open_store
@@ -52,8 +53,26 @@ def ca_passphrase(config: Config) -> bytes | None:
     return value.encode()
 
 
+def key_token(config: Config) -> Token | None:
+    """The PKCS#11 token of ``keys.pkcs11`` with its PIN resolved, or None for file keys. Opens nothing."""
+    p11 = config.keys.pkcs11
+    if p11.module is None or p11.token_label is None:
+        return None
+    if p11.pin_env is not None:
+        pin = os.environ.get(p11.pin_env)
+        if not pin:
+            raise CliError(f"keys.pkcs11.pin_env names {p11.pin_env}, which is not set")
+    else:
+        assert p11.pin_file is not None  # config.validate: one of the two
+        try:
+            pin = p11.pin_file.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read keys.pkcs11.pin_file {p11.pin_file}: {exc.strerror}") from None
+    return Token(TokenSettings(str(p11.module), p11.token_label, pin))
+
+
 def load_identity(config: Config) -> CAIdentity:
-    return load_ca(config.data_dir, ca_passphrase(config))
+    return load_ca(config.data_dir, ca_passphrase(config), key_token(config))
 
 
 @asynccontextmanager

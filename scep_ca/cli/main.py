@@ -10,8 +10,9 @@ from challenge.secret_key import SecretKeyError
 from config import ConfigError
 from config.files import FileModeError
 from scep_ca.ca import CAError
-from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, request_cmds
+from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
 from scep_ca.cli.context import CliError
+from scep_ca.keys import KeyUnavailable
 from store.base import StoreError, StoreUnavailable
 
 # Exit statuses: 1 an operator error (bad argument, config, CA or store state), 2 a usage
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     cert_cmds.register(sub, integration_sub, common)
     request_cmds.register(sub, common)
     db_cmds.register(sub, common)
+    key_cmds.register(sub, common)
     return parser
 
 
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A fault of the environment (disk full, database down): worth a retry, not a traceback.
         print(f"scep-ca: error: the store is unavailable: {exc}", file=sys.stderr)
         return EXIT_STORE_UNAVAILABLE
-    except (CliError, ConfigError, CAError, StoreError, FileModeError, SecretKeyError) as exc:
+    except (CliError, ConfigError, CAError, StoreError, FileModeError, SecretKeyError, KeyUnavailable) as exc:
         print(f"scep-ca: {exc}", file=sys.stderr)
         return 1
 

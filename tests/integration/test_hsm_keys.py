@@ -1,0 +1,151 @@
+"""``scep-ca ca rollover`` and ``scep-ca ra create [--pair]`` with keys.pkcs11 set (issue 12):
+the new keys are generated in the token (sensitive, never extractable, CKA_ID = the
+certificate's subjectKeyIdentifier), only ``*.key.pkcs11`` references reach the data
+directory, and the app enrolls with the new RA."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from challenge.issuer import issue_challenge
+from config import load_config
+from scep_ca.app import build_app
+from scep_ca.ca_set import load_ca_set
+from scep_ca.cli.main import main
+from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.dn import parse_dn
+from scep_ca.enums import PKIStatus
+from scep_ca.pkcs11_keys import KeyRef, Token, TokenSettings
+from store.factory import open_store
+from tests.hsm import SoftHsm, private_key_objects, softhsm_in_process
+from tests.integration.conftest import _integration
+
+Client = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def hsm(tmp_path: Path) -> Iterator[SoftHsm]:
+    with softhsm_in_process(tmp_path / "softhsm") as token:
+        yield token
+
+
+class HsmCli:
+    def __init__(self, tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> None:
+        self.data_dir = tmp_path / "data"
+        self.config = tmp_path / "scep-ca.yaml"
+        self.config.write_text(yaml.safe_dump({"keys": hsm.keys_config(tmp_path / "pin")}))
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> str:
+        self.capsys.readouterr()
+        code = main(["--config", str(self.config), "--data-dir", str(self.data_dir), *args])
+        out, err = self.capsys.readouterr()
+        assert code == 0, err
+        return out
+
+
+@pytest.fixture
+def cli(tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> HsmCli:
+    runner = HsmCli(tmp_path, hsm, capsys)
+    runner("init", "--subject", "CN=Token CA,O=Example")
+    return runner
+
+
+def _key_id(ref_file: Path) -> bytes:
+    return KeyRef.parse(ref_file.read_text()).key_id
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.is_file())
+
+
+def _assert_in_token(hsm: SoftHsm, data_dir: Path, ref_file: Path, cert_file: Path) -> None:
+    """The referenced key is a sensitive, never-extractable token object whose CKA_ID is the cert's SKI."""
+    key_id = _key_id(ref_file)
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    assert key_id == cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    objects = private_key_objects(hsm)
+    assert f"ID:         {key_id.hex()}" in objects, objects
+    block = objects.split(f"ID:         {key_id.hex()}", 1)[1].split("Private Key Object", 1)[0]
+    assert "sensitive, always sensitive, never extractable" in block, objects
+    leaked = [p for p in data_dir.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    assert not leaked, leaked
+
+
+async def _app_and_enroll(
+    hsm: SoftHsm, data_dir: Path, aiohttp_client: Client, recipient: str, device_key: rsa.RSAPrivateKey
+) -> Reply:
+    """Load the data directory with the token as ``serve`` does and enroll to ``ra.pem`` or ``ra-enc.pem``."""
+    cas = load_ca_set(data_dir, None, Token(TokenSettings(str(hsm.module), hsm.label, hsm.pin)))
+    config = load_config(None, {}, {"data_dir": str(data_dir)})
+    store = open_store(config)
+    client = await aiohttp_client(build_app(config, cas, store))
+    await store.create_integration(_integration("tok"))
+    challenge = await issue_challenge(store, config.challenge, "tok")
+    assert challenge is not None
+    signer = self_signed_signer(device_key)
+    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), challenge)
+    ra = x509.load_pem_x509_certificate((data_dir / recipient).read_bytes())
+    req = build_request(csr, signer_cert=signer, signer_key=device_key, recipient=ra, transaction_id="t1")
+    resp = await client.post("/scep/tok?operation=PKIOperation", data=req.der)
+    assert resp.status == 200, await resp.text()
+    return open_reply(await resp.read(), signer, device_key)
+
+
+async def test_ca_rollover_generates_the_next_keys_in_the_token(
+    cli: HsmCli, hsm: SoftHsm, aiohttp_client: Client, device_key: rsa.RSAPrivateKey
+) -> None:
+    data = cli.data_dir
+    refs = ["ca.key.pkcs11", "ra-enc.key.pkcs11", "ra.key.pkcs11"]  # init makes the NDES RA pair
+    before = {_key_id(data / ref) for ref in refs}
+    out = cli("ca", "rollover")
+    assert "next CA created" in out
+    next_dir = data / "next"
+    pair_files = ["ca.key.pkcs11", "ca.pem", "ra-enc.key.pkcs11", "ra-enc.pem", "ra.key.pkcs11", "ra.pem"]
+    assert _files(next_dir) == pair_files
+    after = {_key_id(next_dir / ref) for ref in refs}
+    assert len(after) == 3 and not after & before, "rollover generated three new keys"
+    for ref in refs:
+        _assert_in_token(hsm, data, next_dir / ref, next_dir / ref.replace(".key.pkcs11", ".pem"))
+
+    cli("ca", "activate-next")
+    assert _files(data) == sorted([*pair_files, "public_url"])
+    reply = await _app_and_enroll(hsm, data, aiohttp_client, "ra-enc.pem", device_key)
+    assert reply.status is PKIStatus.SUCCESS, reply.fail_info
+    new_ca = x509.load_pem_x509_certificate((data / "ca.pem").read_bytes())
+    reply.certificates[0].verify_directly_issued_by(new_ca)
+    assert _key_id(data / "ca.key.pkcs11") in after
+
+
+@pytest.mark.parametrize("pair", [False, True], ids=["combined", "pair"])
+async def test_ra_create_generates_the_new_ra_keys_in_the_token(
+    cli: HsmCli, hsm: SoftHsm, aiohttp_client: Client, device_key: rsa.RSAPrivateKey, pair: bool
+) -> None:
+    data = cli.data_dir
+    old_ra = {_key_id(data / "ra.key.pkcs11"), _key_id(data / "ra-enc.key.pkcs11")}  # init made the pair
+    out = cli("ra", "create", *(["--pair"] if pair else []))
+    assert ("a signing RA (ra.pem) and an encryption RA (ra-enc.pem)" if pair else "one combined RA") in out
+    refs = ["ra-enc.key.pkcs11", "ra.key.pkcs11"] if pair else ["ra.key.pkcs11"]
+    certs = ["ra-enc.pem", "ra.pem"] if pair else ["ra.pem"]
+    assert _files(data) == sorted(["ca.key.pkcs11", "ca.pem", "public_url", *refs, *certs])
+    (retired,) = (data / "retired").iterdir()
+    assert _files(retired) == ["ra-enc.key.pkcs11", "ra-enc.pem", "ra.key.pkcs11", "ra.pem"]
+    assert {_key_id(retired / "ra.key.pkcs11"), _key_id(retired / "ra-enc.key.pkcs11")} == old_ra
+    new_ids = {_key_id(data / ref) for ref in refs}
+    assert len(new_ids) == len(refs) and not old_ra & new_ids
+    for ref, cert in zip(refs, certs, strict=True):
+        _assert_in_token(hsm, data, data / ref, data / cert)
+
+    reply = await _app_and_enroll(hsm, data, aiohttp_client, certs[0], device_key)
+    assert reply.status is PKIStatus.SUCCESS, reply.fail_info
+    # CertReps are signed by the (signing) RA, whose key is in the token too.
+    assert x509.load_der_x509_certificate(reply.signer_cert_der) == x509.load_pem_x509_certificate(
+        (data / "ra.pem").read_bytes()
+    )
