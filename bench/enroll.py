@@ -60,9 +60,9 @@ sys.path.insert(0, str(ROOT))
 
 from challenge.issuer import issue_challenge  # noqa: E402
 from config import load_config  # noqa: E402
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer  # noqa: E402
-from scep_ca.dn import parse_dn  # noqa: E402
-from scep_ca.enums import ContentCipher, DigestAlg, PKIStatus  # noqa: E402
+from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer  # noqa: E402
+from scep_ca.protocol.dn import parse_dn  # noqa: E402
+from scep_ca.protocol.enums import ContentCipher, DigestAlg, PKIStatus  # noqa: E402
 from store.factory import open_store  # noqa: E402
 from tests.e2e.clients import ScepServerProcess, free_port  # noqa: E402
 from tests.hsm import SoftHsm, init_softhsm  # noqa: E402

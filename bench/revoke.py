@@ -43,11 +43,11 @@ from cryptography.x509 import ocsp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scep_ca.ca import CAIdentity, create_ca  # noqa: E402
-from scep_ca.crl import build_crl  # noqa: E402
-from scep_ca.revocation import RevocationService  # noqa: E402
+from scep_ca.pki.ca import CAIdentity, create_ca  # noqa: E402
+from scep_ca.pki.crl import build_crl  # noqa: E402
+from scep_ca.pki.records import CertificateRecord, Integration, RevokedEntry  # noqa: E402
+from scep_ca.services.revocation import RevocationService  # noqa: E402
 from store import sqlite_codec as codec  # noqa: E402
-from store.base import CertificateRecord, Integration, RevokedEntry  # noqa: E402
 from store.sqlite import SQLiteStore  # noqa: E402
 
 INTEGRATION = "bench"

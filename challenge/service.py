@@ -81,7 +81,8 @@ from challenge.gate import WorkGate
 from challenge.issuer import issue_challenge
 from challenge.lockout import Attempt, Lockout
 from config.model import ChallengeConfig
-from store.base import Integration, IntegrationNotFound, Store
+from scep_ca.pki.records import Integration
+from store.base import IntegrationNotFound, Store
 
 log = logging.getLogger("challenge")
 

@@ -42,7 +42,7 @@ class ServerConfig:
     # needs the connection kept between its requests.
     keepalive_timeout_seconds: int = 15
     # Open connections per worker process; more are closed at once. 0: derived from the
-    # file-descriptor limit (scep_ca.fdlimit).
+    # file-descriptor limit (scep_ca.server.fdlimit).
     max_connections: int = 0
 
 

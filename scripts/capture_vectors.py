@@ -53,10 +53,10 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-from scep_ca.ber import children, read_tlv  # noqa: E402
-from scep_ca.client import open_reply  # noqa: E402
-from scep_ca.enums import PKIStatus  # noqa: E402
-from scep_ca.message import decode_pki_message  # noqa: E402
+from scep_ca.asn1.ber import children, read_tlv  # noqa: E402
+from scep_ca.protocol.client import open_reply  # noqa: E402
+from scep_ca.protocol.enums import PKIStatus  # noqa: E402
+from scep_ca.protocol.message import decode_pki_message  # noqa: E402
 from tests.e2e import clients  # noqa: E402
 from tests.e2e.conftest import DEFAULT_SUBJECT, ScepCaServer  # noqa: E402
 

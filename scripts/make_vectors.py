@@ -5,7 +5,7 @@
 
 For every content cipher (AES-128/192/256-CBC, DES-EDE3-CBC, DES-CBC) x signer digest
 (SHA-1/256/512) combination that no captured request in FOLDER already covers, this writes a
-PKCSReq built with ``scep_ca.client.build_request``, encrypted to FOLDER/ra.pem (the RA of the
+PKCSReq built with ``scep_ca.protocol.client.build_request``, encrypted to FOLDER/ra.pem (the RA of the
 server the real clients were captured against, see ``scripts/capture_vectors.py``) and signed
 by a transient self-signed certificate of FOLDER/built-device.key (kept when it exists, so a
 re-run only changes the messages). Each message must round-trip through our decoder and be
@@ -33,11 +33,11 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-from scep_ca.client import build_csr, build_request, self_signed_signer  # noqa: E402
-from scep_ca.dn import parse_dn  # noqa: E402
-from scep_ca.enums import ContentCipher, DigestAlg  # noqa: E402
-from scep_ca.envelope import RecipientKey, decrypt_envelope  # noqa: E402
-from scep_ca.message import decode_pki_message, verify_pki_message  # noqa: E402
+from scep_ca.protocol.client import build_csr, build_request, self_signed_signer  # noqa: E402
+from scep_ca.protocol.dn import parse_dn  # noqa: E402
+from scep_ca.protocol.enums import ContentCipher, DigestAlg  # noqa: E402
+from scep_ca.protocol.envelope import RecipientKey, decrypt_envelope  # noqa: E402
+from scep_ca.protocol.message import decode_pki_message, verify_pki_message  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 MANIFEST = "manifest.json"
@@ -121,7 +121,7 @@ def build_missing(folder: Path, today: str | None = None) -> list[dict[str, Any]
     """Write a built PKCSReq for every cipher x digest pair the captured requests leave out."""
     today = today or dt.date.today().isoformat()
     manifest = load_manifest(folder)
-    captured = [v for v in manifest["vectors"] if v["client"] != "scep_ca.client.build_request"]
+    captured = [v for v in manifest["vectors"] if v["client"] != "scep_ca.protocol.client.build_request"]
     for old in folder.glob("built-*-pkcsreq.der"):
         old.unlink()
     covered = {(v["cipher_id"], v["digest_id"]) for v in captured}
@@ -154,7 +154,7 @@ def build_missing(folder: Path, today: str | None = None) -> list[dict[str, Any]
             built.append(
                 {
                     "file": name,
-                    "client": "scep_ca.client.build_request",
+                    "client": "scep_ca.protocol.client.build_request",
                     "version": "this repository",
                     "date": today,
                     "command": (

@@ -91,13 +91,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, RevokedEntry, Transaction, TransactionStatus
 from store import schema_postgres as schema
 from store import throttle
 from store.base import (
     AuthReservation,
     CertificateFilter,
-    CertificateRecord,
-    CertStatus,
     ChallengeAdd,
     ChallengeRejected,
     DeleteResult,
@@ -105,16 +104,12 @@ from store.base import (
     DuplicateSerial,
     DuplicateTransaction,
     EnrollmentState,
-    Integration,
     IntegrationNotFound,
     IssuanceRequest,
     RenewalRefused,
-    RevokedEntry,
     StoreError,
     StoreInfo,
     StoreUnavailable,
-    Transaction,
-    TransactionStatus,
 )
 
 DELETION_REASON = "cessationOfOperation"

@@ -33,13 +33,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from config.files import PRIVATE_MODE, check_not_writable, write_private
+from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, RevokedEntry, Transaction, TransactionStatus
 from store import sqlite_codec as codec
 from store import throttle
 from store.base import (
     AuthReservation,
     CertificateFilter,
-    CertificateRecord,
-    CertStatus,
     ChallengeAdd,
     ChallengeRejected,
     DeleteResult,
@@ -47,16 +46,12 @@ from store.base import (
     DuplicateSerial,
     DuplicateTransaction,
     EnrollmentState,
-    Integration,
     IntegrationNotFound,
     IssuanceRequest,
     RenewalRefused,
-    RevokedEntry,
     StoreError,
     StoreInfo,
     StoreUnavailable,
-    Transaction,
-    TransactionStatus,
 )
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
 

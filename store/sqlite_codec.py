@@ -10,14 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from store.base import (
-    CertificateRecord,
-    CertStatus,
-    Integration,
-    RevokedEntry,
-    Transaction,
-    TransactionStatus,
-)
+from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, RevokedEntry, Transaction, TransactionStatus
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)

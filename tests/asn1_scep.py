@@ -1,6 +1,6 @@
 """Teaches asn1crypto the SCEP attributes (RFC 8894 section 3.2.1), for tests only.
 
-The server decodes and encodes pkiMessages with its own DER code (scep_ca.ber, scep_ca.der);
+The server decodes and encodes pkiMessages with its own DER code (scep_ca.asn1.ber, scep_ca.asn1.der);
 tests read its output back with asn1crypto as an independent decoder.
 
 messageType, pkiStatus, failInfo and transactionID are PrintableString; the nonces are

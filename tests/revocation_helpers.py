@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from scep_ca.ca import CAIdentity
-from store.base import CertificateRecord
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.records import CertificateRecord
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -12,14 +12,12 @@ from collections.abc import Callable
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
-from scep_ca.app import build_app, run_server
-from scep_ca.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
-from scep_ca.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
-from scep_ca.keys import describe_key
-from scep_ca.logsetup import configure_logging, tag_worker
-from scep_ca.pkcs11_keys import Token, check_in_child, in_child
-from scep_ca.public_url import (
+from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
+from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
+from scep_ca.pki.keys import describe_key
+from scep_ca.pki.pkcs11_keys import Token, check_in_child, in_child
+from scep_ca.pki.public_url import (
     PublicUrlError,
     check_public_url,
     derive_public_url,
@@ -28,7 +26,9 @@ from scep_ca.public_url import (
     url_is_loopback,
     write_public_url,
 )
-from scep_ca.workers import Supervisor, check_port_free, resolve_workers
+from scep_ca.server.app import build_app, run_server
+from scep_ca.server.logsetup import configure_logging, tag_worker
+from scep_ca.server.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
 log = logging.getLogger("scep_ca.cli")
@@ -102,7 +102,7 @@ def _ra_layout(ca: CAIdentity) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve in this process (one worker) or under a supervisor (several, see scep_ca.workers)."""
+    """Serve in this process (one worker) or under a supervisor (several, see scep_ca.server.workers)."""
     config = config_from_args(args)
     configure_logging(config.log)
     # Once, before any fork: keys are checked here, and workers never race to create files.

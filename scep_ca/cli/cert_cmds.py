@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 from config import Config
-from scep_ca.ca_set import load_ca_set
-from scep_ca.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
 from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
-from scep_ca.reasons import ReasonError, operator_reason_names
-from scep_ca.revocation import AmbiguousSerial, RevocationService
-from scep_ca.serials import Base, SerialError
-from store.base import CertificateFilter, CertificateRecord, CertStatus, IntegrationNotFound
+from scep_ca.pki.ca_set import load_ca_set
+from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
+from scep_ca.pki.reasons import ReasonError, operator_reason_names
+from scep_ca.pki.records import CertificateRecord, CertStatus
+from scep_ca.pki.serials import Base, SerialError
+from scep_ca.services.revocation import AmbiguousSerial, RevocationService
+from store.base import CertificateFilter, IntegrationNotFound
 
 _STATUSES = ("issued", "revoked", "expired")
 

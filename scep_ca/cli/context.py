@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from config import Config, load_config
-from scep_ca.ca import CAIdentity, load_ca
-from scep_ca.pkcs11_keys import Token, TokenSettings
-from scep_ca.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
+from scep_ca.pki.ca import CAIdentity, load_ca
+from scep_ca.pki.pkcs11_keys import Token, TokenSettings
+from scep_ca.pki.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
 from store.base import Store
 from store.factory import open_store
 

@@ -21,8 +21,8 @@ from scep_ca.cli.context import (
     print_table,
     run_async,
 )
-from scep_ca.dn import DNError, parse_dn
-from store.base import Integration
+from scep_ca.pki.records import Integration
+from scep_ca.protocol.dn import DNError, parse_dn
 
 DEFAULT_SUBJECT = "CN=$USERID$"
 _ID_ALPHABET = string.ascii_lowercase + string.digits

@@ -9,11 +9,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.ca import CA_KEY_FILE, RA_ENC_KEY_FILE, RA_KEY_FILE, CAIdentity
-from scep_ca.ca_set import NEXT_DIR, load_ca_set
 from scep_ca.cli.context import CliError, ca_passphrase, config_from_args, key_token, print_table
-from scep_ca.keys import describe_key
-from scep_ca.pkcs11_keys import URI_SUFFIX, Pkcs11Key, subject_key_id
+from scep_ca.pki.ca import CA_KEY_FILE, RA_ENC_KEY_FILE, RA_KEY_FILE, CAIdentity
+from scep_ca.pki.ca_set import NEXT_DIR, load_ca_set
+from scep_ca.pki.keys import describe_key
+from scep_ca.pki.pkcs11_keys import URI_SUFFIX, Pkcs11Key, subject_key_id
 
 _ROLES = (("CA", CA_KEY_FILE), ("RA", RA_KEY_FILE), ("encryption RA", RA_ENC_KEY_FILE))
 

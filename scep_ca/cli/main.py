@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from challenge.secret_key import SecretKeyError
 from config import ConfigError
 from config.files import FileModeError
-from scep_ca.ca import CAError
 from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
 from scep_ca.cli.context import CliError
-from scep_ca.keys import KeyUnavailable
+from scep_ca.pki.ca import CAError
+from scep_ca.pki.keys import KeyUnavailable
 from store.base import StoreError, StoreUnavailable
 
 # Exit statuses: 1 an operator error (bad argument, config, CA or store state), 2 a usage

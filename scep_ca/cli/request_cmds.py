@@ -7,9 +7,9 @@ import datetime as dt
 
 from config import Config
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, print_table, run_async
-from scep_ca.enrollment import Enroller
-from scep_ca.errors import ScepFailure
-from store.base import TransactionStatus
+from scep_ca.pki.records import TransactionStatus
+from scep_ca.protocol.errors import ScepFailure
+from scep_ca.services.enrollment import Enroller
 
 
 def _request_id(integration_id: str, transaction_id: str) -> str:

@@ -29,8 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.enums import PKIStatus
+from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.enums import PKIStatus
 from tests.e2e.clients import Certmonger, http_get, openssl_verify, run_scepclient
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # certmonger 0.79.17's scep-submit prints a fixed sentence per failInfo and never shows the
 # server's failInfoText: this one is badRequest (2).
 CERTMONGER_BAD_REQUEST = "Transaction either is not permitted or is not supported by server."
-# Our server's failInfoText for a challenge it refuses (scep_ca/service.py).
+# Our server's failInfoText for a challenge it refuses (scep_ca/services/enrollment.py).
 CHALLENGE_REFUSED_TEXT = "the challenge password is invalid, expired or used"
 # RFC 8894 section 3.2.1.4 (ASN.1 module): id-scep-failInfoText ::= { id-pkix 24 1 }.
 RFC8894_FAIL_INFO_TEXT_OID = "1.3.6.1.5.5.7.24.1"
@@ -320,7 +320,7 @@ def test_certmonger_wrong_challenge_is_ca_rejected(
 
 def test_fail_info_text_uses_the_rfc8894_oid(scep_ca_server: ScepCaServer) -> None:
     """RFC 8894's ASN.1 module: id-scep ::= { id-pkix 24 }, id-scep-failInfoText ::= { id-scep 1 }.
-    A PKCSReq with a wrong challenge, built with scep_ca.client and encrypted to the RA."""
+    A PKCSReq with a wrong challenge, built with scep_ca.protocol.client and encrypted to the RA."""
     server = scep_ca_server
     integration = server.create_integration("failinfotext-oid")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

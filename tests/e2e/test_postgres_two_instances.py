@@ -21,9 +21,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import FailInfo, PKIStatus
+from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import FailInfo, PKIStatus
 from tests.e2e.conftest import ScepCaServer
 from tests.store.conftest import PG_ADMIN_DSN
 

@@ -69,7 +69,7 @@ OPENSSL = "openssl"
 
 # certmonger 0.79.17's fixed sentence for failInfo badRequest (2); it never shows failInfoText.
 CERTMONGER_BAD_REQUEST = "Transaction either is not permitted or is not supported by server."
-# What our server answers where an integration is gone (scep_ca/web.py, challenge/service.py).
+# What our server answers where an integration is gone (scep_ca/server/scep_web.py, challenge/service.py).
 UNKNOWN_INTEGRATION_BODY = b"unknown SCEP integration\n"
 CHALLENGE_URL_NOT_FOUND_BODY = b"404 Not Found\n"
 # scepclient 2.1.0 stops at GetCACert when the SCEP URL answers 404.

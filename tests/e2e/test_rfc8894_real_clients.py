@@ -49,8 +49,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.dn import parse_dn
-from scep_ca.enums import PKIStatus
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import PKIStatus
 from tests.e2e import pyscep_rule
 from tests.e2e.clients import (
     LOOPBACK,

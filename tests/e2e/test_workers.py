@@ -1,6 +1,6 @@
 """``scep-ca serve --workers N`` as a real process tree: kill -9 under load, and SIGTERM drain.
 
-The enrollments are real PKCSReq messages (``scep_ca.client``) with challenges issued into the
+The enrollments are real PKCSReq messages (``scep_ca.protocol.client``) with challenges issued into the
 store before the server starts, sent over a new TCP connection each, so that SO_REUSEPORT
 spreads them over the workers. The invariants:
 
@@ -38,11 +38,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.issuer import issue_challenge
 from config import load_config
-from scep_ca.ca import CAIdentity, create_ca
-from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import PKIStatus
-from store.base import Integration, Store
+from scep_ca.pki.ca import CAIdentity, create_ca
+from scep_ca.pki.records import Integration
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import PKIStatus
+from store.base import Store
 from store.factory import open_store
 from tests.e2e import clients
 

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.issuer import issue_challenge
 from config import Config, load_config
-from scep_ca.app import build_app
-from scep_ca.ca import CAIdentity, create_ca
-from store.base import Integration, Store
+from scep_ca.pki.ca import CAIdentity, create_ca
+from scep_ca.pki.records import Integration
+from scep_ca.server.app import build_app
+from store.base import Store
 from store.factory import open_store
 
 SUBJECT = "CN=$USERID$,O=Example"

@@ -7,8 +7,8 @@ RSAES-OAEP (default and explicit parameters) is accepted like PKCS#1 v1.5. An un
 content cipher (AES-GCM, RC2), an unsupported key transport or OAEP variant, and single DES on a
 server with ``scep.allow_des: false`` are each a signed FAILURE with badAlg, and nothing is issued.
 
-The OAEP and unsupported-algorithm requests need an EnvelopedData that ``scep_ca.client`` does
-not build; ``_envelope`` below writes one with ``scep_ca.der``.
+The OAEP and unsupported-algorithm requests need an EnvelopedData that ``scep_ca.protocol.client`` does
+not build; ``_envelope`` below writes one with ``scep_ca.asn1.der``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from scep_ca import der, oids
-from scep_ca.ber import issuer_and_serial
-from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
-from scep_ca.signing import SignerIdentity, attribute, sign_message
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import issuer_and_serial
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
+from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
 from tests.integration.conftest import Server, ServerFactory
 
 SUBJECT = "CN=alice,O=Example"
@@ -197,7 +197,7 @@ def _envelope(
 
 
 def _signed(enveloped: bytes, key: rsa.RSAPrivateKey, signer: x509.Certificate, tid: str, digest: DigestAlg) -> bytes:
-    """The PKCSReq pkiMessage around an EnvelopedData, as ``scep_ca.client.build_request`` signs it."""
+    """The PKCSReq pkiMessage around an EnvelopedData, as ``scep_ca.protocol.client.build_request`` signs it."""
     attrs = [
         attribute(oids.MESSAGE_TYPE, der.printable_string(str(int(MessageType.PKCS_REQ)))),
         attribute(oids.TRANSACTION_ID, der.printable_string(tid)),

@@ -35,9 +35,10 @@ from challenge import ntlm
 from challenge.credentials import make_credentials, nt_hash
 from challenge.secret_key import load_or_create_secret_key
 from config import load_config
-from scep_ca.app import build_app, ssl_context
-from scep_ca.ca import CAIdentity
-from store.base import Integration, Store
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.records import Integration
+from scep_ca.server.app import build_app, ssl_context
+from store.base import Store
 from store.factory import open_store
 
 HOST = "127.0.0.1"  # what the test client sends as Host (with the port)

@@ -31,8 +31,9 @@ from challenge.service import ChallengeRequest, ChallengeService
 from challenge.web import challenge_url, setup_challenge_routes
 from config.clients import TrustedProxies
 from config.model import ChallengeConfig
-from scep_ca.ca import CAIdentity, create_ca
-from store.base import Integration, IntegrationNotFound
+from scep_ca.pki.ca import CAIdentity, create_ca
+from scep_ca.pki.records import Integration
+from store.base import IntegrationNotFound
 from store.sqlite import SQLiteStore
 
 SECRET_KEY = bytes(range(32))

@@ -156,10 +156,10 @@ async def _queue_requests(db: Path, integration_id: str, tids: list[str]) -> Non
 
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from scep_ca.client import build_csr
-    from scep_ca.csr import spki_sha256
-    from scep_ca.dn import parse_dn
-    from store.base import Transaction, TransactionStatus
+    from scep_ca.pki.records import Transaction, TransactionStatus
+    from scep_ca.protocol.client import build_csr
+    from scep_ca.protocol.csr import spki_sha256
+    from scep_ca.protocol.dn import parse_dn
     from store.sqlite import SQLiteStore
 
     store = SQLiteStore(db)
@@ -220,7 +220,7 @@ def test_serve_warns_when_certificates_name_loopback_but_it_listens_beyond(
     """What ``serve`` logs at start (its resolved config), without binding a non-loopback address."""
     from config import load_config
     from scep_ca.cli.ca_cmds import _warn_public_url
-    from scep_ca.public_url import resolved
+    from scep_ca.pki.public_url import resolved
 
     assert (cli.data_dir / "public_url").read_text() == "http://127.0.0.1:8080\n"  # default init
     for host, warned in (("192.0.2.7", True), ("127.0.0.1", False)):

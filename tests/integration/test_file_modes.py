@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from challenge.secret_key import load_or_create_secret_key
-from scep_ca.ca import load_ca
 from scep_ca.cli.main import main
+from scep_ca.pki.ca import load_ca
 from store.sqlite import SQLiteStore
 
 

@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.issuer import issue_challenge
 from config import load_config
-from scep_ca.app import build_app
-from scep_ca.ca_set import load_ca_set
 from scep_ca.cli.main import main
-from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import PKIStatus
-from scep_ca.pkcs11_keys import KeyRef, Token, TokenSettings
+from scep_ca.pki.ca_set import load_ca_set
+from scep_ca.pki.pkcs11_keys import KeyRef, Token, TokenSettings
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import PKIStatus
+from scep_ca.server.app import build_app
 from store.factory import open_store
 from tests.hsm import SoftHsm, private_key_objects, softhsm_in_process
 from tests.integration.conftest import _integration

@@ -19,13 +19,13 @@ from cryptography.x509 import ocsp
 from challenge.codes import hash_challenge
 from challenge.issuer import issue_challenge
 from config import load_config
-from scep_ca.app import build_app
-from scep_ca.ca import CAIdentity, create_ca, load_ca
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import PKIStatus
-from scep_ca.pkcs11_keys import Token, TokenSettings
-from scep_ca.store_faults import RETRY_AFTER_SECONDS, UNAVAILABLE_TEXT
+from scep_ca.pki.ca import CAIdentity, create_ca, load_ca
+from scep_ca.pki.pkcs11_keys import Token, TokenSettings
+from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import PKIStatus
+from scep_ca.server.app import build_app
+from scep_ca.server.store_faults import RETRY_AFTER_SECONDS, UNAVAILABLE_TEXT
 from store.factory import open_store
 from tests.hsm import SoftHsm, softhsm_in_process
 from tests.integration.conftest import _integration

@@ -27,12 +27,12 @@ from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
 from config.clients import TrustedProxies
 from config.model import LogConfig
-from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import FailInfo, MessageType, PKIStatus
-from scep_ca.logsetup import bind_log_fields, build_handler, log_context_middleware
-from scep_ca.metrics import CHALLENGE_RESULTS, Metrics
-from store.base import Integration
+from scep_ca.pki.records import Integration
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
+from scep_ca.server.logsetup import bind_log_fields, build_handler, log_context_middleware
+from scep_ca.server.metrics import CHALLENGE_RESULTS, Metrics
 from tests.integration.conftest import Server, ServerFactory
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

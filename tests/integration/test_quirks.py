@@ -37,17 +37,18 @@ from yarl import URL
 
 from challenge.codes import hash_challenge
 from config import load_config
-from scep_ca import der, oids
-from scep_ca.app import build_app
-from scep_ca.ber import encode_tlv, issuer_and_serial, read_tlv
-from scep_ca.ca import CAIdentity
-from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import ContentCipher, DigestAlg, MessageType, PKIStatus
-from scep_ca.envelope import encrypt_envelope
-from scep_ca.message import decode_pki_message, hash_algorithm
-from scep_ca.signing import SignerIdentity, attribute, sign_message
-from store.base import ChallengeAdd, Integration
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import encode_tlv, issuer_and_serial, read_tlv
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.records import Integration
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType, PKIStatus
+from scep_ca.protocol.envelope import encrypt_envelope
+from scep_ca.protocol.message import decode_pki_message, hash_algorithm
+from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
+from scep_ca.server.app import build_app
+from store.base import ChallengeAdd
 from store.factory import open_store
 from tests.integration.conftest import Server, ServerFactory
 from tests.unit.test_vector_walk import Vector, discover

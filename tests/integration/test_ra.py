@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.issuer import issue_challenge
 from config import Config, load_config
-from scep_ca.app import build_app
-from scep_ca.ca import create_ca, replace_ra
-from scep_ca.ca_set import load_ca_set
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import FailInfo, PKIStatus
+from scep_ca.pki.ca import create_ca, replace_ra
+from scep_ca.pki.ca_set import load_ca_set
+from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import FailInfo, PKIStatus
+from scep_ca.server.app import build_app
 from store.base import Store
 from store.factory import open_store
 from tests.integration.conftest import _integration

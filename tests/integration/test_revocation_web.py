@@ -22,10 +22,11 @@ from cryptography.x509 import ocsp
 
 from challenge.request_client import client_middleware
 from config.clients import TrustedProxies
-from scep_ca.ca import CAIdentity
-from scep_ca.revocation import RevocationService
-from scep_ca.revocation_web import setup_revocation_routes
-from store.base import Integration, IntegrationNotFound, IssuanceRequest
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.records import Integration
+from scep_ca.server.revocation_web import setup_revocation_routes
+from scep_ca.services.revocation import RevocationService
+from store.base import IntegrationNotFound, IssuanceRequest
 from store.sqlite import SQLiteStore
 from tests.revocation_helpers import issue_cert, pem, record_for
 
@@ -103,7 +104,7 @@ async def _test_remote(
 
 @pytest.fixture(scope="module")
 def module_ca(tmp_path_factory: pytest.TempPathFactory) -> CAIdentity:
-    from scep_ca.ca import create_ca
+    from scep_ca.pki.ca import create_ca
 
     return create_ca(
         Path(tmp_path_factory.mktemp("ca")),
@@ -224,7 +225,7 @@ async def test_unknown_crl_name(env: Env) -> None:
 
 async def test_ca_certificate_at_the_ca_issuers_path(env: Env) -> None:
     """``/ca/<ca id>.crt`` (and ``/ca/ca.crt``): the CA as one DER certificate, RFC 2585's type."""
-    from scep_ca.ca_set import ca_id
+    from scep_ca.pki.ca_set import ca_id
 
     for name in (ca_id(env.ca), "ca"):
         resp = await env.client.get(f"/ca/{name}.crt")

@@ -16,13 +16,13 @@ from cryptography.x509 import ocsp
 
 from challenge.issuer import issue_challenge
 from config import load_config
-from scep_ca.app import build_app
-from scep_ca.ber import encode_tlv
-from scep_ca.ca import create_ca
-from scep_ca.ca_set import activate_next, ca_id, load_ca_set, rollover
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import PKIStatus
+from scep_ca.asn1.ber import encode_tlv
+from scep_ca.pki.ca import create_ca
+from scep_ca.pki.ca_set import activate_next, ca_id, load_ca_set, rollover
+from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import PKIStatus
+from scep_ca.server.app import build_app
 from store.factory import open_store
 from tests.integration.conftest import _integration
 

@@ -11,7 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.client import (
+from scep_ca.pki.issue import Profile, issue_certificate, random_serial
+from scep_ca.pki.records import CertificateRecord, CertStatus, Transaction
+from scep_ca.protocol.client import (
     Reply,
     build_csr,
     build_request,
@@ -20,12 +22,11 @@ from scep_ca.client import (
     open_reply,
     self_signed_signer,
 )
-from scep_ca.dn import parse_dn
-from scep_ca.enrollment import Enroller, Requester
-from scep_ca.enums import FailInfo, MessageType, PKIStatus
-from scep_ca.errors import BadRequest
-from scep_ca.issue import Profile, issue_certificate, random_serial
-from store.base import CertificateFilter, CertificateRecord, CertStatus, IssuanceRequest, Transaction
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
+from scep_ca.protocol.errors import BadRequest
+from scep_ca.services.enrollment import Enroller, Requester
+from store.base import CertificateFilter, IssuanceRequest
 from tests.integration.conftest import Server, ServerFactory
 
 

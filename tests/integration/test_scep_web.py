@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, PKIStatus
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import ContentCipher, DigestAlg, FailInfo, PKIStatus
 from tests.integration.conftest import Server, ServerFactory
 
 
@@ -221,7 +221,7 @@ async def test_des_refused_when_disabled(make_server: ServerFactory, device_key:
 async def test_envelope_for_another_ca_is_bad_message_check(
     server: Server, device_key: rsa.RSAPrivateKey, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from scep_ca.ca import create_ca
+    from scep_ca.pki.ca import create_ca
 
     other = create_ca(
         tmp_path_factory.mktemp("other"), subject="CN=Other", key_size=2048, validity_days=1, passphrase=None

@@ -33,14 +33,14 @@ from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
 from config import load_config
-from scep_ca.app import build_app
-from scep_ca.ca import CAIdentity
-from scep_ca.ca_set import ca_id
-from scep_ca.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.dn import parse_dn
-from scep_ca.enums import MessageType, PKIStatus
-from scep_ca.store_faults import RETRY_AFTER_SECONDS, UNAVAILABLE_TEXT
-from store.base import Integration
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.ca_set import ca_id
+from scep_ca.pki.records import Integration
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import MessageType, PKIStatus
+from scep_ca.server.app import build_app
+from scep_ca.server.store_faults import RETRY_AFTER_SECONDS, UNAVAILABLE_TEXT
 from store.postgres import PostgresStore
 from store.sqlite import SQLiteStore
 from tests.integration.conftest import ServerFactory
@@ -126,7 +126,7 @@ async def test_pkcsreq_on_a_full_sqlite_disk_is_503_and_consumes_nothing(
     _free_disk(server.store)
 
     # One line for both faults (rate-limited), naming the fault class, without a traceback.
-    faults = [r for r in caplog.records if r.name == "scep_ca.store_faults"]
+    faults = [r for r in caplog.records if r.name == "scep_ca.server.store_faults"]
     assert len(faults) == 1 and faults[0].exc_info is None
     assert "sqlite3.OperationalError: database or disk is full" in faults[0].getMessage()
     assert not [r for r in caplog.records if r.exc_info], "no traceback anywhere"
@@ -261,7 +261,7 @@ async def test_every_endpoint_is_503_while_postgresql_is_down(
         body = await ready.json()
         assert body["reason"] == "store unavailable: connection refused by the database server"
         assert str(relay.port) not in await ready.text()
-        faults = [r for r in caplog.records if r.name == "scep_ca.store_faults"]
+        faults = [r for r in caplog.records if r.name == "scep_ca.server.store_faults"]
         assert len(faults) == 1 and "ConnectionRefusedError" in faults[0].getMessage()
         assert not [r for r in caplog.records if r.exc_info], "no traceback anywhere"
 

@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from scep_ca.pki.records import CertificateRecord
 from store import sqlite_codec
-from store.base import CertificateRecord, Store
+from store.base import Store
 from store.postgres import CERTIFICATE_COLUMNS as PG_CERTIFICATE_COLUMNS
 from store.postgres import PostgresStore, safe_dsn
 from store.sqlite import SQLiteStore

@@ -9,25 +9,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, Transaction, TransactionStatus
 from store.base import (
     AuthReservation,
     AuthVerdict,
     CertificateFilter,
-    CertificateRecord,
-    CertStatus,
     ChallengeAdd,
     ChallengeRejected,
     DuplicateIntegration,
     DuplicateSerial,
     DuplicateTransaction,
     EnrollmentState,
-    Integration,
     IntegrationNotFound,
     IssuanceRequest,
     RenewalRefused,
     Store,
-    Transaction,
-    TransactionStatus,
 )
 from tests.store.conftest import Harness
 

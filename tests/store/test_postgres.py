@@ -24,15 +24,9 @@ import pytest
 from config.model import Config, StoreConfig
 from scep_ca.cli import db_cmds
 from scep_ca.cli.context import CliError
+from scep_ca.pki.records import CertStatus
 from store import schema_sqlite
-from store.base import (
-    CertificateFilter,
-    CertStatus,
-    ChallengeAdd,
-    ChallengeRejected,
-    IntegrationNotFound,
-    StoreError,
-)
+from store.base import CertificateFilter, ChallengeAdd, ChallengeRejected, IntegrationNotFound, StoreError
 from store.factory import open_store
 from store.postgres import ConnectionPool, PostgresStore
 from store.schema_postgres import LATEST_VERSION, LOCK_CLASS_INTEGRATION, MIGRATIONS, upgrade

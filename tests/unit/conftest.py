@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.ca import CAIdentity, create_ca
+from scep_ca.pki.ca import CAIdentity, create_ca
 
 
 @pytest.fixture(scope="session")

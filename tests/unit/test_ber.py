@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scep_ca import der, oids
-from scep_ca.ber import BERError, children, der_length, encode_tlv, oid_to_dotted, read_tlv
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import BERError, children, der_length, encode_tlv, oid_to_dotted, read_tlv
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 255, 256, 65535, 65536, 70000])

@@ -1,4 +1,4 @@
-"""Certificate record formatting for the CLI and the status API (scep_ca.cert_format)."""
+"""Certificate record formatting for the CLI and the status API (scep_ca.pki.cert_format)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.ca import CAIdentity
-from scep_ca.cert_format import (
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.cert_format import (
     TABLE_COLUMNS,
     der_to_pem,
     effective_status,
@@ -18,7 +18,7 @@ from scep_ca.cert_format import (
     record_to_dict,
     table_row,
 )
-from store.base import CertStatus
+from scep_ca.pki.records import CertStatus
 from tests.revocation_helpers import NOW, issue_cert, pem, record_for
 
 

@@ -1,4 +1,4 @@
-"""scep_ca.connections' rate-limited accept-error log and scep_ca.fdlimit's connection cap."""
+"""scep_ca.server.connections' rate-limited accept-error log and scep_ca.server.fdlimit's connection cap."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from scep_ca.connections import AcceptErrorLog, RateLimit
-from scep_ca.fdlimit import connection_cap, fd_reserve
+from scep_ca.server.connections import AcceptErrorLog, RateLimit
+from scep_ca.server.fdlimit import connection_cap, fd_reserve
 
 
 class Clock:
@@ -39,13 +39,13 @@ def test_accept_errors_logged_once_a_second_without_traceback(caplog: pytest.Log
         handler = AcceptErrorLog(loop, clock)
         handler.install()
         assert loop.get_exception_handler() is handler
-        caplog.set_level(logging.ERROR, "scep_ca.connections")
+        caplog.set_level(logging.ERROR, "scep_ca.server.connections")
         error = OSError(errno.EMFILE, "Too many open files")
         for _ in range(5000):
             loop.call_exception_handler({"message": "socket.accept() out of system resource", "exception": error})
         clock.now += 1.0
         loop.call_exception_handler({"message": "socket.accept() out of system resource", "exception": error})
-        records = [r for r in caplog.records if r.name == "scep_ca.connections"]
+        records = [r for r in caplog.records if r.name == "scep_ca.server.connections"]
         assert len(records) == 2
         assert all(r.exc_info is None for r in records)
         assert "Too many open files" in records[0].getMessage()

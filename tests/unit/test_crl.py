@@ -1,4 +1,4 @@
-"""The hand-encoded CRL (scep_ca.crl) against cryptography's parser, its builder, and openssl."""
+"""The hand-encoded CRL (scep_ca.pki.crl) against cryptography's parser, its builder, and openssl."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.ca import CAIdentity
-from scep_ca.crl import CRLError, build_crl, encode_time
-from store.base import RevokedEntry
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.crl import CRLError, build_crl, encode_time
+from scep_ca.pki.records import RevokedEntry
 from tests.revocation_helpers import NOW, issue_cert, openssl, write_pem
 
 REVOKED_AT = NOW - dt.timedelta(hours=2)

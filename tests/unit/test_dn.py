@@ -6,10 +6,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.client import build_csr
-from scep_ca.csr import CsrPolicy, check_csr
-from scep_ca.dn import DNError, SubjectMismatch, is_variable, match_subject, ordered_subject, parse_dn
-from scep_ca.errors import BadRequest
+from scep_ca.protocol.client import build_csr
+from scep_ca.protocol.csr import CsrPolicy, check_csr
+from scep_ca.protocol.dn import DNError, SubjectMismatch, is_variable, match_subject, ordered_subject, parse_dn
+from scep_ca.protocol.errors import BadRequest
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from scep_ca.ca import CAIdentity
-from scep_ca.issue import BACKDATE, Issuer, Profile, random_serial
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.issue import BACKDATE, Issuer, Profile, random_serial
 
 
 def _reference(
@@ -98,7 +98,7 @@ def test_same_bytes_as_certificate_builder(
 
 def test_generalized_time_from_2050(device_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
     """RFC 5280 4.1.2.5: dates in 2050 or later are GeneralizedTime; the CA must outlive the cert."""
-    from scep_ca.ca import create_ca
+    from scep_ca.pki.ca import create_ca
 
     now = dt.datetime(2049, 12, 1, tzinfo=dt.UTC)
     long_ca = create_ca(

@@ -6,9 +6,9 @@ import io
 import logging
 
 from config.model import LogConfig
-from scep_ca.logsetup import TextFormatter, build_handler, escape_controls
+from scep_ca.server.logsetup import TextFormatter, build_handler, escape_controls
 
-FORGED_TID = "ABC\n2026-12-01 00:00:00,000 INFO scep_ca.enrollment: issued serial=1 tid=forged"
+FORGED_TID = "ABC\n2026-12-01 00:00:00,000 INFO scep_ca.services.enrollment: issued serial=1 tid=forged"
 
 
 def _logger(stream: io.StringIO, fmt: str = "text") -> logging.Logger:
@@ -24,7 +24,7 @@ def test_a_transaction_id_with_a_newline_stays_on_one_line() -> None:
     _logger(stream).warning("scep failure tid=%s failInfo=%s", FORGED_TID, "badRequest")
     out = stream.getvalue()
     assert out.count("\n") == 1 and out.endswith("\n")
-    assert "tid=ABC\\n2026-12-01 00:00:00,000 INFO scep_ca.enrollment: issued serial=1 tid=forged" in out
+    assert "tid=ABC\\n2026-12-01 00:00:00,000 INFO scep_ca.services.enrollment: issued serial=1 tid=forged" in out
     assert out.rstrip("\n").endswith(" failInfo=badRequest")
 
 

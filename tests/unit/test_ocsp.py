@@ -1,4 +1,4 @@
-"""OCSP requests and responses (scep_ca.ocsp, RFC 6960), checked with cryptography and openssl."""
+"""OCSP requests and responses (scep_ca.pki.ocsp, RFC 6960), checked with cryptography and openssl."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
-from scep_ca.ca import CAIdentity
-from scep_ca.ocsp import (
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.ocsp import (
     CertStatusInfo,
     OcspRequestError,
     OcspStatus,
@@ -29,7 +29,7 @@ from scep_ca.ocsp import (
     parse_ocsp_request,
     status_from_record,
 )
-from store.base import CertStatus
+from scep_ca.pki.records import CertStatus
 from tests.revocation_helpers import NOW, issue_cert, openssl, record_for, write_pem
 
 VALIDITY = dt.timedelta(hours=1)

@@ -12,19 +12,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scep_ca import der, oids
-from scep_ca.ber import issuer_and_serial
-from scep_ca.ca import CAIdentity, create_ca
-from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
-from scep_ca.client import build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.csr import CsrPolicy, check_csr
-from scep_ca.dn import parse_dn
-from scep_ca.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
-from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
-from scep_ca.errors import BadAlg, BadMessageCheck, BadRequest, MalformedRequest
-from scep_ca.issue import Profile, issue_certificate, random_serial
-from scep_ca.message import decode_pki_message, verify_pki_message
-from scep_ca.signing import SignerIdentity, attribute, sign_message
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import issuer_and_serial
+from scep_ca.pki.ca import CAIdentity, create_ca
+from scep_ca.pki.issue import Profile, issue_certificate, random_serial
+from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only
+from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.csr import CsrPolicy, check_csr
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
+from scep_ca.protocol.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
+from scep_ca.protocol.errors import BadAlg, BadMessageCheck, BadRequest, MalformedRequest
+from scep_ca.protocol.message import decode_pki_message, verify_pki_message
+from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
 from tests import asn1_scep  # noqa: F401  (registers SCEP attributes with asn1crypto)
 
 POLICY = CsrPolicy(key_sizes=(2048,), subject_template=parse_dn("CN=$USERID$,O=Example"))
@@ -397,7 +397,7 @@ def test_failure_cert_rep_is_not_detached(ca: CAIdentity, tmp_path: Path) -> Non
 )
 def test_transaction_id_string_type(ca: CAIdentity, tid: str, tag: int) -> None:
     """PrintableString only when the id fits its alphabet ('_' and '{' do not), else UTF8String."""
-    from scep_ca.message import decode_pki_message as decode
+    from scep_ca.protocol.message import decode_pki_message as decode
 
     rep = build_cert_rep(
         SignerIdentity.from_cert(ca.ra_cert, ca.ra_key), ReplyTo(tid, b"n" * 16, DigestAlg.SHA256), PKIStatus.PENDING

@@ -9,7 +9,7 @@ import pytest
 
 from config import Config, load_config
 from config.clients import is_loopback_host
-from scep_ca.public_url import (
+from scep_ca.pki.public_url import (
     PUBLIC_URL_FILE,
     PublicUrlError,
     check_public_url,

@@ -1,11 +1,11 @@
-"""Revocation reasons (scep_ca.reasons, RFC 5280 §5.3.1)."""
+"""Revocation reasons (scep_ca.pki.reasons, RFC 5280 §5.3.1)."""
 
 from __future__ import annotations
 
 import pytest
 from cryptography import x509
 
-from scep_ca.reasons import Reason, ReasonError, from_stored, operator_reason_names, parse_reason
+from scep_ca.pki.reasons import Reason, ReasonError, from_stored, operator_reason_names, parse_reason
 
 
 @pytest.mark.parametrize(

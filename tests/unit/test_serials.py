@@ -1,10 +1,10 @@
-"""Operator serial input and display (scep_ca.serials)."""
+"""Operator serial input and display (scep_ca.pki.serials)."""
 
 from __future__ import annotations
 
 import pytest
 
-from scep_ca.serials import SerialError, candidates, colon_hex, from_int, to_int
+from scep_ca.pki.serials import SerialError, candidates, colon_hex, from_int, to_int
 
 
 @pytest.mark.parametrize(

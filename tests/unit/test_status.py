@@ -1,4 +1,4 @@
-"""The verify status API's pure core (scep_ca.status)."""
+"""The verify status API's pure core (scep_ca.pki.status)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.ca import CAIdentity
-from scep_ca.status import (
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.records import CertStatus
+from scep_ca.pki.status import (
     MAX_PEM_BYTES,
     CertificateParseError,
     VerifyStatus,
     serial_of_pem,
     verify_certificate,
 )
-from store.base import CertStatus
 from tests.revocation_helpers import NOW, issue_cert, pem, record_for
 
 SERIAL = 0x1234_5678_9ABC_DEF0

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from scep_ca.store_faults import RETRY_AFTER_SECONDS, StoreFaults
+from scep_ca.server.store_faults import RETRY_AFTER_SECONDS, StoreFaults
 from store.base import StoreUnavailable
 
 
@@ -30,7 +30,7 @@ async def _down(request: web.Request) -> web.StreamResponse:
 async def test_faults_are_503_and_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     middleware = StoreFaults(clock, interval=10.0).middleware()
-    caplog.set_level(logging.INFO, logger="scep_ca.store_faults")
+    caplog.set_level(logging.INFO, logger="scep_ca.server.store_faults")
     for at in (0.0, 1.0, 9.9, 10.0, 10.5):
         clock.now = 100.0 + at
         resp = await middleware(make_mocked_request("POST", "/scep/x"), _down)

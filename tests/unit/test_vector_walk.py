@@ -5,7 +5,7 @@ envelope with the key it was encrypted to (micromdm's lab CA, or our RA), check 
 an issuance policy, issue a certificate with a test CA, build the CertRep (certs-only bag,
 EnvelopedData, RA signature) and then check the reply independently of our decoder:
 asn1crypto for the structure, cryptography for the signature and messageDigest, OpenSSL's
-``cms -verify`` for the chain, and ``scep_ca.client.open_reply`` with the device key where the
+``cms -verify`` for the chain, and ``scep_ca.protocol.client.open_reply`` with the device key where the
 folder has one. The reply must use the request's digest and content cipher, and be encrypted
 to the request's signer (RecipientInfo issuerAndSerialNumber equal to the signer's).
 """
@@ -25,16 +25,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from scep_ca.ca import CAIdentity
-from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only
-from scep_ca.client import open_reply
-from scep_ca.csr import CsrPolicy, check_csr
-from scep_ca.dn import parse_dn
-from scep_ca.enums import ContentCipher, DigestAlg, MessageType, PKIStatus
-from scep_ca.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
-from scep_ca.issue import Profile, issue_certificate, random_serial
-from scep_ca.message import decode_pki_message, verify_pki_message
-from scep_ca.signing import SignerIdentity
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.issue import Profile, issue_certificate, random_serial
+from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only
+from scep_ca.protocol.client import open_reply
+from scep_ca.protocol.csr import CsrPolicy, check_csr
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType, PKIStatus
+from scep_ca.protocol.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
+from scep_ca.protocol.message import decode_pki_message, verify_pki_message
+from scep_ca.protocol.signing import SignerIdentity
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 SCEPCLIENT_SUBJECT = "CN=$USERID$,OU=MDM,O=scep-client,C=US"

@@ -9,11 +9,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.csr import challenge_password
-from scep_ca.enums import ContentCipher, DigestAlg, MessageType
-from scep_ca.envelope import RecipientKey, decrypt_envelope
-from scep_ca.errors import BadAlg
-from scep_ca.message import decode_pki_message, verify_pki_message
+from scep_ca.protocol.csr import challenge_password
+from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType
+from scep_ca.protocol.envelope import RecipientKey, decrypt_envelope
+from scep_ca.protocol.errors import BadAlg
+from scep_ca.protocol.message import decode_pki_message, verify_pki_message
 
 LAB = Path(__file__).parent.parent / "vectors" / "micromdm-lab-2026-11-28"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scep_ca.workers import (
+from scep_ca.server.workers import (
     RestartPolicy,
     Supervisor,
     available_cpus,

@@ -1,0 +1,228 @@
+"""EnvelopedData: decrypting requests and encrypting replies (RFC 8894 section 3.2.2, RFC 5652 section 6).
+
+Key transport is RSA PKCS#1 v1.5 (RSAES-OAEP accepted on requests). Content
+encryption: AES-128/192/256-CBC, DES-EDE3-CBC and single DES-CBC (3DES with
+K1=K2=K3; micromdm's scepclient 2.1.0 and old routers send it). The content may
+be BER with a constructed ``encryptedContent``; see ``scep_ca.asn1.ber``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
+
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import (
+    TLV,
+    BERError,
+    children,
+    encode_tlv,
+    issuer_and_serial,
+    octet_string_value,
+    read_tlv,
+)
+from scep_ca.pki.keys import PrivateKey
+from scep_ca.protocol.enums import ContentCipher
+from scep_ca.protocol.errors import BadAlg, BadMessageCheck
+
+_KEY_BYTES = {
+    ContentCipher.DES: 8,
+    ContentCipher.DES3: 24,
+    ContentCipher.AES128: 16,
+    ContentCipher.AES192: 24,
+    ContentCipher.AES256: 32,
+}
+_SHA1 = "1.3.14.3.2.26"
+_OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    _SHA1: hashes.SHA1,
+    "2.16.840.1.101.3.4.2.1": hashes.SHA256,
+    "2.16.840.1.101.3.4.2.2": hashes.SHA384,
+    "2.16.840.1.101.3.4.2.3": hashes.SHA512,
+}
+_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+_RSAES_OAEP = "1.2.840.113549.1.1.7"
+_CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in oids.CIPHER_OIDS.items()}
+# Every OID this module looks up, by content octets.
+_KNOWN_OIDS = oids.content_table([*_OAEP_HASHES, _RSA_ENCRYPTION, _RSAES_OAEP, *_CIPHERS_BY_OID])
+_CIPHER_OID_TLVS = {cipher: der.oid(dotted) for cipher, dotted in oids.CIPHER_OIDS.items()}
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    plaintext: bytes
+    cipher: ContentCipher
+    recipient: int = 0  # index of the identity that decrypted it, in the order given
+
+
+@dataclass(frozen=True)
+class RecipientKey:
+    """Our decryption identity: the certificate requests are encrypted to, and its key."""
+
+    issuer_and_serial: bytes  # DER IssuerAndSerialNumber of the certificate
+    subject_key_identifier: bytes | None
+    key: PrivateKey
+
+    @classmethod
+    def from_cert(cls, cert: x509.Certificate, key: PrivateKey) -> RecipientKey:
+        try:
+            ski: bytes | None = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            ski = None
+        return cls(issuer_and_serial(cert.public_bytes(serialization.Encoding.DER)), ski, key)
+
+
+def _algorithm(cipher: ContentCipher, key: bytes) -> CipherAlgorithm:
+    if cipher is ContentCipher.DES:
+        # Single DES is 3DES with three equal keys; cryptography has no DES class of its own.
+        return TripleDES(key * 3)
+    if cipher is ContentCipher.DES3:
+        return TripleDES(key)
+    return algorithms.AES(key)
+
+
+def _block_bytes(cipher: ContentCipher) -> int:
+    return 8 if cipher in (ContentCipher.DES, ContentCipher.DES3) else 16
+
+
+def _matches(rid: TLV, recipient: RecipientKey) -> bool:
+    if rid.tag_class == 0 and rid.tag_number == 16:
+        return encode_tlv(0x30, rid.content) == recipient.issuer_and_serial
+    # subjectKeyIdentifier [0] IMPLICIT OCTET STRING
+    return rid.tag_class == 2 and rid.tag_number == 0 and rid.content == recipient.subject_key_identifier
+
+
+def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
+    """An AlgorithmIdentifier's OID and its parameter TLVs."""
+    parts = children(tlv.content)
+    return oids.dotted(parts[0].content, _KNOWN_OIDS), parts[1:]
+
+
+def _oaep_padding(params: list[TLV]) -> padding.OAEP:
+    # RSAES-OAEP-params (RFC 8017 A.2.1): [0] hash, [1] MGF1 with its hash, [2] pSource; SHA-1 by default.
+    hash_oid = mgf_oid = _SHA1
+    if params and params[0].tag_number == 16:
+        for item in children(params[0].content):
+            inner = children(item.content)
+            if item.tag_number == 0:
+                hash_oid = _algorithm_oid(inner[0])[0]
+            elif item.tag_number == 1:
+                mgf_params = _algorithm_oid(inner[0])[1]
+                mgf_oid = _algorithm_oid(mgf_params[0])[0] if mgf_params else _SHA1
+            elif item.tag_number == 2:
+                raise BadAlg("OAEP labels are not supported")
+    if hash_oid not in _OAEP_HASHES or mgf_oid not in _OAEP_HASHES:
+        raise BadAlg("unsupported OAEP hash")
+    return padding.OAEP(mgf=padding.MGF1(_OAEP_HASHES[mgf_oid]()), algorithm=_OAEP_HASHES[hash_oid](), label=None)
+
+
+def _unwrap_key(ktri: list[TLV], key: PrivateKey) -> bytes:
+    """Recover the content-encryption key from a KeyTransRecipientInfo (RFC 5652 section 6.2.1)."""
+    alg_oid, params = _algorithm_oid(ktri[2])
+    encrypted_key = ktri[3].content
+    if alg_oid == _RSA_ENCRYPTION:
+        pad: padding.AsymmetricPadding = padding.PKCS1v15()
+    elif alg_oid == _RSAES_OAEP:
+        pad = _oaep_padding(params)
+    else:
+        raise BadAlg("unsupported key transport algorithm", f"key transport {alg_oid}")
+    try:
+        return key.decrypt(encrypted_key, pad)
+    except ValueError as exc:
+        raise BadMessageCheck("cannot decrypt the content-encryption key") from exc
+
+
+def _find_recipient(infos: list[TLV], recipients: list[RecipientKey]) -> tuple[list[TLV], int] | None:
+    """The KeyTransRecipientInfo (RFC 5652 section 6.2.1) for the first of our identities it names."""
+    for index, candidate in enumerate(recipients):
+        for ri in infos:
+            fields = children(ri.content)
+            if len(fields) == 4 and _matches(fields[1], candidate):
+                return fields, index
+    return None
+
+
+def decrypt_envelope(content: bytes, recipient: RecipientKey | Sequence[RecipientKey], *, allow_des: bool) -> Decrypted:
+    """Decrypt the EnvelopedData that a PKCSReq/RenewalReq carries (RFC 8894 section 3.2.2).
+
+    ``recipient`` may list several identities (the RA, then the CA): the first one that a
+    RecipientInfo names decrypts.
+    """
+    recipients = [recipient] if isinstance(recipient, RecipientKey) else list(recipient)
+    try:
+        info = children(read_tlv(content).content)
+        if len(info) != 2 or encode_tlv(0x06, info[0].content) != oids.ENVELOPED_DATA:
+            raise BadMessageCheck("the signed content is not an EnvelopedData")
+        env = children(children(info[1].content)[0].content)
+        # EnvelopedData: version, [0] originatorInfo (optional), recipientInfos, encryptedContentInfo.
+        rest = [f for f in env[1:] if not (f.tag_class == 2 and f.tag_number == 0)]
+        recipient_infos, eci = rest[0], rest[1]
+        infos = [ri for ri in children(recipient_infos.content) if ri.tag_class == 0 and ri.tag_number == 16]
+        found = _find_recipient(infos, recipients)
+        if found is None:
+            raise BadMessageCheck("the request is not encrypted to this CA")
+        ktri, index = found
+        parts = children(eci.content)
+        if len(parts) < 3 or parts[2].tag_class != 2 or parts[2].tag_number != 0:
+            raise BadMessageCheck("the EnvelopedData has no encrypted content")
+        alg_oid, alg_params = _algorithm_oid(parts[1])
+        # encryptedContent may be primitive or constructed BER (scepclient); join the segments.
+        ciphertext = octet_string_value(parts[2])
+    except (BadMessageCheck, BadAlg):
+        raise
+    except (IndexError, BERError) as exc:
+        raise BadMessageCheck("the EnvelopedData is malformed") from exc
+    cipher = _CIPHERS_BY_OID.get(alg_oid)
+    if cipher is None:
+        raise BadAlg("unsupported content-encryption algorithm", f"cipher {alg_oid}")
+    if cipher is ContentCipher.DES and not allow_des:
+        raise BadAlg("single DES is disabled on this server")
+    iv = alg_params[0].content if alg_params and alg_params[0].tag_number == 4 else None
+    if iv is None or len(iv) != _block_bytes(cipher):
+        raise BadMessageCheck("bad IV")
+    key = _unwrap_key(ktri, recipients[index].key)
+    if len(key) != _KEY_BYTES[cipher]:
+        raise BadMessageCheck("content-encryption key has the wrong length")
+    if not ciphertext or len(ciphertext) % _block_bytes(cipher):
+        raise BadMessageCheck("ciphertext length is not a multiple of the block size")
+    decryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = sym_padding.PKCS7(_block_bytes(cipher) * 8).unpadder()
+    try:
+        plaintext = unpadder.update(padded) + unpadder.finalize()
+    except ValueError as exc:
+        raise BadMessageCheck("bad padding after decryption") from exc
+    return Decrypted(plaintext=plaintext, cipher=cipher, recipient=index)
+
+
+def encrypt_envelope(
+    plaintext: bytes, recipient_issuer_and_serial: bytes, recipient_key: rsa.RSAPublicKey, cipher: ContentCipher
+) -> bytes:
+    """EnvelopedData for the requester (RFC 8894 section 3.3.2.1): its cipher, RSA PKCS#1 v1.5 transport.
+
+    ``recipient_issuer_and_serial`` is the DER IssuerAndSerialNumber of the requester's signer
+    certificate (``scep_ca.protocol.signing.issuer_and_serial``).
+    """
+    block = _block_bytes(cipher)
+    key = os.urandom(_KEY_BYTES[cipher])
+    iv = os.urandom(block)
+    padder = sym_padding.PKCS7(block * 8).padder()
+    padded = padder.update(plaintext) + padder.finalize()
+    encryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    encrypted_key = recipient_key.encrypt(key, padding.PKCS1v15())
+    ktri = der.seq(der.integer(0), recipient_issuer_and_serial, oids.RSA_ENCRYPTION, der.octet_string(encrypted_key))
+    encrypted_content_info = der.seq(
+        oids.DATA,
+        der.seq(_CIPHER_OID_TLVS[cipher], der.octet_string(iv)),
+        der.implicit_primitive(0, ciphertext),
+    )
+    enveloped = der.seq(der.integer(0), der.set_of(ktri), encrypted_content_info)
+    return der.seq(oids.ENVELOPED_DATA, der.explicit(0, enveloped))

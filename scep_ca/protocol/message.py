@@ -1,0 +1,298 @@
+"""Decoding and verifying a SCEP pkiMessage (RFC 8894 section 3.2).
+
+A pkiMessage is a CMS SignedData whose signed attributes carry the SCEP fields and
+whose content is (for most message types) an EnvelopedData. The outer signer is a
+transient self-signed certificate (PKCSReq) or the certificate being renewed
+(RenewalReq); its subject is often a random UUID, so it is never compared with the
+CSR subject.
+
+``decode_pki_message`` checks structure only (failures are ``MalformedRequest``:
+HTTP 400, nothing to sign a reply to). ``verify_pki_message`` checks the
+messageDigest and the signature (failures are ``ScepFailure``: a signed CertRep
+FAILURE can still be built from the decoded header).
+
+The walk over the structure uses ``scep_ca.asn1.ber`` rather than asn1crypto: it runs on
+every request, accepts BER (Apple and scepclient send indefinite lengths) and costs
+a fraction of building asn1crypto objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from scep_ca.asn1 import oids
+from scep_ca.asn1.ber import (
+    TLV,
+    BERError,
+    children,
+    encode_tlv,
+    issuer_and_serial,
+    octet_string_value,
+    read_tlv,
+)
+from scep_ca.protocol.enums import DigestAlg
+from scep_ca.protocol.errors import BadAlg, BadMessageCheck, MalformedRequest
+
+_HASHES: dict[DigestAlg, type[hashes.HashAlgorithm]] = {
+    DigestAlg.SHA1: hashes.SHA1,
+    DigestAlg.SHA256: hashes.SHA256,
+    DigestAlg.SHA512: hashes.SHA512,
+}
+_DIGEST_BY_OID = {
+    "1.3.14.3.2.26": DigestAlg.SHA1,
+    "2.16.840.1.101.3.4.2.1": DigestAlg.SHA256,
+    "2.16.840.1.101.3.4.2.3": DigestAlg.SHA512,
+}
+# rsaEncryption and the shaXWithRSAEncryption OIDs all mean PKCS#1 v1.5 signatures in CMS.
+_PKCS1_SIGNATURES = {
+    "1.2.840.113549.1.1.1",
+    "1.2.840.113549.1.1.5",
+    "1.2.840.113549.1.1.11",
+    "1.2.840.113549.1.1.12",
+    "1.2.840.113549.1.1.13",
+}
+_ATTRIBUTE_NAMES = {
+    "1.2.840.113549.1.9.3": "content_type",
+    "1.2.840.113549.1.9.4": "message_digest",
+    "1.2.840.113549.1.9.5": "signing_time",
+    "2.16.840.1.113733.1.9.2": "message_type",
+    "2.16.840.1.113733.1.9.3": "pki_status",
+    "2.16.840.1.113733.1.9.4": "fail_info",
+    "2.16.840.1.113733.1.9.5": "sender_nonce",
+    "2.16.840.1.113733.1.9.6": "recipient_nonce",
+    "2.16.840.1.113733.1.9.7": "transaction_id",
+    "1.3.6.1.5.5.7.24.1": "fail_info_text",  # id-scep-failInfoText, RFC 8894 section 3.2.1.4
+}
+# Universal string tags a client may use for the SCEP PrintableString attributes.
+_STRING_CODECS = {19: "ascii", 12: "utf-8", 22: "ascii", 20: "latin-1", 30: "utf-16-be"}
+
+# Every OID this module looks up, by content octets.
+_KNOWN_OIDS = oids.content_table([*_DIGEST_BY_OID, *_PKCS1_SIGNATURES, *_ATTRIBUTE_NAMES])
+
+
+def _dotted(content: bytes) -> str:
+    return oids.dotted(content, _KNOWN_OIDS)
+
+
+MAX_NONCE_BYTES = 64
+MAX_TRANSACTION_ID_CHARS = 256
+_SIGNED_DATA = oids.SIGNED_DATA[2:]
+
+
+def hash_algorithm(alg: DigestAlg) -> hashes.HashAlgorithm:
+    return _HASHES[alg]()
+
+
+@dataclass(frozen=True)
+class PKIMessage:
+    """A decoded pkiMessage. ``content`` is the raw eContent (usually an EnvelopedData)."""
+
+    message_type: int
+    transaction_id: str
+    sender_nonce: bytes
+    digest_alg: DigestAlg | None  # None when the request named a digest we do not support
+    digest_alg_name: str
+    signature_alg: str
+    signature: bytes
+    signed_attrs_der: bytes  # the DER SET the signature covers
+    signer_cert_der: bytes
+    signer_issuer_and_serial: bytes  # DER IssuerAndSerialNumber of the signer certificate
+    content: bytes | None
+    # Every signed attribute we know, by name: the raw value TLV.
+    attributes: dict[str, TLV] = field(default_factory=dict)
+
+    def reply_digest(self) -> DigestAlg:
+        """The digest the CertRep uses: the request's, or SHA-256 when it was unsupported."""
+        return self.digest_alg or DigestAlg.SHA256
+
+    def text_attribute(self, name: str) -> str | None:
+        tlv = self.attributes.get(name)
+        return None if tlv is None else _string_value(tlv, name)
+
+    def octets_attribute(self, name: str) -> bytes | None:
+        tlv = self.attributes.get(name)
+        return None if tlv is None else _octets_value(tlv, name)
+
+
+def _string_value(tlv: TLV, name: str) -> str:
+    codec = _STRING_CODECS.get(tlv.tag_number) if tlv.tag_class == 0 else None
+    if codec is None:
+        raise MalformedRequest(f"{name} is not a string")
+    try:
+        return octet_string_value(tlv).decode(codec) if tlv.constructed else tlv.content.decode(codec)
+    except (UnicodeDecodeError, BERError) as exc:
+        raise MalformedRequest(f"{name} is not valid text") from exc
+
+
+def _octets_value(tlv: TLV, name: str) -> bytes:
+    if tlv.tag_class != 0 or tlv.tag_number != 4:
+        raise MalformedRequest(f"{name} is not an OCTET STRING")
+    return octet_string_value(tlv)
+
+
+def _expect(tlv: TLV, tag_class: int, tag_number: int, what: str) -> TLV:
+    if tlv.tag_class != tag_class or tlv.tag_number != tag_number:
+        raise MalformedRequest(f"malformed {what}")
+    return tlv
+
+
+def _parse_attributes(set_content: bytes) -> dict[str, TLV]:
+    attrs: dict[str, TLV] = {}
+    for attr in children(set_content):
+        parts = children(_expect(attr, 0, 16, "attribute").content)
+        if len(parts) != 2:
+            raise MalformedRequest("malformed attribute")
+        name = _ATTRIBUTE_NAMES.get(_dotted(_expect(parts[0], 0, 6, "attribute type").content))
+        if name is None:
+            continue
+        values = children(_expect(parts[1], 0, 17, "attribute values").content)
+        if len(values) != 1:
+            raise MalformedRequest(f"signed attribute {name} must have one value")
+        if name in attrs:
+            raise MalformedRequest(f"signed attribute {name} appears twice")
+        attrs[name] = values[0]
+    return attrs
+
+
+def _certificates(field_tlv: TLV) -> list[bytes]:
+    out = []
+    for cert in children(field_tlv.content):
+        if cert.tag_class == 0 and cert.tag_number == 16:
+            out.append(encode_tlv(0x30, cert.content))
+    return out
+
+
+def _signer_cert(certs: list[bytes], sid: TLV) -> tuple[bytes, bytes]:
+    """The signer certificate and its IssuerAndSerialNumber."""
+    if sid.tag_class == 0 and sid.tag_number == 16:
+        wanted = encode_tlv(0x30, sid.content)
+        for cert in certs:
+            if issuer_and_serial(cert) == wanted:
+                return cert, wanted
+    elif sid.tag_class == 2 and sid.tag_number == 0:
+        ski = sid.content
+        for cert in certs:
+            try:
+                ext = x509.load_der_x509_certificate(cert).extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            except (ValueError, x509.ExtensionNotFound):
+                continue
+            if ext.value.digest == ski:
+                return cert, issuer_and_serial(cert)
+    raise MalformedRequest("the signer certificate is not in the pkiMessage")
+
+
+def decode_pki_message(der: bytes) -> PKIMessage:
+    """Decode the SignedData of a pkiMessage (RFC 8894 section 3.2; RFC 5652 section 5); no crypto checks."""
+    try:
+        outer = read_tlv(der)
+        if outer.end != len(der):
+            raise MalformedRequest("trailing bytes after the pkiMessage")
+        info = children(_expect(outer, 0, 16, "ContentInfo").content)
+        if len(info) != 2 or _expect(info[0], 0, 6, "contentType").content != _SIGNED_DATA:
+            raise MalformedRequest("not a CMS SignedData")
+        sd_wrapped = children(_expect(info[1], 2, 0, "SignedData wrapper").content)
+        if len(sd_wrapped) != 1:
+            raise MalformedRequest("malformed SignedData")
+        fields = children(_expect(sd_wrapped[0], 0, 16, "SignedData").content)
+        if len(fields) < 4:
+            raise MalformedRequest("malformed SignedData")
+        encap = children(_expect(fields[2], 0, 16, "encapContentInfo").content)
+        content = None
+        if len(encap) > 1:
+            wrapped = children(_expect(encap[1], 2, 0, "eContent").content)
+            if len(wrapped) != 1:
+                raise MalformedRequest("malformed eContent")
+            content = _octets_value(wrapped[0], "eContent")
+        certs: list[bytes] = []
+        for extra in fields[3:-1]:
+            if extra.tag_class == 2 and extra.tag_number == 0:
+                certs = _certificates(extra)
+        signer_infos = children(_expect(fields[-1], 0, 17, "signerInfos").content)
+        # Exactly one signer: RFC 8894 section 3.2 has the requester sign alone.
+        if len(signer_infos) != 1:
+            raise MalformedRequest("a pkiMessage has exactly one signer")
+        si = children(_expect(signer_infos[0], 0, 16, "SignerInfo").content)
+        if len(si) < 6:
+            raise MalformedRequest("a pkiMessage carries signed attributes")
+        sid, digest_alg, signed_attrs, sig_alg, signature = si[1], si[2], si[3], si[4], si[5]
+        _expect(signed_attrs, 2, 0, "signedAttrs")
+        digest_oid = _dotted(children(_expect(digest_alg, 0, 16, "digestAlgorithm").content)[0].content)
+        sig_oid = _dotted(children(_expect(sig_alg, 0, 16, "signatureAlgorithm").content)[0].content)
+        signature_bytes = _expect(signature, 0, 4, "signature").content
+        attrs = _parse_attributes(signed_attrs.content)
+        signer_cert_der, signer_ias = _signer_cert(certs, sid)
+    except BERError as exc:
+        raise MalformedRequest("not a well-formed pkiMessage") from exc
+    except IndexError as exc:
+        raise MalformedRequest("not a well-formed pkiMessage") from exc
+    for required in ("message_type", "transaction_id", "sender_nonce"):
+        if required not in attrs:
+            raise MalformedRequest(f"missing signed attribute {required}")
+    message_type_text = _string_value(attrs["message_type"], "messageType").strip()
+    if not message_type_text.isdigit() or len(message_type_text) > 3:
+        raise MalformedRequest("messageType is not a decimal PrintableString")
+    transaction_id = _string_value(attrs["transaction_id"], "transactionID")
+    if not 0 < len(transaction_id) <= MAX_TRANSACTION_ID_CHARS:
+        raise MalformedRequest("transactionID is missing or too long")
+    sender_nonce = _octets_value(attrs["sender_nonce"], "senderNonce")
+    if not 0 < len(sender_nonce) <= MAX_NONCE_BYTES:
+        raise MalformedRequest("senderNonce is missing or malformed")
+    return PKIMessage(
+        message_type=int(message_type_text),
+        transaction_id=transaction_id,
+        sender_nonce=sender_nonce,
+        digest_alg=_DIGEST_BY_OID.get(digest_oid),
+        digest_alg_name=digest_oid,
+        signature_alg=sig_oid,
+        signature=signature_bytes,
+        # The signature covers the attributes as a SET (tag 0x31), not as [0] IMPLICIT.
+        signed_attrs_der=encode_tlv(0x31, signed_attrs.content),
+        signer_cert_der=signer_cert_der,
+        signer_issuer_and_serial=signer_ias,
+        content=content,
+        attributes=attrs,
+    )
+
+
+def verify_pki_message(msg: PKIMessage) -> x509.Certificate:
+    """Check messageDigest and the signer's signature (RFC 8894 section 3.2.1; RFC 5652 section 5.4).
+
+    Returns the signer certificate as a cryptography object. Raises ``BadAlg`` for a
+    digest or key we do not support and ``BadMessageCheck`` for a failed check.
+    """
+    if msg.digest_alg is None:
+        raise BadAlg("unsupported digest algorithm", f"digest {msg.digest_alg_name}")
+    try:
+        expected = msg.octets_attribute("message_digest")
+    except MalformedRequest as exc:
+        raise BadMessageCheck("malformed messageDigest") from exc
+    if expected is None:
+        raise BadMessageCheck("missing messageDigest")
+    if expected != hashlib.new(msg.digest_alg.value, msg.content or b"").digest():
+        raise BadMessageCheck("messageDigest does not match the content")
+    try:
+        signer = x509.load_der_x509_certificate(msg.signer_cert_der)
+        key = signer.public_key()
+    except ValueError as exc:
+        raise BadMessageCheck("signer certificate cannot be parsed") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise BadAlg("signer key is not RSA")
+    if msg.signature_alg not in _PKCS1_SIGNATURES:
+        raise BadAlg("unsupported signature algorithm", f"signature {msg.signature_alg}")
+    try:
+        key.verify(msg.signature, msg.signed_attrs_der, padding.PKCS1v15(), hash_algorithm(msg.digest_alg))
+    except InvalidSignature as exc:
+        raise BadMessageCheck("signature does not verify") from exc
+    return signer
+
+
+def parse_pki_message(der: bytes) -> tuple[PKIMessage, x509.Certificate]:
+    """Decode and verify in one step (for callers that need no FAILURE reply on bad input)."""
+    msg = decode_pki_message(der)
+    return msg, verify_pki_message(msg)

@@ -1,0 +1,411 @@
+"""Enrollment decisions: PKCSReq, RenewalReq, CertPoll and operator approval (RFC 8894 section 3.3).
+
+``Enroller`` decides and records; it returns ``Outcome`` values and raises
+``ScepFailure`` subclasses. Building and signing the CertRep is ``ScepService``'s job,
+so the same decisions serve the HTTP path and the operator CLI (``request approve``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from challenge.codes import hash_challenge
+from config.model import Config
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.ca_set import ca_id
+from scep_ca.pki.issue import Issuer, Profile, random_serial
+from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, Transaction, TransactionStatus
+from scep_ca.protocol.csr import CheckedCsr, CsrPolicy, check_csr, spki_sha256
+from scep_ca.protocol.dn import DNError, parse_dn
+from scep_ca.protocol.enums import MessageType, PKIStatus
+from scep_ca.protocol.errors import BadRequest
+from scep_ca.services.renewal import identity_mismatch
+from store.base import (
+    ChallengeRejected,
+    DuplicateSerial,
+    DuplicateTransaction,
+    IntegrationNotFound,
+    IssuanceRequest,
+    RenewalRefused,
+    Store,
+)
+
+log = logging.getLogger("scep_ca.services.enrollment")
+
+_SERIAL_ATTEMPTS = 3
+_CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"
+_ALREADY_RENEWED = "this certificate has already been renewed"
+_IDENTITY_CHANGED = "a renewal must keep the certificate's subject and subjectAltName"
+
+
+@dataclass(frozen=True)
+class Requester:
+    """What the request says about who asks, for decisions and the audit trail."""
+
+    transaction_id: str
+    message_type: int
+    signer: x509.Certificate
+    remote: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """SUCCESS with the issued certificate, or PENDING (certificate None)."""
+
+    status: PKIStatus
+    cert_der: bytes | None = None
+
+
+PENDING = Outcome(PKIStatus.PENDING)
+
+
+class Enroller:
+    def __init__(self, store: Store, ca: CAIdentity, config: Config, clock: Callable[[], dt.datetime]) -> None:
+        self._store = store
+        self._ca = ca
+        self._config = config
+        self._clock = clock
+        self._templates: dict[str, x509.Name] = {}
+        # One Issuer per certificate validity: integrations differ only in that.
+        self._issuers: dict[int, Issuer] = {}
+        # Always present, so that a relying party can check revocation: server.public_url
+        # (the CLI fills it in from the data directory, scep_ca.pki.public_url), else the listen address.
+        base = config.base_url
+        # Named by CA id, not "ca": after a rollover these URLs still serve this CA's CRL and certificate.
+        self._crl_url = f"{base}/crl/{ca_id(ca)}.crl"
+        self._ocsp_url = f"{base}/ocsp"
+        self._ca_issuers_url = f"{base}/ca/{ca_id(ca)}.crt"
+
+    # -- policy --------------------------------------------------------------------
+
+    def _template(self, integration: Integration) -> x509.Name:
+        template = self._templates.get(integration.subject_template)
+        if template is None:
+            try:
+                template = parse_dn(integration.subject_template)
+            except DNError as exc:
+                raise BadRequest("the integration's subject template is invalid") from exc
+            self._templates[integration.subject_template] = template
+        return template
+
+    def check(self, integration: Integration, csr_der: bytes) -> CheckedCsr:
+        """The integration's issuance policy applied to a CSR (RFC 8894 section 3.3.1)."""
+        policy = CsrPolicy(
+            key_sizes=self._config.certificate.key_sizes,
+            subject_template=self._template(integration),
+            allowed_san_types=integration.allowed_san_types,
+        )
+        checked = check_csr(csr_der, policy)
+        if checked.dropped_sans:
+            log.info(
+                "dropped SANs not allowed by integration=%s types=%s", integration.id, ",".join(checked.dropped_sans)
+            )
+        return checked
+
+    # -- PKCSReq -------------------------------------------------------------------
+
+    async def pkcs_req(self, integration: Integration, checked: CheckedCsr, who: Requester) -> Outcome:
+        """PKCSReq (RFC 8894 section 3.3.1): a one-time challenge, then issue or queue for approval."""
+        now = self._clock()
+        challenge_hash = hash_challenge(checked.challenge) if checked.challenge else None
+        state = await self._store.enrollment_state(integration.id, who.transaction_id, challenge_hash, now)
+        if state.transaction is not None:
+            return await self._resend(state.transaction, checked.pubkey_sha256)
+        # Checked before any RSA work, so bad challenges cost no signature.
+        if challenge_hash is None or not state.challenge_usable:
+            if await self._issued_here(who.signer) is not None:
+                # certmonger re-keys with a PKCSReq signed by the certificate it renews, carrying the
+                # challenge it already used: a renewal by another name, under the same rules.
+                return await self._renew(integration, checked, who, who.transaction_id)
+            if challenge_hash is None:
+                raise BadRequest("a challenge password is required", "no challengePassword in the CSR")
+            raise BadRequest(_CHALLENGE_REJECTED)
+        if integration.require_approval:
+            return await self._queue(integration, checked, who, challenge_hash, now)
+        return await self._issue(integration, checked, who, challenge_hash=challenge_hash)
+
+    async def _queue(
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        who: Requester,
+        challenge_hash: str | None,
+        now: dt.datetime,
+        renews: str | None = None,
+    ) -> Outcome:
+        txn = Transaction(
+            integration_id=integration.id,
+            transaction_id=who.transaction_id,
+            pubkey_sha256=checked.pubkey_sha256,
+            status=TransactionStatus.PENDING,
+            created_at=now,
+            message_type=who.message_type,
+            csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
+            renews=renews,
+        )
+        try:
+            await self._store.record_pending(txn, challenge_hash, now)
+        except ChallengeRejected as exc:
+            raise BadRequest(_CHALLENGE_REJECTED) from exc
+        except IntegrationNotFound as exc:
+            raise BadRequest("this integration has been deleted") from exc
+        except DuplicateTransaction:
+            return await self._lost_race(integration, who, checked)
+        log.info("queued for approval integration=%s tid=%s remote=%s", integration.id, who.transaction_id, who.remote)
+        return PENDING
+
+    async def _lost_race(self, integration: Integration, who: Requester, checked: CheckedCsr) -> Outcome:
+        """A concurrent resend of the same transaction was recorded first: answer as a resend."""
+        existing = await self._store.get_transaction(integration.id, who.transaction_id)
+        if existing is None:
+            raise BadRequest("the transaction changed while it was being recorded")
+        return await self._resend(existing, checked.pubkey_sha256)
+
+    async def _resend(self, txn: Transaction, key_hash: str) -> Outcome:
+        """A resent request of a known transaction: same key gets the same answer (RFC 8894 section 3.3.1)."""
+        if txn.pubkey_sha256 != key_hash:
+            raise BadRequest("transactionID already used with another key")
+        log.info(
+            "resent transaction integration=%s tid=%s status=%s", txn.integration_id, txn.transaction_id, txn.status
+        )
+        return await self._transaction_outcome(txn)
+
+    async def _transaction_outcome(self, txn: Transaction) -> Outcome:
+        if txn.status is TransactionStatus.PENDING:
+            if self._clock() - txn.created_at > dt.timedelta(hours=self._config.scep.pending_expiry_hours):
+                raise BadRequest("the request expired before it was approved")
+            return PENDING
+        if txn.status is TransactionStatus.REJECTED:
+            raise BadRequest("the request was rejected by the CA operator")
+        record = await self._store.get_certificate(txn.serial) if txn.serial else None
+        if record is None:
+            raise BadRequest("the transaction has no certificate")
+        return Outcome(PKIStatus.SUCCESS, record.der)
+
+    # -- RenewalReq ----------------------------------------------------------------
+
+    async def renewal_req(self, integration: Integration, checked: CheckedCsr, who: Requester) -> Outcome:
+        """RenewalReq (RFC 8894 section 3.3.1.2): signed by a valid certificate we issued; no challenge."""
+        transaction_id = who.transaction_id
+        existing = await self._store.get_transaction(integration.id, transaction_id)
+        if existing is not None and existing.message_type != who.message_type:
+            # scepclient derives the transactionID from the key, so a renewal for the same key
+            # reuses the ID of the PKCSReq that enrolled it. That is a new transaction, not a
+            # resend: record it under an ID derived from the request and the certificate renewed.
+            transaction_id = f"{who.transaction_id}/renewal/{who.signer.serial_number:x}"
+            existing = await self._store.get_transaction(integration.id, transaction_id)
+        if existing is not None:
+            return await self._resend(existing, checked.pubkey_sha256)
+        return await self._renew(integration, checked, who, transaction_id)
+
+    async def _renew(
+        self, integration: Integration, checked: CheckedCsr, who: Requester, transaction_id: str
+    ) -> Outcome:
+        """A renewal by RenewalReq or by certmonger's re-key PKCSReq: the same rules for both."""
+        old = await self._renewable(integration, who.signer)
+        _require_same_identity(who.signer, checked)
+        who = dataclasses.replace(who, transaction_id=transaction_id, message_type=MessageType.RENEWAL_REQ)
+        if integration.require_approval:
+            return await self._queue(integration, checked, who, None, self._clock(), renews=old.serial)
+        supersedes = old.serial if integration.revoke_superseded else None
+        return await self._issue(
+            integration, checked, who, challenge_hash=None, supersedes=supersedes, renews=old.serial
+        )
+
+    async def _issued_here(self, signer: x509.Certificate) -> CertificateRecord | None:
+        """The record of ``signer`` when it is exactly a certificate this CA issued (any integration)."""
+        record = await self._store.get_certificate(format(signer.serial_number, "x"))
+        # The exact certificate must be ours: a look-alike with a known serial is not.
+        if record is None or record.der != signer.public_bytes(serialization.Encoding.DER):
+            return None
+        return record
+
+    async def _renewable(self, integration: Integration, signer: x509.Certificate) -> CertificateRecord:
+        record = await self._issued_here(signer)
+        if record is None:
+            raise BadRequest("renewal must be signed by a certificate this CA issued")
+        if record.integration_id != integration.id:
+            raise BadRequest("renewal must be signed by a certificate of this integration")
+        # Before the revocation check: with revoke_superseded the renewed certificate is also
+        # revoked, and "already renewed" is the reason that tells the client what happened.
+        if record.superseded_by is not None:
+            raise BadRequest(_ALREADY_RENEWED, f"superseded by {record.superseded_by}")
+        if record.status is CertStatus.REVOKED:
+            raise BadRequest("the certificate to renew is revoked")
+        now = self._clock()
+        if now >= record.not_after:
+            raise BadRequest("the certificate to renew has expired")
+        window = dt.timedelta(days=self._config.scep.renewal_days)
+        if now < record.not_after - window:
+            raise BadRequest(
+                f"renewal opens {self._config.scep.renewal_days} days before expiry",
+                f"not_after {record.not_after.isoformat()}",
+            )
+        return record
+
+    # -- CertPoll ------------------------------------------------------------------
+
+    async def cert_poll(self, integration: Integration, who: Requester) -> Outcome:
+        """CertPoll / GetCertInitial (RFC 8894 section 3.3.3): matched by transactionID and the requester's key."""
+        txn = await self._store.get_transaction(integration.id, who.transaction_id)
+        if txn is None:
+            raise BadRequest("unknown transaction")
+        key_hash = spki_sha256(who.signer.public_key())
+        if txn.renews is not None and key_hash != txn.pubkey_sha256:
+            # A renewing client may sign its polls as it signed the request: with the renewed
+            # certificate, whose key is not the new one.
+            renewed = await self._store.get_certificate(txn.renews)
+            if renewed is not None and renewed.pubkey_sha256 == key_hash:
+                key_hash = txn.pubkey_sha256
+        return await self._resend(txn, key_hash)
+
+    # -- approval (operator) -------------------------------------------------------
+
+    async def approve(self, integration_id: str, transaction_id: str) -> CertificateRecord:
+        """Issue the queued request; the client's next CertPoll receives the certificate."""
+        integration = await self._store.get_integration(integration_id)
+        txn = await self._store.get_transaction(integration_id, transaction_id)
+        if integration is None or txn is None or txn.status is not TransactionStatus.PENDING or not txn.csr_der:
+            raise BadRequest("no pending request with this id")
+        checked = self.check(integration, txn.csr_der)
+        supersedes = None
+        if txn.renews is not None:
+            supersedes = await self._approvable_renewal(integration, txn.renews, checked)
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            record = self._sign(integration, checked, transaction_id, txn.message_type, None, None)
+            try:
+                resolved = await self._store.resolve_pending(
+                    integration_id, transaction_id, record, self._clock(), supersedes=supersedes
+                )
+            except DuplicateSerial:
+                continue
+            except RenewalRefused as exc:
+                raise BadRequest("the certificate to renew was renewed or revoked while the request waited") from exc
+            if not resolved:
+                raise BadRequest("the request is no longer pending")
+            log.info("approved serial=%s integration=%s tid=%s", record.serial, integration_id, transaction_id)
+            return record
+        raise BadRequest("could not allocate a unique serial number")
+
+    async def _approvable_renewal(self, integration: Integration, serial: str, checked: CheckedCsr) -> str | None:
+        """Check a queued renewal again at approval; the serial to revoke as superseded, if any.
+
+        The store's mark decides "renewed once" atomically; these reads only give the operator
+        the precise reason before any signing.
+        """
+        old = await self._store.get_certificate(serial)
+        if old is None:
+            raise BadRequest("the certificate to renew is unknown")
+        if old.superseded_by is not None:
+            raise BadRequest(_ALREADY_RENEWED, f"superseded by {old.superseded_by}")
+        if old.status is CertStatus.REVOKED:
+            raise BadRequest("the certificate to renew is revoked")
+        _require_same_identity(x509.load_der_x509_certificate(old.der), checked)
+        return old.serial if integration.revoke_superseded else None
+
+    async def reject(self, integration_id: str, transaction_id: str) -> None:
+        if not await self._store.resolve_pending(integration_id, transaction_id, None, self._clock()):
+            raise BadRequest("no pending request with this id")
+        log.info("rejected integration=%s tid=%s", integration_id, transaction_id)
+
+    # -- issuance ------------------------------------------------------------------
+
+    def _sign(
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        transaction_id: str,
+        message_type: int,
+        remote: str | None,
+        user_agent: str | None,
+    ) -> CertificateRecord:
+        now = self._clock()
+        serial = random_serial()
+        issuer = self._issuers.get(integration.validity_days)
+        if issuer is None:
+            profile = Profile(
+                integration.validity_days,
+                crl_url=self._crl_url,
+                ocsp_url=self._ocsp_url,
+                ca_issuers_url=self._ca_issuers_url,
+            )
+            issuer = self._issuers[integration.validity_days] = Issuer(self._ca, profile)
+        issued = issuer.issue(
+            subject=checked.subject,
+            public_key=checked.public_key,
+            sans=checked.sans,
+            serial=serial,
+            now=now,
+            spki_der=checked.spki_der,
+        )
+        return CertificateRecord(
+            serial=format(serial, "x"),
+            integration_id=integration.id,
+            issuer_fingerprint=self._ca.fingerprint_sha256,
+            subject=checked.subject.rfc4514_string(),
+            not_before=issued.not_before,
+            not_after=issued.not_after,
+            der=issued.der,
+            transaction_id=transaction_id,
+            pubkey_sha256=checked.pubkey_sha256,
+            message_type=message_type,
+            requester_address=remote,
+            user_agent=user_agent,
+            created_at=now,
+        )
+
+    async def _issue(
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        who: Requester,
+        *,
+        challenge_hash: str | None,
+        supersedes: str | None = None,
+        renews: str | None = None,
+    ) -> Outcome:
+        for _attempt in range(_SERIAL_ATTEMPTS):
+            record = self._sign(integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent)
+            request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
+            try:
+                await self._store.record_issuance(request)
+            except DuplicateSerial:
+                continue
+            except ChallengeRejected as exc:
+                raise BadRequest(_CHALLENGE_REJECTED) from exc
+            except IntegrationNotFound as exc:
+                raise BadRequest("this integration has been deleted") from exc
+            except DuplicateTransaction:
+                return await self._lost_race(integration, who, checked)
+            except RenewalRefused as exc:
+                # Another renewal signed by the same certificate committed first. If it was this
+                # very transaction (a concurrent resend), answer as a resend; else refuse.
+                if await self._store.get_transaction(integration.id, who.transaction_id) is not None:
+                    return await self._lost_race(integration, who, checked)
+                raise BadRequest(_ALREADY_RENEWED, f"renews {renews}") from exc
+            log.info(
+                "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
+                record.serial,
+                integration.id,
+                who.transaction_id,
+                who.message_type,
+                record.subject,
+                who.remote,
+            )
+            return Outcome(PKIStatus.SUCCESS, record.der)
+        raise BadRequest("could not allocate a unique serial number")
+
+
+def _require_same_identity(renewed: x509.Certificate, checked: CheckedCsr) -> None:
+    """Threat model: a certificate holder renews that identity only (same subject and SANs)."""
+    reason = identity_mismatch(renewed, checked)
+    if reason is not None:
+        raise BadRequest(_IDENTITY_CHANGED, reason)
