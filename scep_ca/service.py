@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +24,7 @@ from scep_ca.ca import CAIdentity
 from scep_ca.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
 from scep_ca.enrollment import Enroller, Outcome, Requester
 from scep_ca.enums import DigestAlg, FailInfo, MessageType, PKIStatus
-from scep_ca.envelope import Decrypted, RecipientKey, decrypt_envelope, encrypt_envelope
+from scep_ca.envelope import Decrypted, RandomBytes, RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.logsetup import bind_log_fields
 from scep_ca.message import PKIMessage, decode_pki_message, verify_pki_message
@@ -87,6 +88,7 @@ class ScepService:
         events: ScepEvents | None = None,
         crl_source: CrlSource | None = None,
         next_ca: CAIdentity | None = None,
+        random_bytes: RandomBytes = os.urandom,
     ):
         self._store = store
         self._ca = ca
@@ -94,6 +96,9 @@ class ScepService:
         self._clock = clock
         self._events = events or NoEvents()
         self._crl_source = crl_source
+        # Draws the stand-in key for a content-encryption key that does not unwrap
+        # (``scep_ca.envelope``); tests pass their own to make that path deterministic.
+        self._random_bytes = random_bytes
         self._enroller = Enroller(store, ca, config, clock)
         # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
@@ -199,7 +204,9 @@ class ScepService:
     def _decrypt(self, msg: PKIMessage) -> Decrypted:
         if not msg.content:
             raise BadMessageCheck("the request carries no content")
-        return decrypt_envelope(msg.content, self._recipients, allow_des=self._config.scep.allow_des)
+        return decrypt_envelope(
+            msg.content, self._recipients, allow_des=self._config.scep.allow_des, random_bytes=self._random_bytes
+        )
 
     async def _dispatch(
         self,
