@@ -33,6 +33,7 @@ from scep_ca.logsetup import log_context_middleware
 from scep_ca.metrics import Metrics, metrics_middleware, setup_metrics_routes
 from scep_ca.revocation import RevocationService
 from scep_ca.revocation_web import setup_revocation_routes
+from scep_ca.safety_net import safety_net_middleware
 from scep_ca.service import ScepService
 from scep_ca.web import setup_scep_routes
 from store.base import Store
@@ -65,8 +66,14 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     lifecycle = Lifecycle()
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        # Log fields outside the metrics layer, so that whatever it logs carries them too.
-        middlewares=[lifecycle.middleware(), log_context_middleware, metrics_middleware(metrics)],
+        # Log fields outside the metrics layer, so that whatever it logs carries them too; the
+        # safety net innermost, so metrics count its 500s and its log line carries the fields.
+        middlewares=[
+            lifecycle.middleware(),
+            log_context_middleware,
+            metrics_middleware(metrics),
+            safety_net_middleware,
+        ],
     )
     app[LIFECYCLE] = lifecycle
     app[CONFIG] = config
