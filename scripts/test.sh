@@ -34,6 +34,10 @@ run_step() {
 run_step ruff .venv/bin/ruff check .
 run_step mypy .venv/bin/mypy
 run_step pytest .venv/bin/pytest -q -p no:cacheprovider "$@"
+# In CI, every fuzz harness for 30 s (about 2.5 minutes in all); locally: bash scripts/fuzz.sh.
+if [ "${CI:-}" = "true" ]; then
+    run_step fuzz bash scripts/fuzz.sh --seconds 30
+fi
 
 if [ ${#failed[@]} -ne 0 ]; then
     echo "FAILED: ${failed[*]}" >&2

@@ -5,8 +5,8 @@ and ``build_ocsp_response``. Every failure becomes an OCSP response, never an ex
 that reaches the client as HTTP 500:
 
 * a request that does not parse, carries several CertIDs (cryptography answers one per
-  response; RFC 5019 §2.1.1 clients send one), or a nonce over 32 octets
-  (RFC 8954 §2.1) → ``malformedRequest``;
+  response; RFC 5019 §2.1.1 clients send one), a nonce over 32 octets
+  (RFC 8954 §2.1) or a negative serial (RFC 5280 §4.1.2.2) → ``malformedRequest``;
 * a CertID for another issuer, or hashed with an algorithm we cannot compute →
   ``unauthorized``: RFC 6960 §2.3 defines it for a server "not capable of responding
   authoritatively" (after RFC 5019 §2.2.3). §2.2 would also allow a signed ``unknown``,
@@ -143,6 +143,10 @@ def parse_ocsp_request(der: bytes) -> OcspQuery:
         nonce = extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
     if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE_BYTES:
         raise _malformed("nonce length outside 1..32 octets")
+    if serial < 0:
+        # RFC 5280 §4.1.2.2: serials are positive, so no certificate has this one; and the
+        # response cannot echo it (cryptography refuses to encode a negative serial).
+        raise _malformed("negative serial number")
     return OcspQuery(algorithm, name_hash, key_hash, serial, nonce)
 
 

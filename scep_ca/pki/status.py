@@ -85,11 +85,19 @@ def load_pem_certificate(pem: bytes) -> x509.Certificate:
         raise CertificateParseError("certificate too large")
     try:
         certs = x509.load_pem_x509_certificates(pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise CertificateParseError("not a PEM certificate") from None
     if len(certs) != 1:
         raise CertificateParseError("expected exactly one certificate")
-    return certs[0]
+    cert = certs[0]
+    try:
+        # Decoded on first use: a malformed name or time must fail here, not halfway through.
+        cert.subject.rfc4514_string()
+        cert.not_valid_before_utc  # noqa: B018
+        cert.not_valid_after_utc  # noqa: B018
+    except (ValueError, TypeError):  # TypeError: cryptography's Name refuses some attribute types
+        raise CertificateParseError("not a well-formed certificate") from None
+    return cert
 
 
 def serial_of_pem(pem: bytes) -> str:

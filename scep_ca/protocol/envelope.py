@@ -4,12 +4,20 @@ Key transport is RSA PKCS#1 v1.5 (RSAES-OAEP accepted on requests). Content
 encryption: AES-128/192/256-CBC, DES-EDE3-CBC and single DES-CBC (3DES with
 K1=K2=K3; micromdm's scepclient 2.1.0 and old routers send it). The content may
 be BER with a constructed ``encryptedContent``; see ``scep_ca.asn1.ber``.
+
+Decryption failures are one failure (RFC 3218 section 2.3.2, RFC 5652 section 10):
+a key that does not unwrap (bad PKCS#1 v1.5 or OAEP padding, or a key of the wrong
+length for the content cipher) is replaced by a random key of the right length, so
+the failure surfaces at content decryption with the same text as a wrong key, an
+IV of the wrong length or bad CBC padding. Anything else would be a Bleichenbacher
+(million message) oracle on the RA and CA keys: OpenSSL's implicit rejection turns
+bad PKCS#1 v1.5 padding into a random-length "key", so even the length check leaks.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -49,10 +57,16 @@ _OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 _RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 _RSAES_OAEP = "1.2.840.113549.1.1.7"
+_MGF1 = "1.2.840.113549.1.1.8"
 _CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in oids.CIPHER_OIDS.items()}
 # Every OID this module looks up, by content octets.
-_KNOWN_OIDS = oids.content_table([*_OAEP_HASHES, _RSA_ENCRYPTION, _RSAES_OAEP, *_CIPHERS_BY_OID])
+_KNOWN_OIDS = oids.content_table([*_OAEP_HASHES, _RSA_ENCRYPTION, _RSAES_OAEP, _MGF1, *_CIPHERS_BY_OID])
 _CIPHER_OID_TLVS = {cipher: der.oid(dotted) for cipher, dotted in oids.CIPHER_OIDS.items()}
+
+# The one text (and log detail) of every decryption failure: which step failed is not told.
+DECRYPTION_FAILED = "the request cannot be decrypted"
+
+RandomBytes = Callable[[int], bytes]
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,9 @@ def _oaep_padding(params: list[TLV]) -> padding.OAEP:
             if item.tag_number == 0:
                 hash_oid = _algorithm_oid(inner[0])[0]
             elif item.tag_number == 1:
-                mgf_params = _algorithm_oid(inner[0])[1]
+                mgf, mgf_params = _algorithm_oid(inner[0])
+                if mgf != _MGF1:
+                    raise BadAlg("unsupported OAEP mask generation function")
                 mgf_oid = _algorithm_oid(mgf_params[0])[0] if mgf_params else _SHA1
             elif item.tag_number == 2:
                 raise BadAlg("OAEP labels are not supported")
@@ -123,20 +139,37 @@ def _oaep_padding(params: list[TLV]) -> padding.OAEP:
     return padding.OAEP(mgf=padding.MGF1(_OAEP_HASHES[mgf_oid]()), algorithm=_OAEP_HASHES[hash_oid](), label=None)
 
 
-def _unwrap_key(ktri: list[TLV], key: PrivateKey) -> bytes:
-    """Recover the content-encryption key from a KeyTransRecipientInfo (RFC 5652 section 6.2.1)."""
-    alg_oid, params = _algorithm_oid(ktri[2])
-    encrypted_key = ktri[3].content
+def _key_transport(alg: TLV) -> padding.AsymmetricPadding:
+    """The padding a KeyTransRecipientInfo's keyEncryptionAlgorithm names (RFC 5652 section 6.2.1)."""
+    alg_oid, params = _algorithm_oid(alg)
     if alg_oid == _RSA_ENCRYPTION:
-        pad: padding.AsymmetricPadding = padding.PKCS1v15()
-    elif alg_oid == _RSAES_OAEP:
-        pad = _oaep_padding(params)
-    else:
-        raise BadAlg("unsupported key transport algorithm", f"key transport {alg_oid}")
+        return padding.PKCS1v15()
+    if alg_oid == _RSAES_OAEP:
+        return _oaep_padding(params)
+    raise BadAlg("unsupported key transport algorithm", f"key transport {alg_oid}")
+
+
+def _unwrap_key(
+    encrypted_key: bytes, pad: padding.AsymmetricPadding, key: PrivateKey, size: int, random_bytes: RandomBytes
+) -> bytes:
+    """The content-encryption key, or a random key of ``size`` bytes when it does not unwrap.
+
+    RFC 3218 section 2.3.2: the random key is drawn before the RSA operation and used
+    whenever the padding is bad or the length wrong, so that the caller fails at content
+    decryption exactly as it would with a wrong key.
+    """
+    fallback = random_bytes(size)
     try:
-        return key.decrypt(encrypted_key, pad)
-    except ValueError as exc:
-        raise BadMessageCheck("cannot decrypt the content-encryption key") from exc
+        unwrapped = key.decrypt(encrypted_key, pad)
+    except ValueError:
+        unwrapped = fallback
+    return unwrapped if len(unwrapped) == size else fallback
+
+
+def _expect_octets(tlv: TLV) -> bytes:
+    if tlv.tag_class != 0 or tlv.tag_number != 4:
+        raise BERError("encryptedKey is not an OCTET STRING")
+    return octet_string_value(tlv)
 
 
 def _find_recipient(infos: list[TLV], recipients: list[RecipientKey]) -> tuple[list[TLV], int] | None:
@@ -149,11 +182,20 @@ def _find_recipient(infos: list[TLV], recipients: list[RecipientKey]) -> tuple[l
     return None
 
 
-def decrypt_envelope(content: bytes, recipient: RecipientKey | Sequence[RecipientKey], *, allow_des: bool) -> Decrypted:
+def decrypt_envelope(
+    content: bytes,
+    recipient: RecipientKey | Sequence[RecipientKey],
+    *,
+    allow_des: bool,
+    random_bytes: RandomBytes = os.urandom,
+) -> Decrypted:
     """Decrypt the EnvelopedData that a PKCSReq/RenewalReq carries (RFC 8894 section 3.2.2).
 
     ``recipient`` may list several identities (the RA, then the CA): the first one that a
-    RecipientInfo names decrypts.
+    RecipientInfo names decrypts, each with the same failure handling (module docstring).
+    Structure and algorithms are checked before any private-key operation; after that,
+    every failure is ``BadMessageCheck(DECRYPTION_FAILED)``. ``random_bytes`` draws the
+    stand-in key for a key that does not unwrap.
     """
     recipients = [recipient] if isinstance(recipient, RecipientKey) else list(recipient)
     try:
@@ -169,10 +211,13 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey | Sequence[Recipien
         if found is None:
             raise BadMessageCheck("the request is not encrypted to this CA")
         ktri, index = found
+        pad = _key_transport(ktri[2])
+        encrypted_key = _expect_octets(ktri[3])
         parts = children(eci.content)
         if len(parts) < 3 or parts[2].tag_class != 2 or parts[2].tag_number != 0:
             raise BadMessageCheck("the EnvelopedData has no encrypted content")
         alg_oid, alg_params = _algorithm_oid(parts[1])
+        iv = alg_params[0].content if alg_params and alg_params[0].tag_number == 4 else None
         # encryptedContent may be primitive or constructed BER (scepclient); join the segments.
         ciphertext = octet_string_value(parts[2])
     except (BadMessageCheck, BadAlg):
@@ -184,21 +229,17 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey | Sequence[Recipien
         raise BadAlg("unsupported content-encryption algorithm", f"cipher {alg_oid}")
     if cipher is ContentCipher.DES and not allow_des:
         raise BadAlg("single DES is disabled on this server")
-    iv = alg_params[0].content if alg_params and alg_params[0].tag_number == 4 else None
-    if iv is None or len(iv) != _block_bytes(cipher):
-        raise BadMessageCheck("bad IV")
-    key = _unwrap_key(ktri, recipients[index].key)
-    if len(key) != _KEY_BYTES[cipher]:
-        raise BadMessageCheck("content-encryption key has the wrong length")
-    if not ciphertext or len(ciphertext) % _block_bytes(cipher):
-        raise BadMessageCheck("ciphertext length is not a multiple of the block size")
+    block = _block_bytes(cipher)
+    if iv is None or len(iv) != block or not ciphertext or len(ciphertext) % block:
+        raise BadMessageCheck(DECRYPTION_FAILED)
+    key = _unwrap_key(encrypted_key, pad, recipients[index].key, _KEY_BYTES[cipher], random_bytes)
     decryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
-    unpadder = sym_padding.PKCS7(_block_bytes(cipher) * 8).unpadder()
+    unpadder = sym_padding.PKCS7(block * 8).unpadder()
     try:
         plaintext = unpadder.update(padded) + unpadder.finalize()
-    except ValueError as exc:
-        raise BadMessageCheck("bad padding after decryption") from exc
+    except ValueError:
+        raise BadMessageCheck(DECRYPTION_FAILED) from None
     return Decrypted(plaintext=plaintext, cipher=cipher, recipient=index)
 
 

@@ -19,10 +19,11 @@ a fraction of building asn1crypto objects.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -81,6 +82,8 @@ def _dotted(content: bytes) -> str:
 
 
 MAX_NONCE_BYTES = 64
+# ASCII digits only: str.isdigit() also accepts "²" (which int() refuses) and "١٩" (which it reads as 19).
+_DECIMAL = re.compile(r"[0-9]{1,3}")
 MAX_TRANSACTION_ID_CHARS = 256
 _SIGNED_DATA = oids.SIGNED_DATA[2:]
 
@@ -133,7 +136,10 @@ def _string_value(tlv: TLV, name: str) -> str:
 def _octets_value(tlv: TLV, name: str) -> bytes:
     if tlv.tag_class != 0 or tlv.tag_number != 4:
         raise MalformedRequest(f"{name} is not an OCTET STRING")
-    return octet_string_value(tlv)
+    try:
+        return octet_string_value(tlv)
+    except BERError as exc:  # a constructed OCTET STRING with malformed segments
+        raise MalformedRequest(f"{name} is not a well-formed OCTET STRING") from exc
 
 
 def _expect(tlv: TLV, tag_class: int, tag_number: int, what: str) -> TLV:
@@ -180,7 +186,7 @@ def _signer_cert(certs: list[bytes], sid: TLV) -> tuple[bytes, bytes]:
         for cert in certs:
             try:
                 ext = x509.load_der_x509_certificate(cert).extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-            except (ValueError, x509.ExtensionNotFound):
+            except (ValueError, x509.InvalidVersion, x509.ExtensionNotFound, x509.DuplicateExtension):
                 continue
             if ext.value.digest == ski:
                 return cert, issuer_and_serial(cert)
@@ -235,11 +241,14 @@ def decode_pki_message(der: bytes) -> PKIMessage:
         if required not in attrs:
             raise MalformedRequest(f"missing signed attribute {required}")
     message_type_text = _string_value(attrs["message_type"], "messageType").strip()
-    if not message_type_text.isdigit() or len(message_type_text) > 3:
+    if not _DECIMAL.fullmatch(message_type_text):
         raise MalformedRequest("messageType is not a decimal PrintableString")
     transaction_id = _string_value(attrs["transaction_id"], "transactionID")
     if not 0 < len(transaction_id) <= MAX_TRANSACTION_ID_CHARS:
         raise MalformedRequest("transactionID is missing or too long")
+    # Opaque, but it is logged and stored: no line breaks or other control characters.
+    if not transaction_id.isprintable():
+        raise MalformedRequest("transactionID holds control characters")
     sender_nonce = _octets_value(attrs["sender_nonce"], "senderNonce")
     if not 0 < len(sender_nonce) <= MAX_NONCE_BYTES:
         raise MalformedRequest("senderNonce is missing or malformed")
@@ -278,9 +287,15 @@ def verify_pki_message(msg: PKIMessage) -> x509.Certificate:
         raise BadMessageCheck("messageDigest does not match the content")
     try:
         signer = x509.load_der_x509_certificate(msg.signer_cert_der)
-        key = signer.public_key()
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise BadMessageCheck("signer certificate cannot be parsed") from exc
+    try:
+        key = signer.public_key()
+    except UnsupportedAlgorithm as exc:
+        # An SPKI algorithm cryptography does not know (or an unknown curve).
+        raise BadAlg("signer key is not RSA", "signer key algorithm unknown") from exc
+    except ValueError as exc:
+        raise BadMessageCheck("signer certificate cannot be parsed", "signer public key malformed") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise BadAlg("signer key is not RSA")
     if msg.signature_alg not in _PKCS1_SIGNATURES:

@@ -36,6 +36,7 @@ from scep_ca.server.health import Lifecycle, setup_health_routes
 from scep_ca.server.logsetup import log_context_middleware
 from scep_ca.server.metrics import Metrics, metrics_middleware, setup_metrics_routes
 from scep_ca.server.revocation_web import setup_revocation_routes
+from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.scep_web import setup_scep_routes
 from scep_ca.server.store_faults import StoreFaults
 from scep_ca.services.revocation import RevocationService
@@ -83,13 +84,16 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         client_max_size=config.server.max_body_bytes,
         # The client is resolved first: every later middleware and handler reads it. Log
         # fields outside the metrics layer, so that whatever it logs carries them too. The
-        # store faults and the connection deadlines innermost, so that metrics count the 503 a
-        # store fault becomes and a request cut off by a deadline.
+        # safety net, the store faults and the connection deadlines inside the metrics layer, so
+        # that metrics count the safety net's 500s, the 503 a store fault becomes and a request cut
+        # off by a deadline, and the safety net's log line carries the fields. Store faults inside
+        # the safety net: they are typed answers, not unexpected errors.
         middlewares=[
             client_middleware(TrustedProxies.parse(server.trusted_proxies)),
             lifecycle.middleware(),
             log_context_middleware,
             metrics_middleware(metrics),
+            safety_net_middleware,
             StoreFaults().middleware(),
             connections.middleware(),
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +24,7 @@ from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
 from scep_ca.protocol.enums import DigestAlg, FailInfo, MessageType, PKIStatus
-from scep_ca.protocol.envelope import Decrypted, RecipientKey, decrypt_envelope, encrypt_envelope
+from scep_ca.protocol.envelope import Decrypted, RandomBytes, RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.protocol.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_message
 from scep_ca.protocol.signing import SignerIdentity, sign_message
@@ -88,6 +89,7 @@ class ScepService:
         events: ScepEvents | None = None,
         crl_source: CrlSource | None = None,
         next_ca: CAIdentity | None = None,
+        random_bytes: RandomBytes = os.urandom,
     ):
         self._store = store
         self._ca = ca
@@ -95,6 +97,9 @@ class ScepService:
         self._clock = clock
         self._events = events or NoEvents()
         self._crl_source = crl_source
+        # Draws the stand-in key for a content-encryption key that does not unwrap
+        # (``scep_ca.protocol.envelope``); tests pass their own to make that path deterministic.
+        self._random_bytes = random_bytes
         self._enroller = Enroller(store, ca, config, clock)
         # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
@@ -200,7 +205,9 @@ class ScepService:
     def _decrypt(self, msg: PKIMessage) -> Decrypted:
         if not msg.content:
             raise BadMessageCheck("the request carries no content")
-        return decrypt_envelope(msg.content, self._recipients, allow_des=self._config.scep.allow_des)
+        return decrypt_envelope(
+            msg.content, self._recipients, allow_des=self._config.scep.allow_des, random_bytes=self._random_bytes
+        )
 
     async def _dispatch(
         self,

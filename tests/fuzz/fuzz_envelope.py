@@ -1,0 +1,58 @@
+"""Fuzz EnvelopedData decryption (``scep_ca.protocol.envelope``) with the keys the vectors were encrypted to.
+
+Seeds are the EnvelopedData of every vector request, so mutations reach the key
+transport and content decryption. Allowed outcome: plaintext or ``ScepCoreError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import atheris
+
+with atheris.instrument_imports(include=["scep_ca"]):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from scep_ca.protocol.envelope import RecipientKey, decrypt_envelope
+    from scep_ca.protocol.errors import ScepCoreError
+    from scep_ca.protocol.message import decode_pki_message
+
+from _common import VECTORS, run, vector_files
+
+
+def _recipient(cert_name: str, key_name: str) -> RecipientKey:
+    cert = x509.load_pem_x509_certificate((VECTORS / cert_name).read_bytes())
+    key = serialization.load_pem_private_key((VECTORS / key_name).read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return RecipientKey.from_cert(cert, key)
+
+
+RECIPIENTS = [
+    _recipient("scep-ca-2026-11-28/ra.pem", "scep-ca-2026-11-28/ra.key"),
+    _recipient("micromdm-lab-2026-11-28/lab-ca.pem", "micromdm-lab-2026-11-28/lab-ca.key"),
+]
+
+
+def _zero_key(size: int) -> bytes:
+    # Deterministic stand-in key: the same input always takes the same path.
+    return bytes(size)
+
+
+def seeds() -> list[bytes]:
+    out = []
+    for path in vector_files("*/*pkcsreq.der"):
+        content = decode_pki_message(path.read_bytes()).content
+        if content:
+            out.append(content)
+    return out
+
+
+def test_one_input(data: bytes) -> None:
+    with contextlib.suppress(ScepCoreError):
+        decrypt_envelope(data, RECIPIENTS, allow_des=True, random_bytes=_zero_key)
+
+
+if __name__ == "__main__":
+    run(test_one_input, seeds)
