@@ -109,14 +109,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
-    config = resolved(config)
-    _warn_public_url(config)
     cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
     # Token keys are checked in a forked child: this process forks the workers, and a
-    # PKCS#11 library's state must not be inherited (design.md section 8).
+    # PKCS#11 library's state must not be inherited (README, "Keys in an HSM").
     problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
     if problem is not None:
         raise CliError(problem)
+    config = resolved(config)
+    _warn_public_url(config)
     load_or_create_secret_key(config.data_dir)
     workers = resolve_workers(config.server.workers)
     if workers == 1:

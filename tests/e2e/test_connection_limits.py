@@ -147,7 +147,9 @@ def test_ntlm_handshake_on_one_keep_alive_connection(server: ScepCaServer) -> No
     """Type 1, our Type 2 and Type 3 on one connection, with a pause between the legs."""
     integration = server.create_integration("net-ntlm")
     path = f"/challenge/{integration['id']}/certsrv/mscep_admin/"
-    ctx = spnego.client(integration["username"], integration["password"], protocol="ntlm")
+    ctx = spnego.client(
+        integration["username"], integration["password"], hostname="127.0.0.1", service="HTTP", protocol="ntlm"
+    )
     conn = http.client.HTTPConnection(clients.LOOPBACK, server.port, timeout=10)
     try:
         type1 = ctx.step()

@@ -55,18 +55,19 @@ def test_init_generates_sensitive_non_extractable_keys_in_the_token(softhsm: Sof
     assert "token scep-ca (pkcs11:token=scep-ca;id=" in result.stdout
     # Only certificates and key references: no private key file anywhere in the data directory.
     names = sorted(p.name for p in data.rglob("*") if p.is_file())
-    assert names == ["ca.key.pkcs11", "ca.pem", "ra.key.pkcs11", "ra.pem"], names
+    refs = ["ca.key.pkcs11", "ra-enc.key.pkcs11", "ra.key.pkcs11"]  # the CA and the NDES RA pair
+    assert names == sorted([*refs, "ca.pem", "public_url", "ra-enc.pem", "ra.pem"]), names
     for path in data.rglob("*"):
         assert b"PRIVATE KEY" not in path.read_bytes(), path
     objects = private_key_objects(softhsm)
-    for name in ("ca.key.pkcs11", "ra.key.pkcs11"):
+    for name in refs:
         key_id = (data / name).read_text().split("id=", 1)[1].split(";", 1)[0].replace("%", "")
         block = objects.split(f"ID:         {key_id}", 1)[1].split("Private Key Object", 1)[0]
         assert "sensitive, always sensitive, never extractable" in block, objects
     listed = _scep_ca("keys", "list", config=config, data_dir=data)
     assert listed.returncode == 0, listed.stderr
     assert "current CA" in listed.stdout and "current RA" in listed.stdout
-    assert listed.stdout.count("token scep-ca") == 2, listed.stdout
+    assert listed.stdout.count("token scep-ca") == 3, listed.stdout
 
 
 def test_keys_import_moves_a_file_key_into_the_token(softhsm: SoftHsm, tmp_path: Path) -> None:
