@@ -24,6 +24,7 @@ from aiohttp import web
 
 from challenge.request_client import CLIENT
 from config.model import LogConfig
+from scep_ca.server.http_parse_errors import HttpParseErrorFilter
 
 # The fields of the request being handled in this context; None outside requests. A
 # fresh dict per request, reset when the request ends: aiohttp runs the requests of a
@@ -167,6 +168,7 @@ def build_handler(cfg: LogConfig, stream: TextIO | None = None) -> logging.Handl
     """A handler writing ``cfg.format`` records, with the request fields, to ``stream`` (stderr)."""
     handler = logging.StreamHandler(stream)
     handler.addFilter(_ContextFilter())
+    handler.addFilter(HttpParseErrorFilter())
     if cfg.format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -328,3 +328,19 @@ def test_tls_idle_and_trickling_connections_are_cut_off(tls_server: tuple[int, s
         assert seconds_until_closed(slow, head, every=0.5) <= HEADER_TIMEOUT + SLACK
     with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=context, timeout=5) as resp:
         assert resp.status == 200
+
+
+def test_unparseable_requests_are_400_and_one_log_line(server: ScepCaServer) -> None:
+    """A request line over server.max_line_bytes and a garbage request: 400 each, no traceback in the log."""
+    mark = server.log_mark()
+    too_long = b"GET /scep/x?operation=PKIOperation&message=" + b"A" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    for request in (too_long, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(request)
+            assert sock.recv(64).split(b" ", 2)[1] == b"400", request[:40]
+    deadline = time.monotonic() + 5
+    while server.log(mark).count("unparseable HTTP request") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = server.log(mark)
+    assert log.count("unparseable HTTP request from 127.0.0.1 answered 400") == 2, log
+    assert "Traceback" not in log and "AAAAAAAA" not in log, log
