@@ -46,6 +46,21 @@ def _split_optional(field_type: object) -> tuple[bool, object]:
     return False, field_type
 
 
+def _to_float(value: object, key: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(key, f"must be a number, got {value!r}") from None
+    else:
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(key, "must be a finite number")
+    return number
+
+
 def _to_int(value: object, key: str) -> int:
     # bool is an int subclass; "port: true" is a mistake, not 1.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -112,5 +127,5 @@ def _to_str_tuple(value: object, key: str) -> tuple[str, ...]:
 
 
 _CONVERTERS: typing.Final[typing.Mapping[object, Callable[[object, str], object]]] = types.MappingProxyType(
-    {int: _to_int, bool: _to_bool, str: _to_str, Path: _to_path}
+    {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str, Path: _to_path}
 )

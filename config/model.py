@@ -19,8 +19,9 @@ class ServerConfig:
     public_url: str | None = None
     # Request bodies above this are answered with HTTP 413.
     max_body_bytes: int = 64 * 1024
-    # certmonger sends ~3.5 kB (RSA-2048) to ~5.4 kB (RSA-4096) GET queries.
-    max_line_bytes: int = 32 * 1024
+    # certmonger sends ~3.5 kB (RSA-2048) to ~5.4 kB (RSA-4096) GET queries; a Windows device
+    # enrolled by Intune sends its multi-kilobyte challenge blob inside a GET query.
+    max_line_bytes: int = 96 * 1024
     # Server processes sharing the port (SO_REUSEPORT). 0 (the default): one per CPU
     # available to this process (affinity mask and cgroup CPU quota), the scaling model
     # of an RSA-bound server; set 1 to serve in a single process.
@@ -91,6 +92,22 @@ class ChallengeConfig:
 
 
 @dataclass(frozen=True)
+class IntuneConfig:
+    # Microsoft Entra ID's token endpoint base and Microsoft Graph (design.md section 9);
+    # tests point them at a local stand-in.
+    login_url: str = "https://login.microsoftonline.com/"
+    graph_url: str = "https://graph.microsoft.com/"
+    # Each call to Entra ID, Graph or Intune; one retry follows a network error, 429 or 5xx.
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    # The whole webhook call (connect, send, answer); one retry follows a network error or 5xx.
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class CertificateConfig:
     validity_days: int = 365
     key_sizes: tuple[int, ...] = (2048,)
@@ -140,6 +157,8 @@ class Config:
     ca: CAConfig = field(default_factory=CAConfig)
     scep: ScepConfig = field(default_factory=ScepConfig)
     challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
+    intune: IntuneConfig = field(default_factory=IntuneConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

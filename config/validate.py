@@ -30,6 +30,7 @@ def validate(config: Config) -> None:
     _validate_store(config)
     _validate_log(config)
     _validate_pkcs11(config)
+    _validate_validators(config)
     _positive("revocation.crl_next_update_hours", config.revocation.crl_next_update_hours)
     _positive("scep.renewal_days", config.scep.renewal_days)
     _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
@@ -150,6 +151,19 @@ def _validate_pkcs11(config: Config) -> None:
         raise ConfigError("keys.pkcs11.token_label", "must be set when keys.pkcs11.module is set")
     if (p11.pin_env is None) == (p11.pin_file is None):
         raise ConfigError("keys.pkcs11.pin_env", "set exactly one of keys.pkcs11.pin_env and keys.pkcs11.pin_file")
+
+
+def _validate_validators(config: Config) -> None:
+    for key, url in (("intune.login_url", config.intune.login_url), ("intune.graph_url", config.intune.graph_url)):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or not url.endswith("/"):
+            raise ConfigError(key, "must be an http:// or https:// URL with a host, ending in /")
+    for key, seconds in (
+        ("intune.timeout_seconds", config.intune.timeout_seconds),
+        ("webhook.timeout_seconds", config.webhook.timeout_seconds),
+    ):
+        if not 0 < seconds <= 300:
+            raise ConfigError(key, "must be more than 0 and at most 300 seconds")
 
 
 def _listing(values: frozenset[int] | frozenset[str]) -> str:

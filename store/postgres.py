@@ -121,7 +121,7 @@ APPLICATION_NAME = "scep-ca"
 INTEGRATION_COLUMNS = (
     "id, name, subject_template, created_at, validity_days, username, password_scrypt, "
     "nt_hash_encrypted, allow_basic, allowed_san_types, include_ca_in_reply, deleted_at, "
-    "require_approval, revoke_superseded"
+    "require_approval, revoke_superseded, validator, validator_settings, validator_secret_encrypted"
 )
 CERTIFICATE_COLUMNS = (
     "serial, integration_id, issuer_fingerprint, subject, not_before, not_after, der, "
@@ -525,7 +525,7 @@ class PostgresStore:
         try:
             await self._p().execute(
                 f"INSERT INTO integrations ({INTEGRATION_COLUMNS}, username_key) "
-                f"VALUES ({', '.join(f'${n}' for n in range(1, 16))})",
+                f"VALUES ({', '.join(f'${n}' for n in range(1, 19))})",
                 integration.id,
                 integration.name,
                 integration.subject_template,
@@ -540,6 +540,9 @@ class PostgresStore:
                 _opt_aware(integration.deleted_at),
                 integration.require_approval,
                 integration.revoke_superseded,
+                integration.validator,
+                integration.validator_settings,
+                integration.validator_secret_encrypted,
                 username_key(integration.username),
             )
         except asyncpg.UniqueViolationError as exc:
@@ -991,6 +994,9 @@ def _integration(row: Any) -> Integration:
         deleted_at=row[11],
         require_approval=row[12],
         revoke_superseded=row[13],
+        validator=row[14],
+        validator_settings=row[15],
+        validator_secret_encrypted=row[16],
     )
 
 

@@ -406,7 +406,18 @@ _V5 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = Migration(
+    6,
+    (
+        # Challenge validators (scep_ca/services/validators): the kind, its non-secret settings
+        # as JSON text, and its secret encrypted with the server's secret key (AES-GCM).
+        "ALTER TABLE integrations ADD COLUMN validator text NOT NULL DEFAULT 'ndes'",
+        "ALTER TABLE integrations ADD COLUMN validator_settings text NOT NULL DEFAULT '{}'",
+        "ALTER TABLE integrations ADD COLUMN validator_secret_encrypted bytea",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

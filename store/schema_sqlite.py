@@ -178,4 +178,15 @@ _V5 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = Migration(
+    6,
+    (
+        # Challenge validators (scep_ca/services/validators): the kind, its non-secret settings
+        # as JSON text, and its secret encrypted with the server's secret key (AES-GCM).
+        "ALTER TABLE integrations ADD COLUMN validator TEXT NOT NULL DEFAULT 'ndes'",
+        "ALTER TABLE integrations ADD COLUMN validator_settings TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE integrations ADD COLUMN validator_secret_encrypted BLOB",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)

@@ -224,7 +224,7 @@ class SQLiteStore:
             with self._transaction() as conn:
                 conn.execute(
                     f"INSERT INTO integrations ({codec.INTEGRATION_COLUMNS}, username_key) "
-                    f"VALUES ({', '.join('?' * 15)})",
+                    f"VALUES ({', '.join('?' * 18)})",
                     codec.integration_params(integration),
                 )
         except sqlite3.IntegrityError as exc:

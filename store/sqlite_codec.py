@@ -20,7 +20,7 @@ Row = tuple[object, ...]
 INTEGRATION_COLUMNS = (
     "id, name, subject_template, created_at, validity_days, username, password_scrypt, "
     "nt_hash_encrypted, allow_basic, allowed_san_types, include_ca_in_reply, deleted_at, "
-    "require_approval, revoke_superseded"
+    "require_approval, revoke_superseded, validator, validator_settings, validator_secret_encrypted"
 )
 CERTIFICATE_COLUMNS = (
     "serial, integration_id, issuer_fingerprint, subject, not_before, not_after, der, "
@@ -95,6 +95,9 @@ def integration_params(item: Integration) -> tuple[object, ...]:
         opt_to_us(item.deleted_at),
         int(item.require_approval),
         int(item.revoke_superseded),
+        item.validator,
+        item.validator_settings,
+        item.validator_secret_encrypted,
         username_key(item.username),
     )
 
@@ -121,6 +124,9 @@ def integration_from_row(row: Row) -> Integration:
         deleted_at=opt_from_us(row[11]),
         require_approval=bool(row[12]),
         revoke_superseded=bool(row[13]),
+        validator=_str(row[14]),
+        validator_settings=_str(row[15]),
+        validator_secret_encrypted=_opt_bytes(row[16]),
     )
 
 

@@ -21,6 +21,7 @@ from scep_ca.cli.context import (
     print_table,
     run_async,
 )
+from scep_ca.cli.validator_cmds import add_create_arguments, describe_validator, register_test, validator_fields
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.dn import DNError, parse_dn
 
@@ -55,6 +56,7 @@ def describe(config: Config, integration: Integration, ca_fingerprint: str) -> d
         "revoke_superseded": integration.revoke_superseded,
         "created_at": integration.created_at.isoformat(),
         "deleted_at": integration.deleted_at.isoformat() if integration.deleted_at else None,
+        **describe_validator(integration),
     }
 
 
@@ -65,6 +67,7 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
         parse_dn(subject)
     except DNError as exc:
         raise CliError(f"--subject: {exc}") from exc
+    fields = validator_fields(args, config)
     integration_id = new_integration_id()
     # scrypt takes ~0.1 s: done before the store is opened, nothing is held meanwhile.
     creds = make_credentials(load_or_create_secret_key(config.data_dir), integration_id)
@@ -82,10 +85,15 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
             require_approval=args.require_approval,
             revoke_superseded=args.revoke_superseded,
             include_ca_in_reply=args.include_ca,
+            validator=fields.kind,
+            validator_settings=fields.settings,
+            validator_secret_encrypted=fields.secret_encrypted,
+            allowed_san_types=fields.allowed_san_types,
         )
         await store.create_integration(integration)
     info = describe(config, integration, ca.fingerprint_sha256)
     info["password"] = creds.password
+    info.update(fields.shown)
     if args.json:
         print_json(info)
         return 0
@@ -101,6 +109,10 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
     print("Challenge Type: Microsoft SCEP. The password is shown only now; `integration rotate-password`")
     print("replaces it.")
     print(f"CA fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
+    if fields.kind != "ndes":
+        print(f"Validator: {fields.kind} (see `integration show {integration.id}`)")
+    for name, value in fields.shown:
+        print(f"{name} (shown only now): {value}")
     return 0
 
 
@@ -204,6 +216,7 @@ def register(
         default=None,
         help="put the CA certificate in the certs-only reply (default: scep.include_ca_in_reply)",
     )
+    add_create_arguments(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_async(_create))
     c = isub.add_parser("rotate-password", parents=[common], help="issue a new challenge-URL password")
@@ -218,6 +231,7 @@ def register(
     c.add_argument("id")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_async(_show))
+    register_test(isub, common)
     p = sub.add_parser("challenge", help="one-time enrollment challenges")
     csub = p.add_subparsers(dest="challenge_cmd", required=True)
     c = csub.add_parser("new", parents=[common], help="print a fresh one-time challenge")

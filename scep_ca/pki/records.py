@@ -43,6 +43,13 @@ class Integration:
     require_approval: bool = False
     # A renewal revokes the certificate it replaces (reason superseded).
     revoke_superseded: bool = False
+    # How a request is judged genuine (scep_ca.services.validators): "ndes" (one-time
+    # challenges), "intune" or "webhook".
+    validator: str = "ndes"
+    # The validator's non-secret settings, JSON text ("{}" for ndes).
+    validator_settings: str = "{}"
+    # The validator's secret (Intune client secret, webhook HMAC key), encrypted like the NT hash.
+    validator_secret_encrypted: bytes | None = None
 
     @property
     def deleted(self) -> bool:

@@ -23,7 +23,11 @@ _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 # ASN.1 universal tags of DirectoryString choices (RFC 2985 challengePassword).
 _TAG_BMP = 30
 _TAG_UNIVERSAL = 28
-MAX_CHALLENGE_CHARS = 255
+# Not PKCS#9's 255 (RFC 2985 section 5.4.1): Intune's challenge is a signed, encrypted blob of
+# several kilobytes. The request body cap bounds it anyway; validators apply their own rules.
+MAX_CHALLENGE_CHARS = 32 * 1024
+# An allowed_san_types entry "uri:<prefix>" allows URI SANs that start with <prefix> only.
+_URI_PREFIX = "uri:"
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,14 @@ def _san_type(name: x509.GeneralName) -> str:
     return _SAN_TYPES.get(type(name), type(name).__name__)
 
 
+def _san_allowed(san: x509.GeneralName, allowed: tuple[str, ...]) -> bool:
+    if _san_type(san) in allowed:
+        return True
+    if isinstance(san, x509.UniformResourceIdentifier):
+        return any(a.startswith(_URI_PREFIX) and san.value.startswith(a[len(_URI_PREFIX) :]) for a in allowed)
+    return False
+
+
 def check_csr(der: bytes, policy: CsrPolicy) -> CheckedCsr:
     """Apply the issuance policy: algorithm, key, signature, subject, SAN filter."""
     csr = load_csr(der)
@@ -146,7 +158,7 @@ def check_csr(der: bytes, policy: CsrPolicy) -> CheckedCsr:
     kept: list[x509.GeneralName] = []
     dropped: list[str] = []
     for san in _requested_sans(csr):
-        if _san_type(san) in policy.allowed_san_types:
+        if _san_allowed(san, policy.allowed_san_types):
             kept.append(san)
         else:
             dropped.append(_san_type(san))

@@ -41,6 +41,7 @@ from scep_ca.server.scep_web import setup_scep_routes
 from scep_ca.server.store_faults import StoreFaults
 from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
+from scep_ca.services.validators.registry import Validators
 from store.base import Store
 
 log = logging.getLogger("scep_ca.server.app")
@@ -112,11 +113,19 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
 
     app.cleanup_ctx.append(store_ctx)
     tls = ssl_context(config) is not None
+    secret_key = load_or_create_secret_key(config.data_dir)
+    validators = Validators(config, secret_key, ca.cert.subject.rfc4514_string())
+
+    async def validators_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await validators.close()
+
+    app.cleanup_ctx.append(validators_ctx)
     challenges = ChallengeService(
         store,
         config.challenge,
         ca.fingerprint_md5,
-        load_or_create_secret_key(config.data_dir),
+        secret_key,
         tls=tls,
         public_url=config.server.public_url,
         # The certificate NTLM clients bind to (MsvAvChannelBindings): hashed once here.
@@ -130,7 +139,15 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
     )
     setup_revocation_routes(app, revocation, config.server.api_token)
-    scep = ScepService(store, ca, config, crl_source=revocation.current_crl, events=metrics, next_ca=ca_set.next)
+    scep = ScepService(
+        store,
+        ca,
+        config,
+        crl_source=revocation.current_crl,
+        events=metrics,
+        next_ca=ca_set.next,
+        validators=validators,
+    )
     setup_scep_routes(app, scep)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
     setup_health_routes(app, store, ca, lifecycle, worker)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from challenge.codes import hash_challenge
 from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import ca_id
@@ -27,6 +26,8 @@ from scep_ca.protocol.dn import DNError, parse_dn
 from scep_ca.protocol.enums import MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
 from scep_ca.services.renewal import identity_mismatch
+from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest, Validator
+from scep_ca.services.validators.registry import Validators
 from store.base import (
     ChallengeRejected,
     DuplicateSerial,
@@ -43,6 +44,9 @@ _SERIAL_ATTEMPTS = 3
 _CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"
 _ALREADY_RENEWED = "this certificate has already been renewed"
 _IDENTITY_CHANGED = "a renewal must keep the certificate's subject and subjectAltName"
+_NOT_CONFIRMED = "the certificate was not confirmed by the integration's validator"
+# Why a certificate the validator did not confirm is revoked at once (RFC 5280 section 5.3.1).
+_UNCONFIRMED_REASON = "cessationOfOperation"
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,17 @@ PENDING = Outcome(PKIStatus.PENDING)
 
 
 class Enroller:
-    def __init__(self, store: Store, ca: CAIdentity, config: Config, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ca: CAIdentity,
+        config: Config,
+        clock: Callable[[], dt.datetime],
+        validators: Validators | None = None,
+    ) -> None:
         self._store = store
+        # Without a registry (the operator CLI), only the store-backed ndes validator is usable.
+        self._validators = validators or Validators(config, None, ca.cert.subject.rfc4514_string())
         self._ca = ca
         self._config = config
         self._clock = clock
@@ -115,22 +128,23 @@ class Enroller:
     async def pkcs_req(self, integration: Integration, checked: CheckedCsr, who: Requester) -> Outcome:
         """PKCSReq (RFC 8894 section 3.3.1): a one-time challenge, then issue or queue for approval."""
         now = self._clock()
-        challenge_hash = hash_challenge(checked.challenge) if checked.challenge else None
+        validator = self._validators.for_integration(integration)
+        challenge_hash = validator.one_time_challenge(checked.challenge)
         state = await self._store.enrollment_state(integration.id, who.transaction_id, challenge_hash, now)
         if state.transaction is not None:
             return await self._resend(state.transaction, checked.pubkey_sha256)
-        # Checked before any RSA work, so bad challenges cost no signature.
-        if challenge_hash is None or not state.challenge_usable:
-            if await self._issued_here(who.signer) is not None:
+        # Judged before any RSA work, so bad challenges cost no signature.
+        request = _validation_request(integration, checked, who, challenge_usable=state.challenge_usable)
+        verdict = await validator.validate(request)
+        if not verdict.allowed:
+            if verdict.try_renewal and await self._issued_here(who.signer) is not None:
                 # certmonger re-keys with a PKCSReq signed by the certificate it renews, carrying the
                 # challenge it already used: a renewal by another name, under the same rules.
                 return await self._renew(integration, checked, who, who.transaction_id)
-            if challenge_hash is None:
-                raise BadRequest("a challenge password is required", "no challengePassword in the CSR")
-            raise BadRequest(_CHALLENGE_REJECTED)
+            raise BadRequest(verdict.fail_text, verdict.reason)
         if integration.require_approval:
             return await self._queue(integration, checked, who, challenge_hash, now)
-        return await self._issue(integration, checked, who, challenge_hash=challenge_hash)
+        return await self._issue(integration, checked, who, challenge_hash=challenge_hash, hooks=(validator, request))
 
     async def _queue(
         self,
@@ -188,6 +202,10 @@ class Enroller:
         record = await self._store.get_certificate(txn.serial) if txn.serial else None
         if record is None:
             raise BadRequest("the transaction has no certificate")
+        if record.status is CertStatus.REVOKED and record.revocation_reason == _UNCONFIRMED_REASON:
+            # Revoked because the validator did not confirm it (or its integration is gone): a
+            # resend must not deliver what the first answer withheld.
+            raise BadRequest(_NOT_CONFIRMED)
         return Outcome(PKIStatus.SUCCESS, record.der)
 
     # -- RenewalReq ----------------------------------------------------------------
@@ -213,11 +231,22 @@ class Enroller:
         old = await self._renewable(integration, who.signer)
         _require_same_identity(who.signer, checked)
         who = dataclasses.replace(who, transaction_id=transaction_id, message_type=MessageType.RENEWAL_REQ)
+        validator = self._validators.for_integration(integration)
+        request = _validation_request(integration, checked, who, renewal=True)
+        verdict = await validator.validate(request)
+        if not verdict.allowed:
+            raise BadRequest(verdict.fail_text, verdict.reason)
         if integration.require_approval:
             return await self._queue(integration, checked, who, None, self._clock(), renews=old.serial)
         supersedes = old.serial if integration.revoke_superseded else None
         return await self._issue(
-            integration, checked, who, challenge_hash=None, supersedes=supersedes, renews=old.serial
+            integration,
+            checked,
+            who,
+            challenge_hash=None,
+            supersedes=supersedes,
+            renews=old.serial,
+            hooks=(validator, request),
         )
 
     async def _issued_here(self, signer: x509.Certificate) -> CertificateRecord | None:
@@ -371,7 +400,49 @@ class Enroller:
         challenge_hash: str | None,
         supersedes: str | None = None,
         renews: str | None = None,
+        hooks: tuple[Validator, ValidationRequest] | None = None,
     ) -> Outcome:
+        if hooks is None:
+            return await self._record(integration, checked, who, challenge_hash, supersedes, renews)
+        validator, request = hooks
+        try:
+            outcome, record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
+        except Exception as exc:
+            # Issuance failed after the validator allowed it: tell it (Intune's failureNotification).
+            await validator.failed(request, exc.text if isinstance(exc, BadRequest) else type(exc).__name__)
+            raise
+        if record is None:
+            return outcome
+        try:
+            await validator.issued(request, x509.load_der_x509_certificate(record.der))
+        except ConfirmationFailed as exc:
+            # Nothing the validator did not confirm may be in use: revoked before anyone saw it.
+            await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
+            raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
+        return outcome
+
+    async def _record(
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        who: Requester,
+        challenge_hash: str | None,
+        supersedes: str | None,
+        renews: str | None,
+    ) -> Outcome:
+        outcome, _record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
+        return outcome
+
+    async def _record_once(
+        self,
+        integration: Integration,
+        checked: CheckedCsr,
+        who: Requester,
+        challenge_hash: str | None,
+        supersedes: str | None,
+        renews: str | None,
+    ) -> tuple[Outcome, CertificateRecord | None]:
+        """Sign and record; the record is None when a concurrent resend answered instead."""
         for _attempt in range(_SERIAL_ATTEMPTS):
             record = self._sign(integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent)
             request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
@@ -384,12 +455,12 @@ class Enroller:
             except IntegrationNotFound as exc:
                 raise BadRequest("this integration has been deleted") from exc
             except DuplicateTransaction:
-                return await self._lost_race(integration, who, checked)
+                return await self._lost_race(integration, who, checked), None
             except RenewalRefused as exc:
                 # Another renewal signed by the same certificate committed first. If it was this
                 # very transaction (a concurrent resend), answer as a resend; else refuse.
                 if await self._store.get_transaction(integration.id, who.transaction_id) is not None:
-                    return await self._lost_race(integration, who, checked)
+                    return await self._lost_race(integration, who, checked), None
                 raise BadRequest(_ALREADY_RENEWED, f"renews {renews}") from exc
             log.info(
                 "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
@@ -400,8 +471,30 @@ class Enroller:
                 record.subject,
                 who.remote,
             )
-            return Outcome(PKIStatus.SUCCESS, record.der)
+            return Outcome(PKIStatus.SUCCESS, record.der), record
         raise BadRequest("could not allocate a unique serial number")
+
+
+def _validation_request(
+    integration: Integration,
+    checked: CheckedCsr,
+    who: Requester,
+    *,
+    renewal: bool = False,
+    challenge_usable: bool = False,
+) -> ValidationRequest:
+    return ValidationRequest(
+        integration_id=integration.id,
+        csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
+        csr=checked.csr,
+        challenge=checked.challenge,
+        transaction_id=who.transaction_id,
+        message_type=who.message_type,
+        remote=who.remote,
+        user_agent=who.user_agent,
+        renewal=renewal,
+        challenge_usable=challenge_usable,
+    )
 
 
 def _require_same_identity(renewed: x509.Certificate, checked: CheckedCsr) -> None:

@@ -30,6 +30,7 @@ from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_
 from scep_ca.protocol.signing import SignerIdentity, sign_message
 from scep_ca.server.logsetup import bind_log_fields
 from scep_ca.services.enrollment import Enroller, Outcome, Requester
+from scep_ca.services.validators.registry import Validators
 from store.base import Store
 
 log = logging.getLogger("scep_ca.scep")
@@ -90,6 +91,7 @@ class ScepService:
         crl_source: CrlSource | None = None,
         next_ca: CAIdentity | None = None,
         random_bytes: RandomBytes = os.urandom,
+        validators: Validators | None = None,
     ):
         self._store = store
         self._ca = ca
@@ -100,7 +102,7 @@ class ScepService:
         # Draws the stand-in key for a content-encryption key that does not unwrap
         # (``scep_ca.protocol.envelope``); tests pass their own to make that path deterministic.
         self._random_bytes = random_bytes
-        self._enroller = Enroller(store, ca, config, clock)
+        self._enroller = Enroller(store, ca, config, clock, validators)
         # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
         # Who signs the reply, by the identity the request was encrypted to: the RA, or the CA

@@ -125,6 +125,26 @@ async def test_integration_round_trip(store: Store) -> None:
     assert [i.id for i in await store.list_integrations()] == ["int1", "int2", "int3"]
 
 
+async def test_integration_validator_round_trip(store: Store) -> None:
+    default = integration("int1")
+    intune = integration(
+        "int2",
+        validator="intune",
+        validator_settings='{"tenant": "contoso.onmicrosoft.com", "client_id": "c1"}',
+        validator_secret_encrypted=b"\x00nonce-and-ciphertext\xff",
+        allowed_san_types=("uri:tag:microsoft.com,2022-09-14:sid:",),
+    )
+    await store.create_integration(default)
+    await store.create_integration(intune)
+    read_default = await store.get_integration("int1")
+    assert read_default == default
+    assert read_default is not None
+    assert (read_default.validator, read_default.validator_settings) == ("ndes", "{}")
+    assert read_default.validator_secret_encrypted is None
+    assert await store.get_integration("int2") == intune
+    assert [i.validator for i in await store.list_integrations()] == ["ndes", "intune"]
+
+
 async def test_duplicate_integration_id(store: Store) -> None:
     await store.create_integration(integration("int1"))
     with pytest.raises(DuplicateIntegration):

@@ -1,0 +1,92 @@
+"""The validator of each integration, built from its stored kind, settings and secret.
+
+Validators are kept per integration so that Intune tokens and the discovered endpoint
+are cached across requests (per process); a changed setting or secret builds a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from config.model import Config
+from scep_ca.pki.records import Integration
+from scep_ca.services.validators.base import ValidationRequest, Validator, Verdict
+from scep_ca.services.validators.http import HttpClient
+from scep_ca.services.validators.intune import IntuneValidator
+from scep_ca.services.validators.ndes import NdesValidator
+from scep_ca.services.validators.settings import SettingsError, decrypt_secret, intune_settings, webhook_settings
+from scep_ca.services.validators.webhook import WebhookValidator
+
+log = logging.getLogger("scep_ca.validators")
+
+_MISCONFIGURED = "the integration's validator is misconfigured"
+
+
+class Misconfigured:
+    """Stands in for a validator whose settings or secret are unusable: refuses everything."""
+
+    def __init__(self, kind: str, problem: str) -> None:
+        self.kind = kind
+        self.problem = problem
+
+    def one_time_challenge(self, challenge: str | None) -> str | None:
+        return None
+
+    async def validate(self, request: ValidationRequest) -> Verdict:
+        return Verdict(False, _MISCONFIGURED, self.problem)
+
+    async def issued(self, request: ValidationRequest, cert: object) -> None:
+        return None
+
+    async def failed(self, request: ValidationRequest, reason: str) -> None:
+        return None
+
+
+class Validators:
+    def __init__(self, config: Config, secret_key: bytes | None, ca_subject: str, http: HttpClient | None = None):
+        self._config = config
+        self._secret_key = secret_key
+        self._ca_subject = ca_subject
+        self._http = http or HttpClient()
+        self._ndes = NdesValidator()
+        self._built: dict[str, tuple[tuple[str, str, bytes | None], Validator]] = {}
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    def for_integration(self, integration: Integration) -> Validator:
+        if integration.validator == "ndes":
+            return self._ndes
+        key = (integration.validator, integration.validator_settings, integration.validator_secret_encrypted)
+        cached = self._built.get(integration.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            validator = self._build(integration)
+        except SettingsError as exc:
+            log.error("validator of integration=%s unusable: %s", integration.id, exc)
+            return Misconfigured(integration.validator, str(exc))
+        self._built[integration.id] = (key, validator)
+        return validator
+
+    def _build(self, integration: Integration) -> Validator:
+        if self._secret_key is None:
+            raise SettingsError("no secret key to decrypt the validator secret")
+        secret = decrypt_secret(self._secret_key, integration.validator_secret_encrypted)
+        if integration.validator == "intune":
+            return IntuneValidator(
+                intune_settings(integration.validator_settings),
+                secret.decode("utf-8"),
+                self._config.intune,
+                self._http,
+                self._ca_subject,
+            )
+        if integration.validator == "webhook":
+            return WebhookValidator(
+                integration.id,
+                webhook_settings(integration.validator_settings),
+                secret,
+                self._config.webhook,
+                self._http,
+            )
+        raise SettingsError(f"unknown validator kind {integration.validator!r}")

@@ -1,0 +1,119 @@
+"""Stand-ins for the services validators call, as aiohttp apps on 127.0.0.1.
+
+``IntuneStandIn`` follows Microsoft's contract (design.md section 9; reference library
+microsoft/Intune-Resource-Access, src/CsrValidation): an Entra token endpoint, Graph's
+service discovery and the three ScepActions, recording every call in order.
+``WebhookReceiver`` checks ``X-Smallstep-Signature`` as step-ca's webhook receivers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+TENANT = "contoso.onmicrosoft.com"
+CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+CLIENT_SECRET = "s3cr3t~client~value"
+
+
+@dataclass
+class Call:
+    name: str
+    headers: dict[str, str]
+    body: dict[str, object]
+
+
+@dataclass
+class IntuneStandIn:
+    calls: list[Call] = field(default_factory=list)
+    validate_code: str = "Success"
+    success_code: str = "Success"
+    success_status: int = 200
+    delay_seconds: float = 0.0
+    base: str = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
+        app.router.add_get("/v1.0/servicePrincipals/appId={app_id}/endpoints", self._endpoints)
+        app.router.add_post("/intune/ScepActions/{action}", self._action)
+        return app
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.calls]
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.calls.append(
+            Call(f"token:{form.get('scope')}", dict(request.headers), {k: str(v) for k, v in form.items()})
+        )
+        if (
+            request.match_info["tenant"] != TENANT
+            or form.get("client_id") != CLIENT_ID
+            or form.get("client_secret") != CLIENT_SECRET
+            or form.get("grant_type") != "client_credentials"
+        ):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        return web.json_response({"token_type": "Bearer", "expires_in": 3599, "access_token": f"tok-{form['scope']}"})
+
+    async def _endpoints(self, request: web.Request) -> web.Response:
+        self.calls.append(Call("discovery", dict(request.headers), {}))
+        if request.headers.get("Authorization") != "Bearer tok-https://graph.microsoft.com/.default":
+            return web.json_response({"error": {"code": "InvalidAuthenticationToken"}}, status=401)
+        return web.json_response(
+            {
+                "value": [
+                    {"providerName": "SomeOtherService", "uri": f"{self.base}/other"},
+                    {"providerName": "scepRequestValidationFEService", "uri": f"{self.base}/intune"},
+                ]
+            }
+        )
+
+    async def _action(self, request: web.Request) -> web.Response:
+        action = request.match_info["action"]
+        body = await request.json()
+        self.calls.append(Call(action, dict(request.headers), body))
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        if request.headers.get("Authorization") != "Bearer tok-https://api.manage.microsoft.com//.default":
+            return web.json_response({"code": "Unauthorized"}, status=401)
+        if request.headers.get("api-version") != "2018-02-20" or not request.headers.get("client-request-id"):
+            return web.json_response({"code": "BadRequest", "errorDescription": "headers"}, status=400)
+        if action == "validateRequest":
+            return web.json_response({"code": self.validate_code, "errorDescription": ""})
+        if action == "successNotification":
+            return web.json_response({"code": self.success_code, "errorDescription": ""}, status=self.success_status)
+        return web.json_response({"code": "Success", "errorDescription": ""})
+
+
+@dataclass
+class WebhookReceiver:
+    secret: bytes
+    allow: bool = True
+    delay_seconds: float = 0.0
+    seen: list[dict[str, object]] = field(default_factory=list)
+    bad_signatures: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/scepchallenge", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        # As step-ca's receivers do: HMAC-SHA256 of the exact body, compared in constant time.
+        expected = hmac.new(self.secret, raw, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, request.headers.get("X-Smallstep-Signature", "")):
+            self.bad_signatures += 1
+            return web.json_response(
+                {"allow": False, "error": {"code": "bad-signature", "message": "hmac"}}, status=401
+            )
+        self.seen.append({"webhook_id": request.headers.get("X-Smallstep-Webhook-ID"), **json.loads(raw)})
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        return web.json_response({"allow": self.allow})
