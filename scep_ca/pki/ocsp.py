@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
-from scep_ca.asn1 import der
+from scep_ca.asn1 import der, oids
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.reasons import from_stored
 from scep_ca.pki.records import CertificateRecord, CertStatus
@@ -53,8 +53,6 @@ MAX_NONCE_BYTES = 32
 
 # hashlib names of the CertID hash algorithms cryptography can parse (RFC 6960 §4.1.1).
 _HASH_NAMES = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
-_SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
-_OCSP_BASIC = der.oid("1.3.6.1.5.5.7.48.1.1")
 
 
 class OcspRequestError(ValueError):
@@ -282,12 +280,12 @@ def _sign_with(builder: ocsp.OCSPResponseBuilder, ca: CAIdentity) -> bytes:
     signature = ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
     basic = der.seq(
         tbs,
-        _SHA256_WITH_RSA,
+        oids.SHA256_WITH_RSA,
         der.encode_tlv(0x03, b"\x00" + signature),
         der.explicit(0, der.seq(ca.cert_der)),
     )
     # responseStatus successful (0), responseBytes [0] EXPLICIT { id-pkix-ocsp-basic, OCTET STRING }.
-    return der.seq(der.encode_tlv(0x0A, b"\x00"), der.explicit(0, der.seq(_OCSP_BASIC, der.octet_string(basic))))
+    return der.seq(der.encode_tlv(0x0A, b"\x00"), der.explicit(0, der.seq(oids.OCSP_BASIC, der.octet_string(basic))))
 
 
 def error_response(status: ocsp.OCSPResponseStatus) -> bytes:

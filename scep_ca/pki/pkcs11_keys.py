@@ -38,7 +38,8 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.util.rsa import decode_rsa_private_key
 
-from scep_ca.pki.keys import KeyUnavailable, PrivateKey
+from scep_ca.pki.keys import KeyUnavailable
+from scep_ca.protocol.keys import PrivateKey
 
 T = TypeVar("T")
 

@@ -28,8 +28,8 @@ from scep_ca.protocol.envelope import Decrypted, RandomBytes, RecipientKey, decr
 from scep_ca.protocol.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_message
 from scep_ca.protocol.signing import SignerIdentity, sign_message
-from scep_ca.server.logsetup import bind_log_fields
 from scep_ca.services.enrollment import Enroller, Outcome, Requester
+from scep_ca.services.logctx import bind_log_fields
 from store.base import Store
 
 log = logging.getLogger("scep_ca.scep")
