@@ -146,7 +146,7 @@ def sign_certificate(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.
     scratch = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     tbs = builder.sign(scratch, hashes.SHA256()).tbs_certificate_bytes
     signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
-    return x509.load_der_x509_certificate(der.seq(tbs, oids.SHA256_WITH_RSA, der.encode_tlv(0x03, b"\x00" + signature)))
+    return x509.load_der_x509_certificate(der.signed(tbs, oids.SHA256_WITH_RSA, signature))
 
 
 def key_usage(*, signing: bool, encipherment: bool, ca: bool) -> x509.KeyUsage:

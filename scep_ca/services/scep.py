@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.model import Config
-from scep_ca.asn1.ber import BERError, children, read_tlv
+from scep_ca.asn1.ber import BERError, children, read_tlv, subject_der
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
@@ -114,7 +114,7 @@ class ScepService:
         )
         self._ca_ra_bundle = ca.ca_ra_bundle
         # GetCert compares the requested issuer with the CA's subject, content octets only.
-        self._ca_subject = read_tlv(ca.cert.subject.public_bytes()).content
+        self._ca_subject = read_tlv(subject_der(ca.cert_der)).content
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
         self._next_ca = (
             sign_message(self._signer, DigestAlg.SHA256, [], next_ca.ca_ra_bundle) if next_ca is not None else None
