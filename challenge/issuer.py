@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from challenge.codes import generate_challenge, hash_challenge
+from config.clock import utc_now
 from config.model import ChallengeConfig
 from store.base import ChallengeAdd, Store
 
@@ -13,7 +14,7 @@ async def issue_challenge(
     store: Store, cfg: ChallengeConfig, integration_id: str, now: dt.datetime | None = None
 ) -> str | None:
     """A fresh one-time challenge for the integration, or None when its cache is full."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     password = generate_challenge(cfg.length_bytes)
     added = await store.add_challenge(
         ChallengeAdd(

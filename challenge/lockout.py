@@ -42,17 +42,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from config.clock import Clock, utc_now
 from store.base import AuthVerdict, Store
 
 # Retry-After when checks in flight hold the budget: they end within about a second.
 BUSY_RETRY_SECONDS = 1.0
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ class Lockout:
         window_seconds: float,
         lockout_seconds: float,
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._max_failures = max_failures

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from config.clock import utc_now
 from config.files import check_dir, check_key, check_not_writable, make_private_dir, write_private, write_public
 from scep_ca.asn1 import der, oids
 from scep_ca.pki.keys import KeyUnavailable
@@ -205,7 +206,7 @@ def create_ra(
     """An RA certificate issued by the CA: combined (decrypts requests and signs CertReps), or one
     half of a signing-only / encryption-only pair, which Apple's client also accepts."""
     suffix, signing, encipherment, cert_file, key_file = RA_USAGES[usage]
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     key = _new_key(data_dir / key_file, key_size, passphrase, token, f"{_ra_subject(ca_cert.subject, suffix)}")
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = sign_certificate(
@@ -233,7 +234,7 @@ def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool, token: T
     servers pick the new RA up when restarted.
     """
     identity = load_ca(data_dir, passphrase, token)
-    retired = data_dir / "retired" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    retired = data_dir / "retired" / utc_now().strftime("%Y%m%dT%H%M%S%fZ")
     make_private_dir(retired)
     ra_files = (RA_CERT_FILE, RA_ENC_CERT_FILE, RA_KEY_FILE, RA_ENC_KEY_FILE)
     # Only the RA's token references: the CA's (ca.key.pkcs11) stays, or the CA is lost.
@@ -264,7 +265,7 @@ def create_ca(
     if ca_exists(data_dir):
         raise CAError(f"a CA already exists in {data_dir}; refusing to overwrite it")
     make_private_dir(data_dir)
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     name = parse_dn(subject)
     key = _new_key(data_dir / CA_KEY_FILE, key_size, passphrase, token, f"{name.rfc4514_string()} CA")
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())

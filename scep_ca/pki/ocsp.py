@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
+from config.clock import utc_now
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import children, read_tlv, subject_der, subject_public_key_info
 from scep_ca.pki.ca import CAIdentity
@@ -260,7 +261,7 @@ def _sign_with(builder: ocsp.OCSPResponseBuilder, ca: CAIdentity) -> bytes:
     """
     scratch = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([])
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     scratch_cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from config.clock import utc_now
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import issuer_and_serial
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
@@ -26,7 +27,7 @@ from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
 
 def self_signed_signer(key: rsa.RSAPrivateKey, cn: str = "SCEP SIGNER") -> x509.Certificate:
     """The transient certificate a device signs its PKCSReq with (RFC 8894 section 2.3)."""
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     return (
         x509.CertificateBuilder()

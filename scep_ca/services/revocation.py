@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.x509 import ocsp as x509_ocsp
 
+from config.clock import Clock, utc_now
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet, ca_id
 from scep_ca.pki.cert_format import record_to_dict
@@ -47,12 +47,6 @@ from scep_ca.pki.status import VerifyStatus, serial_of_pem, verify_certificate
 from store.base import DeleteResult, Store, StoreUnavailable
 
 log = logging.getLogger("scep_ca.services.revocation")
-
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class AmbiguousSerial(ValueError):

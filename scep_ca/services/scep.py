@@ -8,7 +8,6 @@ core is the scaling model.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from config.clock import Clock, utc_now
 from config.model import Config
 from scep_ca.asn1.ber import BERError, children, read_tlv, subject_der
 from scep_ca.pki.ca import CAIdentity
@@ -75,17 +75,13 @@ class _Reply:
     bag: bytes | None = None  # the degenerate SignedData to envelope on SUCCESS
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class ScepService:
     def __init__(
         self,
         store: Store,
         ca: CAIdentity,
         config: Config,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = utc_now,
         events: ScepEvents | None = None,
         crl_source: CrlSource | None = None,
         next_ca: CAIdentity | None = None,
