@@ -113,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _warn_public_url(config)
     cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
     # Token keys are checked in a forked child: this process forks the workers, and a
-    # PKCS#11 library's state must not be inherited (design.md section 8).
+    # PKCS#11 library's state must not be inherited (README "Keys in an HSM").
     problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
     if problem is not None:
         raise CliError(problem)

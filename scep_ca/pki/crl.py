@@ -5,7 +5,7 @@ Why not ``cryptography.x509.CertificateRevocationListBuilder``: each
 21 s on this project's 2-core machine, against about 0.2 s here (asn1crypto's
 TbsCertList: 45 to 58 s; ``bench/revoke.py`` prints the comparison in one run),
 while deleting an integration with 100,000 certificates must be visible in the CRL
-within seconds (design §5). A CertificateList is a small fixed structure, so the
+within seconds (README "Revocation"). A CertificateList is a small fixed structure, so the
 TBSCertList is encoded here and signed with the CA key (sha256WithRSAEncryption).
 Entries that share a revocation time or reason (an integration deletion revokes
 everything at one time with cessationOfOperation) reuse one encoding.

@@ -1,4 +1,4 @@
-"""Issuing a user certificate from a checked CSR (the certificate profile of design.md section 3).
+"""Issuing a user certificate from a checked CSR (the certificate profile, RFC 5280 section 4).
 
 v3, 159-bit random positive serial, notBefore now - 5 min, notAfter now + validity,
 BasicConstraints CA:false (critical), KeyUsage digitalSignature+keyEncipherment

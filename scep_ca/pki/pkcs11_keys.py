@@ -1,4 +1,4 @@
-"""RSA keys inside a PKCS#11 token (design.md section 8), through python-pkcs11.
+"""RSA keys inside a PKCS#11 token (README "Keys in an HSM"), through python-pkcs11.
 
 A ``Pkcs11Key`` implements ``scep_ca.pki.keys.PrivateKey``: signatures with
 CKM_SHA1/SHA256/SHA384/SHA512_RSA_PKCS (PKCS#1 v1.5, RFC 8017 section 8.2), key

@@ -1,7 +1,11 @@
-"""The client side of SCEP, for tests, benchmarks and operator self-checks.
+"""The public SCEP client API (RFC 8894 section 3.3): the requester's side of the protocol.
 
-Builds PKCSReq/RenewalReq/CertPoll pkiMessages the way RFC 8894 section 3.3.1 and
-the real clients do, and opens CertReps. Pure: no I/O.
+Builds PKCSReq, RenewalReq, CertPoll and GetCert pkiMessages the way RFC 8894 section
+3.3.1 and the real clients do (``build_csr``, ``self_signed_signer``, ``build_request``),
+and opens CertReps (``open_reply``). Pure: no I/O; the caller sends the bytes (GET or POST
+to ``/scep/<id>``). It is part of the runtime package on purpose: the test suites, the
+benchmarks (``bench/enroll.py``) and the real-client harnesses drive the server through
+it, and an operator can use it for a self-check of a deployment (README "Architecture").
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ This is the only revocation code that touches the store; the pure builders live 
 ``crl``, ``ocsp``, ``status`` and ``cert_format``. One instance per server process
 (or CLI invocation) holds the CRL cache, so nothing here is module-level state.
 
-CRL cache (RFC 5280 §5, design §5 "regenerated after every change and before
-nextUpdate"): the cached DER is keyed by the store's ``revocation_epoch``, which every
+CRL cache (RFC 5280 §5; regenerated after every change and before
+nextUpdate): the cached DER is keyed by the store's ``revocation_epoch``, which every
 revocation and deletion bumps in the same transaction, so a change made by any process
 (the CLI, another worker) is served on the next fetch. The epoch is read *before* the
 entries: a revocation racing with a rebuild leaves a cache keyed by the older epoch,
@@ -236,7 +236,7 @@ class RevocationService:
         return revoked
 
     async def delete_integration(self, integration_id: str) -> DeleteResult:
-        """Delete the integration and revoke all its certificates in one store transaction (design §5).
+        """Delete the integration and revoke all its certificates in one store transaction (README "Revocation").
 
         Raises ``IntegrationNotFound`` when there is no live integration with this id.
         """
