@@ -45,7 +45,7 @@ import hashlib
 from dataclasses import dataclass
 
 from config.clock import Clock, utc_now
-from store.base import AuthVerdict, Store
+from store.base import AuthVerdict, ThrottleStore
 
 # Retry-After when checks in flight hold the budget: they end within about a second.
 BUSY_RETRY_SECONDS = 1.0
@@ -70,7 +70,7 @@ class Lockout:
 
     def __init__(
         self,
-        store: Store,
+        store: ThrottleStore,
         max_failures: int,
         window_seconds: float,
         lockout_seconds: float,

@@ -61,6 +61,7 @@ import secrets
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from challenge import ntlm, page
@@ -82,9 +83,13 @@ from challenge.lockout import Attempt, Lockout
 from config.clock import Clock, utc_now
 from config.model import ChallengeConfig
 from scep_ca.pki.records import Integration
-from store.base import IntegrationNotFound, Store
+from store.base import ChallengeStore, IntegrationNotFound, IntegrationStore, ThrottleStore
 
 log = logging.getLogger("challenge")
+
+
+class ChallengeServiceStore(IntegrationStore, ChallengeStore, ThrottleStore, Protocol):
+    """The store roles the challenge URL uses."""
 
 REALM = "scep-ca"
 HANDSHAKE_TTL_SECONDS = 60.0
@@ -193,7 +198,7 @@ class ChallengeService:
 
     def __init__(
         self,
-        store: Store,
+        store: ChallengeServiceStore,
         cfg: ChallengeConfig,
         ca_md5_hex: str,
         secret_key: bytes,

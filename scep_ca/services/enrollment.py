@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from challenge.codes import hash_challenge
+from config.clock import Clock
 from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import ca_id
@@ -28,13 +29,15 @@ from scep_ca.protocol.enums import MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
 from scep_ca.services.renewal import identity_mismatch
 from store.base import (
+    CertificateStore,
     ChallengeRejected,
     DuplicateSerial,
     DuplicateTransaction,
     IntegrationNotFound,
+    IntegrationStore,
     IssuanceRequest,
+    IssuanceStore,
     RenewalRefused,
-    Store,
 )
 
 log = logging.getLogger("scep_ca.services.enrollment")
@@ -67,8 +70,12 @@ class Outcome:
 PENDING = Outcome(PKIStatus.PENDING)
 
 
+class EnrollmentStore(IntegrationStore, IssuanceStore, CertificateStore, Protocol):
+    """The store roles enrollment (and the SCEP service around it) uses."""
+
+
 class Enroller:
-    def __init__(self, store: Store, ca: CAIdentity, config: Config, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, store: EnrollmentStore, ca: CAIdentity, config: Config, clock: Clock) -> None:
         self._store = store
         self._ca = ca
         self._config = config

@@ -20,7 +20,7 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.x509 import ocsp as x509_ocsp
 
@@ -44,9 +44,13 @@ from scep_ca.pki.reasons import Reason, parse_reason
 from scep_ca.pki.records import CertificateRecord
 from scep_ca.pki.serials import Base, candidates
 from scep_ca.pki.status import VerifyStatus, serial_of_pem, verify_certificate
-from store.base import DeleteResult, Store, StoreUnavailable
+from store.base import CertificateStore, DeleteResult, IntegrationStore, RevocationStore, StoreUnavailable
 
 log = logging.getLogger("scep_ca.services.revocation")
+
+
+class RevocationServiceStore(IntegrationStore, CertificateStore, RevocationStore, Protocol):
+    """The store roles revocation uses: deleting integrations, revoking, building CRLs."""
 
 
 class AmbiguousSerial(ValueError):
@@ -91,7 +95,7 @@ class RevocationService:
 
     def __init__(
         self,
-        store: Store,
+        store: RevocationServiceStore,
         ca: CAIdentity | CASet,
         crl_next_update_hours: float = 24,
         clock: Clock = utc_now,

@@ -28,9 +28,8 @@ from scep_ca.protocol.envelope import Decrypted, RandomBytes, RecipientKey, decr
 from scep_ca.protocol.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_message
 from scep_ca.protocol.signing import SignerIdentity, sign_message
-from scep_ca.services.enrollment import Enroller, Outcome, Requester
+from scep_ca.services.enrollment import Enroller, EnrollmentStore, Outcome, Requester
 from scep_ca.services.logctx import bind_log_fields
-from store.base import Store
 
 log = logging.getLogger("scep_ca.scep")
 
@@ -78,7 +77,7 @@ class _Reply:
 class ScepService:
     def __init__(
         self,
-        store: Store,
+        store: EnrollmentStore,
         ca: CAIdentity,
         config: Config,
         clock: Clock = utc_now,
