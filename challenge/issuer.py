@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 from challenge.codes import generate_challenge, hash_challenge
+from config.clock import utc_now
 from config.model import ChallengeConfig
-from store.base import ChallengeAdd, Store
+from store.base import ChallengeAdd, ChallengeStore
 
 
 async def issue_challenge(
-    store: Store, cfg: ChallengeConfig, integration_id: str, now: dt.datetime | None = None
+    store: ChallengeStore, cfg: ChallengeConfig, integration_id: str, now: dt.datetime | None = None
 ) -> str | None:
     """A fresh one-time challenge for the integration, or None when its cache is full."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     password = generate_challenge(cfg.length_bytes)
     added = await store.add_challenge(
         ChallengeAdd(

@@ -42,17 +42,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from store.base import AuthVerdict, Store
+from config.clock import Clock, utc_now
+from store.base import AuthVerdict, ThrottleStore
 
 # Retry-After when checks in flight hold the budget: they end within about a second.
 BUSY_RETRY_SECONDS = 1.0
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -74,12 +70,12 @@ class Lockout:
 
     def __init__(
         self,
-        store: Store,
+        store: ThrottleStore,
         max_failures: int,
         window_seconds: float,
         lockout_seconds: float,
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._max_failures = max_failures

@@ -7,6 +7,13 @@ refused: their 24-byte responses can be cracked back to the NT hash offline.
 
 Connection state (which server challenge belongs to which TCP connection) lives in
 ``challenge.service``; this module never keeps anything between calls.
+
+Why not pyspnego's NTLM acceptor: it reads its credentials from a file named by the
+``NTLM_USER_FILE`` environment variable (one process-wide file of passwords or NT hashes),
+while ours are per integration in the store and a rotation applies at once; and with its
+default ``LM_COMPAT_LEVEL`` (3) an acceptor still takes LM and NTLMv1 responses, which this
+module refuses outright. pyspnego stays a test dependency: the tests and the fuzz corpus use
+it as an independent NTLM *client*.
 """
 
 from __future__ import annotations

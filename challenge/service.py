@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -62,6 +61,7 @@ import secrets
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from challenge import ntlm, page
@@ -80,11 +80,17 @@ from challenge.credentials import (
 from challenge.gate import WorkGate
 from challenge.issuer import issue_challenge
 from challenge.lockout import Attempt, Lockout
+from config.clock import Clock, utc_now
 from config.model import ChallengeConfig
 from scep_ca.pki.records import Integration
-from store.base import IntegrationNotFound, Store
+from store.base import ChallengeStore, IntegrationNotFound, IntegrationStore, ThrottleStore
 
 log = logging.getLogger("challenge")
+
+
+class ChallengeServiceStore(IntegrationStore, ChallengeStore, ThrottleStore, Protocol):
+    """The store roles the challenge URL uses."""
+
 
 REALM = "scep-ca"
 HANDSHAKE_TTL_SECONDS = 60.0
@@ -94,10 +100,6 @@ _HTML = (("Content-Type", "text/html"), ("Cache-Control", "no-store"))
 _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
 # Retry-After of a Basic login refused because the process's scrypt queue is full.
 BUSY_RETRY_SECONDS = 1
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -197,13 +199,13 @@ class ChallengeService:
 
     def __init__(
         self,
-        store: Store,
+        store: ChallengeServiceStore,
         cfg: ChallengeConfig,
         ca_md5_hex: str,
         secret_key: bytes,
         tls: bool,
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Clock = utc_now,
         target_names: ntlm.TargetNames | None = None,
         handshake_ttl: float = HANDSHAKE_TTL_SECONDS,
         public_url: str | None = None,

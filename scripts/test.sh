@@ -4,7 +4,7 @@
 #   bash scripts/test.sh                 # everything
 #   bash scripts/test.sh -x -k ntlm      # extra arguments go to pytest
 #
-# Runs all three steps even when one fails (one CI run shows every problem) and exits
+# Runs every step even when one fails (one CI run shows every problem) and exits
 # non-zero if any of them failed. Works on a fresh clone: the venv is created on demand.
 set -euo pipefail
 
@@ -33,6 +33,8 @@ run_step() {
 
 run_step ruff .venv/bin/ruff check .
 run_step mypy .venv/bin/mypy
+# The layers contract in pyproject.toml ([tool.importlinter]): an upward import fails here.
+run_step layers .venv/bin/lint-imports
 run_step pytest .venv/bin/pytest -q -p no:cacheprovider "$@"
 # In CI, every fuzz harness for 30 s (about 2.5 minutes in all); locally: bash scripts/fuzz.sh.
 if [ "${CI:-}" = "true" ]; then

@@ -1,9 +1,9 @@
-"""The persistence contract: records and the async ``Store`` protocol.
+"""The persistence contract: the async ``Store`` protocol, split into the roles services ask for.
 
 Every backend (SQLite, PostgreSQL) implements ``Store`` and passes the same
-contract suite in ``tests/store``. The store never holds private keys.
-Serials are stored as lowercase hexadecimal text (159-bit values do not fit a
-64-bit integer column). Times are timezone-aware UTC datetimes.
+contract suite in ``tests/store``. The records themselves are ``scep_ca.pki.records``.
+The store never holds private keys. Serials are stored as lowercase hexadecimal text
+(159-bit values do not fit a 64-bit integer column). Times are timezone-aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -145,17 +145,15 @@ class StoreInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-class Store(Protocol):
-    """Async persistence. Each method is one atomic unit of work."""
+# The store in roles: each service asks for the roles it uses (``scep_ca.services.enrollment``
+# asks for integrations, issuance and certificates; ``challenge.lockout`` for throttle only),
+# and ``Store``, their union plus the lifecycle, is what the backends and the factory provide.
+# Each method is one atomic unit of work.
 
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
 
-    async def close(self) -> None: ...
+class IntegrationStore(Protocol):
+    """Integrations: created, looked up, credentials replaced, deleted (with their certificates)."""
 
-    async def info(self) -> StoreInfo: ...
-
-    # Integrations
     async def create_integration(self, integration: Integration) -> None: ...
 
     async def get_integration(self, integration_id: str, *, include_deleted: bool = False) -> Integration | None: ...
@@ -176,7 +174,10 @@ class Store(Protocol):
         All or nothing. Raises IntegrationNotFound if there is no live integration with this id.
         """
 
-    # Challenges
+
+class ChallengeStore(Protocol):
+    """One-time challenges of the challenge URL."""
+
     async def add_challenge(self, add: ChallengeAdd) -> bool:
         """Purge expired challenges of the integration, then insert one unless
         ``max_unused`` unused unexpired ones exist already. Returns False when the cache is full."""
@@ -186,7 +187,10 @@ class Store(Protocol):
 
     async def count_unused_challenges(self, integration_id: str, now: datetime) -> int: ...
 
-    # Issuance
+
+class IssuanceStore(Protocol):
+    """Enrollment transactions and the issuance that consumes a challenge."""
+
     async def record_issuance(self, req: IssuanceRequest) -> None:
         """In one transaction: consume the challenge (if any), insert the certificate and its
         transaction, and mark ``req.renews`` superseded. Raises ChallengeRejected,
@@ -225,12 +229,19 @@ class Store(Protocol):
         Raises DuplicateSerial, RenewalRefused (nothing changed) and IntegrationNotFound for a
         deleted integration."""
 
-    # Certificates
+
+class CertificateStore(Protocol):
+    """Reads of issued certificates."""
+
     async def get_certificate(self, serial: str) -> CertificateRecord | None: ...
 
     async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]: ...
 
     async def count_certificates(self, integration_id: str | None = None) -> int: ...
+
+
+class RevocationStore(Protocol):
+    """Revocation of single certificates and what the CRL is built from."""
 
     async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
         """Revoke one issued certificate; False when unknown or already revoked."""
@@ -243,11 +254,14 @@ class Store(Protocol):
     async def revocation_epoch(self) -> int:
         """A counter that changes whenever any revocation or deletion happens (cache key)."""
 
-    # Failed-login throttling (challenge URL; policy in challenge/lockout.py, arithmetic in
-    # store/throttle.py). ``key`` is an opaque string (the caller hashes what it throttles into
-    # it). An attempt is reserved before its credentials are checked, so the budget of
-    # ``max_attempts`` checks per key and window holds however many run at once, in any
-    # process or host.
+
+class ThrottleStore(Protocol):
+    """Failed-login throttling (challenge URL; policy in challenge/lockout.py, arithmetic in
+    store/throttle.py). ``key`` is an opaque string (the caller hashes what it throttles into
+    it). An attempt is reserved before its credentials are checked, so the budget of
+    ``max_attempts`` checks per key and window holds however many run at once, in any
+    process or host."""
+
     async def auth_locked_until(self, key: str, now: datetime) -> datetime | None:
         """End of the key's lock if it is locked at ``now``, else None. Read-only."""
 
@@ -271,3 +285,16 @@ class Store(Protocol):
         check is released and the key's failures are forgotten; a running lock is kept. A
         release whose window is over (or was replaced by a lock) moves no counts of the
         current window, apart from a success forgetting failures."""
+
+
+class Store(
+    IntegrationStore, ChallengeStore, IssuanceStore, CertificateStore, RevocationStore, ThrottleStore, Protocol
+):
+    """Every role, plus the lifecycle: what a backend implements and ``store.factory`` returns."""
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    async def info(self) -> StoreInfo: ...

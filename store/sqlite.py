@@ -29,9 +29,10 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from config.clock import utc_now
 from config.files import PRIVATE_MODE, check_not_writable, write_private
 from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, RevokedEntry, Transaction, TransactionStatus
 from store import sqlite_codec as codec
@@ -179,7 +180,7 @@ class SQLiteStore:
             latest = MIGRATIONS[-1].version
             if current > latest:
                 raise StoreError(f"database schema version {current} is newer than this scep-ca supports ({latest})")
-            applied_at = datetime.now(UTC).isoformat()
+            applied_at = utc_now().isoformat()
             for migration in MIGRATIONS:
                 if migration.version > current:
                     for statement in migration.statements:

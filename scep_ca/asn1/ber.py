@@ -1,11 +1,12 @@
-"""A minimal BER reader for the one place asn1crypto cannot follow.
+"""The one BER/DER reader: the request path decodes every pkiMessage with it.
 
-scepclient (and old routers) send EnvelopedData whose ``encryptedContent``
-(``[0] IMPLICIT OCTET STRING``) is BER constructed, possibly with indefinite
-lengths; asn1crypto refuses a constructed encoding under an implicit primitive
-tag. These helpers read raw TLVs so the envelope code can join the segments.
-Every read is bounds-checked: malformed input raises ``BERError``, never reads
-past the buffer, and recursion depth is capped.
+It reads raw TLVs, which is both faster than building asn1crypto objects and more
+lenient where clients need it: scepclient (and old routers) send EnvelopedData whose
+``encryptedContent`` (``[0] IMPLICIT OCTET STRING``) is BER constructed, possibly with
+indefinite lengths, which asn1crypto refuses under an implicit primitive tag. It also
+takes fields out of certificates byte for byte (``issuer_and_serial``, ``subject_der``).
+Every read is bounds-checked: malformed input raises ``BERError``, never reads past the
+buffer, and recursion depth is capped.
 """
 
 from __future__ import annotations
@@ -167,3 +168,30 @@ def issuer_and_serial(cert_der: bytes) -> bytes:
     serial = read_tlv(tbs, first.end) if first.tag_class == 2 and first.tag_number == 0 else first
     issuer = read_tlv(tbs, read_tlv(tbs, serial.end).end)
     return encode_tlv(0x30, encode_tlv(0x30, issuer.content) + encode_tlv(0x02, serial.content))
+
+
+def _tbs_field(cert_der: bytes, index: int) -> bytes:
+    """Field ``index`` of a TBSCertificate, counted after the optional [0] version
+    (0 serialNumber, 1 signature, 2 issuer, 3 validity, 4 subject, 5 subjectPublicKeyInfo),
+    as its complete TLV octets (RFC 5280 section 4.1)."""
+    tbs = read_tlv(read_tlv(cert_der).content).content
+    first = read_tlv(tbs)
+    start = first.end if first.tag_class == 2 and first.tag_number == 0 else 0
+    for _ in range(index):
+        start = read_tlv(tbs, start).end
+    return tbs[start : read_tlv(tbs, start).end]
+
+
+def subject_der(cert_der: bytes) -> bytes:
+    """A certificate's subject Name exactly as encoded in its TBSCertificate.
+
+    Re-encoding through cryptography's ``Name`` can change string types, and the consumers
+    (the issuer of the certificates and CRLs a CA signs, RFC 5280 section 7.1 name chaining;
+    OCSP's issuerNameHash, RFC 6960 section 4.1.1; GetCert's issuer) compare octets.
+    """
+    return _tbs_field(cert_der, 4)
+
+
+def subject_public_key_info(cert_der: bytes) -> bytes:
+    """A certificate's SubjectPublicKeyInfo exactly as encoded in its TBSCertificate."""
+    return _tbs_field(cert_der, 5)

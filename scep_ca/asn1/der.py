@@ -1,9 +1,11 @@
-"""A small DER encoder for the hot path of every enrollment.
+"""The one DER writer: every structure the project emits is built from these helpers.
 
 Building a CertRep with asn1crypto objects costs about 1.5 ms of Python per reply,
-several times the RSA signature it carries. The structures SCEP emits are few and
-fixed (RFC 8894 sections 3.3 and 3.4), so they are written here as byte strings,
-with definite lengths and SET OF sorted as DER requires (X.690 11.6).
+several times the RSA signature it carries, and cryptography's builders cost as much
+for certificates and far more for large CRLs. The structures emitted (CertReps, RFC 8894
+sections 3.3 and 3.4; certificates, CRLs and OCSP answers, RFC 5280 and RFC 6960) are few
+and fixed, so they are written here as byte strings, with definite lengths and SET OF
+sorted as DER requires (X.690 11.6).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import datetime as dt
 from scep_ca.asn1.ber import der_length, encode_tlv
 
 TAG_INTEGER = 0x02
+TAG_BIT_STRING = 0x03
 TAG_OCTET_STRING = 0x04
 TAG_NULL = 0x05
 TAG_OID = 0x06
+TAG_ENUMERATED = 0x0A
 TAG_UTF8_STRING = 0x0C
 TAG_PRINTABLE_STRING = 0x13
 TAG_UTC_TIME = 0x17
+TAG_GENERALIZED_TIME = 0x18
 TAG_SEQUENCE = 0x30
 TAG_SET = 0x31
 
@@ -72,6 +77,47 @@ def utc_time(value: dt.datetime) -> bytes:
         f"{value.year % 100:02d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}{value.second:02d}Z"
     )
     return bytes((TAG_UTC_TIME, 13)) + text.encode("ascii")
+
+
+def x509_time(value: dt.datetime) -> bytes:
+    """Time ::= CHOICE { utcTime, generalTime } (RFC 5280 sections 4.1.2.5 and 5.1.2.4).
+
+    UTCTime for the years 1950 through 2049, GeneralizedTime otherwise; whole seconds, Z.
+    ``value`` must be timezone-aware (``ValueError`` otherwise): a naive time has no meaning here.
+    """
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: X.509 times must be timezone-aware")
+    if value.tzinfo is not dt.UTC:
+        value = value.astimezone(dt.UTC)
+    if 1950 <= value.year <= 2049:
+        return utc_time(value)
+    text = f"{value.year:04d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}{value.second:02d}Z"
+    return bytes((TAG_GENERALIZED_TIME, 15)) + text.encode("ascii")
+
+
+def bit_string(octets: bytes) -> bytes:
+    """A BIT STRING of whole octets (the leading 0x00 says zero unused bits, X.690 8.6.2)."""
+    return encode_tlv(TAG_BIT_STRING, b"\x00" + octets)
+
+
+def enumerated(value: int) -> bytes:
+    """An ENUMERATED TLV (X.690 8.4: encoded as an INTEGER)."""
+    return encode_tlv(TAG_ENUMERATED, integer(value)[2:])
+
+
+def extension(oid_tlv: bytes, value_der: bytes, critical: bool = False) -> bytes:
+    """Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING } (RFC 5280 4.1).
+
+    DER omits a BOOLEAN equal to its DEFAULT (X.690 11.5), so ``critical`` is written only when true.
+    """
+    flag = b"\x01\x01\xff" if critical else b""
+    return seq(oid_tlv, flag, octet_string(value_der))
+
+
+def signed(tbs: bytes, algorithm_der: bytes, signature: bytes) -> bytes:
+    """SEQUENCE { tbs, signatureAlgorithm, signature BIT STRING }: a Certificate, CertificateList
+    or BasicOCSPResponse without certs (RFC 5280 sections 4.1 and 5.1, RFC 6960 section 4.2.1)."""
+    return seq(tbs, algorithm_der, bit_string(signature))
 
 
 def explicit(number: int, content: bytes) -> bytes:

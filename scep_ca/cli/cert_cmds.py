@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from config import Config
+from config.clock import utc_now
 from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
@@ -31,7 +32,7 @@ def _filter(args: argparse.Namespace, now: dt.datetime) -> CertificateFilter:
 
 
 async def _list(config: Config, args: argparse.Namespace) -> int:
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     async with opened_store(config) as store:
         records = await store.list_certificates(_filter(args, now))
     if args.json:
@@ -43,7 +44,7 @@ async def _list(config: Config, args: argparse.Namespace) -> int:
 
 async def _show(config: Config, args: argparse.Namespace) -> int:
     ca = load_identity(config)
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     async with opened_store(config) as store:
         record = await _find(RevocationService(store, ca), args.serial, args)
     info = record_to_dict(record, now, include_pem=args.pem)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import secrets
 import string
 
@@ -12,6 +11,7 @@ from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
 from challenge.web import challenge_url as web_challenge_url
 from config import Config
+from config.clock import utc_now
 from scep_ca.cli.context import (
     CliError,
     colon_fingerprint,
@@ -76,7 +76,7 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
             id=integration_id,
             name=args.name,
             subject_template=subject,
-            created_at=dt.datetime.now(dt.UTC),
+            created_at=utc_now(),
             validity_days=args.validity_days or config.certificate.validity_days,
             username=creds.username,
             password_scrypt=creds.password_scrypt,

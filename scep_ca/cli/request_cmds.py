@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 
 from config import Config
+from config.clock import utc_now
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, print_table, run_async
 from scep_ca.pki.records import TransactionStatus
 from scep_ca.protocol.errors import ScepFailure
@@ -49,7 +49,7 @@ async def _resolve(config: Config, args: argparse.Namespace, approve: bool) -> i
     integration_id, transaction_id = _split(args.id)
     ca = load_identity(config)
     async with opened_store(config) as store:
-        enroller = Enroller(store, ca, config, lambda: dt.datetime.now(dt.UTC))
+        enroller = Enroller(store, ca, config, utc_now)
         try:
             if approve:
                 record = await enroller.approve(integration_id, transaction_id)

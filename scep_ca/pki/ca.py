@@ -33,12 +33,17 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from config.clock import utc_now
 from config.files import check_dir, check_key, check_not_writable, make_private_dir, write_private, write_public
-from scep_ca.pki.keys import KeyUnavailable, PrivateKey
+from scep_ca.asn1 import der, oids
+from scep_ca.pki.keys import KeyUnavailable
 from scep_ca.pki.pkcs11_keys import URI_SUFFIX, KeyRef, Token, load_key
+from scep_ca.protocol.certrep import certs_only
+from scep_ca.protocol.dn import parse_dn
+from scep_ca.protocol.keys import PrivateKey
 
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
@@ -98,8 +103,6 @@ class CAIdentity:
     @property
     def ca_ra_bundle(self) -> bytes:
         """GetCACert's answer: a certs-only PKCS#7 with the RA(s) first, then the CA (as NDES sends it)."""
-        from scep_ca.protocol.certrep import certs_only
-
         ras = [self.ra_cert_der]
         if self.enc_cert is not None:
             ras.append(self.enc_cert.public_bytes(serialization.Encoding.DER))
@@ -141,21 +144,10 @@ def sign_certificate(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.
     """
     if isinstance(key, rsa.RSAPrivateKey):
         return builder.sign(key, hashes.SHA256())
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    from scep_ca.asn1 import der
-    from scep_ca.pki.issue import _SHA256_WITH_RSA
-
     scratch = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     tbs = builder.sign(scratch, hashes.SHA256()).tbs_certificate_bytes
     signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
-    return x509.load_der_x509_certificate(der.seq(tbs, _SHA256_WITH_RSA, der.encode_tlv(0x03, b"\x00" + signature)))
-
-
-def _parse_subject(text: str) -> x509.Name:
-    from scep_ca.protocol.dn import parse_dn
-
-    return parse_dn(text)
+    return x509.load_der_x509_certificate(der.signed(tbs, oids.SHA256_WITH_RSA, signature))
 
 
 def key_usage(*, signing: bool, encipherment: bool, ca: bool) -> x509.KeyUsage:
@@ -214,7 +206,7 @@ def create_ra(
     """An RA certificate issued by the CA: combined (decrypts requests and signs CertReps), or one
     half of a signing-only / encryption-only pair, which Apple's client also accepts."""
     suffix, signing, encipherment, cert_file, key_file = RA_USAGES[usage]
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     key = _new_key(data_dir / key_file, key_size, passphrase, token, f"{_ra_subject(ca_cert.subject, suffix)}")
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = sign_certificate(
@@ -242,7 +234,7 @@ def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool, token: T
     servers pick the new RA up when restarted.
     """
     identity = load_ca(data_dir, passphrase, token)
-    retired = data_dir / "retired" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    retired = data_dir / "retired" / utc_now().strftime("%Y%m%dT%H%M%S%fZ")
     make_private_dir(retired)
     ra_files = (RA_CERT_FILE, RA_ENC_CERT_FILE, RA_KEY_FILE, RA_ENC_KEY_FILE)
     # Only the RA's token references: the CA's (ca.key.pkcs11) stays, or the CA is lost.
@@ -273,8 +265,8 @@ def create_ca(
     if ca_exists(data_dir):
         raise CAError(f"a CA already exists in {data_dir}; refusing to overwrite it")
     make_private_dir(data_dir)
-    now = now or dt.datetime.now(dt.UTC)
-    name = _parse_subject(subject)
+    now = now or utc_now()
+    name = parse_dn(subject)
     key = _new_key(data_dir / CA_KEY_FILE, key_size, passphrase, token, f"{name.rfc4514_string()} CA")
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = sign_certificate(

@@ -10,11 +10,11 @@ Layout of the data directory:
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.clock import utc_now
 from config.files import make_private_dir
 from scep_ca.pki.ca import (
     CA_CERT_FILE,
@@ -71,7 +71,7 @@ def load_ca_set(data_dir: Path, passphrase: bytes | None, token: Token | None = 
         for sub in sorted(prev_root.iterdir()):
             if (sub / CA_CERT_FILE).exists():
                 ca = load_ca(sub, passphrase, token)
-                if ca.cert.not_valid_after_utc > dt.datetime.now(dt.UTC):
+                if ca.cert.not_valid_after_utc > utc_now():
                     previous.append(ca)
     return CASet(current, nxt, tuple(previous))
 

@@ -5,7 +5,7 @@ Why not ``cryptography.x509.CertificateRevocationListBuilder``: each
 21 s on this project's 2-core machine, against about 0.2 s here (asn1crypto's
 TbsCertList: 45 to 58 s; ``bench/revoke.py`` prints the comparison in one run),
 while deleting an integration with 100,000 certificates must be visible in the CRL
-within seconds (design §5). A CertificateList is a small fixed structure, so the
+within seconds (README "Revocation"). A CertificateList is a small fixed structure, so the
 TBSCertList is encoded here and signed with the CA key (sha256WithRSAEncryption).
 Entries that share a revocation time or reason (an integration deletion revokes
 everything at one time with cessationOfOperation) reuse one encoding.
@@ -23,22 +23,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import subject_der
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.reasons import Reason, from_stored
 from scep_ca.pki.records import RevokedEntry
 
-# AlgorithmIdentifier sha256WithRSAEncryption (1.2.840.113549.1.1.11) with NULL
-# parameters, as RFC 4055 §5 requires for the PKCS#1 v1.5 signature algorithms.
-_SHA256_WITH_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
-_VERSION_V2 = bytes.fromhex("020101")  # INTEGER 1 (RFC 5280 §5.1.2.1: v2 when extensions are present)
-_OID_CRL_REASON = bytes.fromhex("0603551d15")  # id-ce-cRLReasons 2.5.29.21
-_OID_CRL_NUMBER = bytes.fromhex("0603551d14")  # id-ce-cRLNumber 2.5.29.20
-_OID_AKI = bytes.fromhex("0603551d23")  # id-ce-authorityKeyIdentifier 2.5.29.35
+_VERSION_V2 = der.integer(1)  # RFC 5280 §5.1.2.1: v2 when extensions are present
 
 # RFC 5280 §5.2.3: CRL numbers are at most 20 octets.
 _MAX_CRL_NUMBER = (1 << 159) - 1
@@ -48,46 +43,21 @@ class CRLError(ValueError):
     """The inputs cannot form a valid CRL (the message names the bad value)."""
 
 
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _length(len(content)) + content
-
-
-def _integer(value: int) -> bytes:
-    # DER INTEGER of a non-negative value: minimal octets plus a leading zero octet
-    # when the top bit is set (X.690 §8.3).
-    if value < 0:
-        raise CRLError("negative INTEGER")
-    return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
 def _serial_integer(serial_hex: str) -> bytes:
     try:
         value = int(serial_hex, 16)
     except ValueError:
         raise CRLError(f"serial is not hexadecimal: {serial_hex!r}") from None
-    return _integer(value)
+    if value < 0:
+        raise CRLError("negative INTEGER")
+    return der.integer(value)
 
 
 def encode_time(when: dt.datetime) -> bytes:
     """RFC 5280 §5.1.2.4/§4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050, seconds, Z."""
     if when.tzinfo is None:
         raise CRLError("naive datetime: CRL times must be timezone-aware")
-    utc = when.astimezone(dt.UTC)
-    if 1950 <= utc.year <= 2049:
-        return _tlv(0x17, utc.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return _tlv(0x18, f"{utc.year:04d}{utc.strftime('%m%d%H%M%S')}Z".encode("ascii"))
-
-
-def _extension(oid: bytes, value_der: bytes, critical: bool = False) -> bytes:
-    crit = b"\x01\x01\xff" if critical else b""  # DER omits the DEFAULT FALSE
-    return _tlv(0x30, oid + crit + _tlv(0x04, value_der))
+    return der.x509_time(when)
 
 
 def _reason_extensions(reason: Reason | None) -> bytes:
@@ -95,7 +65,7 @@ def _reason_extensions(reason: Reason | None) -> bytes:
     # using the unspecified (0) reasonCode value".
     if reason is None or reason is Reason.UNSPECIFIED:
         return b""
-    return _tlv(0x30, _extension(_OID_CRL_REASON, _tlv(0x0A, bytes((int(reason),)))))
+    return der.seq(der.extension(oids.CRL_REASONS, der.enumerated(int(reason))))
 
 
 def _authority_key_identifier(ca: CAIdentity) -> bytes:
@@ -107,16 +77,6 @@ def _authority_key_identifier(ca: CAIdentity) -> bytes:
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key)
     return aki.public_bytes()
-
-
-def issuer_name_der(ca: CAIdentity) -> bytes:
-    """The CA subject exactly as encoded in its certificate (RFC 5280 §5.1.2.3 matching).
-
-    Re-encoding through cryptography's ``Name`` could change string types; verifiers
-    compare the CRL issuer with the certificate's issuer, so the original octets are used.
-    """
-    subject: bytes = asn1_x509.Certificate.load(ca.cert_der)["tbs_certificate"]["subject"].dump()
-    return subject
 
 
 def encode_revoked(entries: Sequence[RevokedEntry]) -> bytes:
@@ -138,8 +98,8 @@ def encode_revoked(entries: Sequence[RevokedEntry]) -> bytes:
         ext = reasons.get(entry.reason)
         if ext is None:
             ext = reasons[entry.reason] = _reason_extensions(from_stored(entry.reason))
-        append(_tlv(0x30, _serial_integer(entry.serial) + when + ext))
-    return _tlv(0x30, b"".join(parts))
+        append(der.seq(_serial_integer(entry.serial), when, ext))
+    return der.seq(*parts)
 
 
 def build_tbs_cert_list(
@@ -156,20 +116,21 @@ def build_tbs_cert_list(
         raise CRLError("next_update_hours must be positive")
     this_update = now.replace(microsecond=0)
     next_update = this_update + dt.timedelta(hours=next_update_hours)
-    extensions = _tlv(
-        0x30,
-        _extension(_OID_AKI, _authority_key_identifier(ca)) + _extension(_OID_CRL_NUMBER, _integer(crl_number)),
+    extensions = der.seq(
+        der.extension(oids.AUTHORITY_KEY_IDENTIFIER, _authority_key_identifier(ca)),
+        der.extension(oids.CRL_NUMBER, der.integer(crl_number)),
     )
-    return _tlv(
-        0x30,
-        _VERSION_V2
-        + _SHA256_WITH_RSA
-        + issuer_name_der(ca)
-        + encode_time(this_update)
+    return der.seq(
+        _VERSION_V2,
+        oids.SHA256_WITH_RSA,
+        # The CA subject exactly as encoded in its certificate (RFC 5280 §5.1.2.3: verifiers
+        # compare the CRL issuer with the certificate's, octet for octet).
+        subject_der(ca.cert_der),
+        encode_time(this_update),
         # nextUpdate is OPTIONAL in the ASN.1, but RFC 5280 §5.1.2.5 says CRL issuers MUST include it.
-        + encode_time(next_update)
-        + encode_revoked(entries)
-        + _tlv(0xA0, extensions),
+        encode_time(next_update),
+        encode_revoked(entries),
+        der.explicit(0, extensions),
     )
 
 
@@ -188,5 +149,4 @@ def build_crl(
     """
     tbs = build_tbs_cert_list(ca, entries, crl_number, now, next_update_hours)
     signature = ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
-    # BIT STRING with zero unused bits (the leading 0x00 octet).
-    return _tlv(0x30, tbs + _SHA256_WITH_RSA + _tlv(0x03, b"\x00" + signature))
+    return der.signed(tbs, oids.SHA256_WITH_RSA, signature)

@@ -1,4 +1,4 @@
-"""Issuing a user certificate from a checked CSR (the certificate profile of design.md section 3).
+"""Issuing a user certificate from a checked CSR (the certificate profile, RFC 5280 section 4).
 
 v3, 159-bit random positive serial, notBefore now - 5 min, notAfter now + validity,
 BasicConstraints CA:false (critical), KeyUsage digitalSignature+keyEncipherment
@@ -26,14 +26,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from scep_ca.asn1 import der
-from scep_ca.asn1.ber import children, read_tlv
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import children, read_tlv, subject_der
 from scep_ca.pki.ca import CAIdentity, key_usage
 
 BACKDATE = dt.timedelta(minutes=5)
-_SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
-_GENERALIZED_TIME_FROM = dt.datetime(2050, 1, 1, tzinfo=dt.UTC)
-_SKI_OID = der.oid("2.5.29.14")
 
 
 def random_serial() -> int:
@@ -57,9 +54,8 @@ class Issued:
 
 
 def _extension(ext: x509.ExtensionType, critical: bool) -> bytes:
-    """Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue } (RFC 5280 4.1)."""
-    flag = b"\x01\x01\xff" if critical else b""
-    return der.seq(der.oid(ext.oid.dotted_string), flag, der.octet_string(ext.public_bytes()))
+    """One of cryptography's extension values as an Extension (RFC 5280 section 4.1)."""
+    return der.extension(der.oid(ext.oid.dotted_string), ext.public_bytes(), critical)
 
 
 def _subject_key_identifier(spki_der: bytes) -> bytes:
@@ -70,14 +66,7 @@ def _subject_key_identifier(spki_der: bytes) -> bytes:
     its Python-level re-parse of the key.
     """
     bits = children(read_tlv(spki_der).content)[1].content[1:]
-    return der.seq(_SKI_OID, der.octet_string(der.octet_string(hashlib.sha1(bits).digest())))
-
-
-def _time(value: dt.datetime) -> bytes:
-    """UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 section 4.1.2.5)."""
-    if value < _GENERALIZED_TIME_FROM:
-        return der.utc_time(value)
-    return der.encode_tlv(0x18, value.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ").encode())
+    return der.extension(oids.SUBJECT_KEY_IDENTIFIER, der.octet_string(hashlib.sha1(bits).digest()))
 
 
 class Issuer:
@@ -86,7 +75,8 @@ class Issuer:
     def __init__(self, ca: CAIdentity, profile: Profile) -> None:
         self._ca = ca
         self._profile = profile
-        self._issuer_name = ca.cert.subject.public_bytes()
+        # The CA subject as encoded in its certificate: name chaining compares octets (RFC 5280 section 7.1).
+        self._issuer_name = subject_der(ca.cert_der)
         ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         self._head = [
             _extension(x509.BasicConstraints(ca=False, path_length=None), True),
@@ -139,15 +129,15 @@ class Issuer:
         tbs = der.seq(
             der.explicit(0, der.integer(2)),
             der.integer(serial),
-            _SHA256_WITH_RSA,
+            oids.SHA256_WITH_RSA,
             self._issuer_name,
-            der.seq(_time(not_before), _time(not_after)),
+            der.seq(der.x509_time(not_before), der.x509_time(not_after)),
             subject.public_bytes(),
             spki_der,
             der.explicit(3, der.seq(*extensions)),
         )
         signature = self._ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
-        cert = der.seq(tbs, _SHA256_WITH_RSA, der.encode_tlv(0x03, b"\x00" + signature))
+        cert = der.signed(tbs, oids.SHA256_WITH_RSA, signature)
         return Issued(cert, not_before, not_after)
 
 

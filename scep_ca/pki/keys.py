@@ -1,31 +1,15 @@
-"""Where a private key lives is known only here and in ``scep_ca.pki.pkcs11_keys`` (design.md section 8).
+"""Where a private key lives is known only here and in ``scep_ca.pki.pkcs11_keys``.
 
-``PrivateKey`` is exactly the part of cryptography's ``rsa.RSAPrivateKey`` the server uses,
-so a key loaded from a file *is* a ``PrivateKey`` without a wrapper, and a key inside a
-PKCS#11 token implements the same four members. Everything that signs (certificates,
-CRLs, OCSP responses, CertReps) or decrypts (the key transport of a request) takes a
-``PrivateKey`` and never asks which kind it holds.
+A key loaded from a file is a ``scep_ca.protocol.keys.PrivateKey`` as it is; a key inside
+a PKCS#11 token is one too and is also a ``HeldKey``: it can be out of reach, which
+``check_keys`` turns into ``KeyUnavailable`` (HTTP 503) before a request uses it.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-
-class PrivateKey(Protocol):
-    """The subset of ``rsa.RSAPrivateKey`` used for signing (PKCS#1 v1.5) and key transport."""
-
-    @property
-    def key_size(self) -> int: ...
-
-    def public_key(self) -> rsa.RSAPublicKey: ...
-
-    def sign(self, data: bytes, padding: padding.AsymmetricPadding, algorithm: hashes.HashAlgorithm) -> bytes: ...
-
-    def decrypt(self, ciphertext: bytes, padding: padding.AsymmetricPadding) -> bytes: ...
+from scep_ca.protocol.keys import PrivateKey
 
 
 @runtime_checkable

@@ -33,14 +33,15 @@ import urllib.parse
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
-from scep_ca.asn1 import der
+from config.clock import utc_now
+from scep_ca.asn1 import der, oids
+from scep_ca.asn1.ber import children, read_tlv, subject_der, subject_public_key_info
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.reasons import from_stored
 from scep_ca.pki.records import CertificateRecord, CertStatus
@@ -53,8 +54,6 @@ MAX_NONCE_BYTES = 32
 
 # hashlib names of the CertID hash algorithms cryptography can parse (RFC 6960 §4.1.1).
 _HASH_NAMES = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
-_SHA256_WITH_RSA = der.algorithm("1.2.840.113549.1.1.11")
-_OCSP_BASIC = der.oid("1.3.6.1.5.5.7.48.1.1")
 
 
 class OcspRequestError(ValueError):
@@ -165,8 +164,9 @@ class OcspIssuer:
 
     @classmethod
     def of(cls, ca: CAIdentity) -> OcspIssuer:
-        tbs = asn1_x509.Certificate.load(ca.cert_der)["tbs_certificate"]
-        return cls(tbs["subject"].dump(), tbs["subject_public_key_info"]["public_key"].contents[1:])
+        spki = children(read_tlv(subject_public_key_info(ca.cert_der)).content)
+        # The subjectPublicKey BIT STRING's content without its unused-bits octet.
+        return cls(subject_der(ca.cert_der), spki[1].content[1:])
 
     def matches(self, query: OcspQuery) -> bool:
         """Whether the CertID names this CA as issuer (both hashes must match)."""
@@ -261,7 +261,7 @@ def _sign_with(builder: ocsp.OCSPResponseBuilder, ca: CAIdentity) -> bytes:
     """
     scratch = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([])
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     scratch_cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -282,12 +282,12 @@ def _sign_with(builder: ocsp.OCSPResponseBuilder, ca: CAIdentity) -> bytes:
     signature = ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
     basic = der.seq(
         tbs,
-        _SHA256_WITH_RSA,
-        der.encode_tlv(0x03, b"\x00" + signature),
+        oids.SHA256_WITH_RSA,
+        der.bit_string(signature),
         der.explicit(0, der.seq(ca.cert_der)),
     )
     # responseStatus successful (0), responseBytes [0] EXPLICIT { id-pkix-ocsp-basic, OCTET STRING }.
-    return der.seq(der.encode_tlv(0x0A, b"\x00"), der.explicit(0, der.seq(_OCSP_BASIC, der.octet_string(basic))))
+    return der.seq(der.enumerated(0), der.explicit(0, der.seq(oids.OCSP_BASIC, der.octet_string(basic))))
 
 
 def error_response(status: ocsp.OCSPResponseStatus) -> bytes:

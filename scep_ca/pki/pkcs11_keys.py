@@ -1,4 +1,4 @@
-"""RSA keys inside a PKCS#11 token (design.md section 8), through python-pkcs11.
+"""RSA keys inside a PKCS#11 token (README "Keys in an HSM"), through python-pkcs11.
 
 A ``Pkcs11Key`` implements ``scep_ca.pki.keys.PrivateKey``: signatures with
 CKM_SHA1/SHA256/SHA384/SHA512_RSA_PKCS (PKCS#1 v1.5, RFC 8017 section 8.2), key
@@ -38,7 +38,8 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.util.rsa import decode_rsa_private_key
 
-from scep_ca.pki.keys import KeyUnavailable, PrivateKey
+from scep_ca.pki.keys import KeyUnavailable
+from scep_ca.protocol.keys import PrivateKey
 
 T = TypeVar("T")
 

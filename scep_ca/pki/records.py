@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from scep_ca.protocol.enums import MessageType
+
 
 class CertStatus(enum.StrEnum):
     ISSUED = "issued"
@@ -87,7 +89,7 @@ class Transaction:
     status: TransactionStatus
     created_at: datetime
     serial: str | None = None
-    message_type: int = 19
+    message_type: int = MessageType.PKCS_REQ
     csr_der: bytes | None = None
     # A renewal waiting for approval: serial of the certificate it renews.
     renews: str | None = None

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from config.clock import utc_now
 from scep_ca.asn1 import der, oids
 from scep_ca.protocol.enums import DigestAlg, FailInfo, MessageType, PKIStatus
 from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
@@ -91,7 +92,7 @@ def build_cert_rep(
         raise ValueError("failInfo goes with pkiStatus FAILURE and only with it")
     if (status is PKIStatus.SUCCESS) != (enveloped is not None):
         raise ValueError("a SUCCESS CertRep carries the enveloped certificate, others nothing")
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     attrs = [
         attribute(oids.SIGNING_TIME, der.utc_time(now)),
         _CERT_REP_TYPE,

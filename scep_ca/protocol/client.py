@@ -1,7 +1,11 @@
-"""The client side of SCEP, for tests, benchmarks and operator self-checks.
+"""The public SCEP client API (RFC 8894 section 3.3): the requester's side of the protocol.
 
-Builds PKCSReq/RenewalReq/CertPoll pkiMessages the way RFC 8894 section 3.3.1 and
-the real clients do, and opens CertReps. Pure: no I/O.
+Builds PKCSReq, RenewalReq, CertPoll and GetCert pkiMessages the way RFC 8894 section
+3.3.1 and the real clients do (``build_csr``, ``self_signed_signer``, ``build_request``),
+and opens CertReps (``open_reply``). Pure: no I/O; the caller sends the bytes (GET or POST
+to ``/scep/<id>``). It is part of the runtime package on purpose: the test suites, the
+benchmarks (``bench/enroll.py``) and the real-client harnesses drive the server through
+it, and an operator can use it for a self-check of a deployment (README "Architecture").
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from config.clock import utc_now
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import issuer_and_serial
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
@@ -26,7 +31,7 @@ from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
 
 def self_signed_signer(key: rsa.RSAPrivateKey, cn: str = "SCEP SIGNER") -> x509.Certificate:
     """The transient certificate a device signs its PKCSReq with (RFC 8894 section 2.3)."""
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     return (
         x509.CertificateBuilder()

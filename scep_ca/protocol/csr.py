@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AttributeOID
 
+from scep_ca.asn1 import oids
 from scep_ca.protocol.dn import SubjectMismatch, ordered_subject, rebuild_subject
 from scep_ca.protocol.errors import BadAlg, BadMessageCheck, BadRequest
 
@@ -100,7 +101,6 @@ _SAN_TYPES: dict[type[x509.GeneralName], str] = {
     x509.DNSName: "dNSName",
     x509.OtherName: "upn",
 }
-_UPN_OID = "1.3.6.1.4.1.311.20.2.3"
 
 
 def _requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
@@ -113,7 +113,7 @@ def _requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralNam
 
 def _san_type(name: x509.GeneralName) -> str:
     if isinstance(name, x509.OtherName):
-        return "upn" if name.type_id.dotted_string == _UPN_OID else "otherName"
+        return "upn" if name.type_id.dotted_string == oids.ID_MS_UPN else "otherName"
     return _SAN_TYPES.get(type(name), type(name).__name__)
 
 

@@ -37,9 +37,10 @@ from scep_ca.asn1.ber import (
     octet_string_value,
     read_tlv,
 )
-from scep_ca.pki.keys import PrivateKey
+from scep_ca.protocol.algorithms import CIPHER_OIDS
 from scep_ca.protocol.enums import ContentCipher
 from scep_ca.protocol.errors import BadAlg, BadMessageCheck
+from scep_ca.protocol.keys import PrivateKey
 
 _KEY_BYTES = {
     ContentCipher.DES: 8,
@@ -48,20 +49,18 @@ _KEY_BYTES = {
     ContentCipher.AES192: 24,
     ContentCipher.AES256: 32,
 }
-_SHA1 = "1.3.14.3.2.26"
 _OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    _SHA1: hashes.SHA1,
-    "2.16.840.1.101.3.4.2.1": hashes.SHA256,
-    "2.16.840.1.101.3.4.2.2": hashes.SHA384,
-    "2.16.840.1.101.3.4.2.3": hashes.SHA512,
+    oids.ID_SHA1: hashes.SHA1,
+    oids.ID_SHA256: hashes.SHA256,
+    oids.ID_SHA384: hashes.SHA384,
+    oids.ID_SHA512: hashes.SHA512,
 }
-_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
-_RSAES_OAEP = "1.2.840.113549.1.1.7"
-_MGF1 = "1.2.840.113549.1.1.8"
-_CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in oids.CIPHER_OIDS.items()}
+_CIPHERS_BY_OID = {dotted: cipher for cipher, dotted in CIPHER_OIDS.items()}
 # Every OID this module looks up, by content octets.
-_KNOWN_OIDS = oids.content_table([*_OAEP_HASHES, _RSA_ENCRYPTION, _RSAES_OAEP, _MGF1, *_CIPHERS_BY_OID])
-_CIPHER_OID_TLVS = {cipher: der.oid(dotted) for cipher, dotted in oids.CIPHER_OIDS.items()}
+_KNOWN_OIDS = oids.content_table(
+    [*_OAEP_HASHES, oids.ID_RSA_ENCRYPTION, oids.ID_RSAES_OAEP, oids.ID_MGF1, *_CIPHERS_BY_OID]
+)
+_CIPHER_OID_TLVS = {cipher: der.oid(dotted) for cipher, dotted in CIPHER_OIDS.items()}
 
 # The one text (and log detail) of every decryption failure: which step failed is not told.
 DECRYPTION_FAILED = "the request cannot be decrypted"
@@ -121,7 +120,7 @@ def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
 
 def _oaep_padding(params: list[TLV]) -> padding.OAEP:
     # RSAES-OAEP-params (RFC 8017 A.2.1): [0] hash, [1] MGF1 with its hash, [2] pSource; SHA-1 by default.
-    hash_oid = mgf_oid = _SHA1
+    hash_oid = mgf_oid = oids.ID_SHA1
     if params and params[0].tag_number == 16:
         for item in children(params[0].content):
             inner = children(item.content)
@@ -129,9 +128,9 @@ def _oaep_padding(params: list[TLV]) -> padding.OAEP:
                 hash_oid = _algorithm_oid(inner[0])[0]
             elif item.tag_number == 1:
                 mgf, mgf_params = _algorithm_oid(inner[0])
-                if mgf != _MGF1:
+                if mgf != oids.ID_MGF1:
                     raise BadAlg("unsupported OAEP mask generation function")
-                mgf_oid = _algorithm_oid(mgf_params[0])[0] if mgf_params else _SHA1
+                mgf_oid = _algorithm_oid(mgf_params[0])[0] if mgf_params else oids.ID_SHA1
             elif item.tag_number == 2:
                 raise BadAlg("OAEP labels are not supported")
     if hash_oid not in _OAEP_HASHES or mgf_oid not in _OAEP_HASHES:
@@ -142,9 +141,9 @@ def _oaep_padding(params: list[TLV]) -> padding.OAEP:
 def _key_transport(alg: TLV) -> padding.AsymmetricPadding:
     """The padding a KeyTransRecipientInfo's keyEncryptionAlgorithm names (RFC 5652 section 6.2.1)."""
     alg_oid, params = _algorithm_oid(alg)
-    if alg_oid == _RSA_ENCRYPTION:
+    if alg_oid == oids.ID_RSA_ENCRYPTION:
         return padding.PKCS1v15()
-    if alg_oid == _RSAES_OAEP:
+    if alg_oid == oids.ID_RSAES_OAEP:
         return _oaep_padding(params)
     raise BadAlg("unsupported key transport algorithm", f"key transport {alg_oid}")
 

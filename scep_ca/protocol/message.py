@@ -37,6 +37,7 @@ from scep_ca.asn1.ber import (
     octet_string_value,
     read_tlv,
 )
+from scep_ca.protocol.algorithms import DIGEST_BY_OID
 from scep_ca.protocol.enums import DigestAlg
 from scep_ca.protocol.errors import BadAlg, BadMessageCheck, MalformedRequest
 
@@ -45,36 +46,31 @@ _HASHES: dict[DigestAlg, type[hashes.HashAlgorithm]] = {
     DigestAlg.SHA256: hashes.SHA256,
     DigestAlg.SHA512: hashes.SHA512,
 }
-_DIGEST_BY_OID = {
-    "1.3.14.3.2.26": DigestAlg.SHA1,
-    "2.16.840.1.101.3.4.2.1": DigestAlg.SHA256,
-    "2.16.840.1.101.3.4.2.3": DigestAlg.SHA512,
-}
 # rsaEncryption and the shaXWithRSAEncryption OIDs all mean PKCS#1 v1.5 signatures in CMS.
 _PKCS1_SIGNATURES = {
-    "1.2.840.113549.1.1.1",
-    "1.2.840.113549.1.1.5",
-    "1.2.840.113549.1.1.11",
-    "1.2.840.113549.1.1.12",
-    "1.2.840.113549.1.1.13",
+    oids.ID_RSA_ENCRYPTION,
+    oids.ID_SHA1_WITH_RSA,
+    oids.ID_SHA256_WITH_RSA,
+    oids.ID_SHA384_WITH_RSA,
+    oids.ID_SHA512_WITH_RSA,
 }
 _ATTRIBUTE_NAMES = {
-    "1.2.840.113549.1.9.3": "content_type",
-    "1.2.840.113549.1.9.4": "message_digest",
-    "1.2.840.113549.1.9.5": "signing_time",
-    "2.16.840.1.113733.1.9.2": "message_type",
-    "2.16.840.1.113733.1.9.3": "pki_status",
-    "2.16.840.1.113733.1.9.4": "fail_info",
-    "2.16.840.1.113733.1.9.5": "sender_nonce",
-    "2.16.840.1.113733.1.9.6": "recipient_nonce",
-    "2.16.840.1.113733.1.9.7": "transaction_id",
-    "1.3.6.1.5.5.7.24.1": "fail_info_text",  # id-scep-failInfoText, RFC 8894 section 3.2.1.4
+    oids.ID_CONTENT_TYPE: "content_type",
+    oids.ID_MESSAGE_DIGEST: "message_digest",
+    oids.ID_SIGNING_TIME: "signing_time",
+    oids.ID_MESSAGE_TYPE: "message_type",
+    oids.ID_PKI_STATUS: "pki_status",
+    oids.ID_FAIL_INFO: "fail_info",
+    oids.ID_SENDER_NONCE: "sender_nonce",
+    oids.ID_RECIPIENT_NONCE: "recipient_nonce",
+    oids.ID_TRANSACTION_ID: "transaction_id",
+    oids.ID_FAIL_INFO_TEXT: "fail_info_text",  # RFC 8894 section 3.2.1.4
 }
 # Universal string tags a client may use for the SCEP PrintableString attributes.
 _STRING_CODECS = {19: "ascii", 12: "utf-8", 22: "ascii", 20: "latin-1", 30: "utf-16-be"}
 
 # Every OID this module looks up, by content octets.
-_KNOWN_OIDS = oids.content_table([*_DIGEST_BY_OID, *_PKCS1_SIGNATURES, *_ATTRIBUTE_NAMES])
+_KNOWN_OIDS = oids.content_table([*DIGEST_BY_OID, *_PKCS1_SIGNATURES, *_ATTRIBUTE_NAMES])
 
 
 def _dotted(content: bytes) -> str:
@@ -256,7 +252,7 @@ def decode_pki_message(der: bytes) -> PKIMessage:
         message_type=int(message_type_text),
         transaction_id=transaction_id,
         sender_nonce=sender_nonce,
-        digest_alg=_DIGEST_BY_OID.get(digest_oid),
+        digest_alg=DIGEST_BY_OID.get(digest_oid),
         digest_alg_name=digest_oid,
         signature_alg=sig_oid,
         signature=signature_bytes,

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import issuer_and_serial
-from scep_ca.pki.keys import PrivateKey
+from scep_ca.protocol.algorithms import DIGEST_ALGORITHMS
 from scep_ca.protocol.enums import DigestAlg
+from scep_ca.protocol.keys import PrivateKey
 from scep_ca.protocol.message import hash_algorithm
 
 
@@ -60,7 +61,7 @@ def sign_message(
     ]
     signed_attrs = der.set_of(*all_attrs)
     signature = signer.key.sign(signed_attrs, padding.PKCS1v15(), hash_algorithm(digest))
-    digest_alg = oids.DIGEST_ALGORITHMS[digest]
+    digest_alg = DIGEST_ALGORITHMS[digest]
     signer_info = der.seq(
         der.integer(1),
         signer.issuer_and_serial,

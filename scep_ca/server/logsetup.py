@@ -4,7 +4,7 @@ JSON lines carry, besides time/level/logger/message, the fields known for the re
 ``transactionID``, ``integration``, ``client`` (the resolved client address, ``config.clients``) and ``worker``. The
 request fields come from a context variable that ``log_context_middleware`` sets for
 each request (integration id from the route, client address) and that the service can
-extend once it has decoded a message (``bind_log_fields(transaction_id=...)``). Only
+extend once it has decoded a message (``scep_ca.services.logctx.bind_log_fields``). Only
 these named fields are ever added: headers, bodies, challenges and passwords never
 reach a record unless a caller puts them in a message, which callers never do.
 """
@@ -16,7 +16,6 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from types import MappingProxyType
 from typing import TextIO
 
@@ -25,30 +24,12 @@ from aiohttp import web
 from challenge.request_client import CLIENT
 from config.model import LogConfig
 from scep_ca.server.http_parse_errors import HttpParseErrorFilter
-
-# The fields of the request being handled in this context; None outside requests. A
-# fresh dict per request, reset when the request ends: aiohttp runs the requests of a
-# keep-alive connection one after another in one task, so a field bound during one
-# request would otherwise leak into the next one's records.
-_REQUEST_FIELDS: ContextVar[dict[str, str] | None] = ContextVar("scep_ca_log_fields", default=None)
+from scep_ca.services.logctx import MAX_FIELD_CHARS, current_log_fields, request_log_fields
 
 # Record attribute -> JSON key. The attributes are set by ``_ContextFilter`` or passed
 # by callers as ``extra=``.
 _FIELD_KEYS = {"transaction_id": "transactionID", "integration": "integration", "client": "client"}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(worker_tag)s: %(message)s"
-# Bounds a path-derived value (the integration id is whatever the client put in the URL).
-_MAX_FIELD_CHARS = 128
-
-
-def bind_log_fields(*, transaction_id: str | None = None, integration: str | None = None) -> None:
-    """Add fields to every later record of the current request (no-op outside a request)."""
-    fields = _REQUEST_FIELDS.get()
-    if fields is None:
-        return
-    if transaction_id is not None:
-        fields["transaction_id"] = transaction_id[:_MAX_FIELD_CHARS]
-    if integration is not None:
-        fields["integration"] = integration[:_MAX_FIELD_CHARS]
 
 
 @web.middleware
@@ -64,12 +45,9 @@ async def log_context_middleware(
     # SCEP routes name it "integration", the challenge URL "integration_id".
     integration = request.match_info.get("integration") or request.match_info.get("integration_id")
     if integration:
-        fields["integration"] = integration[:_MAX_FIELD_CHARS]
-    token = _REQUEST_FIELDS.set(fields)
-    try:
+        fields["integration"] = integration[:MAX_FIELD_CHARS]
+    with request_log_fields(fields):
         return await handler(request)
-    finally:
-        _REQUEST_FIELDS.reset(token)
 
 
 class _ContextFilter(logging.Filter):
@@ -80,7 +58,7 @@ class _ContextFilter(logging.Filter):
         self.worker: int | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _REQUEST_FIELDS.get()
+        fields = current_log_fields()
         if fields:
             for name, value in fields.items():
                 # An explicit extra= wins over the context.

@@ -10,7 +10,7 @@ constant time), else 401. Without one, only local clients are served (403 otherw
 ``scep_ca.server.access`` and ``config.clients`` decide, so behind a reverse proxy (which must
 be listed in ``server.trusted_proxies`` when it runs on this host) a token is needed.
 
-Answers are ``Cache-Control: no-cache``: design §5 wants a deletion visible at once,
+Answers are ``Cache-Control: no-cache``: a deletion must be visible at once (README "Revocation"),
 so neither a CRL nor an OCSP answer may be reused by an HTTP cache without revalidation.
 """
 

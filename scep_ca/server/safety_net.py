@@ -4,7 +4,7 @@ Every known bad input has a typed answer (HTTP 4xx, a FAILURE CertRep, an OCSP e
 status); this middleware is for the bug nobody has found yet. aiohttp on its own
 already keeps the traceback from the client (outside debug mode) but writes the whole
 traceback, exception message included, to the log: the message can hold text the
-client sent (design section 7: no forged log lines). Here the log gets one ERROR line
+client sent (no forged log lines). Here the log gets one ERROR line
 with the exception type, where it was raised and the route, never the message; the
 client gets a fixed text.
 """

@@ -24,6 +24,13 @@ dies (``PR_SET_PDEATHSIG``), so a killed supervisor never leaves orphans on the 
 
 The parent's loop waits on one ``poll``: signals arrive through ``signal.set_wakeup_fd``,
 and each worker reports readiness by writing one byte to its pipe once it listens.
+
+Why not gunicorn with aiohttp's ``GunicornWebWorker``: it would add a dependency and a
+second set of settings (gunicorn's, next to the YAML configuration) for what is one
+module here, and the rules above (doubling restart delay per slot, stop on a failed first
+start, readiness by pipe, the CA loaded and its passphrase checked once before the fork,
+the PKCS#11 library never initialised in the parent) would each have to be bent into
+gunicorn's hooks; its arbiter replaces a dead worker at once, without a back-off.
 """
 
 from __future__ import annotations

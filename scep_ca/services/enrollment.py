@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from config.clock import Clock
 from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import ca_id
@@ -29,13 +30,16 @@ from scep_ca.services.renewal import identity_mismatch
 from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest, Validator
 from scep_ca.services.validators.registry import Validators
 from store.base import (
+    CertificateStore,
     ChallengeRejected,
     DuplicateSerial,
     DuplicateTransaction,
     IntegrationNotFound,
+    IntegrationStore,
     IssuanceRequest,
+    IssuanceStore,
     RenewalRefused,
-    Store,
+    RevocationStore,
 )
 
 log = logging.getLogger("scep_ca.services.enrollment")
@@ -71,13 +75,18 @@ class Outcome:
 PENDING = Outcome(PKIStatus.PENDING)
 
 
+class EnrollmentStore(IntegrationStore, IssuanceStore, CertificateStore, RevocationStore, Protocol):
+    """The store roles enrollment (and the SCEP service around it) uses; revocation for a
+    certificate whose issuance a validator did not confirm."""
+
+
 class Enroller:
     def __init__(
         self,
-        store: Store,
+        store: EnrollmentStore,
         ca: CAIdentity,
         config: Config,
-        clock: Callable[[], dt.datetime],
+        clock: Clock,
         validators: Validators | None = None,
     ) -> None:
         self._store = store

@@ -4,8 +4,8 @@ This is the only revocation code that touches the store; the pure builders live 
 ``crl``, ``ocsp``, ``status`` and ``cert_format``. One instance per server process
 (or CLI invocation) holds the CRL cache, so nothing here is module-level state.
 
-CRL cache (RFC 5280 §5, design §5 "regenerated after every change and before
-nextUpdate"): the cached DER is keyed by the store's ``revocation_epoch``, which every
+CRL cache (RFC 5280 §5; regenerated after every change and before
+nextUpdate): the cached DER is keyed by the store's ``revocation_epoch``, which every
 revocation and deletion bumps in the same transaction, so a change made by any process
 (the CLI, another worker) is served on the next fetch. The epoch is read *before* the
 entries: a revocation racing with a rebuild leaves a cache keyed by the older epoch,
@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.x509 import ocsp as x509_ocsp
 
+from config.clock import Clock, utc_now
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet, ca_id
 from scep_ca.pki.cert_format import record_to_dict
@@ -44,15 +44,13 @@ from scep_ca.pki.reasons import Reason, parse_reason
 from scep_ca.pki.records import CertificateRecord
 from scep_ca.pki.serials import Base, candidates
 from scep_ca.pki.status import VerifyStatus, serial_of_pem, verify_certificate
-from store.base import DeleteResult, Store, StoreUnavailable
+from store.base import CertificateStore, DeleteResult, IntegrationStore, RevocationStore, StoreUnavailable
 
 log = logging.getLogger("scep_ca.services.revocation")
 
-Clock = Callable[[], dt.datetime]
 
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+class RevocationServiceStore(IntegrationStore, CertificateStore, RevocationStore, Protocol):
+    """The store roles revocation uses: deleting integrations, revoking, building CRLs."""
 
 
 class AmbiguousSerial(ValueError):
@@ -97,7 +95,7 @@ class RevocationService:
 
     def __init__(
         self,
-        store: Store,
+        store: RevocationServiceStore,
         ca: CAIdentity | CASet,
         crl_next_update_hours: float = 24,
         clock: Clock = utc_now,
@@ -242,7 +240,7 @@ class RevocationService:
         return revoked
 
     async def delete_integration(self, integration_id: str) -> DeleteResult:
-        """Delete the integration and revoke all its certificates in one store transaction (design §5).
+        """Delete the integration and revoke all its certificates in one store transaction (README "Revocation").
 
         Raises ``IntegrationNotFound`` when there is no live integration with this id.
         """

@@ -8,7 +8,6 @@ core is the scaling model.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -18,8 +17,9 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from config.clock import Clock, utc_now
 from config.model import Config
-from scep_ca.asn1.ber import BERError, children, read_tlv
+from scep_ca.asn1.ber import BERError, children, read_tlv, subject_der
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
@@ -28,10 +28,9 @@ from scep_ca.protocol.envelope import Decrypted, RandomBytes, RecipientKey, decr
 from scep_ca.protocol.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_message
 from scep_ca.protocol.signing import SignerIdentity, sign_message
-from scep_ca.server.logsetup import bind_log_fields
-from scep_ca.services.enrollment import Enroller, Outcome, Requester
+from scep_ca.services.enrollment import Enroller, EnrollmentStore, Outcome, Requester
+from scep_ca.services.logctx import bind_log_fields
 from scep_ca.services.validators.registry import Validators
-from store.base import Store
 
 log = logging.getLogger("scep_ca.scep")
 
@@ -76,17 +75,13 @@ class _Reply:
     bag: bytes | None = None  # the degenerate SignedData to envelope on SUCCESS
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class ScepService:
     def __init__(
         self,
-        store: Store,
+        store: EnrollmentStore,
         ca: CAIdentity,
         config: Config,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = utc_now,
         events: ScepEvents | None = None,
         crl_source: CrlSource | None = None,
         next_ca: CAIdentity | None = None,
@@ -116,7 +111,7 @@ class ScepService:
         )
         self._ca_ra_bundle = ca.ca_ra_bundle
         # GetCert compares the requested issuer with the CA's subject, content octets only.
-        self._ca_subject = read_tlv(ca.cert.subject.public_bytes()).content
+        self._ca_subject = read_tlv(subject_der(ca.cert_der)).content
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
         self._next_ca = (
             sign_message(self._signer, DigestAlg.SHA256, [], next_ca.ca_ra_bundle) if next_ca is not None else None

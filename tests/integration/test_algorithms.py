@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import issuer_and_serial
+from scep_ca.protocol.algorithms import CIPHER_OIDS
 from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, FailInfo, MessageType, PKIStatus
@@ -53,7 +54,7 @@ HASH_CLASSES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
     "md5": hashes.MD5,
 }
-AES128_CBC = oids.CIPHER_OIDS[ContentCipher.AES128]
+AES128_CBC = CIPHER_OIDS[ContentCipher.AES128]
 AES128_GCM = "2.16.840.1.101.3.4.1.6"
 RC2_CBC = "1.2.840.113549.3.2"
 
@@ -160,7 +161,7 @@ def _aes_cbc(plaintext: bytes, key: bytes) -> tuple[bytes, bytes]:
     padded = padder.update(plaintext) + padder.finalize()
     enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     ciphertext = enc.update(padded) + enc.finalize()
-    oid = {16: AES128_CBC, 24: oids.CIPHER_OIDS[ContentCipher.AES192], 32: oids.CIPHER_OIDS[ContentCipher.AES256]}
+    oid = {16: AES128_CBC, 24: CIPHER_OIDS[ContentCipher.AES192], 32: CIPHER_OIDS[ContentCipher.AES256]}
     return der.algorithm(oid[len(key)], der.octet_string(iv)), ciphertext
 
 

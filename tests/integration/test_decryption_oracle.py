@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 import tests.asn1_scep  # noqa: F401  (registers the SCEP attributes with asn1crypto)
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import issuer_and_serial
+from scep_ca.protocol.algorithms import CIPHER_OIDS
 from scep_ca.protocol.client import self_signed_signer
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType
 from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
@@ -71,7 +72,7 @@ def _enveloped(recipient: x509.Certificate, encrypted_key: bytes) -> bytes:
     ktri = der.seq(der.integer(0), ias, oids.RSA_ENCRYPTION, der.octet_string(encrypted_key))
     eci = der.seq(
         oids.DATA,
-        der.seq(der.oid(oids.CIPHER_OIDS[ContentCipher.AES256]), der.octet_string(IV)),
+        der.seq(der.oid(CIPHER_OIDS[ContentCipher.AES256]), der.octet_string(IV)),
         der.implicit_primitive(0, _bad_padding_ciphertext()),
     )
     return der.seq(oids.ENVELOPED_DATA, der.explicit(0, der.seq(der.integer(0), der.set_of(ktri), eci)))
@@ -173,7 +174,7 @@ async def test_wrong_iv_length_is_the_same_failure(
     ktri = der.seq(der.integer(0), ias, oids.RSA_ENCRYPTION, der.octet_string(public.encrypt(KEY, padding.PKCS1v15())))
     eci = der.seq(
         oids.DATA,
-        der.seq(der.oid(oids.CIPHER_OIDS[ContentCipher.AES256]), der.octet_string(iv)),
+        der.seq(der.oid(CIPHER_OIDS[ContentCipher.AES256]), der.octet_string(iv)),
         der.implicit_primitive(0, os.urandom(32)),
     )
     enveloped = der.seq(oids.ENVELOPED_DATA, der.explicit(0, der.seq(der.integer(0), der.set_of(ktri), eci)))

@@ -26,6 +26,7 @@ from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import issuer_and_serial
 from scep_ca.pki.ocsp import OcspIssuer
 from scep_ca.pki.status import MAX_PEM_BYTES
+from scep_ca.protocol.algorithms import CIPHER_OIDS
 from scep_ca.protocol.client import build_csr, open_reply, self_signed_signer
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, FailInfo, PKIStatus
@@ -113,7 +114,7 @@ def _enveloped_with_key_transport(server: Server, key_transport: bytes) -> bytes
     ktri = der.seq(der.integer(0), ias, key_transport, der.octet_string(os.urandom(256)))
     eci = der.seq(
         oids.DATA,
-        der.seq(der.oid(oids.CIPHER_OIDS[ContentCipher.AES128]), der.octet_string(os.urandom(16))),
+        der.seq(der.oid(CIPHER_OIDS[ContentCipher.AES128]), der.octet_string(os.urandom(16))),
         der.implicit_primitive(0, os.urandom(32)),
     )
     return der.seq(oids.ENVELOPED_DATA, der.explicit(0, der.seq(der.integer(0), der.set_of(ktri), eci)))

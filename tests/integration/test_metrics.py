@@ -31,8 +31,9 @@ from scep_ca.pki.records import Integration
 from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
-from scep_ca.server.logsetup import bind_log_fields, build_handler, log_context_middleware
+from scep_ca.server.logsetup import build_handler, log_context_middleware
 from scep_ca.server.metrics import CHALLENGE_RESULTS, Metrics
+from scep_ca.services.logctx import bind_log_fields
 from tests.integration.conftest import Server, ServerFactory
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

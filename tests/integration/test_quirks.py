@@ -41,6 +41,7 @@ from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import encode_tlv, issuer_and_serial, read_tlv
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.records import Integration
+from scep_ca.protocol.algorithms import CIPHER_OIDS, DIGEST_ALGORITHMS
 from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType, PKIStatus
@@ -275,14 +276,14 @@ def _sign_with_ski(
     signer_info = der.seq(
         der.integer(3),
         der.implicit_primitive(0, ski),
-        oids.DIGEST_ALGORITHMS[digest],
+        DIGEST_ALGORITHMS[digest],
         b"\xa0" + signed_attrs[1:],
         oids.RSA_ENCRYPTION,
         der.octet_string(signature),
     )
     signed_data = der.seq(
         der.integer(3),
-        der.set_of(oids.DIGEST_ALGORITHMS[digest]),
+        der.set_of(DIGEST_ALGORITHMS[digest]),
         der.seq(oids.DATA, der.explicit(0, der.octet_string(content))),
         der.explicit(0, signer.public_bytes(serialization.Encoding.DER)),
         der.set_of(signer_info),
@@ -328,7 +329,7 @@ def _envelope_to_ski(plaintext: bytes, recipient: x509.Certificate) -> bytes:
     )
     eci = der.seq(
         oids.DATA,
-        der.algorithm(oids.CIPHER_OIDS[ContentCipher.AES128], der.octet_string(iv)),
+        der.algorithm(CIPHER_OIDS[ContentCipher.AES128], der.octet_string(iv)),
         der.implicit_primitive(0, ciphertext),
     )
     return der.seq(oids.ENVELOPED_DATA, der.explicit(0, der.seq(der.integer(2), der.set_of(ktri), eci)))
