@@ -51,6 +51,7 @@ from scep_ca.services.validators.settings import INTUNE_SID_URI_PREFIX
 from tests.e2e import clients
 from tests.e2e.clients import Certmonger, run_scepclient
 from tests.e2e.conftest import DEFAULT_SUBJECT, SCEP_CA
+from tests.e2e.test_revocation_real_clients import ocsp_status
 from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, WebhookReceiver
 
 if TYPE_CHECKING:
@@ -452,6 +453,12 @@ def test_failed_success_notification_leaves_no_valid_certificate(rig: Rig, tmp_p
     assert (status, reason) == ("revoked", "cessationOfOperation")
     notified = rig.intune.calls[-1].body["notification"]
     assert isinstance(notified, dict) and notified["certificateSerialNumber"] == serial
+    # The certificate the device never got is revoked for relying parties too: OCSP says so.
+    shown = json.loads(server.cli("cert", "show", serial, "--hex", "--pem", "--json").stdout)
+    cert_path = tmp_path / "undelivered.pem"
+    cert_path.write_text(shown["pem"])
+    ocsp = ocsp_status(server, cert_path)
+    assert (ocsp.status, ocsp.reason) == ("revoked", "cessationOfOperation"), ocsp.result.describe()
     assert_nothing_secret_logged(server, mark)
 
 
