@@ -12,7 +12,8 @@ What the real clients can and cannot send:
   as one PrintableString of 4,000 bytes (PKCS#9's ub-challenge-password of 255 is not enforced
   by it, nor by us: Intune's challenges are this long). It has no option for a SAN.
 * certmonger 0.79.17 (``getcert request -L``) is a GET-only client: its PKIOperation goes in the
-  query string, a request line of 10 KB+ with a 4 KB challenge. Its SAN options are Kerberos
+  query string: with a 4 KB challenge a request line of about 9.6 KB, above aiohttp's default
+  limit of 8190 bytes (server.max_line_bytes defaults to 96 KiB for this). Its SAN options are Kerberos
   principal, DNS, e-mail and IP (``-K -D -E -A``), no URI.
 * The Intune URI SAN therefore comes from the in-repo client (scep_ca.protocol.client) over real
   HTTP to the real server.
