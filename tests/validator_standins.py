@@ -36,6 +36,8 @@ class IntuneStandIn:
     success_status: int = 200
     delay_seconds: float = 0.0
     base: str = ""
+    # expires_in of every token, in seconds (Entra gives about an hour).
+    token_lifetime: int = 3599
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -59,7 +61,9 @@ class IntuneStandIn:
             or form.get("grant_type") != "client_credentials"
         ):
             return web.json_response({"error": "invalid_client"}, status=401)
-        return web.json_response({"token_type": "Bearer", "expires_in": 3599, "access_token": f"tok-{form['scope']}"})
+        return web.json_response(
+            {"token_type": "Bearer", "expires_in": self.token_lifetime, "access_token": f"tok-{form['scope']}"}
+        )
 
     async def _endpoints(self, request: web.Request) -> web.Response:
         self.calls.append(Call("discovery", dict(request.headers), {}))
