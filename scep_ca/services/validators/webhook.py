@@ -12,16 +12,16 @@ logged and does not withdraw the certificate.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from config.clock import Clock, utc_now
 from config.model import WebhookConfig
 from scep_ca.services.validators.base import ALLOW, ValidationRequest, Verdict
 from scep_ca.services.validators.http import HttpClient, HttpFailure
@@ -40,10 +40,6 @@ def sign(secret: bytes, body: bytes) -> str:
     return hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class WebhookValidator:
     kind = "webhook"
 
@@ -54,7 +50,7 @@ class WebhookValidator:
         secret: bytes,
         config: WebhookConfig,
         http: HttpClient,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         self._id = integration_id
         self._settings = settings
@@ -66,15 +62,22 @@ class WebhookValidator:
     def one_time_challenge(self, challenge: str | None) -> str | None:
         return None
 
-    def challenge_body(self, request: ValidationRequest) -> dict[str, object]:
-        """step-ca's SCEPCHALLENGE request body."""
+    def _body(self, request: ValidationRequest, **fields: object) -> dict[str, object]:
+        """The fields every call carries (step-ca's webhook request), then ``fields``."""
         return {
             "timestamp": self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "provisionerName": self._id,
-            "scepChallenge": request.challenge or "",
             "scepTransactionID": request.transaction_id,
-            "x509CertificateRequest": _csr_fields(request.csr, request.csr_der),
+            **fields,
         }
+
+    def challenge_body(self, request: ValidationRequest) -> dict[str, object]:
+        """step-ca's SCEPCHALLENGE request body."""
+        return self._body(
+            request,
+            scepChallenge=request.challenge or "",
+            x509CertificateRequest=_csr_fields(request.csr, request.csr_der),
+        )
 
     async def validate(self, request: ValidationRequest) -> Verdict:
         if request.renewal:
@@ -92,30 +95,22 @@ class WebhookValidator:
     async def issued(self, request: ValidationRequest, cert: x509.Certificate) -> None:
         if self._settings.notify_url is None:
             return
-        body = {
-            "timestamp": self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "provisionerName": self._id,
-            "scepTransactionID": request.transaction_id,
-            "event": "issued",
-            "x509Certificate": {
+        body = self._body(
+            request,
+            event="issued",
+            x509Certificate={
                 "raw": base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii"),
                 "serialNumber": format(cert.serial_number, "x"),
                 "subject": cert.subject.rfc4514_string(),
                 "notAfter": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
-        }
+        )
         await self._notify(body, request)
 
     async def failed(self, request: ValidationRequest, reason: str) -> None:
         if self._settings.notify_url is None:
             return
-        body = {
-            "timestamp": self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "provisionerName": self._id,
-            "scepTransactionID": request.transaction_id,
-            "event": "failed",
-            "error": reason[:255],
-        }
+        body = self._body(request, event="failed", error=reason[:255])
         await self._notify(body, request)
 
     async def check(self) -> list[str]:
