@@ -44,7 +44,7 @@ from scep_ca.services.scep import ScepService
 from scep_ca.services.validators.registry import Validators
 from store.base import Store
 
-log = logging.getLogger("scep_ca.server.app")
+log = logging.getLogger(__name__)
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 CONFIG: web.AppKey[Config] = web.AppKey("config", Config)

@@ -42,7 +42,7 @@ from store.base import (
     RevocationStore,
 )
 
-log = logging.getLogger("scep_ca.services.enrollment")
+log = logging.getLogger(__name__)
 
 _SERIAL_ATTEMPTS = 3
 _CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"

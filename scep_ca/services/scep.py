@@ -32,7 +32,7 @@ from scep_ca.services.enrollment import Enroller, EnrollmentStore, Outcome, Requ
 from scep_ca.services.logctx import bind_log_fields
 from scep_ca.services.validators.registry import Validators
 
-log = logging.getLogger("scep_ca.scep")
+log = logging.getLogger(__name__)
 
 CA_RA_CERT_CONTENT_TYPE = "application/x-x509-ca-ra-cert"
 NEXT_CA_CERT_CONTENT_TYPE = "application/x-x509-next-ca-cert"

@@ -17,7 +17,7 @@ from scep_ca.services.validators.ndes import NdesValidator
 from scep_ca.services.validators.settings import SettingsError, decrypt_secret, intune_settings, webhook_settings
 from scep_ca.services.validators.webhook import WebhookValidator
 
-log = logging.getLogger("scep_ca.validators")
+log = logging.getLogger(__name__)
 
 _MISCONFIGURED = "the integration's validator is misconfigured"
 
