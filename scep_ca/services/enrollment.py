@@ -347,7 +347,8 @@ class Enroller:
         hooks: tuple[Validator, ValidationRequest] | None = None,
     ) -> Outcome:
         if hooks is None:
-            return await self._record(integration, checked, who, challenge_hash, supersedes, renews)
+            outcome, _ = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
+            return outcome
         validator, request = hooks
         try:
             outcome, record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
@@ -363,18 +364,6 @@ class Enroller:
             # Nothing the validator did not confirm may be in use: revoked before anyone saw it.
             await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
             raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
-        return outcome
-
-    async def _record(
-        self,
-        integration: Integration,
-        checked: CheckedCsr,
-        who: Requester,
-        challenge_hash: str | None,
-        supersedes: str | None,
-        renews: str | None,
-    ) -> Outcome:
-        outcome, _record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
         return outcome
 
     async def _record_once(
