@@ -85,7 +85,7 @@ from config.model import ChallengeConfig
 from scep_ca.pki.records import Integration
 from store.base import ChallengeStore, IntegrationNotFound, IntegrationStore, ThrottleStore
 
-log = logging.getLogger("challenge")
+log = logging.getLogger(__name__)
 
 
 class ChallengeServiceStore(IntegrationStore, ChallengeStore, ThrottleStore, Protocol):

@@ -8,15 +8,12 @@ and ``add_challenge``, are PL/pgSQL functions created by the migrations (``store
 one ``SELECT fn(...)`` in autocommit mode is one round trip and one implicit transaction, and
 any error inside it rolls the whole call back. Reads are single statements.
 
-The pool. ``ConnectionPool`` below is a small pool of asyncpg connections rather than
-``asyncpg.Pool``: measured per ``SELECT 1`` on this project's machines, asyncpg's pool costs
-134 us of client CPU (its release sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
-RESET ALL``, an extra round trip), 90-125 us with a no-op reset (shielded release task,
-proxy objects), against 35 us for a bare connection and 35-39 us through ``ConnectionPool``.
-An enrollment makes several store calls, so that difference alone is a large share of a
-core's per-enrollment budget at 1000 enrollments/s. Nothing here leaves session state on a
-connection (no SET, LISTEN, cursors or session-level advisory locks; ``set_config(..., true)``
-is transaction-local), so a released connection needs no reset.
+The pool is ``store.pg_pool.ConnectionPool`` (why not ``asyncpg.Pool``: see there). Nothing
+here leaves session state on a connection (no SET, LISTEN, cursors or session-level advisory
+locks; ``set_config(..., true)`` is transaction-local), so a released connection needs no reset.
+
+Columns. Each table's columns and their order come from ``store.columns``, shared with the
+SQLite store; ``_PG`` says how PostgreSQL keeps each kind (timestamptz, boolean, text[]).
 
 Concurrency, under PostgreSQL's default READ COMMITTED isolation:
 
@@ -75,23 +72,19 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
 
 Faults of the environment (the server down or restarting, a lost connection, a full disk
 or another resource exhausted on the server, a timeout) surface as ``StoreUnavailable``
-from every pool call (``_UNAVAILABLE``); a call that met one committed nothing, since each
+from every pool call (``store.pg_pool``); a call that met one committed nothing, since each
 unit of work is one statement or one explicit transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
-from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, RevokedEntry, Transaction, TransactionStatus
+from scep_ca.pki.records import CertificateRecord, Integration, RevokedEntry, Transaction, TransactionStatus
 from store import schema_postgres as schema
 from store import throttle
 from store.base import (
@@ -111,31 +104,66 @@ from store.base import (
     StoreInfo,
     StoreUnavailable,
 )
+from store.columns import (
+    CERTIFICATES,
+    INTEGRATIONS,
+    TRANSACTIONS,
+    Column,
+    Convert,
+    Kind,
+    RowMapper,
+    insert_sql,
+    username_key,
+)
+from store.pg_pool import ConnectionPool, safe_dsn
 
 DELETION_REASON = "cessationOfOperation"
 # Bounds the graceful close of each idle connection in close().
 CLOSE_TIMEOUT_S = 5.0
-# Names the sessions in pg_stat_activity, for a DBA sharing the server.
-APPLICATION_NAME = "scep-ca"
 
-INTEGRATION_COLUMNS = (
-    "id, name, subject_template, created_at, validity_days, username, password_scrypt, "
-    "nt_hash_encrypted, allow_basic, allowed_san_types, include_ca_in_reply, deleted_at, "
-    "require_approval, revoke_superseded, validator, validator_settings, validator_secret_encrypted"
-)
-CERTIFICATE_COLUMNS = (
-    "serial, integration_id, issuer_fingerprint, subject, not_before, not_after, der, "
-    "transaction_id, pubkey_sha256, message_type, requester_address, user_agent, status, "
-    "revoked_at, revocation_reason, created_at"
-)
-# What a certificate row is read as: the inserted columns, then the mark a renewal sets.
-CERTIFICATE_READ_COLUMNS = f"{CERTIFICATE_COLUMNS}, superseded_by"
-TRANSACTION_COLUMNS = (
-    "integration_id, transaction_id, pubkey_sha256, status, serial, message_type, csr_der, created_at, renews"
-)
 
-_RECORD_ISSUANCE = f"SELECT scep_record_issuance({', '.join(f'${n}' for n in range(1, 20))})"
-_RECORD_RENEWAL = f"SELECT scep_record_renewal({', '.join(f'${n}' for n in range(1, 21))})"
+def aware(value: datetime) -> datetime:
+    """Refuse naive datetimes, as the SQLite store does: their zone would be a guess
+    (asyncpg would silently take them as UTC)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("store times must be timezone-aware")
+    return value
+
+
+_PG_ENCODE: dict[Kind, Convert] = {Kind.TIME: aware, Kind.TEXT_TUPLE: list}
+
+
+class PostgresConverters:
+    """timestamptz, boolean and bytea map to asyncpg's own types; text[] is a list out and a
+    tuple in."""
+
+    def encode(self, column: Column) -> Convert | None:
+        return _PG_ENCODE.get(column.kind)
+
+    def decode(self, column: Column) -> Convert | None:
+        return tuple if column.kind is Kind.TEXT_TUPLE else None
+
+
+_PG = PostgresConverters()
+_INTEGRATION_ROWS = RowMapper(INTEGRATIONS, _PG)
+_CERTIFICATE_ROWS = RowMapper(CERTIFICATES, _PG)
+_TRANSACTION_ROWS = RowMapper(TRANSACTIONS, _PG)
+
+INTEGRATION_COLUMNS = INTEGRATIONS.select_names()
+# The inserted certificate columns (the store tests bulk-load rows with them).
+CERTIFICATE_COLUMNS = CERTIFICATES.insert_names()
+CERTIFICATE_READ_COLUMNS = CERTIFICATES.select_names()
+TRANSACTION_COLUMNS = TRANSACTIONS.select_names()
+
+
+def _call(function: str, count: int) -> str:
+    return f"SELECT {function}({', '.join(f'${n}' for n in range(1, count + 1))})"
+
+
+# The functions take the certificate's inserted columns, then challenge hash, now, supersedes
+# (scep_record_renewal: the renewed serial first), as schema.issuance_params checks.
+_RECORD_ISSUANCE = _call("scep_record_issuance", len(schema.issuance_params()))
+_RECORD_RENEWAL = _call("scep_record_renewal", len(schema.issuance_params()) + 1)
 _ADD_CHALLENGE = "SELECT scep_add_challenge($1, $2, $3, $4, $5)"
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = $1"
 # One round trip before a PKCSReq signs anything: the transaction (NULL columns when there
@@ -144,7 +172,7 @@ _ENROLLMENT_STATE = (
     "SELECT {columns}, EXISTS (SELECT 1 FROM challenges WHERE integration_id = $1 AND challenge_hash = $3 "
     "AND used_at IS NULL AND expires_at > $4) "
     "FROM (SELECT 1) AS one LEFT JOIN transactions t ON t.integration_id = $1 AND t.transaction_id = $2"
-).format(columns=", ".join(f"t.{c.strip()}" for c in TRANSACTION_COLUMNS.split(",")))
+).format(columns=TRANSACTIONS.select_names("t."))
 # See "Issuance versus deletion" above. Two statements: the check needs a snapshot taken
 # after the lock is granted.
 _SHARE_INTEGRATION_LOCK = "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))"
@@ -159,12 +187,9 @@ WHERE id = (
     FOR UPDATE
 )
 """
-_INSERT_CERTIFICATE = (
-    f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 17))})"
-)
-_INSERT_TRANSACTION = (
-    f"INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 10))})"
-)
+_INSERT_INTEGRATION = insert_sql(INTEGRATIONS, "$")
+_INSERT_CERTIFICATE = insert_sql(CERTIFICATES, "$")
+_INSERT_TRANSACTION = insert_sql(TRANSACTIONS, "$")
 # See scep_record_renewal (store/schema_postgres.py) for why this settles concurrent renewals.
 _MARK_RENEWED = (
     "UPDATE certificates SET superseded_by = $1 "
@@ -201,264 +226,6 @@ _LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = 
 _ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
 
 
-def aware(value: datetime) -> datetime:
-    """Refuse naive datetimes, as the SQLite store does: their zone would be a guess
-    (asyncpg would silently take them as UTC)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("store times must be timezone-aware")
-    return value
-
-
-def _opt_aware(value: datetime | None) -> datetime | None:
-    return None if value is None else aware(value)
-
-
-def safe_dsn(dsn: str) -> str:
-    """``host:port/database`` of a DSN, for messages: never the password it may carry."""
-    parts = urlsplit(dsn)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or "localhost"
-    return f"{host}:{port or 5432}{parts.path or '/'}"
-
-
-# Faults of the environment, each with a phrase that names no host, path or secret (the
-# server's own message can name a data file). Order matters: the first match wins.
-_UNAVAILABLE: tuple[tuple[type[BaseException], str], ...] = (
-    (asyncpg.ConnectionDoesNotExistError, "the connection to the database server was lost"),
-    # SQLSTATE class 08 (connection exception).
-    (asyncpg.PostgresConnectionError, "cannot connect to the database server"),
-    # Class 53: disk full, out of memory, too many connections.
-    (asyncpg.InsufficientResourcesError, "the database server is out of resources (disk, memory or connections)"),
-    # Class 57: shut down, restarting, not yet accepting connections, statement cancelled.
-    (asyncpg.OperatorInterventionError, "the database server is shutting down, restarting or cancelled the statement"),
-    # Class 58: I/O error on the server.
-    (asyncpg.PostgresSystemError, "the database server reported a system error"),
-    # A read-only standby after a failover.
-    (asyncpg.ReadOnlySQLTransactionError, "the database is read-only"),
-    (ConnectionRefusedError, "connection refused by the database server"),
-    (TimeoutError, "the database server did not answer in time"),
-    # Reset, unreachable, DNS (asyncpg's "Multiple exceptions" when every address failed).
-    (OSError, "cannot connect to the database server"),
-)
-
-
-def unavailable(exc: BaseException, dsn: str) -> StoreUnavailable | None:
-    """``exc`` as ``StoreUnavailable`` when it is a fault of the environment, else None."""
-    for kind, reason in _UNAVAILABLE:
-        if isinstance(exc, kind):
-            return StoreUnavailable(reason, f"PostgreSQL at {safe_dsn(dsn)}: {type(exc).__name__}: {exc}")
-    return None
-
-
-@contextmanager
-def _faults(dsn: str) -> Iterator[None]:
-    """Re-raise faults of the environment as ``StoreUnavailable``; anything else unchanged."""
-    try:
-        yield
-    except Exception as exc:
-        fault = unavailable(exc, dsn)
-        if fault is None:
-            raise
-        raise fault from exc
-
-
-def username_key(username: str) -> str:
-    """The case-insensitive lookup key of a username (the same folding as the SQLite store)."""
-    return username.casefold()
-
-
-class ConnectionPool:
-    """At most ``max_size`` asyncpg connections, handed out LIFO, for one event loop.
-
-    The fast path (an idle connection exists) allocates nothing and never yields to the event
-    loop before the query itself. A connection is dropped instead of reused when the call using
-    it failed in any way other than a PostgreSQL error reported by the server (cancellation,
-    timeout, a lost connection, a protocol error): after those its protocol state is unknown.
-    A server-reported error ends the implicit transaction and leaves the connection usable.
-    """
-
-    def __init__(self, dsn: str, min_size: int, max_size: int) -> None:
-        if max_size < 1 or not 0 <= min_size <= max_size:
-            raise ValueError(f"pool sizes must satisfy 0 <= min ({min_size}) <= max ({max_size}), max >= 1")
-        self._dsn = dsn
-        self._min_size = min_size
-        self._max_size = max_size
-        self._idle: deque[Any] = deque()
-        # Futures of callers waiting for a connection: woken with a connection, or with None
-        # meaning "a slot is free, connect yourself".
-        self._waiters: deque[asyncio.Future[Any]] = deque()
-        self._size = 0  # open connections plus connections being opened
-        self._closed = False
-
-    async def open(self) -> None:
-        """Open ``min_size`` connections now, so that a bad DSN fails at startup."""
-        for _ in range(self._min_size):
-            self._size += 1
-            self._idle.append(await self._connect())
-
-    async def _connect(self) -> Any:
-        """Open one connection for a slot already counted in ``_size``."""
-        try:
-            return await asyncpg.connect(self._dsn, server_settings={"application_name": APPLICATION_NAME})
-        except BaseException:
-            self._size -= 1
-            self._free_slot()
-            raise
-
-    def _free_slot(self) -> None:
-        """A slot became free: let the first live waiter open a connection in it."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._size += 1
-                waiter.set_result(None)
-                return
-
-    async def _acquire_slow(self) -> Any:
-        if self._closed:
-            raise StoreError("the store is closed")
-        if self._size < self._max_size:
-            self._size += 1
-            return await self._connect()
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            conn = await waiter
-        except asyncio.CancelledError:
-            # Cancelled after being handed a connection or a slot: pass it on, do not leak it.
-            if waiter.done() and not waiter.cancelled():
-                handed = waiter.result()
-                if handed is None:
-                    self._size -= 1
-                    self._free_slot()
-                else:
-                    self._release(handed, reusable=True)
-            raise
-        return await self._connect() if conn is None else conn
-
-    def _take(self) -> Any:
-        """An idle connection that is still open, or None."""
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.is_closed():
-                return conn
-            self._size -= 1  # closed while idle (server restart, idle timeout)
-        return None
-
-    def _release(self, conn: Any, *, reusable: bool) -> None:
-        if self._closed or not reusable or conn.is_closed() or conn.is_in_transaction():
-            conn.terminate()
-            self._size -= 1
-            if not self._closed:
-                self._free_slot()
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        self._idle.append(conn)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        with _faults(self._dsn):
-            conn = self._take() or await self._acquire_slow()
-            reusable = False
-            try:
-                result = await conn.fetchval(sql, *args)
-                reusable = True
-                return result
-            except asyncpg.PostgresError:
-                reusable = True
-                raise
-            finally:
-                self._release(conn, reusable=reusable)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        with _faults(self._dsn):
-            conn = self._take() or await self._acquire_slow()
-            reusable = False
-            try:
-                result = await conn.fetchrow(sql, *args)
-                reusable = True
-                return result
-            except asyncpg.PostgresError:
-                reusable = True
-                raise
-            finally:
-                self._release(conn, reusable=reusable)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        with _faults(self._dsn):
-            conn = self._take() or await self._acquire_slow()
-            reusable = False
-            try:
-                result: list[Any] = await conn.fetch(sql, *args)
-                reusable = True
-                return result
-            except asyncpg.PostgresError:
-                reusable = True
-                raise
-            finally:
-                self._release(conn, reusable=reusable)
-
-    async def execute(self, sql: str, *args: Any) -> str:
-        with _faults(self._dsn):
-            conn = self._take() or await self._acquire_slow()
-            reusable = False
-            try:
-                status: str = await conn.execute(sql, *args)
-                reusable = True
-                return status
-            except asyncpg.PostgresError:
-                reusable = True
-                raise
-            finally:
-                self._release(conn, reusable=reusable)
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
-        """A connection for several statements (explicit transactions, migrations)."""
-        with _faults(self._dsn):
-            conn = self._take() or await self._acquire_slow()
-            reusable = False
-            try:
-                yield conn
-                reusable = True
-            except (asyncpg.PostgresError, StoreError):
-                # Raised after the server answered (asyncpg's transaction block has rolled back
-                # by the time the error reaches here); _release still drops the connection if a
-                # transaction were somehow left open.
-                reusable = True
-                raise
-            finally:
-                self._release(conn, reusable=reusable)
-
-    async def close(self, timeout: float) -> None:
-        """Close idle connections now (a graceful Terminate), and those in use when released.
-        Callers still waiting for a connection get StoreError."""
-        self._closed = True
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(StoreError("the store is closed"))
-        idle, self._idle = list(self._idle), deque()
-        self._size -= len(idle)
-        for conn in idle:
-            try:
-                async with asyncio.timeout(timeout):
-                    await conn.close()
-            except (TimeoutError, OSError, asyncpg.InterfaceError):
-                conn.terminate()
-
-    @property
-    def size(self) -> int:
-        """Open connections, idle or in use (for tests and ``info``)."""
-        return self._size
-
-
 class PostgresStore:
     """``Store`` on a PostgreSQL database. Call ``open()`` before use."""
 
@@ -476,8 +243,7 @@ class PostgresStore:
             return
         pool = ConnectionPool(self._dsn, self._pool_min, self._pool_max)
         try:
-            with _faults(self._dsn):
-                await pool.open()
+            await pool.open()
             async with pool.connection() as conn:
                 await schema.apply_migrations(conn)
         except StoreUnavailable:
@@ -523,28 +289,7 @@ class PostgresStore:
 
     async def create_integration(self, integration: Integration) -> None:
         try:
-            await self._p().execute(
-                f"INSERT INTO integrations ({INTEGRATION_COLUMNS}, username_key) "
-                f"VALUES ({', '.join(f'${n}' for n in range(1, 19))})",
-                integration.id,
-                integration.name,
-                integration.subject_template,
-                aware(integration.created_at),
-                integration.validity_days,
-                integration.username,
-                integration.password_scrypt,
-                integration.nt_hash_encrypted,
-                integration.allow_basic,
-                list(integration.allowed_san_types),
-                integration.include_ca_in_reply,
-                _opt_aware(integration.deleted_at),
-                integration.require_approval,
-                integration.revoke_superseded,
-                integration.validator,
-                integration.validator_settings,
-                integration.validator_secret_encrypted,
-                username_key(integration.username),
-            )
+            await self._p().execute(_INSERT_INTEGRATION, *_INTEGRATION_ROWS.params(integration))
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateIntegration(
                 f"an integration with id {integration.id!r} or username {integration.username!r} exists"
@@ -553,19 +298,19 @@ class PostgresStore:
     async def get_integration(self, integration_id: str, *, include_deleted: bool = False) -> Integration | None:
         sql = _ANY_INTEGRATION if include_deleted else _LIVE_INTEGRATION
         row = await self._p().fetchrow(sql, integration_id)
-        return None if row is None else _integration(row)
+        return None if row is None else _INTEGRATION_ROWS.record(row)
 
     async def find_integration_by_username(self, username: str) -> Integration | None:
         row = await self._p().fetchrow(
             f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE username_key = $1 AND deleted_at IS NULL",
             username_key(username),
         )
-        return None if row is None else _integration(row)
+        return None if row is None else _INTEGRATION_ROWS.record(row)
 
     async def list_integrations(self, *, include_deleted: bool = False) -> Sequence[Integration]:
         where = "" if include_deleted else " WHERE deleted_at IS NULL"
         rows = await self._p().fetch(f"SELECT {INTEGRATION_COLUMNS} FROM integrations{where} ORDER BY created_at, id")
-        return [_integration(row) for row in rows]
+        return [_INTEGRATION_ROWS.record(row) for row in rows]
 
     async def update_credentials(
         self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
@@ -649,7 +394,7 @@ class PostgresStore:
     async def record_issuance(self, req: IssuanceRequest) -> None:
         cert = req.certificate
         now = aware(req.now)
-        params = (*_certificate_params(cert, now), req.challenge_hash, now, req.supersedes)
+        params = (*_CERTIFICATE_ROWS.params(cert, created_at=now), req.challenge_hash, now, req.supersedes)
         try:
             if req.renews is None:
                 result = await self._p().fetchval(_RECORD_ISSUANCE, *params)
@@ -674,7 +419,7 @@ class PostgresStore:
         self, integration_id: str, transaction_id: str, challenge_hash: str | None, now: datetime
     ) -> EnrollmentState:
         row = await self._p().fetchrow(_ENROLLMENT_STATE, integration_id, transaction_id, challenge_hash, aware(now))
-        txn = None if row is None or row[0] is None else _transaction(row)
+        txn = None if row is None or row[0] is None else _TRANSACTION_ROWS.record(row)
         return EnrollmentState(transaction=txn, challenge_usable=bool(row is not None and row[-1]))
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None:
@@ -683,14 +428,14 @@ class PostgresStore:
             integration_id,
             transaction_id,
         )
-        return None if row is None else _transaction(row)
+        return None if row is None else _TRANSACTION_ROWS.record(row)
 
     # The approval queue is operator-paced, so these run as explicit multi-statement
     # transactions rather than server-side functions; the locking is the same as issuance's.
 
     async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
         aware(now)
-        params = _transaction_params(txn)
+        params = _TRANSACTION_ROWS.params(txn)
         async with self._p().connection() as conn, conn.transaction():
             await _require_live(conn, txn.integration_id)
             if challenge_hash is not None:
@@ -722,7 +467,7 @@ class PostgresStore:
             "ORDER BY created_at, integration_id, transaction_id",
             *params,
         )
-        return [_transaction(row) for row in rows]
+        return [_TRANSACTION_ROWS.record(row) for row in rows]
 
     async def resolve_pending(
         self,
@@ -734,7 +479,7 @@ class PostgresStore:
         supersedes: str | None = None,
     ) -> bool:
         aware(now)
-        cert_params = None if certificate is None else _certificate_params(certificate, now)
+        cert_params = None if certificate is None else _CERTIFICATE_ROWS.params(certificate, created_at=now)
         async with self._p().connection() as conn, conn.transaction():
             await _require_live(conn, integration_id)
             # FOR UPDATE: of two operators resolving the same request at once, the second waits,
@@ -784,7 +529,7 @@ class PostgresStore:
 
     async def get_certificate(self, serial: str) -> CertificateRecord | None:
         row = await self._p().fetchrow(f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates WHERE serial = $1", serial)
-        return None if row is None else _certificate(row)
+        return None if row is None else _CERTIFICATE_ROWS.record(row)
 
     async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
         clauses: list[str] = []
@@ -809,7 +554,7 @@ class PostgresStore:
         if flt.limit is not None:
             sql += f" LIMIT {param(max(flt.limit, 0))}"
         rows = await self._p().fetch(sql, *params)
-        return [_certificate(row) for row in rows]
+        return [_CERTIFICATE_ROWS.record(row) for row in rows]
 
     async def count_certificates(self, integration_id: str | None = None) -> int:
         if integration_id is None:
@@ -939,98 +684,3 @@ async def _require_live(conn: Any, integration_id: str) -> None:
 def _rowcount(status: str) -> int:
     """The row count of a command tag such as ``UPDATE 3`` or ``DELETE 0``."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _certificate_params(cert: CertificateRecord, created_at: datetime) -> tuple[Any, ...]:
-    """Values for CERTIFICATE_COLUMNS; ``created_at`` is used when the record has none."""
-    return (
-        cert.serial,
-        cert.integration_id,
-        cert.issuer_fingerprint,
-        cert.subject,
-        aware(cert.not_before),
-        aware(cert.not_after),
-        cert.der,
-        cert.transaction_id,
-        cert.pubkey_sha256,
-        cert.message_type,
-        cert.requester_address,
-        cert.user_agent,
-        cert.status.value,
-        _opt_aware(cert.revoked_at),
-        cert.revocation_reason,
-        aware(cert.created_at or created_at),
-    )
-
-
-def _transaction_params(txn: Transaction) -> tuple[Any, ...]:
-    """Values for TRANSACTION_COLUMNS."""
-    return (
-        txn.integration_id,
-        txn.transaction_id,
-        txn.pubkey_sha256,
-        txn.status.value,
-        txn.serial,
-        txn.message_type,
-        txn.csr_der,
-        aware(txn.created_at),
-        txn.renews,
-    )
-
-
-def _integration(row: Any) -> Integration:
-    return Integration(
-        id=row[0],
-        name=row[1],
-        subject_template=row[2],
-        created_at=row[3],
-        validity_days=row[4],
-        username=row[5],
-        password_scrypt=row[6],
-        nt_hash_encrypted=row[7],
-        allow_basic=row[8],
-        allowed_san_types=tuple(row[9]),
-        include_ca_in_reply=row[10],
-        deleted_at=row[11],
-        require_approval=row[12],
-        revoke_superseded=row[13],
-        validator=row[14],
-        validator_settings=row[15],
-        validator_secret_encrypted=row[16],
-    )
-
-
-def _certificate(row: Any) -> CertificateRecord:
-    return CertificateRecord(
-        serial=row[0],
-        integration_id=row[1],
-        issuer_fingerprint=row[2],
-        subject=row[3],
-        not_before=row[4],
-        not_after=row[5],
-        der=row[6],
-        transaction_id=row[7],
-        pubkey_sha256=row[8],
-        message_type=row[9],
-        requester_address=row[10],
-        user_agent=row[11],
-        status=CertStatus(row[12]),
-        revoked_at=row[13],
-        revocation_reason=row[14],
-        created_at=row[15],
-        superseded_by=row[16],
-    )
-
-
-def _transaction(row: Any) -> Transaction:
-    return Transaction(
-        integration_id=row[0],
-        transaction_id=row[1],
-        pubkey_sha256=row[2],
-        status=TransactionStatus(row[3]),
-        serial=row[4],
-        message_type=row[5],
-        csr_der=row[6],
-        created_at=row[7],
-        renews=row[8],
-    )

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from store.base import StoreError
+from store.columns import CERTIFICATES
 
 # pg_advisory_xact_lock(classid, objid) keys. The class is "SCEP" in ASCII, so a DBA reading
 # pg_locks can tell the locks apart from other applications' sharing the database.
@@ -343,6 +344,23 @@ _ISSUANCE_PARAMS = (
     ("p_now", "timestamptz"),
     ("p_supersedes", "text"),
 )
+
+
+def issuance_params() -> tuple[tuple[str, str], ...]:
+    """scep_record_issuance's parameters, in order, as the migrations define the function: the
+    certificate's inserted columns (``store.columns.CERTIFICATES``), then challenge hash, now and
+    supersedes. The text above is history and stays as it is; a certificate column added later
+    needs a migration that redefines both functions, and this check fails until it exists."""
+    expected = (
+        *((f"p_{c.name}", c.kind.pg_type) for c in CERTIFICATES.insert_columns),
+        ("p_challenge_hash", "text"),
+        ("p_now", "timestamptz"),
+        ("p_supersedes", "text"),
+    )
+    if expected != _ISSUANCE_PARAMS:
+        raise RuntimeError("store.columns.CERTIFICATES no longer matches scep_record_issuance: add a migration")
+    return _ISSUANCE_PARAMS
+
 
 # A renewal: scep_record_issuance plus the renewed-once mark, in the same implicit transaction.
 # The mark comes first, so that two renewals signed by one certificate serialise on that

@@ -54,6 +54,7 @@ from store.base import (
     StoreInfo,
     StoreUnavailable,
 )
+from store.columns import CERTIFICATES, INTEGRATIONS, TRANSACTIONS, insert_sql
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
 
 BUSY_TIMEOUT_MS = 5000
@@ -78,8 +79,13 @@ _UNAVAILABLE_CODES = frozenset(
 WAL_AUTOCHECKPOINT_PAGES = 4000
 DELETION_REASON = "cessationOfOperation"
 
-_INSERT_CERTIFICATE = f"INSERT INTO certificates ({codec.CERTIFICATE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
-_INSERT_TRANSACTION = f"INSERT INTO transactions ({codec.TRANSACTION_COLUMNS}) VALUES ({', '.join('?' * 9)})"
+# What each table is selected as (store.columns).
+_INTEGRATION_COLUMNS = INTEGRATIONS.select_names()
+_CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
+_TRANSACTION_COLUMNS = TRANSACTIONS.select_names()
+_INSERT_INTEGRATION = insert_sql(INTEGRATIONS, "?")
+_INSERT_CERTIFICATE = insert_sql(CERTIFICATES, "?")
+_INSERT_TRANSACTION = insert_sql(TRANSACTIONS, "?")
 # A certificate is renewed once: only an unrenewed, unrevoked certificate of the integration takes
 # the mark, so of two renewals signed by one certificate exactly one commits.
 _MARK_RENEWED = (
@@ -108,7 +114,7 @@ _ENROLLMENT_STATE = (
     "SELECT {columns}, EXISTS (SELECT 1 FROM challenges INDEXED BY challenges_lookup "
     "WHERE integration_id = ? AND challenge_hash = ? AND used_at IS NULL AND expires_at > ?) "
     "FROM (SELECT 1) LEFT JOIN transactions t ON t.integration_id = ? AND t.transaction_id = ?"
-).format(columns=", ".join(f"t.{c.strip()}" for c in codec.TRANSACTION_COLUMNS.split(",")))
+).format(columns=TRANSACTIONS.select_names("t."))
 # Rows of other keys whose window and lock are both over, deleted by each auth_reserve: rows
 # are only created by reservations, so this keeps the table at about the keys still counted.
 AUTH_PURGE_LIMIT = 100
@@ -223,39 +229,35 @@ class SQLiteStore:
     async def create_integration(self, integration: Integration) -> None:
         try:
             with self._transaction() as conn:
-                conn.execute(
-                    f"INSERT INTO integrations ({codec.INTEGRATION_COLUMNS}, username_key) "
-                    f"VALUES ({', '.join('?' * 18)})",
-                    codec.integration_params(integration),
-                )
+                conn.execute(_INSERT_INTEGRATION, codec.INTEGRATION_ROWS.params(integration))
         except sqlite3.IntegrityError as exc:
             raise DuplicateIntegration(
                 f"an integration with id {integration.id!r} or username {integration.username!r} exists"
             ) from exc
 
     async def get_integration(self, integration_id: str, *, include_deleted: bool = False) -> Integration | None:
-        sql = f"SELECT {codec.INTEGRATION_COLUMNS} FROM integrations WHERE id = ?"
+        sql = f"SELECT {_INTEGRATION_COLUMNS} FROM integrations WHERE id = ?"
         if not include_deleted:
             sql += " AND deleted_at IS NULL"
         with self._read() as conn:
             row = conn.execute(sql, (integration_id,)).fetchone()
-        return None if row is None else codec.integration_from_row(row)
+        return None if row is None else codec.INTEGRATION_ROWS.record(row)
 
     async def find_integration_by_username(self, username: str) -> Integration | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT {codec.INTEGRATION_COLUMNS} FROM integrations WHERE username_key = ? AND deleted_at IS NULL",
+                f"SELECT {_INTEGRATION_COLUMNS} FROM integrations WHERE username_key = ? AND deleted_at IS NULL",
                 (codec.username_key(username),),
             ).fetchone()
-        return None if row is None else codec.integration_from_row(row)
+        return None if row is None else codec.INTEGRATION_ROWS.record(row)
 
     async def list_integrations(self, *, include_deleted: bool = False) -> Sequence[Integration]:
         where = "" if include_deleted else " WHERE deleted_at IS NULL"
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {codec.INTEGRATION_COLUMNS} FROM integrations{where} ORDER BY created_at, id"
+                f"SELECT {_INTEGRATION_COLUMNS} FROM integrations{where} ORDER BY created_at, id"
             ).fetchall()
-        return [codec.integration_from_row(row) for row in rows]
+        return [codec.INTEGRATION_ROWS.record(row) for row in rows]
 
     async def update_credentials(
         self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
@@ -347,7 +349,7 @@ class SQLiteStore:
         cert = req.certificate
         now_us = codec.to_us(req.now)
         cert_params = codec.certificate_params(cert, req.now)
-        txn_params = codec.transaction_params(
+        txn_params = codec.TRANSACTION_ROWS.params(
             Transaction(
                 integration_id=cert.integration_id,
                 transaction_id=cert.transaction_id,
@@ -400,16 +402,16 @@ class SQLiteStore:
             row = conn.execute(
                 _ENROLLMENT_STATE, (integration_id, challenge_hash, codec.to_us(now), integration_id, transaction_id)
             ).fetchone()
-        txn = None if row[0] is None else codec.transaction_from_row(row)
+        txn = None if row[0] is None else codec.TRANSACTION_ROWS.record(row)
         return EnrollmentState(transaction=txn, challenge_usable=bool(row[-1]))
 
     async def get_transaction(self, integration_id: str, transaction_id: str) -> Transaction | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT {codec.TRANSACTION_COLUMNS} FROM transactions WHERE integration_id = ? AND transaction_id = ?",
+                f"SELECT {_TRANSACTION_COLUMNS} FROM transactions WHERE integration_id = ? AND transaction_id = ?",
                 (integration_id, transaction_id),
             ).fetchone()
-        return None if row is None else codec.transaction_from_row(row)
+        return None if row is None else codec.TRANSACTION_ROWS.record(row)
 
     async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
         now_us = codec.to_us(now)
@@ -422,7 +424,7 @@ class SQLiteStore:
                 if consumed != 1:
                     raise ChallengeRejected(txn.integration_id)
             try:
-                conn.execute(_INSERT_TRANSACTION, codec.transaction_params(txn))
+                conn.execute(_INSERT_TRANSACTION, codec.TRANSACTION_ROWS.params(txn))
             except sqlite3.IntegrityError as exc:
                 if _is_unique_violation(exc):
                     raise DuplicateTransaction(txn.transaction_id) from exc
@@ -441,9 +443,9 @@ class SQLiteStore:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {codec.TRANSACTION_COLUMNS} FROM transactions{where} ORDER BY created_at", params
+                f"SELECT {_TRANSACTION_COLUMNS} FROM transactions{where} ORDER BY created_at", params
             ).fetchall()
-        return [codec.transaction_from_row(r) for r in rows]
+        return [codec.TRANSACTION_ROWS.record(r) for r in rows]
 
     async def resolve_pending(
         self,
@@ -491,9 +493,9 @@ class SQLiteStore:
     async def get_certificate(self, serial: str) -> CertificateRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT {codec.CERTIFICATE_READ_COLUMNS} FROM certificates WHERE serial = ?", (serial,)
+                f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?", (serial,)
             ).fetchone()
-        return None if row is None else codec.certificate_from_row(row)
+        return None if row is None else codec.CERTIFICATE_ROWS.record(row)
 
     async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
         clauses: list[str] = []
@@ -510,7 +512,7 @@ class SQLiteStore:
         if flt.issued_only_unexpired_at is not None:
             clauses.append("status = 'issued' AND not_after >= ?")
             params.append(codec.to_us(flt.issued_only_unexpired_at))
-        sql = f"SELECT {codec.CERTIFICATE_READ_COLUMNS} FROM certificates"
+        sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY created_at, serial"
@@ -519,7 +521,7 @@ class SQLiteStore:
             params.append(max(flt.limit, 0))
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [codec.certificate_from_row(row) for row in rows]
+        return [codec.CERTIFICATE_ROWS.record(row) for row in rows]
 
     async def count_certificates(self, integration_id: str | None = None) -> int:
         with self._read() as conn:

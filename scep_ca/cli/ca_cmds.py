@@ -31,7 +31,7 @@ from scep_ca.server.logsetup import configure_logging, tag_worker
 from scep_ca.server.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
-log = logging.getLogger("scep_ca.cli")
+log = logging.getLogger(__name__)
 
 
 def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:

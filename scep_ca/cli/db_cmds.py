@@ -17,7 +17,7 @@ import asyncpg
 from config import Config
 from scep_ca.cli.context import CliError, opened_store, print_json, run_async
 from store import schema_postgres, schema_sqlite
-from store.postgres import safe_dsn
+from store.pg_pool import safe_dsn
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from config import Config
-from config.clock import utc_now
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, print_table, run_async
 from scep_ca.pki.records import TransactionStatus
 from scep_ca.protocol.errors import ScepFailure
-from scep_ca.services.enrollment import Enroller
+from scep_ca.server.app import enroller_for
+from scep_ca.services.validators.registry import Validators
 
 
 def _request_id(integration_id: str, transaction_id: str) -> str:
@@ -49,7 +49,9 @@ async def _resolve(config: Config, args: argparse.Namespace, approve: bool) -> i
     integration_id, transaction_id = _split(args.id)
     ca = load_identity(config)
     async with opened_store(config) as store:
-        enroller = Enroller(store, ca, config, utc_now)
+        # Offline: only the store-backed ndes validator is usable (no secret key, no HTTP calls).
+        validators = Validators(config.intune, config.webhook, None, ca.cert.subject.rfc4514_string())
+        enroller = enroller_for(config, store, ca, validators)
         try:
             if approve:
                 record = await enroller.approve(integration_id, transaction_id)

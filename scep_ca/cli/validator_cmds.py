@@ -135,7 +135,9 @@ async def _test_validator(config: Config, args: argparse.Namespace) -> int:
         raise CliError(f"no live integration {args.id!r}")
     if integration.validator == "ndes":
         raise CliError("this integration uses one-time challenges (ndes): nothing to call")
-    validators = Validators(config, load_or_create_secret_key(config.data_dir), ca.cert.subject.rfc4514_string())
+    validators = Validators(
+        config.intune, config.webhook, load_or_create_secret_key(config.data_dir), ca.cert.subject.rfc4514_string()
+    )
     try:
         validator = validators.for_integration(integration)
         if isinstance(validator, Misconfigured):

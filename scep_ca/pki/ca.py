@@ -100,9 +100,11 @@ class CAIdentity:
     def public_key(self) -> rsa.RSAPublicKey:
         return self.key.public_key()
 
-    @property
+    @functools.cached_property
     def ca_ra_bundle(self) -> bytes:
-        """GetCACert's answer: a certs-only PKCS#7 with the RA(s) first, then the CA (as NDES sends it)."""
+        """GetCACert's answer: a certs-only PKCS#7 with the RA(s) first, then the CA (as NDES sends it).
+
+        Built once per identity: every GetCACert returns it."""
         ras = [self.ra_cert_der]
         if self.enc_cert is not None:
             ras.append(self.enc_cert.public_bytes(serialization.Encoding.DER))

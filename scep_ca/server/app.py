@@ -27,9 +27,11 @@ from challenge.service import ChallengeService
 from challenge.tls_binding import end_point_application_data
 from challenge.web import setup_challenge_routes
 from config.clients import TrustedProxies, is_loopback_host
+from config.clock import Clock, utc_now
 from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
+from scep_ca.pki.certificate_factory import CertificateFactory
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
@@ -39,12 +41,13 @@ from scep_ca.server.revocation_web import setup_revocation_routes
 from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.scep_web import setup_scep_routes
 from scep_ca.server.store_faults import StoreFaults
+from scep_ca.services.enrollment import Enroller, EnrollmentStore
 from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
 from scep_ca.services.validators.registry import Validators
 from store.base import Store
 
-log = logging.getLogger("scep_ca.server.app")
+log = logging.getLogger(__name__)
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
@@ -114,7 +117,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     app.cleanup_ctx.append(store_ctx)
     tls = ssl_context(config) is not None
     secret_key = load_or_create_secret_key(config.data_dir)
-    validators = Validators(config, secret_key, ca.cert.subject.rfc4514_string())
+    validators = Validators(config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string())
 
     async def validators_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -142,16 +145,31 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     scep = ScepService(
         store,
         ca,
-        config,
+        config.scep,
+        enroller_for(config, store, ca, validators),
         crl_source=revocation.current_crl,
         events=metrics,
         next_ca=ca_set.next,
-        validators=validators,
     )
     setup_scep_routes(app, scep)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
     setup_health_routes(app, store, ca, lifecycle, worker)
     return app
+
+
+def enroller_for(
+    config: Config, store: EnrollmentStore, ca: CAIdentity, validators: Validators, clock: Clock = utc_now
+) -> Enroller:
+    """The enrollment decisions of ``ca``, wired from the settings they use (the server's and
+    the operator CLI's)."""
+    return Enroller(
+        store,
+        CertificateFactory(ca, config.base_url, clock),
+        validators,
+        config.scep,
+        config.certificate.key_sizes,
+        clock,
+    )
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:

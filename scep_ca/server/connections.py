@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-log = logging.getLogger("scep_ca.server.connections")
+log = logging.getLogger(__name__)
 
 # Resource exhaustion while accepting (asyncio retries the accept after a second).
 _ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

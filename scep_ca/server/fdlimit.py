@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import resource
 
-log = logging.getLogger("scep_ca.server.fdlimit")
+log = logging.getLogger(__name__)
 
 # Descriptors kept back for everything that is not an admitted client connection: the
 # store (SQLite database, WAL and shared-memory files, or PostgreSQL sockets), the

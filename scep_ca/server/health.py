@@ -30,7 +30,7 @@ from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.keys import KeyUnavailable, check_keys
 from store.base import Store, StoreUnavailable
 
-log = logging.getLogger("scep_ca.server.health")
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 2.0
 _NO_CACHE = {"Cache-Control": "no-store"}

@@ -46,7 +46,7 @@ from scep_ca.server.access import BEARER_CHALLENGE, Access, check_access
 from scep_ca.server.scep_web import raw_query_param
 from store.base import StoreUnavailable
 
-log = logging.getLogger("scep_ca.server.metrics")
+log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
 # Not timed: probes and scrapes would drown the SCEP traffic in the histogram.

@@ -26,7 +26,7 @@ from scep_ca.pki.status import MAX_PEM_BYTES, CertificateParseError
 from scep_ca.server.access import BEARER_CHALLENGE, Access, check_access
 from scep_ca.services.revocation import AmbiguousSerial, RevocationService
 
-log = logging.getLogger("scep_ca.server.revocation_web")
+log = logging.getLogger(__name__)
 
 CRL_CONTENT_TYPE = "application/pkix-crl"  # RFC 5280 §4.2.1.13 / RFC 2585 §4.2
 CA_CERT_CONTENT_TYPE = "application/pkix-cert"  # RFC 2585 §4.1

@@ -18,7 +18,7 @@ from challenge.request_client import CLIENT
 from scep_ca.protocol.errors import MalformedRequest
 from scep_ca.services.scep import PKI_MESSAGE_CONTENT_TYPE, RequestContext, ScepService, UnknownIntegration
 
-log = logging.getLogger("scep_ca.server.scep_web")
+log = logging.getLogger(__name__)
 
 SCEP_SERVICE: web.AppKey[ScepService] = web.AppKey("scep_service", ScepService)
 

@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 from scep_ca.pki.keys import KeyUnavailable
 from store.base import StoreUnavailable
 
-log = logging.getLogger("scep_ca.server.store_faults")
+log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 30
 LOG_INTERVAL_SECONDS = 10.0

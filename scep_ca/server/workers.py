@@ -50,7 +50,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-log = logging.getLogger("scep_ca.server.workers")
+log = logging.getLogger(__name__)
 
 # Runs in the child: (worker index, call-once-listening) -> exit status.
 WorkerMain = Callable[[int, Callable[[], None]], int]

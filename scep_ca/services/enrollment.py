@@ -10,20 +10,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from config.clock import Clock
-from config.model import Config
-from scep_ca.pki.ca import CAIdentity
-from scep_ca.pki.ca_set import ca_id
-from scep_ca.pki.issue import Issuer, Profile, random_serial
+from config.model import ScepConfig
+from scep_ca.pki.certificate_factory import CertificateFactory
 from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, Transaction, TransactionStatus
 from scep_ca.protocol.csr import CheckedCsr, CsrPolicy, check_csr, spki_sha256
-from scep_ca.protocol.dn import DNError, parse_dn
 from scep_ca.protocol.enums import MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
 from scep_ca.services.renewal import identity_mismatch
@@ -42,7 +41,7 @@ from store.base import (
     RevocationStore,
 )
 
-log = logging.getLogger("scep_ca.services.enrollment")
+log = logging.getLogger(__name__)
 
 _SERIAL_ATTEMPTS = 3
 _CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"
@@ -84,45 +83,26 @@ class Enroller:
     def __init__(
         self,
         store: EnrollmentStore,
-        ca: CAIdentity,
-        config: Config,
+        certificates: CertificateFactory,
+        validators: Validators,
+        scep: ScepConfig,
+        key_sizes: tuple[int, ...],
         clock: Clock,
-        validators: Validators | None = None,
     ) -> None:
         self._store = store
-        # Without a registry (the operator CLI), only the store-backed ndes validator is usable.
-        self._validators = validators or Validators(config, None, ca.cert.subject.rfc4514_string())
-        self._ca = ca
-        self._config = config
+        self._certificates = certificates
+        self._validators = validators
+        self._scep = scep
+        self._key_sizes = key_sizes
         self._clock = clock
-        self._templates: dict[str, x509.Name] = {}
-        # One Issuer per certificate validity: integrations differ only in that.
-        self._issuers: dict[int, Issuer] = {}
-        # Always present, so that a relying party can check revocation: server.public_url
-        # (the CLI fills it in from the data directory, scep_ca.pki.public_url), else the listen address.
-        base = config.base_url
-        # Named by CA id, not "ca": after a rollover these URLs still serve this CA's CRL and certificate.
-        self._crl_url = f"{base}/crl/{ca_id(ca)}.crl"
-        self._ocsp_url = f"{base}/ocsp"
-        self._ca_issuers_url = f"{base}/ca/{ca_id(ca)}.crt"
 
     # -- policy --------------------------------------------------------------------
-
-    def _template(self, integration: Integration) -> x509.Name:
-        template = self._templates.get(integration.subject_template)
-        if template is None:
-            try:
-                template = parse_dn(integration.subject_template)
-            except DNError as exc:
-                raise BadRequest("the integration's subject template is invalid") from exc
-            self._templates[integration.subject_template] = template
-        return template
 
     def check(self, integration: Integration, csr_der: bytes) -> CheckedCsr:
         """The integration's issuance policy applied to a CSR (RFC 8894 section 3.3.1)."""
         policy = CsrPolicy(
-            key_sizes=self._config.certificate.key_sizes,
-            subject_template=self._template(integration),
+            key_sizes=self._key_sizes,
+            subject_template=self._certificates.subject_template(integration),
             allowed_san_types=integration.allowed_san_types,
         )
         checked = check_csr(csr_der, policy)
@@ -175,11 +155,8 @@ class Enroller:
             renews=renews,
         )
         try:
-            await self._store.record_pending(txn, challenge_hash, now)
-        except ChallengeRejected as exc:
-            raise BadRequest(_CHALLENGE_REJECTED) from exc
-        except IntegrationNotFound as exc:
-            raise BadRequest("this integration has been deleted") from exc
+            with _refusals():
+                await self._store.record_pending(txn, challenge_hash, now)
         except DuplicateTransaction:
             return await self._lost_race(integration, who, checked)
         log.info("queued for approval integration=%s tid=%s remote=%s", integration.id, who.transaction_id, who.remote)
@@ -203,7 +180,7 @@ class Enroller:
 
     async def _transaction_outcome(self, txn: Transaction) -> Outcome:
         if txn.status is TransactionStatus.PENDING:
-            if self._clock() - txn.created_at > dt.timedelta(hours=self._config.scep.pending_expiry_hours):
+            if self._clock() - txn.created_at > dt.timedelta(hours=self._scep.pending_expiry_hours):
                 raise BadRequest("the request expired before it was approved")
             return PENDING
         if txn.status is TransactionStatus.REJECTED:
@@ -281,10 +258,10 @@ class Enroller:
         now = self._clock()
         if now >= record.not_after:
             raise BadRequest("the certificate to renew has expired")
-        window = dt.timedelta(days=self._config.scep.renewal_days)
+        window = dt.timedelta(days=self._scep.renewal_days)
         if now < record.not_after - window:
             raise BadRequest(
-                f"renewal opens {self._config.scep.renewal_days} days before expiry",
+                f"renewal opens {self._scep.renewal_days} days before expiry",
                 f"not_after {record.not_after.isoformat()}",
             )
         return record
@@ -317,21 +294,23 @@ class Enroller:
         supersedes = None
         if txn.renews is not None:
             supersedes = await self._approvable_renewal(integration, txn.renews, checked)
-        for _attempt in range(_SERIAL_ATTEMPTS):
-            record = self._sign(integration, checked, transaction_id, txn.message_type, None, None)
-            try:
-                resolved = await self._store.resolve_pending(
-                    integration_id, transaction_id, record, self._clock(), supersedes=supersedes
-                )
-            except DuplicateSerial:
-                continue
-            except RenewalRefused as exc:
-                raise BadRequest("the certificate to renew was renewed or revoked while the request waited") from exc
-            if not resolved:
-                raise BadRequest("the request is no longer pending")
-            log.info("approved serial=%s integration=%s tid=%s", record.serial, integration_id, transaction_id)
-            return record
-        raise BadRequest("could not allocate a unique serial number")
+
+        def resolve(record: CertificateRecord) -> Awaitable[bool]:
+            return self._store.resolve_pending(
+                integration_id, transaction_id, record, self._clock(), supersedes=supersedes
+            )
+
+        try:
+            record, resolved = await _with_unique_serial(
+                lambda: self._certificates.sign(integration, checked, transaction_id, txn.message_type, None, None),
+                resolve,
+            )
+        except RenewalRefused as exc:
+            raise BadRequest("the certificate to renew was renewed or revoked while the request waited") from exc
+        if not resolved:
+            raise BadRequest("the request is no longer pending")
+        log.info("approved serial=%s integration=%s tid=%s", record.serial, integration_id, transaction_id)
+        return record
 
     async def _approvable_renewal(self, integration: Integration, serial: str, checked: CheckedCsr) -> str | None:
         """Check a queued renewal again at approval; the serial to revoke as superseded, if any.
@@ -356,50 +335,6 @@ class Enroller:
 
     # -- issuance ------------------------------------------------------------------
 
-    def _sign(
-        self,
-        integration: Integration,
-        checked: CheckedCsr,
-        transaction_id: str,
-        message_type: int,
-        remote: str | None,
-        user_agent: str | None,
-    ) -> CertificateRecord:
-        now = self._clock()
-        serial = random_serial()
-        issuer = self._issuers.get(integration.validity_days)
-        if issuer is None:
-            profile = Profile(
-                integration.validity_days,
-                crl_url=self._crl_url,
-                ocsp_url=self._ocsp_url,
-                ca_issuers_url=self._ca_issuers_url,
-            )
-            issuer = self._issuers[integration.validity_days] = Issuer(self._ca, profile)
-        issued = issuer.issue(
-            subject=checked.subject,
-            public_key=checked.public_key,
-            sans=checked.sans,
-            serial=serial,
-            now=now,
-            spki_der=checked.spki_der,
-        )
-        return CertificateRecord(
-            serial=format(serial, "x"),
-            integration_id=integration.id,
-            issuer_fingerprint=self._ca.fingerprint_sha256,
-            subject=checked.subject.rfc4514_string(),
-            not_before=issued.not_before,
-            not_after=issued.not_after,
-            der=issued.der,
-            transaction_id=transaction_id,
-            pubkey_sha256=checked.pubkey_sha256,
-            message_type=message_type,
-            requester_address=remote,
-            user_agent=user_agent,
-            created_at=now,
-        )
-
     async def _issue(
         self,
         integration: Integration,
@@ -412,7 +347,8 @@ class Enroller:
         hooks: tuple[Validator, ValidationRequest] | None = None,
     ) -> Outcome:
         if hooks is None:
-            return await self._record(integration, checked, who, challenge_hash, supersedes, renews)
+            outcome, _ = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
+            return outcome
         validator, request = hooks
         try:
             outcome, record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
@@ -430,18 +366,6 @@ class Enroller:
             raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
         return outcome
 
-    async def _record(
-        self,
-        integration: Integration,
-        checked: CheckedCsr,
-        who: Requester,
-        challenge_hash: str | None,
-        supersedes: str | None,
-        renews: str | None,
-    ) -> Outcome:
-        outcome, _record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
-        return outcome
-
     async def _record_once(
         self,
         integration: Integration,
@@ -452,36 +376,65 @@ class Enroller:
         renews: str | None,
     ) -> tuple[Outcome, CertificateRecord | None]:
         """Sign and record; the record is None when a concurrent resend answered instead."""
-        for _attempt in range(_SERIAL_ATTEMPTS):
-            record = self._sign(integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent)
+
+        def record_issuance(record: CertificateRecord) -> Awaitable[None]:
             request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
-            try:
-                await self._store.record_issuance(request)
-            except DuplicateSerial:
-                continue
-            except ChallengeRejected as exc:
-                raise BadRequest(_CHALLENGE_REJECTED) from exc
-            except IntegrationNotFound as exc:
-                raise BadRequest("this integration has been deleted") from exc
-            except DuplicateTransaction:
+            return self._store.record_issuance(request)
+
+        try:
+            with _refusals():
+                record, _ = await _with_unique_serial(
+                    lambda: self._certificates.sign(
+                        integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent
+                    ),
+                    record_issuance,
+                )
+        except DuplicateTransaction:
+            return await self._lost_race(integration, who, checked), None
+        except RenewalRefused as exc:
+            # Another renewal signed by the same certificate committed first. If it was this
+            # very transaction (a concurrent resend), answer as a resend; else refuse.
+            if await self._store.get_transaction(integration.id, who.transaction_id) is not None:
                 return await self._lost_race(integration, who, checked), None
-            except RenewalRefused as exc:
-                # Another renewal signed by the same certificate committed first. If it was this
-                # very transaction (a concurrent resend), answer as a resend; else refuse.
-                if await self._store.get_transaction(integration.id, who.transaction_id) is not None:
-                    return await self._lost_race(integration, who, checked), None
-                raise BadRequest(_ALREADY_RENEWED, f"renews {renews}") from exc
-            log.info(
-                "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
-                record.serial,
-                integration.id,
-                who.transaction_id,
-                who.message_type,
-                record.subject,
-                who.remote,
-            )
-            return Outcome(PKIStatus.SUCCESS, record.der), record
-        raise BadRequest("could not allocate a unique serial number")
+            raise BadRequest(_ALREADY_RENEWED, f"renews {renews}") from exc
+        log.info(
+            "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
+            record.serial,
+            integration.id,
+            who.transaction_id,
+            who.message_type,
+            record.subject,
+            who.remote,
+        )
+        return Outcome(PKIStatus.SUCCESS, record.der), record
+
+
+T = TypeVar("T")
+
+
+async def _with_unique_serial(
+    sign: Callable[[], CertificateRecord], write: Callable[[CertificateRecord], Awaitable[T]]
+) -> tuple[CertificateRecord, T]:
+    """Sign and write, signing again under a new random serial when the store already holds
+    the serial (a 64-bit random draw colliding: RFC 5280 section 4.1.2.2 wants it unique)."""
+    for _attempt in range(_SERIAL_ATTEMPTS):
+        record = sign()
+        try:
+            return record, await write(record)
+        except DuplicateSerial:
+            continue
+    raise BadRequest("could not allocate a unique serial number")
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The store's refusals of a request, as the client's answer (failInfo badRequest)."""
+    try:
+        yield
+    except ChallengeRejected as exc:
+        raise BadRequest(_CHALLENGE_REJECTED) from exc
+    except IntegrationNotFound as exc:
+        raise BadRequest("this integration has been deleted") from exc
 
 
 def _validation_request(

@@ -46,7 +46,7 @@ from scep_ca.pki.serials import Base, candidates
 from scep_ca.pki.status import VerifyStatus, serial_of_pem, verify_certificate
 from store.base import CertificateStore, DeleteResult, IntegrationStore, RevocationStore, StoreUnavailable
 
-log = logging.getLogger("scep_ca.services.revocation")
+log = logging.getLogger(__name__)
 
 
 class RevocationServiceStore(IntegrationStore, CertificateStore, RevocationStore, Protocol):

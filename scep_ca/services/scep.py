@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.clock import Clock, utc_now
-from config.model import Config
+from config.model import ScepConfig
 from scep_ca.asn1.ber import BERError, children, read_tlv, subject_der
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.records import Integration
@@ -30,9 +30,8 @@ from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_
 from scep_ca.protocol.signing import SignerIdentity, sign_message
 from scep_ca.services.enrollment import Enroller, EnrollmentStore, Outcome, Requester
 from scep_ca.services.logctx import bind_log_fields
-from scep_ca.services.validators.registry import Validators
 
-log = logging.getLogger("scep_ca.scep")
+log = logging.getLogger(__name__)
 
 CA_RA_CERT_CONTENT_TYPE = "application/x-x509-ca-ra-cert"
 NEXT_CA_CERT_CONTENT_TYPE = "application/x-x509-next-ca-cert"
@@ -80,24 +79,24 @@ class ScepService:
         self,
         store: EnrollmentStore,
         ca: CAIdentity,
-        config: Config,
+        settings: ScepConfig,
+        enroller: Enroller,
         clock: Clock = utc_now,
         events: ScepEvents | None = None,
         crl_source: CrlSource | None = None,
         next_ca: CAIdentity | None = None,
         random_bytes: RandomBytes = os.urandom,
-        validators: Validators | None = None,
     ):
         self._store = store
         self._ca = ca
-        self._config = config
+        self._settings = settings
         self._clock = clock
         self._events = events or NoEvents()
         self._crl_source = crl_source
         # Draws the stand-in key for a content-encryption key that does not unwrap
         # (``scep_ca.protocol.envelope``); tests pass their own to make that path deterministic.
         self._random_bytes = random_bytes
-        self._enroller = Enroller(store, ca, config, clock, validators)
+        self._enroller = enroller
         # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
         # Who signs the reply, by the identity the request was encrypted to: the RA, or the CA
@@ -203,7 +202,7 @@ class ScepService:
         if not msg.content:
             raise BadMessageCheck("the request carries no content")
         return decrypt_envelope(
-            msg.content, self._recipients, allow_des=self._config.scep.allow_des, random_bytes=self._random_bytes
+            msg.content, self._recipients, allow_des=self._settings.allow_des, random_bytes=self._random_bytes
         )
 
     async def _dispatch(
@@ -236,7 +235,7 @@ class ScepService:
             return _Reply(outcome.status)
         include_ca = integration.include_ca_in_reply
         if include_ca is None:
-            include_ca = self._config.scep.include_ca_in_reply
+            include_ca = self._settings.include_ca_in_reply
         # Issued certificate first: Apple takes the first one as the issued certificate.
         certs = [outcome.cert_der, self._ca.cert_der] if include_ca else [outcome.cert_der]
         return _Reply(PKIStatus.SUCCESS, certs_only(certs))

@@ -50,7 +50,7 @@ async def basic(env: Env, user: str, password: str, address: str = LOOPBACK) -> 
 
 
 def checks_logged(caplog: pytest.LogCaptureFixture) -> int:
-    return sum("login failed" in r.getMessage() for r in caplog.records if r.name == "challenge")
+    return sum("login failed" in r.getMessage() for r in caplog.records if r.name == "challenge.service")
 
 
 def throttle_rows(env_path: Path) -> int:
@@ -73,7 +73,7 @@ async def test_parallel_wrong_basic_logins_check_at_most_lockout_failures(
     make_env: EnvFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """40 wrong Basic logins at once over 40 connections: at most lockout_failures scrypt checks."""
-    caplog.set_level(logging.INFO, logger="challenge")
+    caplog.set_level(logging.INFO, logger="challenge.service")
     cfg = ChallengeConfig(lockout_failures=4, basic_check_queue=64)  # the gate admits all 40
     env = await make_env(cfg)
     url = env.client.make_url(env.url())
@@ -155,7 +155,7 @@ async def test_random_user_names_share_one_row_per_address(
 ) -> None:
     """1,000 random user names from one address: lockout_failures checks, one throttle row, and
     the real user from that address is not locked by them."""
-    caplog.set_level(logging.INFO, logger="challenge")
+    caplog.set_level(logging.INFO, logger="challenge.service")
     env = await make_env(ChallengeConfig(lockout_failures=3, lockout_seconds=120), a_basic=True)
     statuses = [(await basic(env, secrets.token_hex(8), "pw", "192.0.2.9")).status for _ in range(1000)]
     assert statuses[:3] == [401] * 3 and set(statuses[3:]) == {429}
@@ -189,6 +189,10 @@ async def test_a_password_typed_as_user_name_is_not_logged(env: Env, caplog: pyt
     assert (await basic_request(env.client, env.url(), env.a.username, "wrong")).status == 401
     text = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("spnego"))
     assert typed not in text and typed.lower() not in text and typed.upper() not in text
-    shown = [r.getMessage() for r in caplog.records if r.name == "challenge" and f"len={len(typed)} " in r.getMessage()]
+    shown = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "challenge.service" and f"len={len(typed)} " in r.getMessage()
+    ]
     assert len(shown) == 3 and len({m.split("hmac:")[1][:8] for m in shown}) == 1, shown
     assert f"user={env.a.username} " in text  # ours are logged as they are

@@ -226,7 +226,7 @@ def test_serve_warns_when_certificates_name_loopback_but_it_listens_beyond(
     for host, warned in (("192.0.2.7", True), ("127.0.0.1", False)):
         caplog.clear()
         config = resolved(load_config(None, {}, {"data_dir": str(cli.data_dir), "server.host": host}))
-        with caplog.at_level("INFO", logger="scep_ca.cli"):
+        with caplog.at_level("INFO", logger="scep_ca.cli.ca_cmds"):
             _warn_public_url(config)
         text = "is loopback but the server listens on 192.0.2.7"
         assert (text in caplog.text) is warned, caplog.text

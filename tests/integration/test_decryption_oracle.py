@@ -33,7 +33,9 @@ from scep_ca.protocol.algorithms import CIPHER_OIDS
 from scep_ca.protocol.client import self_signed_signer
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType
 from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
+from scep_ca.server.app import enroller_for
 from scep_ca.services.scep import RequestContext, ScepService
+from scep_ca.services.validators.registry import Validators
 from tests.integration.conftest import Server
 
 KEY = bytes(range(32))  # the AES-256 key of the "correct wrap" case, and the stand-in key
@@ -110,7 +112,13 @@ def _stand_in(size: int) -> bytes:
 @pytest.fixture
 def service(server: Server) -> Callable[[], ScepService]:
     def make() -> ScepService:
-        return ScepService(server.store, server.ca, server.config, clock=lambda: NOW, random_bytes=_stand_in)
+        validators = Validators(
+            server.config.intune, server.config.webhook, None, server.ca.cert.subject.rfc4514_string()
+        )
+        enroller = enroller_for(server.config, server.store, server.ca, validators, lambda: NOW)
+        return ScepService(
+            server.store, server.ca, server.config.scep, enroller, clock=lambda: NOW, random_bytes=_stand_in
+        )
 
     return make
 

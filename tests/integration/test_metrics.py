@@ -259,7 +259,7 @@ async def test_json_log_lines_carry_integration_and_client_never_the_challenge(
 ) -> None:
     await enroll(server, device_key, WRONG_CHALLENGE, "LOG-1")
     entries = _entries(json_log)
-    failures = [e for e in entries if e["logger"] == "scep_ca.scep" and e["level"] == "WARNING"]
+    failures = [e for e in entries if e["logger"] == "scep_ca.services.scep" and e["level"] == "WARNING"]
     assert failures, entries
     assert failures[0]["integration"] == server.integration.id
     assert failures[0]["client"] == "127.0.0.1"

@@ -25,7 +25,9 @@ from scep_ca.protocol.client import (
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
+from scep_ca.server.app import enroller_for
 from scep_ca.services.enrollment import Enroller, Requester
+from scep_ca.services.validators.registry import Validators
 from store.base import CertificateFilter, IssuanceRequest
 from tests.integration.conftest import Server, ServerFactory
 
@@ -244,7 +246,8 @@ async def _poll(server: Server, signer: x509.Certificate, key: rsa.RSAPrivateKey
 
 
 def _enroller(server: Server, now: dt.datetime | None = None) -> Enroller:
-    return Enroller(server.store, server.ca, server.config, lambda: now or dt.datetime.now(dt.UTC))
+    validators = Validators(server.config.intune, server.config.webhook, None, server.ca.cert.subject.rfc4514_string())
+    return enroller_for(server.config, server.store, server.ca, validators, lambda: now or dt.datetime.now(dt.UTC))
 
 
 async def test_pending_then_approved(server: Server, device_key: rsa.RSAPrivateKey) -> None:

@@ -27,8 +27,9 @@ import pytest
 from scep_ca.pki.records import CertificateRecord
 from store import sqlite_codec
 from store.base import Store
+from store.pg_pool import safe_dsn
 from store.postgres import CERTIFICATE_COLUMNS as PG_CERTIFICATE_COLUMNS
-from store.postgres import PostgresStore, safe_dsn
+from store.postgres import PostgresStore
 from store.sqlite import SQLiteStore
 
 BACKENDS = ["sqlite", "postgres"]

@@ -28,7 +28,8 @@ from scep_ca.pki.records import CertStatus
 from store import schema_sqlite
 from store.base import CertificateFilter, ChallengeAdd, ChallengeRejected, IntegrationNotFound, StoreError
 from store.factory import open_store
-from store.postgres import ConnectionPool, PostgresStore
+from store.pg_pool import ConnectionPool
+from store.postgres import PostgresStore
 from store.schema_postgres import LATEST_VERSION, LOCK_CLASS_INTEGRATION, MIGRATIONS, upgrade
 from tests.store.conftest import PostgresHarness, temporary_database
 from tests.store.test_contract import NOW, add, certificate, integration, issuance, pending

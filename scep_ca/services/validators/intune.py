@@ -27,7 +27,7 @@ from scep_ca.services.validators.base import ConfirmationFailed, ValidationReque
 from scep_ca.services.validators.http import HttpClient, HttpFailure
 from scep_ca.services.validators.settings import IntuneSettings
 
-log = logging.getLogger("scep_ca.validators.intune")
+log = logging.getLogger(__name__)
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 # The reference's resource constant "https://api.manage.microsoft.com/" plus "/.default".

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from config.model import Config
+from config.model import IntuneConfig, WebhookConfig
 from scep_ca.pki.records import Integration
 from scep_ca.services.validators.base import ValidationRequest, Validator, Verdict
 from scep_ca.services.validators.http import HttpClient
@@ -17,7 +17,7 @@ from scep_ca.services.validators.ndes import NdesValidator
 from scep_ca.services.validators.settings import SettingsError, decrypt_secret, intune_settings, webhook_settings
 from scep_ca.services.validators.webhook import WebhookValidator
 
-log = logging.getLogger("scep_ca.validators")
+log = logging.getLogger(__name__)
 
 _MISCONFIGURED = "the integration's validator is misconfigured"
 
@@ -43,8 +43,16 @@ class Misconfigured:
 
 
 class Validators:
-    def __init__(self, config: Config, secret_key: bytes | None, ca_subject: str, http: HttpClient | None = None):
-        self._config = config
+    def __init__(
+        self,
+        intune: IntuneConfig,
+        webhook: WebhookConfig,
+        secret_key: bytes | None,
+        ca_subject: str,
+        http: HttpClient | None = None,
+    ):
+        self._intune = intune
+        self._webhook = webhook
         self._secret_key = secret_key
         self._ca_subject = ca_subject
         self._http = http or HttpClient()
@@ -77,7 +85,7 @@ class Validators:
             return IntuneValidator(
                 intune_settings(integration.validator_settings),
                 secret.decode("utf-8"),
-                self._config.intune,
+                self._intune,
                 self._http,
                 self._ca_subject,
             )
@@ -86,7 +94,7 @@ class Validators:
                 integration.id,
                 webhook_settings(integration.validator_settings),
                 secret,
-                self._config.webhook,
+                self._webhook,
                 self._http,
             )
         raise SettingsError(f"unknown validator kind {integration.validator!r}")

@@ -27,7 +27,7 @@ from scep_ca.services.validators.base import ALLOW, ValidationRequest, Verdict
 from scep_ca.services.validators.http import HttpClient, HttpFailure
 from scep_ca.services.validators.settings import WebhookSettings
 
-log = logging.getLogger("scep_ca.validators.webhook")
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Smallstep-Signature"
 WEBHOOK_ID_HEADER = "X-Smallstep-Webhook-ID"
