@@ -92,13 +92,12 @@ _MARK_RENEWED = (
     "UPDATE certificates SET superseded_by = ? "
     "WHERE serial = ? AND integration_id = ? AND status = 'issued' AND superseded_by IS NULL"
 )
-# Several rows may share a hash (two identical random draws, or a re-added
-# challenge): consume exactly one of them.
 _SUPERSEDE = (
     "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = 'superseded' "
     "WHERE serial = ? AND integration_id = ? AND status = 'issued'"
 )
-# INDEXED BY for the reason given in challenge_usable.
+# Several rows may share a hash (two identical random draws, or a re-added
+# challenge): consume exactly one of them. INDEXED BY for the reason given in challenge_usable.
 _CONSUME_CHALLENGE = """
 UPDATE challenges SET used_at = ?
 WHERE id = (
