@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from config.clock import Clock
 from config.model import ScepConfig
 from scep_ca.pki.certificate_factory import CertificateFactory
+from scep_ca.pki.reasons import Reason
 from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, Transaction, TransactionStatus
 from scep_ca.protocol.csr import CheckedCsr, CsrPolicy, check_csr, spki_sha256
 from scep_ca.protocol.enums import MessageType, PKIStatus
@@ -49,7 +50,7 @@ _ALREADY_RENEWED = "this certificate has already been renewed"
 _IDENTITY_CHANGED = "a renewal must keep the certificate's subject and subjectAltName"
 _NOT_CONFIRMED = "the certificate was not confirmed by the integration's validator"
 # Why a certificate the validator did not confirm is revoked at once (RFC 5280 section 5.3.1).
-_UNCONFIRMED_REASON = "cessationOfOperation"
+_UNCONFIRMED_REASON = Reason.CESSATION_OF_OPERATION.rfc_name
 
 
 @dataclass(frozen=True)
