@@ -12,7 +12,14 @@ from collections.abc import Callable
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
-from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
+from scep_ca.cli.context import (
+    CliError,
+    UsageError,
+    ca_passphrase,
+    colon_fingerprint,
+    config_from_args,
+    key_token,
+)
 from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.pki.keys import describe_key
@@ -58,17 +65,23 @@ def _create_default_ca(config: Config, passphrase: bytes | None, token: Token | 
         passphrase=passphrase,
         token=token,
     )
-    write_public_url(config.data_dir, config.server.public_url or derive_public_url(config))
+    if config.server.public_url:
+        # Only an explicit URL is stored; a derived one follows the listen address (scep_ca.pki.public_url).
+        write_public_url(config.data_dir, config.server.public_url)
     return ca
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    explicit = None
+    if args.public_url is not None:
+        try:
+            explicit = check_public_url(args.public_url)
+        except PublicUrlError as exc:
+            raise UsageError(f"--public-url: {exc}") from None
     config = config_from_args(args)
+    explicit = explicit or config.server.public_url
+    public_url = explicit or derive_public_url(config)
     passphrase = ca_passphrase(config)
-    try:
-        public_url = check_public_url(args.public_url or config.server.public_url or derive_public_url(config))
-    except PublicUrlError as exc:
-        raise CliError(str(exc)) from exc
     ca = create_ca(
         config.data_dir,
         subject=args.subject or config.ca.subject,
@@ -78,7 +91,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         ra_pair=args.ra == "pair",
         token=key_token(config),
     )
-    write_public_url(config.data_dir, public_url)
+    if explicit:
+        write_public_url(config.data_dir, explicit)
     where = describe_key(ca.key, f"{config.data_dir / 'ca.key'}, mode 0600")
     print(f"CA created in {config.data_dir}")
     print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
@@ -86,6 +100,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  Fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
     print(f"  RA:                   {_ra_layout(ca)}")
     print(f"  Public URL:           {public_url} (CRL, OCSP and CA URLs of every certificate)")
+    if not explicit:
+        print("                        the listen address: it follows `scep-ca serve --host/--port`")
     if url_is_loopback(public_url):
         print(
             f"warning: the public URL {public_url} is loopback: relying parties on other hosts cannot check "
@@ -115,8 +131,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
     if problem is not None:
         raise CliError(problem)
+    explicit = bool(config.server.public_url)  # configured or stored by init; else derived below
     config = resolved(config)
-    _warn_public_url(config)
+    _warn_public_url(config, explicit=explicit)
     load_or_create_secret_key(config.data_dir)
     workers = resolve_workers(config.server.workers)
     if workers == 1:
@@ -135,13 +152,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return Supervisor(workers, functools.partial(_worker, config, cas)).run()
 
 
-def _warn_public_url(config: Config) -> None:
+def _warn_public_url(config: Config, *, explicit: bool) -> None:
     if loopback_mismatch(config):
         log.warning(
             "the public URL %s in issued certificates (CRL, OCSP) is loopback but the server listens on %s: "
             "relying parties on other hosts cannot check revocation; set server.public_url",
             config.server.public_url,
             config.server.host,
+        )
+    elif explicit and config.base_url != derive_public_url(config):
+        log.warning(
+            "the public URL %s in issued certificates (CRL, OCSP, CA) differs from the listen address %s: "
+            "kept because it was set (server.public_url or init --public-url); it must reach this server",
+            config.base_url,
+            derive_public_url(config),
         )
     else:
         log.info("public URL (CRL, OCSP and CA URLs in certificates): %s", config.server.public_url)
@@ -213,8 +237,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument(
         "--public-url",
         metavar="URL",
-        help="base URL relying parties and devices reach (CRL, OCSP, CA and printed URLs); "
-        "default server.public_url, else the listen address (stored in the data directory)",
+        help="base URL relying parties and devices reach (CRL, OCSP, CA and printed URLs), stored in the data "
+        "directory; default server.public_url, else the address `serve` listens on (followed, not stored)",
     )
     p.add_argument(
         "--ra",

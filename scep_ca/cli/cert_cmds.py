@@ -9,6 +9,7 @@ from pathlib import Path
 
 from config import Config
 from config.clock import utc_now
+from config.files import replace_public
 from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
@@ -126,7 +127,10 @@ async def _crl(config: Config, args: argparse.Namespace) -> int:
             raise CliError(f"no CA {args.ca!r}; known: {', '.join(sorted(service.crl_names()))}")
         der = await service.current_crl(args.ca)
     if args.out:
-        Path(args.out).write_bytes(der if not args.pem else _pem_crl(der).encode())
+        try:
+            replace_public(Path(args.out), der if not args.pem else _pem_crl(der).encode())
+        except OSError as exc:
+            raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         print(f"wrote {args.out} ({len(der)} bytes DER)")
     elif args.pem or sys.stdout.isatty():
         sys.stdout.write(_pem_crl(der))

@@ -24,6 +24,10 @@ class CliError(Exception):
     """An operator error: printed as one line to stderr, exit code 1."""
 
 
+class UsageError(CliError):
+    """A bad command-line argument found after parsing: one line to stderr, exit code 2 like argparse's."""
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides: dict[str, object] = {}
     for attr, key in (
