@@ -56,6 +56,12 @@ _SUPPORTED = frozenset(
 )
 
 
+def ca_ra_bundle(ca: CAIdentity) -> bytes:
+    """GetCACert's answer (RFC 8894 section 4.2.1.2): a certs-only PKCS#7 (section 3.4) with the
+    RA(s) first, then the CA, as NDES sends it."""
+    return certs_only(list(ca.ca_ra_certs_der))
+
+
 class UnknownIntegration(Exception):
     """No live integration at this SCEP URL (HTTP 404)."""
 
@@ -108,12 +114,13 @@ class ScepService:
             RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key),
             RecipientKey.from_cert(ca.cert, ca.key),
         )
-        self._ca_ra_bundle = ca.ca_ra_bundle
+        # Built once: every GetCACert returns it.
+        self._ca_ra_bundle = ca_ra_bundle(ca)
         # GetCert compares the requested issuer with the CA's subject, content octets only.
         self._ca_subject = read_tlv(subject_der(ca.cert_der)).content
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
         self._next_ca = (
-            sign_message(self._signer, DigestAlg.SHA256, [], next_ca.ca_ra_bundle) if next_ca is not None else None
+            sign_message(self._signer, DigestAlg.SHA256, [], ca_ra_bundle(next_ca)) if next_ca is not None else None
         )
 
     @property
@@ -139,7 +146,7 @@ class ScepService:
         return "\n".join(self.caps()) + "\n"
 
     async def get_ca_cert(self, integration_id: str) -> tuple[bytes, str]:
-        """GetCACert (RFC 8894 section 4.2.1.2): RA and CA as a certs-only PKCS#7 (see ``scep_ca.pki.ca``)."""
+        """GetCACert (RFC 8894 section 4.2.1.2): RA and CA as a certs-only PKCS#7 (``ca_ra_bundle``)."""
         await self._live_integration(integration_id)
         return self._ca_ra_bundle, CA_RA_CERT_CONTENT_TYPE
 
@@ -266,4 +273,5 @@ __all__ = [
     "RequestContext",
     "ScepService",
     "UnknownIntegration",
+    "ca_ra_bundle",
 ]
