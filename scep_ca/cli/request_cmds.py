@@ -8,8 +8,8 @@ from config import Config
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, print_table, run_async
 from scep_ca.pki.records import TransactionStatus
 from scep_ca.protocol.errors import ScepFailure
-from scep_ca.server.app import enroller_for
 from scep_ca.services.validators.registry import Validators
+from scep_ca.services.wiring import enroller_for
 
 
 def _request_id(integration_id: str, transaction_id: str) -> str:

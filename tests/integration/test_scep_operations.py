@@ -25,9 +25,9 @@ from scep_ca.protocol.client import (
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
-from scep_ca.server.app import enroller_for
 from scep_ca.services.enrollment import Enroller, Requester
 from scep_ca.services.validators.registry import Validators
+from scep_ca.services.wiring import enroller_for
 from store.base import CertificateFilter, IssuanceRequest
 from tests.integration.conftest import Server, ServerFactory
 
