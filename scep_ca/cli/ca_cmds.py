@@ -33,8 +33,6 @@ from scep_ca.pki.public_url import (
     url_is_loopback,
     write_public_url,
 )
-from scep_ca.server.app import build_app, run_server
-from scep_ca.server.logsetup import configure_logging, tag_worker
 from scep_ca.server.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
@@ -119,6 +117,9 @@ def _ra_layout(ca: CAIdentity) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve in this process (one worker) or under a supervisor (several, see scep_ca.server.workers)."""
+    # The web server (aiohttp) is imported by `serve` alone: every other command starts without it.
+    from scep_ca.server.logsetup import configure_logging
+
     config = config_from_args(args)
     configure_logging(config.log)
     # Once, before any fork: keys are checked here, and workers never race to create files.
@@ -179,6 +180,8 @@ async def _prepare_store(config: Config) -> None:
 
 def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -> int:
     """A worker process (after fork): its own app and store connection on the shared port."""
+    from scep_ca.server.logsetup import tag_worker
+
     tag_worker(index)
     _serve(config, cas, index, ready, reuse_port=True)
     return 0
@@ -187,6 +190,8 @@ def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -
 def _serve(
     config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
 ) -> None:
+    from scep_ca.server.app import build_app, run_server
+
     app = build_app(config, cas, open_store(config), worker=index)
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):

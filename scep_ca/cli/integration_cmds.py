@@ -9,7 +9,7 @@ import string
 from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
-from challenge.web import challenge_url as web_challenge_url
+from challenge.urls import challenge_url as web_challenge_url
 from config import Config
 from config.clock import utc_now
 from scep_ca.cli.context import (

@@ -13,9 +13,6 @@ from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.records import Integration
-from scep_ca.services.validators.http import HttpFailure
-from scep_ca.services.validators.intune import IntuneError, IntuneValidator
-from scep_ca.services.validators.registry import Misconfigured, Validators
 from scep_ca.services.validators.settings import (
     INTUNE_SAN_TYPES,
     KINDS,
@@ -29,7 +26,6 @@ from scep_ca.services.validators.settings import (
     intune_settings,
     webhook_settings,
 )
-from scep_ca.services.validators.webhook import SECRET_BYTES, WebhookValidator
 
 INTUNE_SECRET_ENV = "SCEP_CA_INTUNE_CLIENT_SECRET"
 _MAX_SECRET_CHARS = 1024
@@ -102,6 +98,8 @@ def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorField
             check_webhook_url(args.webhook_notify_url)
     except SettingsError as exc:
         raise CliError(str(exc)) from exc
+    from scep_ca.services.validators.webhook import SECRET_BYTES  # with its HTTP client: see _test_validator
+
     hmac_key = secrets.token_bytes(SECRET_BYTES)
     shown = base64.b64encode(hmac_key).decode("ascii")
     settings_w = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url)
@@ -128,6 +126,12 @@ def describe_validator(integration: Integration) -> dict[str, object]:
 
 
 async def _test_validator(config: Config, args: argparse.Namespace) -> int:
+    # The validators' HTTP client (aiohttp) loads for the commands that call out, not for every command.
+    from scep_ca.services.validators.http import HttpFailure
+    from scep_ca.services.validators.intune import IntuneError, IntuneValidator
+    from scep_ca.services.validators.registry import Misconfigured, Validators
+    from scep_ca.services.validators.webhook import WebhookValidator
+
     ca = load_identity(config)
     async with opened_store(config) as store:
         integration = await store.get_integration(args.id)
