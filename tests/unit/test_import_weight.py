@@ -45,3 +45,35 @@ def test_the_cli_loads_without_aiohttp() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n", result.stdout
+
+
+def _modules_of(*packages: str) -> list[str]:
+    import importlib
+    import pkgutil
+
+    found = []
+    for name in packages:
+        package = importlib.import_module(name)
+        found.append(name)
+        found += [info.name for info in pkgutil.walk_packages(package.__path__, f"{name}.")]
+    return found
+
+
+def test_the_protocol_core_loads_without_yaml() -> None:
+    modules = _modules_of("scep_ca.asn1", "scep_ca.protocol")
+    assert {"scep_ca.protocol.message", "scep_ca.protocol.envelope", "scep_ca.protocol.csr"} <= set(modules)
+    result = _load("yaml", modules)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n", result.stdout
+
+
+def test_load_config_still_comes_from_the_config_package() -> None:
+    """``from config import load_config`` loads the loader (and yaml) on first use."""
+    then = (
+        "assert 'yaml' not in sys.modules\n"
+        "from config import ENV_PREFIX, load_config\n"
+        "assert ENV_PREFIX == 'SCEP_CA_' and load_config(None, {}, {}).server.port == 8080\n"
+        "assert 'yaml' in sys.modules"
+    )
+    result = _load("none", ["config"], then)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
