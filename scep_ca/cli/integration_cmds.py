@@ -24,6 +24,7 @@ from scep_ca.cli.context import (
 from scep_ca.cli.validator_cmds import add_create_arguments, describe_validator, register_test, validator_fields
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.dn import DNError, parse_dn
+from scep_ca.services.validators.settings import ValidatorKind
 
 DEFAULT_SUBJECT = "CN=$USERID$"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -109,7 +110,7 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
     print("Challenge Type: Microsoft SCEP. The password is shown only now; `integration rotate-password`")
     print("replaces it.")
     print(f"CA fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
-    if fields.kind != "ndes":
+    if fields.kind is not ValidatorKind.NDES:
         print(f"Validator: {fields.kind} (see `integration show {integration.id}`)")
     for name, value in fields.shown:
         print(f"{name} (shown only now): {value}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -375,3 +376,38 @@ def test_ca_rollover_and_activate(cli: Cli) -> None:
     code, _, err = cli("crl", "--ca", previous[0].name, "--out", str(cli.data_dir / "old.crl"))
     assert code == 0, err
     assert x509.load_der_x509_crl((cli.data_dir / "old.crl").read_bytes()).issuer == old.subject
+
+
+def test_each_validator_kind_stores_and_shows_its_settings(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``integration create --validator KIND``: each kind's factory stores its settings, ``show``
+    lists them without the secret; another kind's options are refused, and nothing is stored."""
+    hook = cli.json("integration", "create", "Hook", "--validator", "webhook", "--webhook-url", "https://h.example/s")
+    assert isinstance(hook, dict) and len(base64.b64decode(hook["webhook_secret"])) == 32
+    shown = cli.json("integration", "show", hook["id"])
+    assert isinstance(shown, dict)
+    assert (shown["validator"], shown["webhook_url"], shown["webhook_notify_url"]) == (
+        "webhook",
+        "https://h.example/s",
+        None,
+    )
+    assert "webhook_secret" not in shown
+    monkeypatch.setenv("SCEP_CA_INTUNE_CLIENT_SECRET", "s3cret-value")
+    tune = cli.json(
+        "integration", "create", "Tune", "--validator", "intune", "--intune-tenant", "t.example",
+        "--intune-client-id", "c-1",
+    )  # fmt: skip
+    assert isinstance(tune, dict)
+    shown = cli.json("integration", "show", tune["id"])
+    assert isinstance(shown, dict)
+    assert (shown["validator"], shown["intune_tenant"], shown["intune_client_id"]) == ("intune", "t.example", "c-1")
+    assert "s3cret-value" not in json.dumps(shown)
+    before = cli.json("integration", "list")
+    for args, error in (
+        (("--webhook-url", "https://h.example/s"), "--webhook-* options need --validator webhook"),
+        (("--validator", "webhook", "--intune-tenant", "t"), "--intune-* options need --validator intune"),
+        (("--validator", "intune", "--intune-tenant", "t"), "--validator intune needs --intune-tenant and"),
+        (("--validator", "webhook", "--require-approval"), "--require-approval works with --validator ndes only"),
+    ):
+        code, out, err = cli("integration", "create", "Refused", *args)
+        assert (code, out) == (1, "") and error in err, err
+    assert cli.json("integration", "list") == before
