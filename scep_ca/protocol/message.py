@@ -319,9 +319,3 @@ def verify_pki_message(msg: PKIMessage) -> x509.Certificate:
     except InvalidSignature as exc:
         raise BadMessageCheck("signature does not verify") from exc
     return signer
-
-
-def parse_pki_message(der: bytes) -> tuple[PKIMessage, x509.Certificate]:
-    """Decode and verify in one step (for callers that need no FAILURE reply on bad input)."""
-    msg = decode_pki_message(der)
-    return msg, verify_pki_message(msg)

@@ -123,10 +123,6 @@ class ScepService:
             sign_message(self._signer, DigestAlg.SHA256, [], ca_ra_bundle(next_ca)) if next_ca is not None else None
         )
 
-    @property
-    def enroller(self) -> Enroller:
-        return self._enroller
-
     async def _live_integration(self, integration_id: str) -> Integration:
         integration = await self._store.get_integration(integration_id)
         if integration is None or integration.deleted:
