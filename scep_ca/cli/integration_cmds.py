@@ -15,6 +15,7 @@ from config.clock import utc_now
 from scep_ca.cli.context import (
     CliError,
     colon_fingerprint,
+    live_integration,
     load_identity,
     opened_store,
     print_json,
@@ -120,9 +121,7 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
 async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
     creds = make_credentials(load_or_create_secret_key(config.data_dir), args.id)
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-        if integration is None:
-            raise CliError(f"no live integration {args.id!r}")
+        integration = await live_integration(store, args.id)
         await store.update_credentials(
             integration.id,
             username=creds.username,
@@ -180,9 +179,7 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
 
 async def _challenge_new(config: Config, args: argparse.Namespace) -> int:
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-        if integration is None:
-            raise CliError(f"no live integration {args.id!r}")
+        integration = await live_integration(store, args.id)
         password = await issue_challenge(store, config.challenge, integration.id)
     if password is None:
         raise CliError(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
-from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, run_async
+from scep_ca.cli.context import CliError, live_integration, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.records import Integration
 from scep_ca.services.validators.settings import (
     INTUNE_SAN_TYPES,
@@ -176,9 +176,7 @@ async def _test_validator(config: Config, args: argparse.Namespace) -> int:
 
     ca = load_identity(config)
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-    if integration is None:
-        raise CliError(f"no live integration {args.id!r}")
+        integration = await live_integration(store, args.id)
     if integration.validator == ValidatorKind.NDES:
         raise CliError("this integration uses one-time challenges (ndes): nothing to call")
     validators = Validators(

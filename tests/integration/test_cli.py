@@ -411,3 +411,24 @@ def test_each_validator_kind_stores_and_shows_its_settings(cli: Cli, monkeypatch
         code, out, err = cli("integration", "create", "Refused", *args)
         assert (code, out) == (1, "") and error in err, err
     assert cli.json("integration", "list") == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("integration", "delete", "{id}", "--yes"),
+        ("integration", "rotate-password", "{id}"),
+        ("challenge", "new", "{id}"),
+        ("integration", "test-validator", "{id}"),
+    ],
+)
+def test_commands_on_an_integration_refuse_a_deleted_or_unknown_one(cli: Cli, command: tuple[str, ...]) -> None:
+    """One answer, from one helper: exit 1 and ``no live integration 'ID'``, store unchanged."""
+    info = cli.json("integration", "create", "Gone")
+    assert isinstance(info, dict)
+    assert cli.json("integration", "delete", info["id"], "--yes")
+    listed = cli.json("integration", "list")
+    for integration_id in (info["id"], "nosuchid"):
+        code, out, err = cli(*(part.format(id=integration_id) for part in command))
+        assert (code, out, err) == (1, "", f"scep-ca: no live integration {integration_id!r}\n")
+    assert cli.json("integration", "list") == listed
