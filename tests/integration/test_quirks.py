@@ -1,4 +1,4 @@
-"""Real-client quirks (design.md section 3), one named regression test each, through the HTTP app.
+"""Real-client quirks, one named regression test each, through the HTTP app.
 
 Every test sends what a real client sends, over the in-process aiohttp app on a real SQLite
 store, and fails if the server's handling of that quirk were removed. GET targets are sent

@@ -1,4 +1,4 @@
-"""GET quirks of real clients (design.md section 3), each a named regression test."""
+"""GET quirks of real clients, each a named regression test."""
 
 from __future__ import annotations
 
