@@ -5,7 +5,8 @@ TCP peer, or the address a trusted proxy forwarded) and stores it under ``CLIENT
 every handler and middleware reads it from there: the challenge URL (Basic over plain
 HTTP, the lockout key), the SCEP audit address, the status API, ``/metrics`` and the
 log's ``client`` field. It lives in ``challenge``, the lowest package with aiohttp
-handlers, because ``challenge`` must not import ``scep_ca``.
+handlers, because ``challenge`` sits below ``scep_ca.services`` and ``scep_ca.server`` in the
+layers contract (pyproject.toml) and may not import them.
 """
 
 from __future__ import annotations

@@ -17,14 +17,9 @@ from multidict import CIMultiDict
 
 from challenge.request_client import CLIENT
 from challenge.service import ChallengeRequest, ChallengeService
+from challenge.urls import CHALLENGE_PATH
 
-CHALLENGE_PATH = "/challenge/{integration_id}/{certsrv:(?i:certsrv)}/{admin:(?i:mscep_admin)}{slash:/?}"
 SERVICE: web.AppKey[ChallengeService] = web.AppKey("challenge_service", ChallengeService)
-
-
-def challenge_url(base_url: str, integration_id: str) -> str:
-    """The Challenge URL printed for an integration."""
-    return f"{base_url.rstrip('/')}/challenge/{integration_id}/certsrv/mscep_admin/"
 
 
 async def _handle(request: web.Request) -> web.Response:

@@ -2,9 +2,10 @@
 
 Pure (no I/O, no aiohttp): ``TrustedProxies`` is parsed from ``server.trusted_proxies``
 and resolves a request's client from the TCP peer address and the ``X-Forwarded-For``
-header values. It lives in ``config`` because both ``challenge`` (Basic over plain HTTP,
-the lockout key) and ``scep_ca`` (status API, metrics, audit and log fields) need it,
-and ``challenge`` must not import ``scep_ca``.
+header values. It lives in ``config``, the lowest layer, because ``challenge`` (Basic over
+plain HTTP, the lockout key) and ``scep_ca.server`` (status API, metrics, audit and log
+fields) both need it, and ``challenge`` sits below ``scep_ca.server`` in the layers contract
+(pyproject.toml), so it may not import it.
 
 Rules:
 

@@ -104,3 +104,20 @@ def write_private(path: Path, data: bytes) -> None:
 
 def write_public(path: Path, data: bytes) -> None:
     write_new(path, data, PUBLIC_MODE)
+
+
+def replace_public(path: Path, data: bytes) -> None:
+    """Write ``path`` (new or existing) with mode 0644 whatever the umask, atomically.
+
+    For files made for others to read (an exported CRL a web server publishes): the data go
+    to a new file beside it (``write_public``: explicit mode, O_EXCL), which then replaces
+    ``path`` in one rename, so a reader never sees a partial file.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    write_public(temp, data)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

@@ -93,7 +93,7 @@ class ChallengeConfig:
 
 @dataclass(frozen=True)
 class IntuneConfig:
-    # Microsoft Entra ID's token endpoint base and Microsoft Graph (design.md section 9);
+    # Microsoft Entra ID's token endpoint base and Microsoft Graph (README "Validators", intune);
     # tests point them at a local stand-in.
     login_url: str = "https://login.microsoftonline.com/"
     graph_url: str = "https://graph.microsoft.com/"

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from config.clients import parse_networks
 from config.errors import ConfigError
 from config.model import Config
+from config.urls import public_url_problem
 
 RSA_KEY_SIZES = frozenset({2048, 3072, 4096})
 LOG_FORMATS = frozenset({"text", "json"})
@@ -73,9 +74,9 @@ def _validate_server(config: Config) -> None:
     if server.workers < 0:
         raise ConfigError("server.workers", "must be 0 (one per CPU) or a positive number of processes")
     if server.public_url is not None:
-        parts = urlsplit(server.public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError("server.public_url", "must be an http:// or https:// URL with a host")
+        url_problem = public_url_problem(server.public_url.strip())
+        if url_problem is not None:
+            raise ConfigError("server.public_url", url_problem)
 
 
 def _validate_tls(config: Config) -> None:

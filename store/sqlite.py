@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -375,18 +375,8 @@ class SQLiteStore:
             # that both backends report an already renewed certificate as RenewalRefused first.
             if req.renews is not None:
                 _mark_renewed(conn, req.renews, cert)
-            try:
-                conn.execute(_INSERT_CERTIFICATE, cert_params)
-            except sqlite3.IntegrityError as exc:
-                if _is_unique_violation(exc):
-                    raise DuplicateSerial(cert.serial) from exc
-                raise
-            try:
-                conn.execute(_INSERT_TRANSACTION, txn_params)
-            except sqlite3.IntegrityError as exc:
-                if _is_unique_violation(exc):
-                    raise DuplicateTransaction(cert.transaction_id) from exc
-                raise
+            _insert(conn, _INSERT_CERTIFICATE, cert_params, DuplicateSerial, cert.serial)
+            _insert(conn, _INSERT_TRANSACTION, txn_params, DuplicateTransaction, cert.transaction_id)
             superseded = (
                 req.supersedes is not None
                 and conn.execute(_SUPERSEDE, (now_us, req.supersedes, cert.integration_id)).rowcount
@@ -422,12 +412,8 @@ class SQLiteStore:
                 ).rowcount
                 if consumed != 1:
                     raise ChallengeRejected(txn.integration_id)
-            try:
-                conn.execute(_INSERT_TRANSACTION, codec.TRANSACTION_ROWS.params(txn))
-            except sqlite3.IntegrityError as exc:
-                if _is_unique_violation(exc):
-                    raise DuplicateTransaction(txn.transaction_id) from exc
-                raise
+            params = codec.TRANSACTION_ROWS.params(txn)
+            _insert(conn, _INSERT_TRANSACTION, params, DuplicateTransaction, txn.transaction_id)
 
     async def list_transactions(
         self, status: TransactionStatus | None = None, integration_id: str | None = None
@@ -471,12 +457,8 @@ class SQLiteStore:
                     (integration_id, transaction_id),
                 )
                 return True
-            try:
-                conn.execute(_INSERT_CERTIFICATE, codec.certificate_params(certificate, now))
-            except sqlite3.IntegrityError as exc:
-                if _is_unique_violation(exc):
-                    raise DuplicateSerial(certificate.serial) from exc
-                raise
+            params = codec.certificate_params(certificate, now)
+            _insert(conn, _INSERT_CERTIFICATE, params, DuplicateSerial, certificate.serial)
             if row[0] is not None:
                 _mark_renewed(conn, row[0], certificate)
             conn.execute(
@@ -658,6 +640,22 @@ def _require_live(conn: sqlite3.Connection, integration_id: str) -> None:
 def _schema_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     return int(version)
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Sequence[object],
+    duplicate: Callable[[str], StoreError],
+    key: str,
+) -> None:
+    """One INSERT; a duplicate key becomes ``duplicate(key)``, any other constraint failure propagates."""
+    try:
+        conn.execute(sql, params)
+    except sqlite3.IntegrityError as exc:
+        if _is_unique_violation(exc):
+            raise duplicate(key) from exc
+        raise
 
 
 def _is_unique_violation(exc: sqlite3.IntegrityError) -> bool:

@@ -37,10 +37,6 @@ def opt_to_us(value: datetime | None) -> int | None:
     return None if value is None else to_us(value)
 
 
-def opt_from_us(value: object) -> datetime | None:
-    return None if value is None else from_us(value)
-
-
 def _text_tuple_out(value: tuple[str, ...]) -> str:
     return json.dumps(list(value))
 

@@ -1,4 +1,4 @@
-"""A SoftHSM2 token per test run (design.md section 8): a temporary SOFTHSM2_CONF and token dir.
+"""A SoftHSM2 token per test run (README "Keys in an HSM (PKCS#11)"): a temporary SOFTHSM2_CONF and token dir.
 
 Missing ``softhsm2-util`` or the module is a failure, never a skip (scripts/system-deps.sh installs them).
 """

@@ -1,6 +1,6 @@
 """Stand-ins for the services validators call, as aiohttp apps on 127.0.0.1.
 
-``IntuneStandIn`` follows Microsoft's contract (design.md section 9; reference library
+``IntuneStandIn`` follows Microsoft's contract (README "Validators"; reference library
 microsoft/Intune-Resource-Access, src/CsrValidation): an Entra token endpoint, Graph's
 service discovery and the three ScepActions, recording every call in order.
 ``WebhookReceiver`` checks ``X-Smallstep-Signature`` as step-ca's webhook receivers do.

@@ -15,6 +15,21 @@ from typing import NamedTuple
 
 _MAX_DEPTH = 16
 
+# Tag classes (X.690 section 8.1.2.2).
+UNIVERSAL = 0
+CONTEXT = 2
+# The universal tag numbers the readers test (X.680 section 8.6).
+INTEGER = 2
+OCTET_STRING = 4
+OID = 6
+SEQUENCE = 16
+SET = 17
+UTF8_STRING = 12
+PRINTABLE_STRING = 19
+T61_STRING = 20
+IA5_STRING = 22
+BMP_STRING = 30
+
 
 class BERError(ValueError):
     """The bytes are not well-formed BER."""
@@ -29,6 +44,14 @@ class TLV(NamedTuple):
     # Content octets; for an indefinite-length value, the octets between header and end-of-contents.
     content: bytes
     end: int  # offset just past this TLV (including any end-of-contents octets)
+
+    def is_universal(self, number: int) -> bool:
+        """A universal tag: ``SEQUENCE``, ``SET``, ``OCTET_STRING``, ..."""
+        return self.tag_class == UNIVERSAL and self.tag_number == number
+
+    def is_context(self, number: int) -> bool:
+        """The context-specific tag ``[number]``."""
+        return self.tag_class == CONTEXT and self.tag_number == number
 
 
 def read_tlv(data: bytes, offset: int = 0, depth: int = 0) -> TLV:

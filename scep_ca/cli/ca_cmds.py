@@ -12,7 +12,14 @@ from collections.abc import Callable
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
-from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
+from scep_ca.cli.context import (
+    CliError,
+    UsageError,
+    ca_passphrase,
+    colon_fingerprint,
+    config_from_args,
+    key_token,
+)
 from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.pki.keys import describe_key
@@ -26,8 +33,6 @@ from scep_ca.pki.public_url import (
     url_is_loopback,
     write_public_url,
 )
-from scep_ca.server.app import build_app, run_server
-from scep_ca.server.logsetup import configure_logging, tag_worker
 from scep_ca.server.workers import Supervisor, check_port_free, resolve_workers
 from store.factory import open_store
 
@@ -58,17 +63,23 @@ def _create_default_ca(config: Config, passphrase: bytes | None, token: Token | 
         passphrase=passphrase,
         token=token,
     )
-    write_public_url(config.data_dir, config.server.public_url or derive_public_url(config))
+    if config.server.public_url:
+        # Only an explicit URL is stored; a derived one follows the listen address (scep_ca.pki.public_url).
+        write_public_url(config.data_dir, config.server.public_url)
     return ca
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    explicit = None
+    if args.public_url is not None:
+        try:
+            explicit = check_public_url(args.public_url)
+        except PublicUrlError as exc:
+            raise UsageError(f"--public-url: {exc}") from None
     config = config_from_args(args)
+    explicit = explicit or config.server.public_url
+    public_url = explicit or derive_public_url(config)
     passphrase = ca_passphrase(config)
-    try:
-        public_url = check_public_url(args.public_url or config.server.public_url or derive_public_url(config))
-    except PublicUrlError as exc:
-        raise CliError(str(exc)) from exc
     ca = create_ca(
         config.data_dir,
         subject=args.subject or config.ca.subject,
@@ -78,7 +89,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         ra_pair=args.ra == "pair",
         token=key_token(config),
     )
-    write_public_url(config.data_dir, public_url)
+    if explicit:
+        write_public_url(config.data_dir, explicit)
     where = describe_key(ca.key, f"{config.data_dir / 'ca.key'}, mode 0600")
     print(f"CA created in {config.data_dir}")
     print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
@@ -86,6 +98,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  Fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
     print(f"  RA:                   {_ra_layout(ca)}")
     print(f"  Public URL:           {public_url} (CRL, OCSP and CA URLs of every certificate)")
+    if not explicit:
+        print("                        the listen address: it follows `scep-ca serve --host/--port`")
     if url_is_loopback(public_url):
         print(
             f"warning: the public URL {public_url} is loopback: relying parties on other hosts cannot check "
@@ -103,6 +117,9 @@ def _ra_layout(ca: CAIdentity) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve in this process (one worker) or under a supervisor (several, see scep_ca.server.workers)."""
+    # The web server (aiohttp) is imported by `serve` alone: every other command starts without it.
+    from scep_ca.server.logsetup import configure_logging
+
     config = config_from_args(args)
     configure_logging(config.log)
     # Once, before any fork: keys are checked here, and workers never race to create files.
@@ -115,8 +132,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
     if problem is not None:
         raise CliError(problem)
+    explicit = bool(config.server.public_url)  # configured or stored by init; else derived below
     config = resolved(config)
-    _warn_public_url(config)
+    _warn_public_url(config, explicit=explicit)
     load_or_create_secret_key(config.data_dir)
     workers = resolve_workers(config.server.workers)
     if workers == 1:
@@ -135,13 +153,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return Supervisor(workers, functools.partial(_worker, config, cas)).run()
 
 
-def _warn_public_url(config: Config) -> None:
+def _warn_public_url(config: Config, *, explicit: bool) -> None:
     if loopback_mismatch(config):
         log.warning(
             "the public URL %s in issued certificates (CRL, OCSP) is loopback but the server listens on %s: "
             "relying parties on other hosts cannot check revocation; set server.public_url",
             config.server.public_url,
             config.server.host,
+        )
+    elif explicit and config.base_url != derive_public_url(config):
+        log.warning(
+            "the public URL %s in issued certificates (CRL, OCSP, CA) differs from the listen address %s: "
+            "kept because it was set (server.public_url or init --public-url); it must reach this server",
+            config.base_url,
+            derive_public_url(config),
         )
     else:
         log.info("public URL (CRL, OCSP and CA URLs in certificates): %s", config.server.public_url)
@@ -155,6 +180,8 @@ async def _prepare_store(config: Config) -> None:
 
 def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -> int:
     """A worker process (after fork): its own app and store connection on the shared port."""
+    from scep_ca.server.logsetup import tag_worker
+
     tag_worker(index)
     _serve(config, cas, index, ready, reuse_port=True)
     return 0
@@ -163,6 +190,8 @@ def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -
 def _serve(
     config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
 ) -> None:
+    from scep_ca.server.app import build_app, run_server
+
     app = build_app(config, cas, open_store(config), worker=index)
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
@@ -213,8 +242,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument(
         "--public-url",
         metavar="URL",
-        help="base URL relying parties and devices reach (CRL, OCSP, CA and printed URLs); "
-        "default server.public_url, else the listen address (stored in the data directory)",
+        help="base URL relying parties and devices reach (CRL, OCSP, CA and printed URLs), stored in the data "
+        "directory; default server.public_url, else the address `serve` listens on (followed, not stored)",
     )
     p.add_argument(
         "--ra",

@@ -9,7 +9,17 @@ from pathlib import Path
 
 from config import Config
 from config.clock import utc_now
-from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
+from config.files import replace_public
+from scep_ca.cli.context import (
+    CliError,
+    NoLiveIntegration,
+    ca_passphrase,
+    live_integration,
+    load_identity,
+    opened_store,
+    print_json,
+    run_async,
+)
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
 from scep_ca.pki.reasons import ReasonError, operator_reason_names
@@ -99,9 +109,7 @@ def _confirm(prompt: str) -> bool:
 async def _delete(config: Config, args: argparse.Namespace) -> int:
     ca = load_identity(config)
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-        if integration is None:
-            raise CliError(f"no live integration {args.id!r}")
+        integration = await live_integration(store, args.id)
         count = await store.count_certificates(integration.id)
         if not args.yes and not _confirm(
             f"Delete integration {integration.id} ({integration.name!r}) and revoke its {count} certificate(s)?"
@@ -110,7 +118,7 @@ async def _delete(config: Config, args: argparse.Namespace) -> int:
         try:
             result = await RevocationService(store, ca).delete_integration(integration.id)
         except IntegrationNotFound as exc:
-            raise CliError(f"no live integration {args.id!r}") from exc
+            raise NoLiveIntegration(args.id) from exc
     if args.json:
         print_json({"id": integration.id, "revoked": result.revoked, "deleted_at": result.deleted_at.isoformat()})
     else:
@@ -126,7 +134,10 @@ async def _crl(config: Config, args: argparse.Namespace) -> int:
             raise CliError(f"no CA {args.ca!r}; known: {', '.join(sorted(service.crl_names()))}")
         der = await service.current_crl(args.ca)
     if args.out:
-        Path(args.out).write_bytes(der if not args.pem else _pem_crl(der).encode())
+        try:
+            replace_public(Path(args.out), der if not args.pem else _pem_crl(der).encode())
+        except OSError as exc:
+            raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         print(f"wrote {args.out} ({len(der)} bytes DER)")
     elif args.pem or sys.stdout.isatty():
         sys.stdout.write(_pem_crl(der))

@@ -16,12 +16,24 @@ from config import Config, load_config
 from scep_ca.pki.ca import CAIdentity, load_ca
 from scep_ca.pki.pkcs11_keys import Token, TokenSettings
 from scep_ca.pki.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
-from store.base import Store
+from scep_ca.pki.records import Integration
+from store.base import IntegrationStore, Store
 from store.factory import open_store
 
 
 class CliError(Exception):
     """An operator error: printed as one line to stderr, exit code 1."""
+
+
+class NoLiveIntegration(CliError):
+    """No live integration with this id (never created, or deleted)."""
+
+    def __init__(self, integration_id: str) -> None:
+        super().__init__(f"no live integration {integration_id!r}")
+
+
+class UsageError(CliError):
+    """A bad command-line argument found after parsing: one line to stderr, exit code 2 like argparse's."""
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -73,6 +85,14 @@ def key_token(config: Config) -> Token | None:
 
 def load_identity(config: Config) -> CAIdentity:
     return load_ca(config.data_dir, ca_passphrase(config), key_token(config))
+
+
+async def live_integration(store: IntegrationStore, integration_id: str) -> Integration:
+    """The live integration ``integration_id``, or NoLiveIntegration."""
+    integration = await store.get_integration(integration_id)
+    if integration is None:
+        raise NoLiveIntegration(integration_id)
+    return integration
 
 
 @asynccontextmanager

@@ -9,12 +9,13 @@ import string
 from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
-from challenge.web import challenge_url as web_challenge_url
+from challenge.urls import challenge_url as web_challenge_url
 from config import Config
 from config.clock import utc_now
 from scep_ca.cli.context import (
     CliError,
     colon_fingerprint,
+    live_integration,
     load_identity,
     opened_store,
     print_json,
@@ -24,6 +25,7 @@ from scep_ca.cli.context import (
 from scep_ca.cli.validator_cmds import add_create_arguments, describe_validator, register_test, validator_fields
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.dn import DNError, parse_dn
+from scep_ca.services.validators.settings import ValidatorKind
 
 DEFAULT_SUBJECT = "CN=$USERID$"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -109,7 +111,7 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
     print("Challenge Type: Microsoft SCEP. The password is shown only now; `integration rotate-password`")
     print("replaces it.")
     print(f"CA fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
-    if fields.kind != "ndes":
+    if fields.kind is not ValidatorKind.NDES:
         print(f"Validator: {fields.kind} (see `integration show {integration.id}`)")
     for name, value in fields.shown:
         print(f"{name} (shown only now): {value}")
@@ -119,9 +121,7 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
 async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
     creds = make_credentials(load_or_create_secret_key(config.data_dir), args.id)
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-        if integration is None:
-            raise CliError(f"no live integration {args.id!r}")
+        integration = await live_integration(store, args.id)
         await store.update_credentials(
             integration.id,
             username=creds.username,
@@ -179,9 +179,7 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
 
 async def _challenge_new(config: Config, args: argparse.Namespace) -> int:
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-        if integration is None:
-            raise CliError(f"no live integration {args.id!r}")
+        integration = await live_integration(store, args.id)
         password = await issue_challenge(store, config.challenge, integration.id)
     if password is None:
         raise CliError(

@@ -10,13 +10,14 @@ from challenge.secret_key import SecretKeyError
 from config import ConfigError
 from config.files import FileModeError
 from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
-from scep_ca.cli.context import CliError
+from scep_ca.cli.context import CliError, UsageError
 from scep_ca.pki.ca import CAError
 from scep_ca.pki.keys import KeyUnavailable
 from store.base import StoreError, StoreUnavailable
 
 # Exit statuses: 1 an operator error (bad argument, config, CA or store state), 2 a usage
 # error (argparse), 3 the store is unavailable (retrying later may work).
+EXIT_USAGE = 2
 EXIT_STORE_UNAVAILABLE = 3
 
 
@@ -42,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"scep-ca: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except StoreUnavailable as exc:
         # A fault of the environment (disk full, database down): worth a retry, not a traceback.
         print(f"scep-ca: error: the store is unavailable: {exc}", file=sys.stderr)

@@ -8,8 +8,7 @@ from config import Config
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, print_table, run_async
 from scep_ca.pki.records import TransactionStatus
 from scep_ca.protocol.errors import ScepFailure
-from scep_ca.server.app import enroller_for
-from scep_ca.services.validators.registry import Validators
+from scep_ca.services.wiring import enroller_for
 
 
 def _request_id(integration_id: str, transaction_id: str) -> str:
@@ -50,6 +49,9 @@ async def _resolve(config: Config, args: argparse.Namespace, approve: bool) -> i
     ca = load_identity(config)
     async with opened_store(config) as store:
         # Offline: only the store-backed ndes validator is usable (no secret key, no HTTP calls).
+        # Imported here: the registry brings the validators' HTTP client (aiohttp) along.
+        from scep_ca.services.validators.registry import Validators
+
         validators = Validators(config.intune, config.webhook, None, ca.cert.subject.rfc4514_string())
         enroller = enroller_for(config, store, ca, validators)
         try:

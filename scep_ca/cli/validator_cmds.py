@@ -7,20 +7,19 @@ import base64
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
-from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, run_async
+from scep_ca.cli.context import CliError, live_integration, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.records import Integration
-from scep_ca.services.validators.http import HttpFailure
-from scep_ca.services.validators.intune import IntuneError, IntuneValidator
-from scep_ca.services.validators.registry import Misconfigured, Validators
 from scep_ca.services.validators.settings import (
     INTUNE_SAN_TYPES,
     KINDS,
     IntuneSettings,
     SettingsError,
+    ValidatorKind,
     WebhookSettings,
     check_webhook_url,
     dump_intune,
@@ -29,7 +28,6 @@ from scep_ca.services.validators.settings import (
     intune_settings,
     webhook_settings,
 )
-from scep_ca.services.validators.webhook import SECRET_BYTES, WebhookValidator
 
 INTUNE_SECRET_ENV = "SCEP_CA_INTUNE_CLIENT_SECRET"
 _MAX_SECRET_CHARS = 1024
@@ -39,7 +37,7 @@ _MAX_SECRET_CHARS = 1024
 class ValidatorFields:
     """What ``integration create`` stores for the chosen validator, and what it shows once."""
 
-    kind: str = "ndes"
+    kind: ValidatorKind = ValidatorKind.NDES
     settings: str = "{}"
     secret_encrypted: bytes | None = None
     allowed_san_types: tuple[str, ...] = ()
@@ -71,29 +69,41 @@ def _intune_secret(args: argparse.Namespace) -> str:
     return secret
 
 
+# The ``integration create`` options that belong to each kind (argparse attribute names).
+_OPTIONS = {
+    ValidatorKind.INTUNE: ("intune_tenant", "intune_client_id", "intune_client_secret_stdin"),
+    ValidatorKind.WEBHOOK: ("webhook_url", "webhook_notify_url"),
+}
+
+
 def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
     """Check the options of the chosen validator; the secret is encrypted before anything is stored."""
-    kind = args.validator
-    intune_opts = (args.intune_tenant, args.intune_client_id, args.intune_client_secret_stdin or None)
-    webhook_opts = (args.webhook_url, args.webhook_notify_url)
-    if kind != "intune" and any(intune_opts):
-        raise CliError("--intune-* options need --validator intune")
-    if kind != "webhook" and any(webhook_opts):
-        raise CliError("--webhook-* options need --validator webhook")
-    if kind != "ndes" and args.require_approval:
+    kind = ValidatorKind(args.validator)
+    for other, options in _OPTIONS.items():
+        if other is not kind and any(getattr(args, option) for option in options):
+            raise CliError(f"--{other.value}-* options need --validator {other.value}")
+    if kind is not ValidatorKind.NDES and args.require_approval:
         # Approval issues from the CLI, hours later: Intune's transaction would have expired.
         raise CliError("--require-approval works with --validator ndes only")
-    if kind == "ndes":
-        return ValidatorFields()
+    return _FIELDS[kind](args, config)
+
+
+def _ndes_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
+    return ValidatorFields()
+
+
+def _intune_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
+    if not args.intune_tenant or not args.intune_client_id:
+        raise CliError("--validator intune needs --intune-tenant and --intune-client-id")
+    secret = _intune_secret(args)
     key = load_or_create_secret_key(config.data_dir)
-    if kind == "intune":
-        if not args.intune_tenant or not args.intune_client_id:
-            raise CliError("--validator intune needs --intune-tenant and --intune-client-id")
-        secret = _intune_secret(args)
-        settings = IntuneSettings(tenant=args.intune_tenant, client_id=args.intune_client_id)
-        return ValidatorFields(
-            kind, dump_intune(settings), encrypt_secret(key, secret.encode("utf-8")), INTUNE_SAN_TYPES
-        )
+    settings = IntuneSettings(tenant=args.intune_tenant, client_id=args.intune_client_id)
+    return ValidatorFields(
+        ValidatorKind.INTUNE, dump_intune(settings), encrypt_secret(key, secret.encode("utf-8")), INTUNE_SAN_TYPES
+    )
+
+
+def _webhook_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
     if not args.webhook_url:
         raise CliError("--validator webhook needs --webhook-url")
     try:
@@ -102,24 +112,54 @@ def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorField
             check_webhook_url(args.webhook_notify_url)
     except SettingsError as exc:
         raise CliError(str(exc)) from exc
+    from scep_ca.services.validators.webhook import SECRET_BYTES  # with its HTTP client: see _test_validator
+
+    key = load_or_create_secret_key(config.data_dir)
     hmac_key = secrets.token_bytes(SECRET_BYTES)
     shown = base64.b64encode(hmac_key).decode("ascii")
-    settings_w = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url)
+    settings = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url)
     return ValidatorFields(
-        kind, dump_webhook(settings_w), encrypt_secret(key, hmac_key), (), (("webhook_secret", shown),)
+        ValidatorKind.WEBHOOK,
+        dump_webhook(settings),
+        encrypt_secret(key, hmac_key),
+        (),
+        (("webhook_secret", shown),),
     )
+
+
+# Each kind's factory: what ``integration create`` stores for it.
+_FIELDS: dict[ValidatorKind, Callable[[argparse.Namespace, Config], ValidatorFields]] = {
+    ValidatorKind.NDES: _ndes_fields,
+    ValidatorKind.INTUNE: _intune_fields,
+    ValidatorKind.WEBHOOK: _webhook_fields,
+}
+
+
+def _describe_intune(settings: str) -> dict[str, object]:
+    s = intune_settings(settings)
+    return {"intune_tenant": s.tenant, "intune_client_id": s.client_id}
+
+
+def _describe_webhook(settings: str) -> dict[str, object]:
+    w = webhook_settings(settings)
+    return {"webhook_url": w.url, "webhook_notify_url": w.notify_url}
+
+
+# Each kind's non-secret settings as ``integration show`` lists them (ndes has none).
+_DESCRIBE: dict[ValidatorKind, Callable[[str], dict[str, object]]] = {
+    ValidatorKind.NDES: lambda settings: {},
+    ValidatorKind.INTUNE: _describe_intune,
+    ValidatorKind.WEBHOOK: _describe_webhook,
+}
 
 
 def describe_validator(integration: Integration) -> dict[str, object]:
     """The validator's non-secret settings, for ``integration show``."""
     info: dict[str, object] = {"validator": integration.validator}
     try:
-        if integration.validator == "intune":
-            s = intune_settings(integration.validator_settings)
-            info.update(intune_tenant=s.tenant, intune_client_id=s.client_id)
-        elif integration.validator == "webhook":
-            w = webhook_settings(integration.validator_settings)
-            info.update(webhook_url=w.url, webhook_notify_url=w.notify_url)
+        info.update(_DESCRIBE[ValidatorKind(integration.validator)](integration.validator_settings))
+    except ValueError:
+        info["validator_problem"] = f"unknown validator kind {integration.validator!r}"
     except SettingsError as exc:
         info["validator_problem"] = str(exc)
     if integration.allowed_san_types:
@@ -128,12 +168,16 @@ def describe_validator(integration: Integration) -> dict[str, object]:
 
 
 async def _test_validator(config: Config, args: argparse.Namespace) -> int:
+    # The validators' HTTP client (aiohttp) loads for the commands that call out, not for every command.
+    from scep_ca.services.validators.http import HttpFailure
+    from scep_ca.services.validators.intune import IntuneError, IntuneValidator
+    from scep_ca.services.validators.registry import Misconfigured, Validators
+    from scep_ca.services.validators.webhook import WebhookValidator
+
     ca = load_identity(config)
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-    if integration is None:
-        raise CliError(f"no live integration {args.id!r}")
-    if integration.validator == "ndes":
+        integration = await live_integration(store, args.id)
+    if integration.validator == ValidatorKind.NDES:
         raise CliError("this integration uses one-time challenges (ndes): nothing to call")
     validators = Validators(
         config.intune, config.webhook, load_or_create_secret_key(config.data_dir), ca.cert.subject.rfc4514_string()

@@ -41,7 +41,6 @@ from config.files import check_dir, check_key, check_not_writable, make_private_
 from scep_ca.asn1 import der, oids
 from scep_ca.pki.keys import KeyUnavailable
 from scep_ca.pki.pkcs11_keys import URI_SUFFIX, KeyRef, Token, load_key
-from scep_ca.protocol.certrep import certs_only
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.keys import PrivateKey
 
@@ -101,14 +100,13 @@ class CAIdentity:
         return self.key.public_key()
 
     @functools.cached_property
-    def ca_ra_bundle(self) -> bytes:
-        """GetCACert's answer: a certs-only PKCS#7 with the RA(s) first, then the CA (as NDES sends it).
-
-        Built once per identity: every GetCACert returns it."""
+    def ca_ra_certs_der(self) -> tuple[bytes, ...]:
+        """What GetCACert presents, in its order: the RA(s) first, then the CA (as NDES sends them);
+        ``scep_ca.services.scep`` wraps them in the certs-only PKCS#7."""
         ras = [self.ra_cert_der]
         if self.enc_cert is not None:
             ras.append(self.enc_cert.public_bytes(serialization.Encoding.DER))
-        return certs_only([*ras, self.cert_der])
+        return (*ras, self.cert_der)
 
 
 def ca_exists(data_dir: Path) -> bool:

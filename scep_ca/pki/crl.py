@@ -102,38 +102,6 @@ def encode_revoked(entries: Sequence[RevokedEntry]) -> bytes:
     return der.seq(*parts)
 
 
-def build_tbs_cert_list(
-    ca: CAIdentity,
-    entries: Sequence[RevokedEntry],
-    crl_number: int,
-    now: dt.datetime,
-    next_update_hours: float,
-) -> bytes:
-    """The DER TBSCertList (RFC 5280 §5.1.2) that ``build_crl`` signs."""
-    if not 0 <= crl_number <= _MAX_CRL_NUMBER:
-        raise CRLError(f"CRL number out of range: {crl_number}")
-    if next_update_hours <= 0:
-        raise CRLError("next_update_hours must be positive")
-    this_update = now.replace(microsecond=0)
-    next_update = this_update + dt.timedelta(hours=next_update_hours)
-    extensions = der.seq(
-        der.extension(oids.AUTHORITY_KEY_IDENTIFIER, _authority_key_identifier(ca)),
-        der.extension(oids.CRL_NUMBER, der.integer(crl_number)),
-    )
-    return der.seq(
-        _VERSION_V2,
-        oids.SHA256_WITH_RSA,
-        # The CA subject exactly as encoded in its certificate (RFC 5280 §5.1.2.3: verifiers
-        # compare the CRL issuer with the certificate's, octet for octet).
-        subject_der(ca.cert_der),
-        encode_time(this_update),
-        # nextUpdate is OPTIONAL in the ASN.1, but RFC 5280 §5.1.2.5 says CRL issuers MUST include it.
-        encode_time(next_update),
-        encode_revoked(entries),
-        der.explicit(0, extensions),
-    )
-
-
 def build_crl(
     ca: CAIdentity,
     entries: Sequence[RevokedEntry],
@@ -147,6 +115,28 @@ def build_crl(
     ``unspecified`` carries no reasonCode (§5.3.1). The CRL carries the AKI (§5.2.1) and
     the CRL number (§5.2.3). ``now`` becomes thisUpdate (truncated to seconds).
     """
-    tbs = build_tbs_cert_list(ca, entries, crl_number, now, next_update_hours)
+    if not 0 <= crl_number <= _MAX_CRL_NUMBER:
+        raise CRLError(f"CRL number out of range: {crl_number}")
+    if next_update_hours <= 0:
+        raise CRLError("next_update_hours must be positive")
+    this_update = now.replace(microsecond=0)
+    next_update = this_update + dt.timedelta(hours=next_update_hours)
+    extensions = der.seq(
+        der.extension(oids.AUTHORITY_KEY_IDENTIFIER, _authority_key_identifier(ca)),
+        der.extension(oids.CRL_NUMBER, der.integer(crl_number)),
+    )
+    # The TBSCertList (RFC 5280 §5.1.2).
+    tbs = der.seq(
+        _VERSION_V2,
+        oids.SHA256_WITH_RSA,
+        # The CA subject exactly as encoded in its certificate (RFC 5280 §5.1.2.3: verifiers
+        # compare the CRL issuer with the certificate's, octet for octet).
+        subject_der(ca.cert_der),
+        encode_time(this_update),
+        # nextUpdate is OPTIONAL in the ASN.1, but RFC 5280 §5.1.2.5 says CRL issuers MUST include it.
+        encode_time(next_update),
+        encode_revoked(entries),
+        der.explicit(0, extensions),
+    )
     signature = ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
     return der.signed(tbs, oids.SHA256_WITH_RSA, signature)

@@ -139,18 +139,3 @@ class Issuer:
         signature = self._ca.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
         cert = der.signed(tbs, oids.SHA256_WITH_RSA, signature)
         return Issued(cert, not_before, not_after)
-
-
-def issue_certificate(
-    ca: CAIdentity,
-    *,
-    subject: x509.Name,
-    public_key: rsa.RSAPublicKey,
-    sans: Sequence[x509.GeneralName],
-    profile: Profile,
-    serial: int,
-    now: dt.datetime,
-) -> x509.Certificate:
-    """One certificate as a cryptography object (tests, tools); the server uses ``Issuer`` directly."""
-    issued = Issuer(ca, profile).issue(subject=subject, public_key=public_key, sans=sans, serial=serial, now=now)
-    return x509.load_der_x509_certificate(issued.der)

@@ -6,9 +6,11 @@ caIssuers ``<url>/ca/<ca id>.crt`` (RFC 5280 section 4.2.2.1). Without them a re
 cannot learn that a certificate was revoked, which is what deleting an integration is for.
 
 Where it comes from, first match wins: ``server.public_url`` in the config; the URL that
-``scep-ca init`` (or ``serve``'s first start) stored in the data directory
-(``public_url``, one line); else the listen address. ``init`` stores ``--public-url`` or the
-listen address, so the URL in certificates does not change when the listen address does.
+``scep-ca init --public-url`` (or ``serve``'s first start with ``server.public_url`` set)
+stored in the data directory (``public_url``, one line); else the listen address of this
+start. Only an explicit URL is stored: one that was defaulted follows the address ``serve``
+listens on (``serve --port 9000`` issues certificates naming port 9000), while an explicit
+one is kept when the listen address changes (``serve`` warns when they differ).
 """
 
 from __future__ import annotations
@@ -22,20 +24,24 @@ from urllib.parse import urlsplit
 from config import Config
 from config.clients import is_loopback_host
 from config.files import check_not_writable, write_public
+from config.urls import public_url_problem
 
 PUBLIC_URL_FILE = "public_url"
 
 
 class PublicUrlError(ValueError):
-    """Not an http:// or https:// URL with a host (message is safe to show)."""
+    """Not a usable public URL (config.urls); the message is one line, safe to show."""
 
 
 def check_public_url(url: str) -> str:
-    """The URL without a trailing slash, or PublicUrlError."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
-        raise PublicUrlError(f"the public URL must be an http:// or https:// URL with a host: {url!r}")
-    return url.strip().rstrip("/")
+    """The URL without surrounding blanks or a trailing slash, or PublicUrlError."""
+    url = url.strip()
+    problem = public_url_problem(url)
+    if problem is not None:
+        # The URL is echoed (escaped) unless it holds credentials: those are not repeated.
+        shown = "" if "@" in url else f" {url!r}"
+        raise PublicUrlError(f"the public URL{shown} {problem}")
+    return url.rstrip("/")
 
 
 def url_is_loopback(url: str) -> bool:
@@ -71,14 +77,15 @@ def with_public_url(config: Config) -> Config:
 
 
 def derive_public_url(config: Config) -> str:
-    """The listen address as a URL; a wildcard listen address (0.0.0.0, ::) names this host instead."""
+    """The listen address as a URL (whatever public URL is set); a wildcard listen address
+    (0.0.0.0, ::) names this host instead."""
     host = config.server.host
     try:
         wildcard = not host or ipaddress.ip_address(host).is_unspecified
     except ValueError:
         wildcard = False
     if not wildcard:
-        return config.base_url
+        return dataclasses.replace(config, server=dataclasses.replace(config.server, public_url=None)).base_url
     scheme = "https" if config.tls.cert else "http"
     return f"{scheme}://{socket.getfqdn()}:{config.server.port}"
 

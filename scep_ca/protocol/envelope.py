@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algo
 
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import (
+    OCTET_STRING,
+    SEQUENCE,
     TLV,
     BERError,
     children,
@@ -106,10 +108,10 @@ def _block_bytes(cipher: ContentCipher) -> int:
 
 
 def _matches(rid: TLV, recipient: RecipientKey) -> bool:
-    if rid.tag_class == 0 and rid.tag_number == 16:
-        return encode_tlv(0x30, rid.content) == recipient.issuer_and_serial
+    if rid.is_universal(SEQUENCE):
+        return encode_tlv(der.TAG_SEQUENCE, rid.content) == recipient.issuer_and_serial
     # subjectKeyIdentifier [0] IMPLICIT OCTET STRING
-    return rid.tag_class == 2 and rid.tag_number == 0 and rid.content == recipient.subject_key_identifier
+    return rid.is_context(0) and rid.content == recipient.subject_key_identifier
 
 
 def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
@@ -121,7 +123,7 @@ def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
 def _oaep_padding(params: list[TLV]) -> padding.OAEP:
     # RSAES-OAEP-params (RFC 8017 A.2.1): [0] hash, [1] MGF1 with its hash, [2] pSource; SHA-1 by default.
     hash_oid = mgf_oid = oids.ID_SHA1
-    if params and params[0].tag_number == 16:
+    if params and params[0].tag_number == SEQUENCE:
         for item in children(params[0].content):
             inner = children(item.content)
             if item.tag_number == 0:
@@ -166,7 +168,7 @@ def _unwrap_key(
 
 
 def _expect_octets(tlv: TLV) -> bytes:
-    if tlv.tag_class != 0 or tlv.tag_number != 4:
+    if not tlv.is_universal(OCTET_STRING):
         raise BERError("encryptedKey is not an OCTET STRING")
     return octet_string_value(tlv)
 
@@ -199,13 +201,13 @@ def decrypt_envelope(
     recipients = [recipient] if isinstance(recipient, RecipientKey) else list(recipient)
     try:
         info = children(read_tlv(content).content)
-        if len(info) != 2 or encode_tlv(0x06, info[0].content) != oids.ENVELOPED_DATA:
+        if len(info) != 2 or encode_tlv(der.TAG_OID, info[0].content) != oids.ENVELOPED_DATA:
             raise BadMessageCheck("the signed content is not an EnvelopedData")
         env = children(children(info[1].content)[0].content)
         # EnvelopedData: version, [0] originatorInfo (optional), recipientInfos, encryptedContentInfo.
-        rest = [f for f in env[1:] if not (f.tag_class == 2 and f.tag_number == 0)]
+        rest = [f for f in env[1:] if not f.is_context(0)]
         recipient_infos, eci = rest[0], rest[1]
-        infos = [ri for ri in children(recipient_infos.content) if ri.tag_class == 0 and ri.tag_number == 16]
+        infos = [ri for ri in children(recipient_infos.content) if ri.is_universal(SEQUENCE)]
         found = _find_recipient(infos, recipients)
         if found is None:
             raise BadMessageCheck("the request is not encrypted to this CA")
@@ -213,10 +215,10 @@ def decrypt_envelope(
         pad = _key_transport(ktri[2])
         encrypted_key = _expect_octets(ktri[3])
         parts = children(eci.content)
-        if len(parts) < 3 or parts[2].tag_class != 2 or parts[2].tag_number != 0:
+        if len(parts) < 3 or not parts[2].is_context(0):
             raise BadMessageCheck("the EnvelopedData has no encrypted content")
         alg_oid, alg_params = _algorithm_oid(parts[1])
-        iv = alg_params[0].content if alg_params and alg_params[0].tag_number == 4 else None
+        iv = alg_params[0].content if alg_params and alg_params[0].tag_number == OCTET_STRING else None
         # encryptedContent may be primitive or constructed BER (scepclient); join the segments.
         ciphertext = octet_string_value(parts[2])
     except (BadMessageCheck, BadAlg):

@@ -29,7 +29,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scep_ca.asn1 import oids
 from scep_ca.asn1.ber import (
+    BMP_STRING,
+    CONTEXT,
+    IA5_STRING,
+    OCTET_STRING,
+    OID,
+    PRINTABLE_STRING,
+    SEQUENCE,
+    SET,
+    T61_STRING,
     TLV,
+    UNIVERSAL,
+    UTF8_STRING,
     BERError,
     children,
     encode_tlv,
@@ -37,6 +48,7 @@ from scep_ca.asn1.ber import (
     octet_string_value,
     read_tlv,
 )
+from scep_ca.asn1.der import TAG_SEQUENCE, TAG_SET
 from scep_ca.protocol.algorithms import DIGEST_BY_OID
 from scep_ca.protocol.enums import DigestAlg
 from scep_ca.protocol.errors import BadAlg, BadMessageCheck, MalformedRequest
@@ -67,7 +79,13 @@ _ATTRIBUTE_NAMES = {
     oids.ID_FAIL_INFO_TEXT: "fail_info_text",  # RFC 8894 section 3.2.1.4
 }
 # Universal string tags a client may use for the SCEP PrintableString attributes.
-_STRING_CODECS = {19: "ascii", 12: "utf-8", 22: "ascii", 20: "latin-1", 30: "utf-16-be"}
+_STRING_CODECS = {
+    PRINTABLE_STRING: "ascii",
+    UTF8_STRING: "utf-8",
+    IA5_STRING: "ascii",
+    T61_STRING: "latin-1",
+    BMP_STRING: "utf-16-be",
+}
 
 # Every OID this module looks up, by content octets.
 _KNOWN_OIDS = oids.content_table([*DIGEST_BY_OID, *_PKCS1_SIGNATURES, *_ATTRIBUTE_NAMES])
@@ -120,7 +138,7 @@ class PKIMessage:
 
 
 def _string_value(tlv: TLV, name: str) -> str:
-    codec = _STRING_CODECS.get(tlv.tag_number) if tlv.tag_class == 0 else None
+    codec = _STRING_CODECS.get(tlv.tag_number) if tlv.tag_class == UNIVERSAL else None
     if codec is None:
         raise MalformedRequest(f"{name} is not a string")
     try:
@@ -130,7 +148,7 @@ def _string_value(tlv: TLV, name: str) -> str:
 
 
 def _octets_value(tlv: TLV, name: str) -> bytes:
-    if tlv.tag_class != 0 or tlv.tag_number != 4:
+    if not tlv.is_universal(OCTET_STRING):
         raise MalformedRequest(f"{name} is not an OCTET STRING")
     try:
         return octet_string_value(tlv)
@@ -147,13 +165,13 @@ def _expect(tlv: TLV, tag_class: int, tag_number: int, what: str) -> TLV:
 def _parse_attributes(set_content: bytes) -> dict[str, TLV]:
     attrs: dict[str, TLV] = {}
     for attr in children(set_content):
-        parts = children(_expect(attr, 0, 16, "attribute").content)
+        parts = children(_expect(attr, UNIVERSAL, SEQUENCE, "attribute").content)
         if len(parts) != 2:
             raise MalformedRequest("malformed attribute")
-        name = _ATTRIBUTE_NAMES.get(_dotted(_expect(parts[0], 0, 6, "attribute type").content))
+        name = _ATTRIBUTE_NAMES.get(_dotted(_expect(parts[0], UNIVERSAL, OID, "attribute type").content))
         if name is None:
             continue
-        values = children(_expect(parts[1], 0, 17, "attribute values").content)
+        values = children(_expect(parts[1], UNIVERSAL, SET, "attribute values").content)
         if len(values) != 1:
             raise MalformedRequest(f"signed attribute {name} must have one value")
         if name in attrs:
@@ -165,19 +183,19 @@ def _parse_attributes(set_content: bytes) -> dict[str, TLV]:
 def _certificates(field_tlv: TLV) -> list[bytes]:
     out = []
     for cert in children(field_tlv.content):
-        if cert.tag_class == 0 and cert.tag_number == 16:
-            out.append(encode_tlv(0x30, cert.content))
+        if cert.is_universal(SEQUENCE):
+            out.append(encode_tlv(TAG_SEQUENCE, cert.content))
     return out
 
 
 def _signer_cert(certs: list[bytes], sid: TLV) -> tuple[bytes, bytes]:
     """The signer certificate and its IssuerAndSerialNumber."""
-    if sid.tag_class == 0 and sid.tag_number == 16:
-        wanted = encode_tlv(0x30, sid.content)
+    if sid.is_universal(SEQUENCE):
+        wanted = encode_tlv(TAG_SEQUENCE, sid.content)
         for cert in certs:
             if issuer_and_serial(cert) == wanted:
                 return cert, wanted
-    elif sid.tag_class == 2 and sid.tag_number == 0:
+    elif sid.is_context(0):
         ski = sid.content
         for cert in certs:
             try:
@@ -195,38 +213,38 @@ def decode_pki_message(der: bytes) -> PKIMessage:
         outer = read_tlv(der)
         if outer.end != len(der):
             raise MalformedRequest("trailing bytes after the pkiMessage")
-        info = children(_expect(outer, 0, 16, "ContentInfo").content)
-        if len(info) != 2 or _expect(info[0], 0, 6, "contentType").content != _SIGNED_DATA:
+        info = children(_expect(outer, UNIVERSAL, SEQUENCE, "ContentInfo").content)
+        if len(info) != 2 or _expect(info[0], UNIVERSAL, OID, "contentType").content != _SIGNED_DATA:
             raise MalformedRequest("not a CMS SignedData")
-        sd_wrapped = children(_expect(info[1], 2, 0, "SignedData wrapper").content)
+        sd_wrapped = children(_expect(info[1], CONTEXT, 0, "SignedData wrapper").content)
         if len(sd_wrapped) != 1:
             raise MalformedRequest("malformed SignedData")
-        fields = children(_expect(sd_wrapped[0], 0, 16, "SignedData").content)
+        fields = children(_expect(sd_wrapped[0], UNIVERSAL, SEQUENCE, "SignedData").content)
         if len(fields) < 4:
             raise MalformedRequest("malformed SignedData")
-        encap = children(_expect(fields[2], 0, 16, "encapContentInfo").content)
+        encap = children(_expect(fields[2], UNIVERSAL, SEQUENCE, "encapContentInfo").content)
         content = None
         if len(encap) > 1:
-            wrapped = children(_expect(encap[1], 2, 0, "eContent").content)
+            wrapped = children(_expect(encap[1], CONTEXT, 0, "eContent").content)
             if len(wrapped) != 1:
                 raise MalformedRequest("malformed eContent")
             content = _octets_value(wrapped[0], "eContent")
         certs: list[bytes] = []
         for extra in fields[3:-1]:
-            if extra.tag_class == 2 and extra.tag_number == 0:
+            if extra.is_context(0):
                 certs = _certificates(extra)
-        signer_infos = children(_expect(fields[-1], 0, 17, "signerInfos").content)
+        signer_infos = children(_expect(fields[-1], UNIVERSAL, SET, "signerInfos").content)
         # Exactly one signer: RFC 8894 section 3.2 has the requester sign alone.
         if len(signer_infos) != 1:
             raise MalformedRequest("a pkiMessage has exactly one signer")
-        si = children(_expect(signer_infos[0], 0, 16, "SignerInfo").content)
+        si = children(_expect(signer_infos[0], UNIVERSAL, SEQUENCE, "SignerInfo").content)
         if len(si) < 6:
             raise MalformedRequest("a pkiMessage carries signed attributes")
         sid, digest_alg, signed_attrs, sig_alg, signature = si[1], si[2], si[3], si[4], si[5]
-        _expect(signed_attrs, 2, 0, "signedAttrs")
-        digest_oid = _dotted(children(_expect(digest_alg, 0, 16, "digestAlgorithm").content)[0].content)
-        sig_oid = _dotted(children(_expect(sig_alg, 0, 16, "signatureAlgorithm").content)[0].content)
-        signature_bytes = _expect(signature, 0, 4, "signature").content
+        _expect(signed_attrs, CONTEXT, 0, "signedAttrs")
+        digest_oid = _dotted(children(_expect(digest_alg, UNIVERSAL, SEQUENCE, "digestAlgorithm").content)[0].content)
+        sig_oid = _dotted(children(_expect(sig_alg, UNIVERSAL, SEQUENCE, "signatureAlgorithm").content)[0].content)
+        signature_bytes = _expect(signature, UNIVERSAL, OCTET_STRING, "signature").content
         attrs = _parse_attributes(signed_attrs.content)
         signer_cert_der, signer_ias = _signer_cert(certs, sid)
     except BERError as exc:
@@ -256,8 +274,8 @@ def decode_pki_message(der: bytes) -> PKIMessage:
         digest_alg_name=digest_oid,
         signature_alg=sig_oid,
         signature=signature_bytes,
-        # The signature covers the attributes as a SET (tag 0x31), not as [0] IMPLICIT.
-        signed_attrs_der=encode_tlv(0x31, signed_attrs.content),
+        # The signature covers the attributes as a SET, not as [0] IMPLICIT (RFC 5652 section 5.4).
+        signed_attrs_der=encode_tlv(TAG_SET, signed_attrs.content),
         signer_cert_der=signer_cert_der,
         signer_issuer_and_serial=signer_ias,
         content=content,
@@ -301,9 +319,3 @@ def verify_pki_message(msg: PKIMessage) -> x509.Certificate:
     except InvalidSignature as exc:
         raise BadMessageCheck("signature does not verify") from exc
     return signer
-
-
-def parse_pki_message(der: bytes) -> tuple[PKIMessage, x509.Certificate]:
-    """Decode and verify in one step (for callers that need no FAILURE reply on bad input)."""
-    msg = decode_pki_message(der)
-    return msg, verify_pki_message(msg)

@@ -27,11 +27,9 @@ from challenge.service import ChallengeService
 from challenge.tls_binding import end_point_application_data
 from challenge.web import setup_challenge_routes
 from config.clients import TrustedProxies, is_loopback_host
-from config.clock import Clock, utc_now
 from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
-from scep_ca.pki.certificate_factory import CertificateFactory
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
@@ -41,10 +39,10 @@ from scep_ca.server.revocation_web import setup_revocation_routes
 from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.scep_web import setup_scep_routes
 from scep_ca.server.store_faults import StoreFaults
-from scep_ca.services.enrollment import Enroller, EnrollmentStore
 from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
 from scep_ca.services.validators.registry import Validators
+from scep_ca.services.wiring import enroller_for
 from store.base import Store
 
 log = logging.getLogger(__name__)
@@ -155,21 +153,6 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
     setup_health_routes(app, store, ca, lifecycle, worker)
     return app
-
-
-def enroller_for(
-    config: Config, store: EnrollmentStore, ca: CAIdentity, validators: Validators, clock: Clock = utc_now
-) -> Enroller:
-    """The enrollment decisions of ``ca``, wired from the settings they use (the server's and
-    the operator CLI's)."""
-    return Enroller(
-        store,
-        CertificateFactory(ca, config.base_url, clock),
-        validators,
-        config.scep,
-        config.certificate.key_sizes,
-        clock,
-    )
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:

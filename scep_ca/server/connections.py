@@ -111,10 +111,6 @@ class Connections:
         """The cap once the file-descriptor limit is known (``run_server``)."""
         self.limits = dataclasses.replace(self.limits, max_connections=count)
 
-    @property
-    def open_count(self) -> int:
-        return len(self._open)
-
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A ``create_server`` factory that wraps each of ``inner``'s protocols in a guard."""
         return lambda: _GuardedProtocol(self, inner)

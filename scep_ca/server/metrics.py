@@ -43,7 +43,7 @@ from prometheus_client.registry import Collector
 
 from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.server.access import BEARER_CHALLENGE, Access, check_access
-from scep_ca.server.scep_web import raw_query_param
+from scep_ca.server.query import raw_query_param
 from store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 CRL_CONTENT_TYPE = "application/pkix-crl"  # RFC 5280 §4.2.1.13 / RFC 2585 §4.2
 CA_CERT_CONTENT_TYPE = "application/pkix-cert"  # RFC 2585 §4.1
-OCSP_REQUEST_TYPE = "application/ocsp-request"  # RFC 6960 Appendix C
 OCSP_RESPONSE_TYPE = "application/ocsp-response"
 # The only issuing CA for now; the path names it so a second CA can be added later.
 # A one-certificate OCSPRequest is ~100 bytes; a signed one with a chain a few kB.

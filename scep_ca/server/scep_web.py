@@ -10,12 +10,12 @@ import base64
 import binascii
 import logging
 import re
-from urllib.parse import unquote
 
 from aiohttp import web
 
 from challenge.request_client import CLIENT
 from scep_ca.protocol.errors import MalformedRequest
+from scep_ca.server.query import raw_query_param
 from scep_ca.services.scep import PKI_MESSAGE_CONTENT_TYPE, RequestContext, ScepService, UnknownIntegration
 
 log = logging.getLogger(__name__)
@@ -23,20 +23,6 @@ log = logging.getLogger(__name__)
 SCEP_SERVICE: web.AppKey[ScepService] = web.AppKey("scep_service", ScepService)
 
 _WHITESPACE = re.compile(r"\s+")
-
-
-def raw_query_param(raw_query: str, name: str) -> str | None:
-    """A query parameter read from the raw query string, percent-decoded but with ``+`` kept.
-
-    aiohttp/yarl turn a literal ``+`` into a space, while macOS leaves ``+`` and ``/``
-    unescaped in SCEP GETs, so the parsed query would corrupt base64.
-    """
-    wanted = name.lower()
-    for pair in raw_query.split("&"):
-        key, _, value = pair.partition("=")
-        if unquote(key).lower() == wanted:
-            return unquote(value)
-    return None
 
 
 def decode_message_param(value: str) -> bytes:

@@ -28,7 +28,6 @@ from scep_ca.protocol.enums import MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
 from scep_ca.services.renewal import identity_mismatch
 from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest, Validator
-from scep_ca.services.validators.registry import Validators
 from store.base import (
     CertificateStore,
     ChallengeRejected,
@@ -80,12 +79,18 @@ class EnrollmentStore(IntegrationStore, IssuanceStore, CertificateStore, Revocat
     certificate whose issuance a validator did not confirm."""
 
 
+class ValidatorSource(Protocol):
+    """The validator of each integration (``scep_ca.services.validators.registry.Validators``)."""
+
+    def for_integration(self, integration: Integration) -> Validator: ...
+
+
 class Enroller:
     def __init__(
         self,
         store: EnrollmentStore,
         certificates: CertificateFactory,
-        validators: Validators,
+        validators: ValidatorSource,
         scep: ScepConfig,
         key_sizes: tuple[int, ...],
         clock: Clock,

@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.clock import Clock, utc_now
 from config.model import ScepConfig
-from scep_ca.asn1.ber import BERError, children, read_tlv, subject_der
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
 from scep_ca.protocol.enums import DigestAlg, FailInfo, MessageType, PKIStatus
 from scep_ca.protocol.envelope import Decrypted, RandomBytes, RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.protocol.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
+from scep_ca.protocol.get_cert import read_get_cert, subject_octets
 from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_message
 from scep_ca.protocol.signing import SignerIdentity, sign_message
 from scep_ca.services.enrollment import Enroller, EnrollmentStore, Outcome, Requester
@@ -54,6 +54,12 @@ class NoEvents:
 _SUPPORTED = frozenset(
     {MessageType.PKCS_REQ, MessageType.RENEWAL_REQ, MessageType.CERT_POLL, MessageType.GET_CERT, MessageType.GET_CRL}
 )
+
+
+def ca_ra_bundle(ca: CAIdentity) -> bytes:
+    """GetCACert's answer (RFC 8894 section 4.2.1.2): a certs-only PKCS#7 (section 3.4) with the
+    RA(s) first, then the CA, as NDES sends it."""
+    return certs_only(list(ca.ca_ra_certs_der))
 
 
 class UnknownIntegration(Exception):
@@ -108,17 +114,14 @@ class ScepService:
             RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key),
             RecipientKey.from_cert(ca.cert, ca.key),
         )
-        self._ca_ra_bundle = ca.ca_ra_bundle
+        # Built once: every GetCACert returns it.
+        self._ca_ra_bundle = ca_ra_bundle(ca)
         # GetCert compares the requested issuer with the CA's subject, content octets only.
-        self._ca_subject = read_tlv(subject_der(ca.cert_der)).content
+        self._ca_subject = subject_octets(ca.cert_der)
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
         self._next_ca = (
-            sign_message(self._signer, DigestAlg.SHA256, [], next_ca.ca_ra_bundle) if next_ca is not None else None
+            sign_message(self._signer, DigestAlg.SHA256, [], ca_ra_bundle(next_ca)) if next_ca is not None else None
         )
-
-    @property
-    def enroller(self) -> Enroller:
-        return self._enroller
 
     async def _live_integration(self, integration_id: str) -> Integration:
         integration = await self._store.get_integration(integration_id)
@@ -139,7 +142,7 @@ class ScepService:
         return "\n".join(self.caps()) + "\n"
 
     async def get_ca_cert(self, integration_id: str) -> tuple[bytes, str]:
-        """GetCACert (RFC 8894 section 4.2.1.2): RA and CA as a certs-only PKCS#7 (see ``scep_ca.pki.ca``)."""
+        """GetCACert (RFC 8894 section 4.2.1.2): RA and CA as a certs-only PKCS#7 (``ca_ra_bundle``)."""
         await self._live_integration(integration_id)
         return self._ca_ra_bundle, CA_RA_CERT_CONTENT_TYPE
 
@@ -242,13 +245,9 @@ class ScepService:
 
     async def _get_cert(self, integration: Integration, issuer_and_serial: bytes) -> Outcome:
         """GetCert (RFC 8894 section 3.3.4): a certificate of this integration by issuer and serial."""
-        try:
-            issuer, serial = children(read_tlv(issuer_and_serial).content)
-        except (BERError, ValueError) as exc:
-            raise BadRequest("GetCert carries no IssuerAndSerialNumber") from exc
-        serial_hex = format(int.from_bytes(serial.content, "big", signed=True), "x")
-        record = await self._store.get_certificate(serial_hex)
-        if self._ca_subject != issuer.content or record is None or record.integration_id != integration.id:
+        wanted = read_get_cert(issuer_and_serial)
+        record = await self._store.get_certificate(wanted.serial_hex)
+        if not wanted.issued_by(self._ca_subject) or record is None or record.integration_id != integration.id:
             raise BadCertId("no certificate with this issuer and serial number")
         return Outcome(PKIStatus.SUCCESS, record.der)
 
@@ -266,4 +265,5 @@ __all__ = [
     "RequestContext",
     "ScepService",
     "UnknownIntegration",
+    "ca_ra_bundle",
 ]

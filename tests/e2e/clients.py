@@ -635,7 +635,7 @@ class Certmonger:
             cm.add_scep_ca("ours", url, ca_cert_path=ca_pem)
             state, out = cm.request("ours", key, cert, "challenge", "CN=device")
 
-    Why each step (see design.md section 7):
+    Why each step:
 
     * a dbus-daemon of our own (config written to ``base_dir``, socket in a short temp dir
       because unix socket paths are limited to 108 bytes), with no service directories, so

@@ -152,7 +152,7 @@ class ScepCaServer:
             self._write_config()
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
-                    [str(SCEP_CA), "--config", str(self.config_path), "--data-dir", str(self.data_dir), "serve"],
+                    self._serve_argv(),
                     env=_server_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -177,6 +177,9 @@ class ScepCaServer:
                 self.stop()
                 raise
         raise AssertionError("unreachable")
+
+    def _serve_argv(self) -> list[str]:
+        return [str(SCEP_CA), "--config", str(self.config_path), "--data-dir", str(self.data_dir), "serve"]
 
     def _preexec(self) -> None:
         clients._die_with_parent()

@@ -56,7 +56,7 @@ def test_init_generates_sensitive_non_extractable_keys_in_the_token(softhsm: Sof
     # Only certificates and key references: no private key file anywhere in the data directory.
     names = sorted(p.name for p in data.rglob("*") if p.is_file())
     refs = ["ca.key.pkcs11", "ra-enc.key.pkcs11", "ra.key.pkcs11"]  # the CA and the NDES RA pair
-    assert names == sorted([*refs, "ca.pem", "public_url", "ra-enc.pem", "ra.pem"]), names
+    assert names == sorted([*refs, "ca.pem", "ra-enc.pem", "ra.pem"]), names
     for path in data.rglob("*"):
         assert b"PRIVATE KEY" not in path.read_bytes(), path
     objects = private_key_objects(softhsm)

@@ -8,9 +8,10 @@ certmonger daemon learns A's SCEP CA (GetCACaps, GetCACert), and then
 ``scep-ca integration delete A --yes`` runs. What each test then shows:
 
 * the CLI says how many certificates it revoked (two);
-* every certificate names the server's stored public URL (no server.public_url configured): the
-  CRL fetched from its CDP URL, ``openssl ocsp`` at its AIA OCSP URL and the CA at its caIssuers
-  URL all answer, and show A's revoked, B's not;
+* every certificate names the server's listen address as its public URL (no server.public_url
+  configured, nothing stored: a defaulted public URL follows the listen address): the CRL fetched
+  from its CDP URL, ``openssl ocsp`` at its AIA OCSP URL and the CA at its caIssuers URL all
+  answer, and show A's revoked, B's not;
 * ``openssl ocsp`` (the relying party's OCSP client, response signature checked against the CA):
   A's certificates revoked, reason cessationOfOperation, all at one revocation time; B's good;
 * ``openssl verify -crl_check`` with the CRL served at ``/crl/ca.crl`` (DER, turned into PEM with
@@ -314,20 +315,21 @@ def fleet(scep_ca_server: ScepCaServer, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_urls_in_the_certificates_answer_and_show_the_delete(fleet: Fleet) -> None:
-    """A default ``serve`` (no server.public_url configured) puts its stored public URL into every
-    certificate: the CRL fetched from each certificate's own CDP URL makes ``openssl verify
-    -crl_check`` reject A's and accept B's; ``openssl ocsp`` at each one's AIA OCSP URL said good for
-    A before the delete and says revoked now, good for B; the caIssuers URL serves the CA (DER)."""
+    """A default ``serve`` (no server.public_url configured) puts its listen address into every
+    certificate and stores none (a defaulted public URL follows the listen address): the CRL
+    fetched from each certificate's own CDP URL makes ``openssl verify -crl_check`` reject A's and
+    accept B's; ``openssl ocsp`` at each one's AIA OCSP URL said good for A before the delete and
+    says revoked now, good for B; the caIssuers URL serves the CA (DER)."""
     server = fleet.server
     ca = x509.load_pem_x509_certificate(server.ca_pem.read_bytes())
     ca_id = hashlib.sha256(ca.public_bytes(serialization.Encoding.DER)).hexdigest()[:16]
-    stored = (server.data_dir / "public_url").read_text().strip()
-    assert stored == server.base_url
+    assert not (server.data_dir / "public_url").exists()
+    public = server.base_url
     assert fleet.a_ocsp_before.status == "good", fleet.a_ocsp_before.result.describe()
     for name, path in {**fleet.a_certs, **fleet.b_certs}.items():
         urls = revocation_urls(path)
         assert urls == RevocationUrls(
-            crl=f"{stored}/crl/{ca_id}.crl", ocsp=f"{stored}/ocsp", ca_issuers=f"{stored}/ca/{ca_id}.crt"
+            crl=f"{public}/crl/{ca_id}.crl", ocsp=f"{public}/ocsp", ca_issuers=f"{public}/ca/{ca_id}.crt"
         ), urls
         crl_pem, _ = fetch_crl(server, fleet.workdir / f"cdp-{name}", url=urls.crl)
         answer = ocsp_status(server, path, url=urls.ocsp)

@@ -28,7 +28,8 @@ from challenge.codes import hash_challenge
 from challenge.credentials import Credentials, make_credentials
 from challenge.request_client import client_middleware
 from challenge.service import ChallengeRequest, ChallengeService
-from challenge.web import challenge_url, setup_challenge_routes
+from challenge.urls import challenge_url
+from challenge.web import setup_challenge_routes
 from config.clients import TrustedProxies
 from config.model import ChallengeConfig
 from scep_ca.pki.ca import CAIdentity, create_ca

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import stat
 from pathlib import Path
@@ -150,6 +152,30 @@ def test_crl_out(cli: Cli, tmp_path: Path) -> None:
     assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
 
 
+def test_crl_out_is_world_readable_whatever_the_umask(cli: Cli, tmp_path: Path) -> None:
+    """A CRL is published: 0644 under ``umask 077`` too, also when it replaces a 0600 file."""
+    out_file = tmp_path / "ca.crl"
+    old_umask = os.umask(0o077)
+    try:
+        code, _, err = cli("crl", "--out", str(out_file))
+        assert code == 0, err
+        assert stat.S_IMODE(out_file.stat().st_mode) == 0o644
+        out_file.chmod(0o600)
+        code, _, err = cli("crl", "--pem", "--out", str(out_file))
+        assert code == 0, err
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o644
+    assert out_file.read_text().startswith("-----BEGIN X509 CRL-----")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "data") == ["ca.crl"]  # no temporary file left
+
+
+def test_crl_out_into_a_missing_directory_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    code, out, err = cli("crl", "--out", str(tmp_path / "missing" / "ca.crl"))
+    assert code == 1 and out == ""
+    assert err == f"scep-ca: cannot write {tmp_path / 'missing' / 'ca.crl'}: No such file or directory\n"
+
+
 async def _queue_requests(db: Path, integration_id: str, tids: list[str]) -> None:
     """Two requests waiting for approval, written through the real store as the SCEP path would."""
     import datetime as dt
@@ -215,35 +241,94 @@ def test_init_stores_the_public_url_and_integrations_print_it(
 
 
 def test_serve_warns_when_certificates_name_loopback_but_it_listens_beyond(
-    cli: Cli, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """What ``serve`` logs at start (its resolved config), without binding a non-loopback address."""
     from config import load_config
     from scep_ca.cli.ca_cmds import _warn_public_url
     from scep_ca.pki.public_url import resolved
 
-    assert (cli.data_dir / "public_url").read_text() == "http://127.0.0.1:8080\n"  # default init
-    for host, warned in (("192.0.2.7", True), ("127.0.0.1", False)):
+    cli = Cli(tmp_path / "data", capsys)
+    assert cli("init", "--public-url", "http://127.0.0.1:8080")[0] == 0
+    for host, port, text in (
+        ("192.0.2.7", 8080, "is loopback but the server listens on 192.0.2.7"),
+        ("127.0.0.1", 9000, "differs from the listen address http://127.0.0.1:9000"),
+        ("127.0.0.1", 8080, None),
+    ):
         caplog.clear()
-        config = resolved(load_config(None, {}, {"data_dir": str(cli.data_dir), "server.host": host}))
+        overrides = {"data_dir": str(cli.data_dir), "server.host": host, "server.port": port}
+        config = resolved(load_config(None, {}, overrides))
         with caplog.at_level("INFO", logger="scep_ca.cli.ca_cmds"):
-            _warn_public_url(config)
-        text = "is loopback but the server listens on 192.0.2.7"
-        assert (text in caplog.text) is warned, caplog.text
+            _warn_public_url(config, explicit=True)
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if text is None:
+            assert warnings == [], warnings
+        else:
+            assert len(warnings) == 1 and text in warnings[0], warnings
 
 
-def test_init_warns_on_a_loopback_public_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_does_not_warn_about_a_derived_public_url(cli: Cli, caplog: pytest.LogCaptureFixture) -> None:
+    """A defaulted public URL is the listen address of each start: nothing differs, nothing to warn."""
+    from config import load_config
+    from scep_ca.cli.ca_cmds import _warn_public_url
+    from scep_ca.pki.public_url import resolved
+
+    config = resolved(load_config(None, {}, {"data_dir": str(cli.data_dir), "server.port": 9000}))
+    assert config.base_url == "http://127.0.0.1:9000"
+    with caplog.at_level("INFO", logger="scep_ca.cli.ca_cmds"):
+        _warn_public_url(config, explicit=False)
+    assert [r.levelname for r in caplog.records] == ["INFO"], caplog.text
+
+
+def test_init_without_public_url_stores_none_and_warns_on_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default is the listen address and is not stored: it follows ``serve --host/--port``."""
     cli = Cli(tmp_path / "data", capsys)
     code, out, err = cli("init")
     assert code == 0 and "Public URL:           http://127.0.0.1:8080" in out
+    assert "follows `scep-ca serve --host/--port`" in out
+    assert not (cli.data_dir / "public_url").exists()
     assert "warning: the public URL http://127.0.0.1:8080 is loopback" in err and "--public-url" in err
 
 
 def test_init_refuses_a_bad_public_url_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cli = Cli(tmp_path / "data", capsys)
     code, _, err = cli("init", "--public-url", "ca.example")
-    assert code == 1 and "must be an http:// or https:// URL with a host" in err
-    assert not (cli.data_dir / "ca.pem").exists() and not (cli.data_dir / "public_url").exists()
+    assert code == 2 and "must be an http:// or https:// URL with a host" in err
+    assert not cli.data_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://admin:hunter2@ca.example", "must not contain user:password"),
+        ("https://admin@ca.example", "must not contain user:password"),
+        ("https://ca example", "contains whitespace or control characters"),
+        ("https://ca.example/scep ca", "contains whitespace or control characters"),
+        ("https://ca.example\x1b[31m", "contains whitespace or control characters"),
+        ("http://[::1", "is not a well-formed URL"),
+        ("http://ca.example:80x", "is not a well-formed URL"),
+        ("http://ca.example:70000", "is not a well-formed URL"),
+        ("http://ca.example:0", "has port 0"),
+        ("http://ca$.example", "has a malformed host"),
+        ("http://-ca.example", "has a malformed host"),
+        ("http://ca..example", "has a malformed host"),
+        ("http://999.0.0.1", "has a malformed host"),
+        ("http://[ca.example]", "is not a well-formed URL"),
+        ("https://ca.example/?x=1", "must not have a query or fragment"),
+    ],
+)
+def test_init_refuses_a_malformed_public_url_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str
+) -> None:
+    """One line, exit 2 (a usage error), no traceback, credentials not echoed, nothing created."""
+    cli = Cli(tmp_path / "data", capsys)
+    code, out, err = cli("init", "--public-url", url)
+    assert (code, out) == (2, "")
+    assert err.startswith("scep-ca: --public-url: the public URL") and err.count("\n") == 1, err
+    assert problem in err and "Traceback" not in err and "hunter2" not in err and "\x1b" not in err
+    assert not cli.data_dir.exists()
 
 
 def test_a_corrupt_stored_public_url_is_an_operator_error(cli: Cli) -> None:
@@ -291,3 +376,59 @@ def test_ca_rollover_and_activate(cli: Cli) -> None:
     code, _, err = cli("crl", "--ca", previous[0].name, "--out", str(cli.data_dir / "old.crl"))
     assert code == 0, err
     assert x509.load_der_x509_crl((cli.data_dir / "old.crl").read_bytes()).issuer == old.subject
+
+
+def test_each_validator_kind_stores_and_shows_its_settings(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``integration create --validator KIND``: each kind's factory stores its settings, ``show``
+    lists them without the secret; another kind's options are refused, and nothing is stored."""
+    hook = cli.json("integration", "create", "Hook", "--validator", "webhook", "--webhook-url", "https://h.example/s")
+    assert isinstance(hook, dict) and len(base64.b64decode(hook["webhook_secret"])) == 32
+    shown = cli.json("integration", "show", hook["id"])
+    assert isinstance(shown, dict)
+    assert (shown["validator"], shown["webhook_url"], shown["webhook_notify_url"]) == (
+        "webhook",
+        "https://h.example/s",
+        None,
+    )
+    assert "webhook_secret" not in shown
+    monkeypatch.setenv("SCEP_CA_INTUNE_CLIENT_SECRET", "s3cret-value")
+    tune = cli.json(
+        "integration", "create", "Tune", "--validator", "intune", "--intune-tenant", "t.example",
+        "--intune-client-id", "c-1",
+    )  # fmt: skip
+    assert isinstance(tune, dict)
+    shown = cli.json("integration", "show", tune["id"])
+    assert isinstance(shown, dict)
+    assert (shown["validator"], shown["intune_tenant"], shown["intune_client_id"]) == ("intune", "t.example", "c-1")
+    assert "s3cret-value" not in json.dumps(shown)
+    before = cli.json("integration", "list")
+    for args, error in (
+        (("--webhook-url", "https://h.example/s"), "--webhook-* options need --validator webhook"),
+        (("--validator", "webhook", "--intune-tenant", "t"), "--intune-* options need --validator intune"),
+        (("--validator", "intune", "--intune-tenant", "t"), "--validator intune needs --intune-tenant and"),
+        (("--validator", "webhook", "--require-approval"), "--require-approval works with --validator ndes only"),
+    ):
+        code, out, err = cli("integration", "create", "Refused", *args)
+        assert (code, out) == (1, "") and error in err, err
+    assert cli.json("integration", "list") == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("integration", "delete", "{id}", "--yes"),
+        ("integration", "rotate-password", "{id}"),
+        ("challenge", "new", "{id}"),
+        ("integration", "test-validator", "{id}"),
+    ],
+)
+def test_commands_on_an_integration_refuse_a_deleted_or_unknown_one(cli: Cli, command: tuple[str, ...]) -> None:
+    """One answer, from one helper: exit 1 and ``no live integration 'ID'``, store unchanged."""
+    info = cli.json("integration", "create", "Gone")
+    assert isinstance(info, dict)
+    assert cli.json("integration", "delete", info["id"], "--yes")
+    listed = cli.json("integration", "list")
+    for integration_id in (info["id"], "nosuchid"):
+        code, out, err = cli(*(part.format(id=integration_id) for part in command))
+        assert (code, out, err) == (1, "", f"scep-ca: no live integration {integration_id!r}\n")
+    assert cli.json("integration", "list") == listed

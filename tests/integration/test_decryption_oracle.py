@@ -33,9 +33,9 @@ from scep_ca.protocol.algorithms import CIPHER_OIDS
 from scep_ca.protocol.client import self_signed_signer
 from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType
 from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
-from scep_ca.server.app import enroller_for
 from scep_ca.services.scep import RequestContext, ScepService
 from scep_ca.services.validators.registry import Validators
+from scep_ca.services.wiring import enroller_for
 from tests.integration.conftest import Server
 
 KEY = bytes(range(32))  # the AES-256 key of the "correct wrap" case, and the stand-in key

@@ -1,4 +1,4 @@
-"""Real-client quirks (design.md section 3), one named regression test each, through the HTTP app.
+"""Real-client quirks, one named regression test each, through the HTTP app.
 
 Every test sends what a real client sends, over the in-process aiohttp app on a real SQLite
 store, and fails if the server's handling of that quirk were removed. GET targets are sent
@@ -49,6 +49,7 @@ from scep_ca.protocol.envelope import encrypt_envelope
 from scep_ca.protocol.message import decode_pki_message, hash_algorithm
 from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
 from scep_ca.server.app import build_app
+from scep_ca.services.scep import ca_ra_bundle
 from store.base import ChallengeAdd
 from store.factory import open_store
 from tests.integration.conftest import Server, ServerFactory
@@ -429,7 +430,7 @@ async def test_any_path_suffix_after_the_scep_url(server: Server, device_key: rs
     assert status == 200 and b"POSTPKIOperation" in caps
     status, bag, ctype = await _get(server, f"{server.url()}{suffix}?operation=GetCACert")
     assert (status, ctype) == (200, "application/x-x509-ca-ra-cert")
-    assert bag == server.ca.ca_ra_bundle
+    assert bag == ca_ra_bundle(server.ca)
     body, signer = _request(server, device_key, await server.challenge(), tid="T-get")
     got = open_reply(
         await _get_pki(server, quote(base64.b64encode(body).decode(), safe=""), suffix), signer, device_key

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.pki.issue import Profile, issue_certificate, random_serial
+from scep_ca.pki.issue import Profile, random_serial
 from scep_ca.pki.records import CertificateRecord, CertStatus, Transaction
 from scep_ca.protocol.client import (
     Reply,
@@ -25,11 +25,12 @@ from scep_ca.protocol.client import (
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
-from scep_ca.server.app import enroller_for
 from scep_ca.services.enrollment import Enroller, Requester
 from scep_ca.services.validators.registry import Validators
+from scep_ca.services.wiring import enroller_for
 from store.base import CertificateFilter, IssuanceRequest
 from tests.integration.conftest import Server, ServerFactory
+from tests.issued import issue_certificate
 
 
 async def _send(server: Server, der: bytes, integration_id: str | None = None) -> bytes:

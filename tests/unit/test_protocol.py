@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from scep_ca.asn1 import der, oids
 from scep_ca.asn1.ber import issuer_and_serial
 from scep_ca.pki.ca import CAIdentity, create_ca
-from scep_ca.pki.issue import Profile, issue_certificate, random_serial
+from scep_ca.pki.issue import Profile, random_serial
 from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only
 from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.protocol.csr import CsrPolicy, check_csr
@@ -26,6 +26,7 @@ from scep_ca.protocol.errors import BadAlg, BadMessageCheck, BadRequest, Malform
 from scep_ca.protocol.message import decode_pki_message, verify_pki_message
 from scep_ca.protocol.signing import SignerIdentity, attribute, sign_message
 from tests import asn1_scep  # noqa: F401  (registers SCEP attributes with asn1crypto)
+from tests.issued import issue_certificate
 
 POLICY = CsrPolicy(key_sizes=(2048,), subject_template=parse_dn("CN=$USERID$,O=Example"))
 

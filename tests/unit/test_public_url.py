@@ -44,10 +44,34 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
 
 
-@pytest.mark.parametrize("url", ["ftp://x/", "http://", "ca.example", "http://x/?a=b", "http://x/#f", ""])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x/",
+        "http://",
+        "ca.example",
+        "http://x/?a=b",
+        "http://x/#f",
+        "",
+        "https://u:p@ca.example",
+        "https://ca\texample",
+        "https://ca.example:99999",
+        "https://ca_.-example",
+        "http://[::1",
+    ],
+)
 def test_check_public_url_refuses(url: str) -> None:
-    with pytest.raises(PublicUrlError):
+    with pytest.raises(PublicUrlError) as caught:
         check_public_url(url)
+    assert "\n" not in str(caught.value) and ":p@" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://ca.example", "http://127.0.0.1:8080/", "https://[2001:db8::1]:8443/scep-ca", "https://ca.example."],
+)
+def test_check_public_url_accepts(url: str) -> None:
+    assert check_public_url(f" {url} ") == url.rstrip("/")
 
 
 def test_stored_url_is_read_back_without_trailing_slash(tmp_path: Path) -> None:
@@ -55,6 +79,11 @@ def test_stored_url_is_read_back_without_trailing_slash(tmp_path: Path) -> None:
     assert write_public_url(tmp_path, "https://ca.example/scep-ca/") == "https://ca.example/scep-ca"
     assert (tmp_path / PUBLIC_URL_FILE).read_text() == "https://ca.example/scep-ca\n"
     assert read_public_url(tmp_path) == "https://ca.example/scep-ca"
+
+
+def test_derived_url_is_the_listen_address_even_with_a_public_url_set(tmp_path: Path) -> None:
+    config = _config(tmp_path, host="127.0.0.1", port=9000, public_url="https://ca.example")
+    assert derive_public_url(config) == "http://127.0.0.1:9000"
 
 
 def test_config_overrides_stored_overrides_listen_address(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scep_ca.pki.ca import CAIdentity
-from scep_ca.pki.issue import Profile, issue_certificate, random_serial
+from scep_ca.pki.issue import Profile, random_serial
 from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only
 from scep_ca.protocol.client import open_reply
 from scep_ca.protocol.csr import CsrPolicy, check_csr
@@ -35,6 +35,7 @@ from scep_ca.protocol.enums import ContentCipher, DigestAlg, MessageType, PKISta
 from scep_ca.protocol.envelope import RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.protocol.message import decode_pki_message, verify_pki_message
 from scep_ca.protocol.signing import SignerIdentity
+from tests.issued import issue_certificate
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 SCEPCLIENT_SUBJECT = "CN=$USERID$,OU=MDM,O=scep-client,C=US"

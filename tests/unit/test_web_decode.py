@@ -1,4 +1,4 @@
-"""GET quirks of real clients (design.md section 3), each a named regression test."""
+"""GET quirks of real clients, each a named regression test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import os
 import pytest
 
 from scep_ca.protocol.errors import MalformedRequest
-from scep_ca.server.scep_web import decode_message_param, raw_query_param
+from scep_ca.server.query import raw_query_param
+from scep_ca.server.scep_web import decode_message_param
 
 # Bytes whose base64 holds '+', '/' and needs padding.
 PAYLOAD = bytes(range(256)) + os.urandom(33)

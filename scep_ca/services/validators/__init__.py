@@ -1,1 +1,1 @@
-"""Challenge validators: how an integration decides that an enrollment request is genuine (design.md section 9)."""
+"""Challenge validators: how an integration decides that an enrollment request is genuine (README "Validators")."""

@@ -1,4 +1,4 @@
-"""Microsoft Intune as the validator (design.md section 9; Microsoft's reference library
+"""Microsoft Intune as the validator (README "Validators"; Microsoft's reference library
 microsoft/Intune-Resource-Access, src/CsrValidation).
 
 Order: validateRequest before issuing, successNotification after the certificate is

@@ -11,12 +11,22 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-KINDS = ("ndes", "intune", "webhook")
+
+class ValidatorKind(StrEnum):
+    """How an integration judges requests; the value is what the store keeps (``Integration.validator``)."""
+
+    NDES = "ndes"  # one-time challenges from the challenge URL or the CLI
+    INTUNE = "intune"  # Microsoft Intune's SCEP validation API
+    WEBHOOK = "webhook"  # step-ca's SCEPCHALLENGE webhook contract
+
+
+KINDS = tuple(kind.value for kind in ValidatorKind)
 _NONCE_BYTES = 12
 _AAD = b"scep-ca/validator-secret/v1"
 # The URI SAN prefix of Intune device CSRs (iOS, macOS, Windows): the device's SID.

@@ -1,0 +1,27 @@
+"""Building the services from the settings: shared by the server and the operator CLI.
+
+Here rather than in ``scep_ca.server.app`` so that the CLI, which approves queued requests
+offline, builds the same ``Enroller`` without importing the web server (aiohttp).
+"""
+
+from __future__ import annotations
+
+from config.clock import Clock, utc_now
+from config.model import Config
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.certificate_factory import CertificateFactory
+from scep_ca.services.enrollment import Enroller, EnrollmentStore, ValidatorSource
+
+
+def enroller_for(
+    config: Config, store: EnrollmentStore, ca: CAIdentity, validators: ValidatorSource, clock: Clock = utc_now
+) -> Enroller:
+    """The enrollment decisions of ``ca``, wired from the settings they use."""
+    return Enroller(
+        store,
+        CertificateFactory(ca, config.base_url, clock),
+        validators,
+        config.scep,
+        config.certificate.key_sizes,
+        clock,
+    )
