@@ -9,7 +9,7 @@ from pathlib import Path
 
 from config import Config
 from config.clock import utc_now
-from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
+from scep_ca.cli.context import CliError, ca_passphrase, key_token, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
 from scep_ca.pki.reasons import ReasonError, operator_reason_names
@@ -119,7 +119,7 @@ async def _delete(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _crl(config: Config, args: argparse.Namespace) -> int:
-    cas = load_ca_set(config.data_dir, ca_passphrase(config))
+    cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
     async with opened_store(config) as store:
         service = RevocationService(store, cas, crl_next_update_hours=config.revocation.crl_next_update_hours)
         if args.ca not in service.crl_names():
