@@ -1,11 +1,14 @@
 """RSA keys inside a PKCS#11 token (README "Keys in an HSM"), through python-pkcs11.
 
-A ``Pkcs11Key`` implements ``scep_ca.pki.keys.PrivateKey``: signatures with
-CKM_SHA1/SHA256/SHA384/SHA512_RSA_PKCS (PKCS#1 v1.5, RFC 8017 section 8.2), key
-transport with CKM_RSA_PKCS (RSAES-PKCS1-v1_5) and CKM_RSA_PKCS_OAEP (RFC 8017
-section 7.1, hash and MGF1 hash taken from the request). The private key never leaves
-the token: it is generated there (or imported once) with CKA_SENSITIVE and without
-CKA_EXTRACTABLE.
+A ``Pkcs11Key`` implements ``scep_ca.protocol.keys.PrivateKey`` with signatures by
+CKM_SHA1/SHA256/SHA384/SHA512_RSA_PKCS (PKCS#1 v1.5, RFC 8017 section 8.2), and
+``RawRsaKey`` with CKM_RSA_X_509 (RSADP): the key transport's padding, PKCS#1 v1.5 or
+OAEP with any hash, is checked outside the token by ``scep_ca.protocol.key_transport``.
+The token's own CKM_RSA_PKCS decryption would answer bad padding with an error, which
+takes another path and time than good padding (SoftHSM: CKR_GENERAL_ERROR, about 0.13 ms
+slower): a Bleichenbacher oracle. With raw RSA every ciphertext takes one C_Decrypt that
+succeeds. The private key never leaves the token: it is generated there (or imported
+once) with CKA_SENSITIVE and without CKA_EXTRACTABLE.
 
 Sessions and fork: a PKCS#11 library's state does not survive ``fork()``, so a
 ``Token`` opens the library and its session lazily, in the process that first uses a
@@ -43,28 +46,19 @@ from scep_ca.protocol.keys import PrivateKey
 
 T = TypeVar("T")
 
-# A ciphertext the token rejects is the requester's fault: cryptography raises ValueError for it too.
-_BAD_CIPHERTEXT: tuple[type[Exception], ...] = (
+# Raw RSA refuses only a ciphertext of the wrong length or not below the modulus: public facts,
+# checked before the call (scep_ca.protocol.key_transport), so these mean a token stricter than that.
+_OUT_OF_RANGE: tuple[type[Exception], ...] = (
     p11e.EncryptedDataInvalid,
     p11e.EncryptedDataLenRange,
     p11e.DataInvalid,
     p11e.DataLenRange,
-    # SoftHSM 2.6 implements OAEP with SHA-1 only and answers CKR_ARGUMENTS_BAD for others.
-    p11e.ArgumentsBad,
-    p11e.MechanismParamInvalid,
-    p11e.MechanismInvalid,
 )
 _SIGN_MECHANISMS = {
     "sha1": Mechanism.SHA1_RSA_PKCS,
     "sha256": Mechanism.SHA256_RSA_PKCS,
     "sha384": Mechanism.SHA384_RSA_PKCS,
     "sha512": Mechanism.SHA512_RSA_PKCS,
-}
-_OAEP_HASHES = {
-    "sha1": (Mechanism.SHA_1, pkcs11.MGF.SHA1),
-    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256),
-    "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
-    "sha512": (Mechanism.SHA512, pkcs11.MGF.SHA512),
 }
 URI_SUFFIX = ".pkcs11"
 _TRY_AGAIN = "the key token is unavailable"
@@ -280,22 +274,18 @@ class Pkcs11Key:
         key_id = self.ref.key_id
         return self.token.run(lambda s: bytes(self.token.private_key(s, key_id).sign(data, mechanism=mechanism)))
 
-    def decrypt(self, ciphertext: bytes, padding: padding.AsymmetricPadding) -> bytes:
-        mechanism, param = _decrypt_mechanism(padding)
+    def raw_decrypt(self, ciphertext: bytes) -> bytes:
+        """RSADP in the token (CKM_RSA_X_509, RFC 8017 section 5.1.2): the same single call for every
+        ciphertext in range, whatever padding it hides; k octets."""
+        key_id = self.ref.key_id
 
         def decrypt(session: Any) -> bytes:
-            key = self.token.private_key(session, self.ref.key_id)
             try:
-                return bytes(key.decrypt(ciphertext, mechanism=mechanism, mechanism_param=param))
-            except _BAD_CIPHERTEXT as exc:
-                raise ValueError("decryption failed") from exc
-            except p11e.GeneralError as exc:
-                # SoftHSM answers CKR_GENERAL_ERROR for bad PKCS#1 padding: if the session still
-                # answers (this raises a session-lost error otherwise), the ciphertext was bad.
-                key[Attribute.MODULUS]
-                raise ValueError("decryption failed") from exc
+                return bytes(self.token.private_key(session, key_id).decrypt(ciphertext, mechanism=Mechanism.RSA_X_509))
+            except _OUT_OF_RANGE as exc:
+                raise ValueError("ciphertext out of range") from exc
 
-        return self.token.run(decrypt)
+        return self.token.run(decrypt).rjust((self.key_size + 7) // 8, b"\0")
 
     def check(self) -> None:
         """Raise ``KeyUnavailable`` unless this key can be used now; ``CAError``-worthy mismatch as ``KeyUnavailable``.
@@ -309,22 +299,6 @@ class Pkcs11Key:
 
     def describe(self) -> str:
         return f"token {self.ref.token_label} ({self.ref.uri()})"
-
-
-def _decrypt_mechanism(pad: padding.AsymmetricPadding) -> tuple[Mechanism, Any]:
-    if isinstance(pad, padding.PKCS1v15):
-        return Mechanism.RSA_PKCS, None
-    if isinstance(pad, padding.OAEP):
-        mgf = pad.mgf
-        mgf_hash = getattr(mgf, "_algorithm", None)
-        if (
-            isinstance(mgf, padding.MGF1)
-            and isinstance(mgf_hash, hashes.HashAlgorithm)
-            and pad.algorithm.name in _OAEP_HASHES
-            and mgf_hash.name in _OAEP_HASHES
-        ):
-            return Mechanism.RSA_PKCS_OAEP, (_OAEP_HASHES[pad.algorithm.name][0], _OAEP_HASHES[mgf_hash.name][1], None)
-    raise ValueError(f"unsupported key transport padding {pad.name}")
 
 
 def load_key(token: Token, ref: KeyRef, public: rsa.RSAPublicKey) -> PrivateKey:
