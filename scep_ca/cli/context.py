@@ -71,7 +71,7 @@ def key_token(config: Config) -> Token | None:
             pin = p11.pin_file.read_text().strip()
         except OSError as exc:
             raise CliError(f"cannot read keys.pkcs11.pin_file {p11.pin_file}: {exc.strerror}") from None
-    return Token(TokenSettings(str(p11.module), p11.token_label, pin))
+    return Token(TokenSettings(str(p11.module), p11.token_label, pin, p11.reinit_interval_seconds))
 
 
 def load_identity(config: Config) -> CAIdentity:

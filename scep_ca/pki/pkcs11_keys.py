@@ -16,7 +16,11 @@ key; the supervisor of ``scep-ca serve`` never does (it checks the token in a fo
 child that exits, ``check_in_child``). A session that is lost at run time (token
 removed, HSM restarted, C_Finalize underneath) is dropped; the operation is retried once
 on a fresh session, and if that fails too the caller gets ``KeyUnavailable`` (HTTP 503)
-and the next operation tries again.
+and the next operation tries again. A token that is missing when a session is opened may
+come back (reinserted, HSM rebooted, token directory restored), but SoftHSM and most modules
+enumerate slots only in C_Initialize: so the library is re-initialised then, at most once
+every ``reinit_interval`` seconds (every re-initialisation invalidates the process's other
+sessions on that library, and a busy server must not do it per request).
 
 The data directory holds, next to each certificate, a ``*.key.pkcs11`` file with an
 RFC 7512 PKCS#11 URI naming the token and the key (CKA_ID = SHA-1 of the public key,
@@ -27,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.util.rsa import decode_rsa_private_key
 
+from config.model import Pkcs11Config
 from scep_ca.pki.keys import KeyUnavailable
 from scep_ca.protocol.keys import PrivateKey
 
@@ -71,6 +78,7 @@ class TokenSettings:
     module: str
     token_label: str
     pin: str = field(repr=False)
+    reinit_interval: float = Pkcs11Config.reinit_interval_seconds
 
 
 @dataclass(frozen=True)
@@ -114,12 +122,14 @@ class Token:
     one lock serialises the session, as PKCS#11 requires for a single session.
     """
 
-    def __init__(self, settings: TokenSettings) -> None:
+    def __init__(self, settings: TokenSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._session: Any = None
         self._pid = 0
         self._keys: dict[bytes, Any] = {}
+        self._clock = clock
+        self._reinitialised_at = -math.inf
 
     def _open(self) -> Any:
         if self._session is not None and self._pid == os.getpid():
@@ -130,7 +140,7 @@ class Token:
             # python-pkcs11 raises RuntimeError for a file that is not a PKCS#11 module.
             raise KeyUnavailable(f"cannot load the PKCS#11 module {self.settings.module}") from exc
         try:
-            token = lib.get_token(token_label=self.settings.token_label)
+            token = self._find_token(lib)
             try:
                 session = token.open(user_pin=self.settings.pin, rw=True)
             except p11e.UserAlreadyLoggedIn:
@@ -146,6 +156,18 @@ class Token:
             raise KeyUnavailable(f"{_TRY_AGAIN}: {type(exc).__name__}") from exc
         self._session, self._pid, self._keys = session, os.getpid(), {}
         return session
+
+    def _find_token(self, lib: Any) -> Any:
+        """The token by label; when it is missing, once more after re-initialising the library (rate-limited)."""
+        try:
+            return lib.get_token(token_label=self.settings.token_label)
+        except p11e.NoSuchToken:
+            now = self._clock()
+            if now - self._reinitialised_at < self.settings.reinit_interval:
+                raise
+            self._reinitialised_at = now
+            lib.reinitialize()
+            return lib.get_token(token_label=self.settings.token_label)
 
     def _drop(self) -> None:
         # Never close a session inherited across fork or already invalid: just forget it.
