@@ -101,6 +101,15 @@ async def test_every_key_using_command_works_with_token_keys(
     assert polled.status is PKIStatus.SUCCESS
     polled.certificates[0].verify_directly_issued_by(ca)
 
+    # Loads the CA (with its token keys) before it finds there is nothing to call for ndes.
+    cli.capsys.readouterr()
+    code = await asyncio.to_thread(
+        main, ["--config", str(cli.config), "--data-dir", str(cli.data_dir), "integration", "test-validator", plain]
+    )
+    assert (code, cli.capsys.readouterr().err) == (
+        1,
+        "scep-ca: this integration uses one-time challenges (ndes): nothing to call\n",
+    )
     assert "revoked 1 certificate" in await _run(cli, "integration", "delete", approval, "--yes")
     assert "CN=Token CA SCEP RA signing,O=Example" in await _run(cli, "keys", "list")
 
