@@ -119,17 +119,18 @@ def test_oaep_with_sha256_decrypts_with_a_token_key(hsm: SoftHsm, tmp_path: Path
 
 
 def test_good_and_bad_padding_take_about_the_same_time(hsm: SoftHsm, tmp_path: Path) -> None:
-    """A coarse check behind the step count: interleaved medians within 25 % of each other.
+    """A coarse check behind the step count: the 10th percentiles of interleaved timings within 10 %.
 
-    The 0.13 ms of the old exception path was about 5 % of a SoftHSM decryption; the steps
-    test is the precise one, this only catches a gross difference (a retry, a second call)."""
+    The low percentile is what an uncontended decryption costs, so it holds on a loaded machine
+    where medians swing by a third. The old exception path made bad padding about 15 % slower
+    here (0.13-0.19 ms of about 1.2 ms); the steps test above is the precise one."""
     _, ca = _token_ca(hsm, tmp_path)
     wrapped = _wrapped(ca.encryption_cert.public_key(), os.urandom(16))
     samples: dict[str, list[float]] = {"good": [], "bad-padding": []}
-    for _ in range(150):
+    for _ in range(300):
         for case in samples:
             start = time.perf_counter()
             unwrap_key(wrapped[case], KeyTransport(), ca.encryption_key, 16, SECRET)
             samples[case].append(time.perf_counter() - start)
-    good, bad = (statistics.median(samples[case]) for case in ("good", "bad-padding"))
-    assert 0.8 < bad / good < 1.25, (good, bad)
+    good, bad = (statistics.quantiles(samples[case], n=10)[0] for case in ("good", "bad-padding"))
+    assert 0.9 < bad / good < 1.1, (good, bad)
