@@ -142,6 +142,9 @@ class Pkcs11Config:
     # The user PIN comes from this environment variable, or from this file (one of the two).
     pin_env: str | None = None
     pin_file: Path | None = None
+    # A token that went missing (removed, HSM restarting) is looked for again by re-initialising
+    # the library, at most this often: SoftHSM and most modules list slots only at C_Initialize.
+    reinit_interval_seconds: int = 5
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,7 @@ def _validate_log(config: Config) -> None:
 
 def _validate_pkcs11(config: Config) -> None:
     p11 = config.keys.pkcs11
+    _positive("keys.pkcs11.reinit_interval_seconds", p11.reinit_interval_seconds)
     if p11.module is None:
         for name in ("token_label", "pin_env", "pin_file"):
             if getattr(p11, name) is not None:

@@ -31,6 +31,7 @@ class SoftHsm:
     def keys_config(self, pin_file: Path) -> dict[str, object]:
         """The ``keys`` section of a scep-ca config for this token (PIN from ``pin_file``)."""
         pin_file.write_text(self.pin + "\n")
+        pin_file.chmod(0o600)  # refused otherwise, like a key file
         return {"pkcs11": {"module": str(self.module), "token_label": self.label, "pin_file": str(pin_file)}}
 
 

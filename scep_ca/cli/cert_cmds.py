@@ -14,6 +14,7 @@ from scep_ca.cli.context import (
     CliError,
     NoLiveIntegration,
     ca_passphrase,
+    key_token,
     live_integration,
     load_identity,
     opened_store,
@@ -127,7 +128,7 @@ async def _delete(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _crl(config: Config, args: argparse.Namespace) -> int:
-    cas = load_ca_set(config.data_dir, ca_passphrase(config))
+    cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
     async with opened_store(config) as store:
         service = RevocationService(store, cas, crl_next_update_hours=config.revocation.crl_next_update_hours)
         if args.ca not in service.crl_names():

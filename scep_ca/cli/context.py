@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Config, load_config
+from config.files import check_key
 from scep_ca.pki.ca import CAIdentity, load_ca
 from scep_ca.pki.pkcs11_keys import Token, TokenSettings
 from scep_ca.pki.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
@@ -77,10 +78,12 @@ def key_token(config: Config) -> Token | None:
     else:
         assert p11.pin_file is not None  # config.validate: one of the two
         try:
+            # The PIN unlocks every key in the token: held to the same modes as a key file.
+            check_key(p11.pin_file)
             pin = p11.pin_file.read_text().strip()
         except OSError as exc:
             raise CliError(f"cannot read keys.pkcs11.pin_file {p11.pin_file}: {exc.strerror}") from None
-    return Token(TokenSettings(str(p11.module), p11.token_label, pin))
+    return Token(TokenSettings(str(p11.module), p11.token_label, pin, p11.reinit_interval_seconds))
 
 
 def load_identity(config: Config) -> CAIdentity:

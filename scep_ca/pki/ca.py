@@ -207,11 +207,13 @@ def create_ra(
     half of a signing-only / encryption-only pair, which Apple's client also accepts."""
     suffix, signing, encipherment, cert_file, key_file = RA_USAGES[usage]
     now = now or utc_now()
-    key = _new_key(data_dir / key_file, key_size, passphrase, token, f"{_ra_subject(ca_cert.subject, suffix)}")
+    subject = _ra_subject(ca_cert.subject, suffix)
+    # CKA_LABEL: the subject as RFC 4514 text, like the CA's ("<subject> CA"); pkcs11-tool shows it.
+    key = _new_key(data_dir / key_file, key_size, passphrase, token, subject.rfc4514_string())
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = sign_certificate(
         x509.CertificateBuilder()
-        .subject_name(_ra_subject(ca_cert.subject, suffix))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

@@ -1,11 +1,14 @@
 """RSA keys inside a PKCS#11 token (README "Keys in an HSM"), through python-pkcs11.
 
-A ``Pkcs11Key`` implements ``scep_ca.pki.keys.PrivateKey``: signatures with
-CKM_SHA1/SHA256/SHA384/SHA512_RSA_PKCS (PKCS#1 v1.5, RFC 8017 section 8.2), key
-transport with CKM_RSA_PKCS (RSAES-PKCS1-v1_5) and CKM_RSA_PKCS_OAEP (RFC 8017
-section 7.1, hash and MGF1 hash taken from the request). The private key never leaves
-the token: it is generated there (or imported once) with CKA_SENSITIVE and without
-CKA_EXTRACTABLE.
+A ``Pkcs11Key`` implements ``scep_ca.protocol.keys.PrivateKey`` with signatures by
+CKM_SHA1/SHA256/SHA384/SHA512_RSA_PKCS (PKCS#1 v1.5, RFC 8017 section 8.2), and
+``RawRsaKey`` with CKM_RSA_X_509 (RSADP): the key transport's padding, PKCS#1 v1.5 or
+OAEP with any hash, is checked outside the token by ``scep_ca.protocol.key_transport``.
+The token's own CKM_RSA_PKCS decryption would answer bad padding with an error, which
+takes another path and time than good padding (SoftHSM: CKR_GENERAL_ERROR, about 0.13 ms
+slower): a Bleichenbacher oracle. With raw RSA every ciphertext takes one C_Decrypt that
+succeeds. The private key never leaves the token: it is generated there (or imported
+once) with CKA_SENSITIVE and without CKA_EXTRACTABLE.
 
 Sessions and fork: a PKCS#11 library's state does not survive ``fork()``, so a
 ``Token`` opens the library and its session lazily, in the process that first uses a
@@ -13,7 +16,11 @@ key; the supervisor of ``scep-ca serve`` never does (it checks the token in a fo
 child that exits, ``check_in_child``). A session that is lost at run time (token
 removed, HSM restarted, C_Finalize underneath) is dropped; the operation is retried once
 on a fresh session, and if that fails too the caller gets ``KeyUnavailable`` (HTTP 503)
-and the next operation tries again.
+and the next operation tries again. A token that is missing when a session is opened may
+come back (reinserted, HSM rebooted, token directory restored), but SoftHSM and most modules
+enumerate slots only in C_Initialize: so the library is re-initialised then, at most once
+every ``reinit_interval`` seconds (every re-initialisation invalidates the process's other
+sessions on that library, and a busy server must not do it per request).
 
 The data directory holds, next to each certificate, a ``*.key.pkcs11`` file with an
 RFC 7512 PKCS#11 URI naming the token and the key (CKA_ID = SHA-1 of the public key,
@@ -24,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,33 +47,25 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.util.rsa import decode_rsa_private_key
 
+from config.model import Pkcs11Config
 from scep_ca.pki.keys import KeyUnavailable
 from scep_ca.protocol.keys import PrivateKey
 
 T = TypeVar("T")
 
-# A ciphertext the token rejects is the requester's fault: cryptography raises ValueError for it too.
-_BAD_CIPHERTEXT: tuple[type[Exception], ...] = (
+# Raw RSA refuses only a ciphertext of the wrong length or not below the modulus: public facts,
+# checked before the call (scep_ca.protocol.key_transport), so these mean a token stricter than that.
+_OUT_OF_RANGE: tuple[type[Exception], ...] = (
     p11e.EncryptedDataInvalid,
     p11e.EncryptedDataLenRange,
     p11e.DataInvalid,
     p11e.DataLenRange,
-    # SoftHSM 2.6 implements OAEP with SHA-1 only and answers CKR_ARGUMENTS_BAD for others.
-    p11e.ArgumentsBad,
-    p11e.MechanismParamInvalid,
-    p11e.MechanismInvalid,
 )
 _SIGN_MECHANISMS = {
     "sha1": Mechanism.SHA1_RSA_PKCS,
     "sha256": Mechanism.SHA256_RSA_PKCS,
     "sha384": Mechanism.SHA384_RSA_PKCS,
     "sha512": Mechanism.SHA512_RSA_PKCS,
-}
-_OAEP_HASHES = {
-    "sha1": (Mechanism.SHA_1, pkcs11.MGF.SHA1),
-    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256),
-    "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
-    "sha512": (Mechanism.SHA512, pkcs11.MGF.SHA512),
 }
 URI_SUFFIX = ".pkcs11"
 _TRY_AGAIN = "the key token is unavailable"
@@ -77,6 +78,7 @@ class TokenSettings:
     module: str
     token_label: str
     pin: str = field(repr=False)
+    reinit_interval: float = Pkcs11Config.reinit_interval_seconds
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,14 @@ class Token:
     one lock serialises the session, as PKCS#11 requires for a single session.
     """
 
-    def __init__(self, settings: TokenSettings) -> None:
+    def __init__(self, settings: TokenSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._session: Any = None
         self._pid = 0
         self._keys: dict[bytes, Any] = {}
+        self._clock = clock
+        self._reinitialised_at = -math.inf
 
     def _open(self) -> Any:
         if self._session is not None and self._pid == os.getpid():
@@ -136,7 +140,7 @@ class Token:
             # python-pkcs11 raises RuntimeError for a file that is not a PKCS#11 module.
             raise KeyUnavailable(f"cannot load the PKCS#11 module {self.settings.module}") from exc
         try:
-            token = lib.get_token(token_label=self.settings.token_label)
+            token = self._find_token(lib)
             try:
                 session = token.open(user_pin=self.settings.pin, rw=True)
             except p11e.UserAlreadyLoggedIn:
@@ -152,6 +156,18 @@ class Token:
             raise KeyUnavailable(f"{_TRY_AGAIN}: {type(exc).__name__}") from exc
         self._session, self._pid, self._keys = session, os.getpid(), {}
         return session
+
+    def _find_token(self, lib: Any) -> Any:
+        """The token by label; when it is missing, once more after re-initialising the library (rate-limited)."""
+        try:
+            return lib.get_token(token_label=self.settings.token_label)
+        except p11e.NoSuchToken:
+            now = self._clock()
+            if now - self._reinitialised_at < self.settings.reinit_interval:
+                raise
+            self._reinitialised_at = now
+            lib.reinitialize()
+            return lib.get_token(token_label=self.settings.token_label)
 
     def _drop(self) -> None:
         # Never close a session inherited across fork or already invalid: just forget it.
@@ -280,22 +296,18 @@ class Pkcs11Key:
         key_id = self.ref.key_id
         return self.token.run(lambda s: bytes(self.token.private_key(s, key_id).sign(data, mechanism=mechanism)))
 
-    def decrypt(self, ciphertext: bytes, padding: padding.AsymmetricPadding) -> bytes:
-        mechanism, param = _decrypt_mechanism(padding)
+    def raw_decrypt(self, ciphertext: bytes) -> bytes:
+        """RSADP in the token (CKM_RSA_X_509, RFC 8017 section 5.1.2): the same single call for every
+        ciphertext in range, whatever padding it hides; k octets."""
+        key_id = self.ref.key_id
 
         def decrypt(session: Any) -> bytes:
-            key = self.token.private_key(session, self.ref.key_id)
             try:
-                return bytes(key.decrypt(ciphertext, mechanism=mechanism, mechanism_param=param))
-            except _BAD_CIPHERTEXT as exc:
-                raise ValueError("decryption failed") from exc
-            except p11e.GeneralError as exc:
-                # SoftHSM answers CKR_GENERAL_ERROR for bad PKCS#1 padding: if the session still
-                # answers (this raises a session-lost error otherwise), the ciphertext was bad.
-                key[Attribute.MODULUS]
-                raise ValueError("decryption failed") from exc
+                return bytes(self.token.private_key(session, key_id).decrypt(ciphertext, mechanism=Mechanism.RSA_X_509))
+            except _OUT_OF_RANGE as exc:
+                raise ValueError("ciphertext out of range") from exc
 
-        return self.token.run(decrypt)
+        return self.token.run(decrypt).rjust((self.key_size + 7) // 8, b"\0")
 
     def check(self) -> None:
         """Raise ``KeyUnavailable`` unless this key can be used now; ``CAError``-worthy mismatch as ``KeyUnavailable``.
@@ -309,22 +321,6 @@ class Pkcs11Key:
 
     def describe(self) -> str:
         return f"token {self.ref.token_label} ({self.ref.uri()})"
-
-
-def _decrypt_mechanism(pad: padding.AsymmetricPadding) -> tuple[Mechanism, Any]:
-    if isinstance(pad, padding.PKCS1v15):
-        return Mechanism.RSA_PKCS, None
-    if isinstance(pad, padding.OAEP):
-        mgf = pad.mgf
-        mgf_hash = getattr(mgf, "_algorithm", None)
-        if (
-            isinstance(mgf, padding.MGF1)
-            and isinstance(mgf_hash, hashes.HashAlgorithm)
-            and pad.algorithm.name in _OAEP_HASHES
-            and mgf_hash.name in _OAEP_HASHES
-        ):
-            return Mechanism.RSA_PKCS_OAEP, (_OAEP_HASHES[pad.algorithm.name][0], _OAEP_HASHES[mgf_hash.name][1], None)
-    raise ValueError(f"unsupported key transport padding {pad.name}")
 
 
 def load_key(token: Token, ref: KeyRef, public: rsa.RSAPublicKey) -> PrivateKey:

@@ -116,7 +116,9 @@ def open_reply(der: bytes, signer_cert: x509.Certificate, signer_key: rsa.RSAPri
     crls: list[x509.CertificateRevocationList] = []
     cipher = None
     if status is PKIStatus.SUCCESS and msg.content:
-        decrypted = decrypt_envelope(msg.content, RecipientKey.from_cert(signer_cert, signer_key), allow_des=True)
+        # The requester's own reply: no oracle to hide, any secret derives the unused stand-in.
+        recipient = RecipientKey.from_cert(signer_cert, signer_key)
+        decrypted = decrypt_envelope(msg.content, recipient, allow_des=True, stand_in_secret=os.urandom(32))
         cipher = decrypted.cipher
         bag = cms.ContentInfo.load(decrypted.plaintext)["content"]
         certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in bag["certificates"] or []]

@@ -7,17 +7,19 @@ be BER with a constructed ``encryptedContent``; see ``scep_ca.asn1.ber``.
 
 Decryption failures are one failure (RFC 3218 section 2.3.2, RFC 5652 section 10):
 a key that does not unwrap (bad PKCS#1 v1.5 or OAEP padding, or a key of the wrong
-length for the content cipher) is replaced by a random key of the right length, so
-the failure surfaces at content decryption with the same text as a wrong key, an
-IV of the wrong length or bad CBC padding. Anything else would be a Bleichenbacher
-(million message) oracle on the RA and CA keys: OpenSSL's implicit rejection turns
-bad PKCS#1 v1.5 padding into a random-length "key", so even the length check leaks.
+length for the content cipher) is replaced by a stand-in key of the right length,
+derived from a server secret and the encrypted key (``scep_ca.protocol.key_transport``),
+so the failure surfaces at content decryption with the same text as a wrong key, an
+IV of the wrong length or bad CBC padding, and repeats identically when the request is
+sent again. Anything else would be a Bleichenbacher (million message) oracle on the RA
+key. Requests are decrypted with the encryption RA's key only: an envelope to any
+other certificate (the CA, a signing-only RA) is one more request that cannot be
+decrypted, so the CA key is never a decryption oracle.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -42,6 +44,7 @@ from scep_ca.asn1.ber import (
 from scep_ca.protocol.algorithms import CIPHER_OIDS
 from scep_ca.protocol.enums import ContentCipher
 from scep_ca.protocol.errors import BadAlg, BadMessageCheck
+from scep_ca.protocol.key_transport import KeyTransport, unwrap_key
 from scep_ca.protocol.keys import PrivateKey
 
 _KEY_BYTES = {
@@ -67,14 +70,11 @@ _CIPHER_OID_TLVS = {cipher: der.oid(dotted) for cipher, dotted in CIPHER_OIDS.it
 # The one text (and log detail) of every decryption failure: which step failed is not told.
 DECRYPTION_FAILED = "the request cannot be decrypted"
 
-RandomBytes = Callable[[int], bytes]
-
 
 @dataclass(frozen=True)
 class Decrypted:
     plaintext: bytes
     cipher: ContentCipher
-    recipient: int = 0  # index of the identity that decrypted it, in the order given
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def _algorithm_oid(tlv: TLV) -> tuple[str, list[TLV]]:
     return oids.dotted(parts[0].content, _KNOWN_OIDS), parts[1:]
 
 
-def _oaep_padding(params: list[TLV]) -> padding.OAEP:
+def _oaep_transport(params: list[TLV]) -> KeyTransport:
     # RSAES-OAEP-params (RFC 8017 A.2.1): [0] hash, [1] MGF1 with its hash, [2] pSource; SHA-1 by default.
     hash_oid = mgf_oid = oids.ID_SHA1
     if params and params[0].tag_number == SEQUENCE:
@@ -137,34 +137,17 @@ def _oaep_padding(params: list[TLV]) -> padding.OAEP:
                 raise BadAlg("OAEP labels are not supported")
     if hash_oid not in _OAEP_HASHES or mgf_oid not in _OAEP_HASHES:
         raise BadAlg("unsupported OAEP hash")
-    return padding.OAEP(mgf=padding.MGF1(_OAEP_HASHES[mgf_oid]()), algorithm=_OAEP_HASHES[hash_oid](), label=None)
+    return KeyTransport(_OAEP_HASHES[hash_oid], _OAEP_HASHES[mgf_oid])
 
 
-def _key_transport(alg: TLV) -> padding.AsymmetricPadding:
-    """The padding a KeyTransRecipientInfo's keyEncryptionAlgorithm names (RFC 5652 section 6.2.1)."""
+def _key_transport(alg: TLV) -> KeyTransport:
+    """What a KeyTransRecipientInfo's keyEncryptionAlgorithm names (RFC 5652 section 6.2.1)."""
     alg_oid, params = _algorithm_oid(alg)
     if alg_oid == oids.ID_RSA_ENCRYPTION:
-        return padding.PKCS1v15()
+        return KeyTransport()
     if alg_oid == oids.ID_RSAES_OAEP:
-        return _oaep_padding(params)
+        return _oaep_transport(params)
     raise BadAlg("unsupported key transport algorithm", f"key transport {alg_oid}")
-
-
-def _unwrap_key(
-    encrypted_key: bytes, pad: padding.AsymmetricPadding, key: PrivateKey, size: int, random_bytes: RandomBytes
-) -> bytes:
-    """The content-encryption key, or a random key of ``size`` bytes when it does not unwrap.
-
-    RFC 3218 section 2.3.2: the random key is drawn before the RSA operation and used
-    whenever the padding is bad or the length wrong, so that the caller fails at content
-    decryption exactly as it would with a wrong key.
-    """
-    fallback = random_bytes(size)
-    try:
-        unwrapped = key.decrypt(encrypted_key, pad)
-    except ValueError:
-        unwrapped = fallback
-    return unwrapped if len(unwrapped) == size else fallback
 
 
 def _expect_octets(tlv: TLV) -> bytes:
@@ -173,32 +156,23 @@ def _expect_octets(tlv: TLV) -> bytes:
     return octet_string_value(tlv)
 
 
-def _find_recipient(infos: list[TLV], recipients: list[RecipientKey]) -> tuple[list[TLV], int] | None:
-    """The KeyTransRecipientInfo (RFC 5652 section 6.2.1) for the first of our identities it names."""
-    for index, candidate in enumerate(recipients):
-        for ri in infos:
-            fields = children(ri.content)
-            if len(fields) == 4 and _matches(fields[1], candidate):
-                return fields, index
+def _find_recipient(infos: list[TLV], recipient: RecipientKey) -> list[TLV] | None:
+    """The KeyTransRecipientInfo (RFC 5652 section 6.2.1) that names ``recipient``."""
+    for ri in infos:
+        fields = children(ri.content)
+        if len(fields) == 4 and _matches(fields[1], recipient):
+            return fields
     return None
 
 
-def decrypt_envelope(
-    content: bytes,
-    recipient: RecipientKey | Sequence[RecipientKey],
-    *,
-    allow_des: bool,
-    random_bytes: RandomBytes = os.urandom,
-) -> Decrypted:
+def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool, stand_in_secret: bytes) -> Decrypted:
     """Decrypt the EnvelopedData that a PKCSReq/RenewalReq carries (RFC 8894 section 3.2.2).
 
-    ``recipient`` may list several identities (the RA, then the CA): the first one that a
-    RecipientInfo names decrypts, each with the same failure handling (module docstring).
     Structure and algorithms are checked before any private-key operation; after that,
-    every failure is ``BadMessageCheck(DECRYPTION_FAILED)``. ``random_bytes`` draws the
-    stand-in key for a key that does not unwrap.
+    every failure is ``BadMessageCheck(DECRYPTION_FAILED)``, and so is an envelope that
+    does not name ``recipient``. ``stand_in_secret`` derives the stand-in key for a key
+    that does not unwrap (module docstring).
     """
-    recipients = [recipient] if isinstance(recipient, RecipientKey) else list(recipient)
     try:
         info = children(read_tlv(content).content)
         if len(info) != 2 or encode_tlv(der.TAG_OID, info[0].content) != oids.ENVELOPED_DATA:
@@ -208,11 +182,11 @@ def decrypt_envelope(
         rest = [f for f in env[1:] if not f.is_context(0)]
         recipient_infos, eci = rest[0], rest[1]
         infos = [ri for ri in children(recipient_infos.content) if ri.is_universal(SEQUENCE)]
-        found = _find_recipient(infos, recipients)
-        if found is None:
-            raise BadMessageCheck("the request is not encrypted to this CA")
-        ktri, index = found
-        pad = _key_transport(ktri[2])
+        ktri = _find_recipient(infos, recipient)
+        if ktri is None:
+            # As undecryptable as any other: the operator's log says why.
+            raise BadMessageCheck(DECRYPTION_FAILED, "the request is not encrypted to the encryption RA")
+        transport = _key_transport(ktri[2])
         encrypted_key = _expect_octets(ktri[3])
         parts = children(eci.content)
         if len(parts) < 3 or not parts[2].is_context(0):
@@ -233,7 +207,7 @@ def decrypt_envelope(
     block = _block_bytes(cipher)
     if iv is None or len(iv) != block or not ciphertext or len(ciphertext) % block:
         raise BadMessageCheck(DECRYPTION_FAILED)
-    key = _unwrap_key(encrypted_key, pad, recipients[index].key, _KEY_BYTES[cipher], random_bytes)
+    key = unwrap_key(encrypted_key, transport, recipient.key, _KEY_BYTES[cipher], stand_in_secret)
     decryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     unpadder = sym_padding.PKCS7(block * 8).unpadder()
@@ -241,7 +215,7 @@ def decrypt_envelope(
         plaintext = unpadder.update(padded) + unpadder.finalize()
     except ValueError:
         raise BadMessageCheck(DECRYPTION_FAILED) from None
-    return Decrypted(plaintext=plaintext, cipher=cipher, recipient=index)
+    return Decrypted(plaintext=plaintext, cipher=cipher)
 
 
 def encrypt_envelope(

@@ -148,6 +148,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         crl_source=revocation.current_crl,
         events=metrics,
         next_ca=ca_set.next,
+        stand_in_secret=secret_key,
     )
     setup_scep_routes(app, scep)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)

@@ -9,7 +9,6 @@ core is the scaling model.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +22,7 @@ from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.records import Integration
 from scep_ca.protocol.certrep import ReplyTo, build_cert_rep, certs_only, crls_only
 from scep_ca.protocol.enums import DigestAlg, FailInfo, MessageType, PKIStatus
-from scep_ca.protocol.envelope import Decrypted, RandomBytes, RecipientKey, decrypt_envelope, encrypt_envelope
+from scep_ca.protocol.envelope import Decrypted, RecipientKey, decrypt_envelope, encrypt_envelope
 from scep_ca.protocol.errors import BadCertId, BadMessageCheck, BadRequest, MalformedRequest, ScepFailure
 from scep_ca.protocol.get_cert import read_get_cert, subject_octets
 from scep_ca.protocol.message import PKIMessage, decode_pki_message, verify_pki_message
@@ -91,7 +90,8 @@ class ScepService:
         events: ScepEvents | None = None,
         crl_source: CrlSource | None = None,
         next_ca: CAIdentity | None = None,
-        random_bytes: RandomBytes = os.urandom,
+        *,
+        stand_in_secret: bytes,
     ):
         self._store = store
         self._ca = ca
@@ -99,21 +99,16 @@ class ScepService:
         self._clock = clock
         self._events = events or NoEvents()
         self._crl_source = crl_source
-        # Draws the stand-in key for a content-encryption key that does not unwrap
-        # (``scep_ca.protocol.envelope``); tests pass their own to make that path deterministic.
-        self._random_bytes = random_bytes
+        # Derives the stand-in key for a content-encryption key that does not unwrap
+        # (``scep_ca.protocol.key_transport``): the same in every worker, so answers repeat.
+        self._stand_in_secret = stand_in_secret
         self._enroller = enroller
-        # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
+        # The (signing) RA signs CertReps; the CA key only signs certificates, CRLs and OCSP.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
-        # Who signs the reply, by the identity the request was encrypted to: the RA, or the CA
-        # for clients that pin it (they look for the CertRep signer among the CA certificates).
-        self._reply_signers = (self._signer, SignerIdentity.from_cert(ca.cert, ca.key))
-        # Requests go to the RA; clients that pin the CA (scepclient -ca-fingerprint) encrypt
-        # to the CA instead, which RFC 8894 section 3.2.2 allows ("the CA or RA certificate").
-        self._recipients = (
-            RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key),
-            RecipientKey.from_cert(ca.cert, ca.key),
-        )
+        # Only the encryption RA decrypts (RFC 8894 section 3.2.2 lets a client pick "the CA or
+        # RA certificate"; GetCACert offers the RA for it): a request encrypted to the CA is
+        # undecryptable, so no oracle, timing or otherwise, ever runs on the CA key.
+        self._recipient = RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key)
         # Built once: every GetCACert returns it.
         self._ca_ra_bundle = ca_ra_bundle(ca)
         # GetCert compares the requested issuer with the CA's subject, content octets only.
@@ -164,7 +159,6 @@ class ScepService:
         msg = decode_pki_message(der)
         bind_log_fields(transaction_id=msg.transaction_id)
         reply_to = ReplyTo(msg.transaction_id, msg.sender_nonce, msg.reply_digest())
-        reply_signer = self._signer
         try:
             if integration.deleted:
                 raise BadRequest("this integration has been deleted")
@@ -172,7 +166,6 @@ class ScepService:
             if msg.message_type not in _SUPPORTED:
                 raise BadRequest("message type not supported", f"messageType {msg.message_type}")
             decrypted = self._decrypt(msg)
-            reply_signer = self._reply_signers[decrypted.recipient]
             reply = await self._dispatch(integration, msg, signer, decrypted, ctx)
         except ScepFailure as failure:
             self._events.pki_operation(msg.message_type, PKIStatus.FAILURE, failure.fail_info)
@@ -186,7 +179,7 @@ class ScepService:
                 failure.detail,
             )
             return build_cert_rep(
-                reply_signer,
+                self._signer,
                 reply_to,
                 PKIStatus.FAILURE,
                 fail_info=failure.fail_info,
@@ -199,13 +192,13 @@ class ScepService:
             public = signer.public_key()
             assert isinstance(public, rsa.RSAPublicKey)  # verify_pki_message accepts RSA signers only
             enveloped = encrypt_envelope(reply.bag, msg.signer_issuer_and_serial, public, decrypted.cipher)
-        return build_cert_rep(reply_signer, reply_to, reply.status, enveloped=enveloped, now=self._clock())
+        return build_cert_rep(self._signer, reply_to, reply.status, enveloped=enveloped, now=self._clock())
 
     def _decrypt(self, msg: PKIMessage) -> Decrypted:
         if not msg.content:
             raise BadMessageCheck("the request carries no content")
         return decrypt_envelope(
-            msg.content, self._recipients, allow_des=self._settings.allow_des, random_bytes=self._random_bytes
+            msg.content, self._recipient, allow_des=self._settings.allow_des, stand_in_secret=self._stand_in_secret
         )
 
     async def _dispatch(

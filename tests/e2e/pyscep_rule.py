@@ -15,8 +15,9 @@ source (``scep/Client/responses.py``, ``CACertificates``; ``scep/Client/message.
   names.
 
 Against one combined RA (digitalSignature + keyEncipherment) the recipient is therefore the CA
-and the signer the RA: the server rightly answers a request encrypted to the CA with a
-CA-signed CertRep, and the check with the RA's key fails (``InvalidSignature``).
+and the signer the RA. Only the encryption RA decrypts (issue 17 item 2: the CA key is no
+decryption oracle), so the request is one that cannot be decrypted: an RA-signed FAILURE
+CertRep (badMessageCheck), which pyscep verifies and reports as a failed enrollment.
 """
 
 from __future__ import annotations

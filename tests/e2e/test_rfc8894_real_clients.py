@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scep_ca.protocol.dn import parse_dn
-from scep_ca.protocol.enums import PKIStatus
+from scep_ca.protocol.enums import FailInfo, PKIStatus
 from tests.e2e import pyscep_rule
 from tests.e2e.clients import (
     LOOPBACK,
@@ -729,8 +729,8 @@ def test_combined_ra_on_request_and_why_it_is_not_the_default(
 ) -> None:
     """``scep-ca ra create`` (no ``--pair``) and a restart: GetCACert lists the combined RA and the
     CA; scepclient and certmonger encrypt to it and get CertReps it signed; the retired pair signs
-    nothing any more. pyscep's rule fails against this layout, exactly as pyscep 0.0.14 does:
-    it encrypts to the CA, gets a CA-signed CertRep and checks it with the RA's key."""
+    nothing any more. pyscep's rule fails against this layout, as pyscep 0.0.14 does: it encrypts
+    to the CA, which only the encryption RA may decrypt for, so it gets the RA-signed FAILURE."""
     server = scep_ca_server_factory()
     old_signing = load_cert(server.ra_pem)
     server.stop()
@@ -757,10 +757,11 @@ def test_combined_ra_on_request_and_why_it_is_not_the_default(
         assert_signed_by_ra(exchange, combined, server, tmp_path / name)
 
     before = server.certificate_count(iid)
-    with pytest.raises(pyscep_rule.PyscepRuleError, match="InvalidSignature"):
-        pyscep_enrolls(server, iid, "ra-pyscep")
-    # The server did its part: the request went to the CA, so the CA signed the (SUCCESS) reply.
-    assert server.certificate_count(iid) == before + 1
+    refused = pyscep_enrolls(server, iid, "ra-pyscep")
+    assert (refused.recipient, refused.signer) == (ca, combined)
+    assert (refused.reply.status, refused.reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK)
+    assert refused.reply.fail_text == "the request cannot be decrypted"
+    assert server.certificate_count(iid) == before
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.issuer import issue_challenge
 from config import Config, load_config
+from scep_ca.cli.main import main
 from scep_ca.pki.ca import CAIdentity, create_ca
 from scep_ca.pki.records import Integration
 from scep_ca.server.app import build_app
 from store.base import Store
 from store.factory import open_store
+from tests.hsm import SoftHsm, softhsm_in_process
 
 SUBJECT = "CN=$USERID$,O=Example"
 
@@ -90,3 +93,31 @@ async def make_server(
 @pytest.fixture
 async def server(make_server: ServerFactory) -> Server:
     return await make_server()
+
+
+@pytest.fixture
+def hsm(tmp_path: Path) -> Iterator[SoftHsm]:
+    with softhsm_in_process(tmp_path / "softhsm") as token:
+        yield token
+
+
+class HsmCli:
+    def __init__(self, tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> None:
+        self.data_dir = tmp_path / "data"
+        self.config = tmp_path / "scep-ca.yaml"
+        self.config.write_text(yaml.safe_dump({"keys": hsm.keys_config(tmp_path / "pin")}))
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> str:
+        self.capsys.readouterr()
+        code = main(["--config", str(self.config), "--data-dir", str(self.data_dir), *args])
+        out, err = self.capsys.readouterr()
+        assert code == 0, err
+        return out
+
+
+@pytest.fixture
+def cli(tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> HsmCli:
+    runner = HsmCli(tmp_path, hsm, capsys)
+    runner("init", "--subject", "CN=Token CA,O=Example")
+    return runner

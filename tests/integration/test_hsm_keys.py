@@ -5,18 +5,16 @@ directory, and the app enrolls with the new RA."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.issuer import issue_challenge
 from config import load_config
-from scep_ca.cli.main import main
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.pkcs11_keys import KeyRef, Token, TokenSettings
 from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
@@ -24,38 +22,10 @@ from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import PKIStatus
 from scep_ca.server.app import build_app
 from store.factory import open_store
-from tests.hsm import SoftHsm, private_key_objects, softhsm_in_process
-from tests.integration.conftest import _integration
+from tests.hsm import SoftHsm, private_key_objects
+from tests.integration.conftest import HsmCli, _integration
 
 Client = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
-
-
-@pytest.fixture
-def hsm(tmp_path: Path) -> Iterator[SoftHsm]:
-    with softhsm_in_process(tmp_path / "softhsm") as token:
-        yield token
-
-
-class HsmCli:
-    def __init__(self, tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> None:
-        self.data_dir = tmp_path / "data"
-        self.config = tmp_path / "scep-ca.yaml"
-        self.config.write_text(yaml.safe_dump({"keys": hsm.keys_config(tmp_path / "pin")}))
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> str:
-        self.capsys.readouterr()
-        code = main(["--config", str(self.config), "--data-dir", str(self.data_dir), *args])
-        out, err = self.capsys.readouterr()
-        assert code == 0, err
-        return out
-
-
-@pytest.fixture
-def cli(tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> HsmCli:
-    runner = HsmCli(tmp_path, hsm, capsys)
-    runner("init", "--subject", "CN=Token CA,O=Example")
-    return runner
 
 
 def _key_id(ref_file: Path) -> bytes:

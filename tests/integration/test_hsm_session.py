@@ -13,13 +13,14 @@ import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
 from challenge.codes import hash_challenge
 from challenge.issuer import issue_challenge
 from config import load_config
 from scep_ca.pki.ca import CAIdentity, create_ca, load_ca
+from scep_ca.pki.keys import KeyUnavailable
 from scep_ca.pki.pkcs11_keys import Token, TokenSettings
 from scep_ca.protocol.client import build_csr, build_request, open_reply, self_signed_signer
 from scep_ca.protocol.dn import parse_dn
@@ -134,3 +135,25 @@ async def test_enrollment_and_ocsp_while_the_token_is_down_then_after_it_is_back
     up = await ocsp_answer(leaf)
     assert up.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
     assert up.certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
+def test_a_missing_token_is_looked_for_again_at_most_once_per_interval(tmp_path: Path, softhsm_env: Any) -> None:
+    """SoftHSM lists tokens at C_Initialize only: the library is re-initialised when the token
+    is missing (issue 17 item 12), but not more often than ``reinit_interval`` (a stepped clock)."""
+    hsm = softhsm_env
+    now = [100.0]
+    settings = TokenSettings(str(hsm.module), hsm.label, hsm.pin, reinit_interval=5)
+    data = tmp_path / "data"
+    create_ca(data, subject="CN=Rescan CA", key_size=2048, validity_days=30, passphrase=None, token=Token(settings))
+    ca = load_ca(data, None, Token(settings, clock=lambda: now[0]))
+    ca.key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())
+    (token_dir,) = (tmp_path / "softhsm" / "tokens").iterdir()
+    token_dir.rename(tmp_path / "away")
+    with pytest.raises(KeyUnavailable, match="no PKCS#11 token labelled 'scep-ca'"):
+        ca.key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())
+    (tmp_path / "away").rename(token_dir)
+    now[0] += 4.9
+    with pytest.raises(KeyUnavailable, match="no PKCS#11 token labelled 'scep-ca'"):
+        ca.key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())
+    now[0] += 0.2
+    ca.key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())

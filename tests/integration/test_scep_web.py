@@ -311,15 +311,20 @@ async def test_bad_input_is_logged_without_secrets(
     assert challenge not in caplog.text
 
 
-async def test_envelope_to_the_ca_is_answered_by_the_ca(server: Server, device_key: rsa.RSAPrivateKey) -> None:
-    """Clients that pin the CA (scepclient -ca-fingerprint) encrypt to it, not to the RA; RFC 8894
-    section 3.2.2 allows either. They look for the CertRep signer among the CA certificates, so the
-    CA signs that reply, failures included."""
-    ok = await _enroll(server, device_key, await server.challenge(), recipient=server.ca.cert, tid="to-ca")
-    assert ok.status is PKIStatus.SUCCESS
-    assert ok.signer_cert_der == server.ca.cert_der
-    bad = await _enroll(server, device_key, "WRONG", recipient=server.ca.cert, tid="to-ca-bad")
-    assert (bad.status, bad.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
-    assert bad.signer_cert_der == server.ca.cert_der
-    to_ra = await _enroll(server, device_key, await server.challenge(), tid="to-ra", subject="CN=bob,O=Example")
+async def test_an_envelope_to_the_ca_is_undecryptable_like_any_other(
+    server: Server, device_key: rsa.RSAPrivateKey
+) -> None:
+    """Only the encryption RA decrypts (issue 17 item 2): the CA key is never a decryption
+    oracle. A request encrypted to the CA, with a good challenge or a bad one, gets the one
+    decryption failure, signed by the RA; the challenge stays unused and nothing is issued."""
+    challenge = await server.challenge()
+    before = await server.cert_count()
+    for tid, password in (("to-ca", challenge), ("to-ca-bad", "WRONG")):
+        reply = await _enroll(server, device_key, password, recipient=server.ca.cert, tid=tid)
+        assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK)
+        assert reply.fail_text == "the request cannot be decrypted"
+        assert reply.signer_cert_der == server.ca.ra_cert_der
+    assert await server.cert_count() == before
+    to_ra = await _enroll(server, device_key, challenge, tid="to-ra")
+    assert to_ra.status is PKIStatus.SUCCESS, "the challenge was not consumed"
     assert to_ra.signer_cert_der == server.ca.ra_cert_der

@@ -126,3 +126,14 @@ def test_validation_message_names_the_environment_variable() -> None:
         "keys.pkcs11.pin_env: set exactly one of keys.pkcs11.pin_env and keys.pkcs11.pin_file"
         " (from environment variable SCEP_CA_KEYS_PKCS11_PIN_ENV)"
     )
+
+
+def test_reinit_interval_default_environment_and_validation() -> None:
+    assert load_config(None, {}, {}).keys.pkcs11.reinit_interval_seconds == 5
+    env = {"SCEP_CA_KEYS_PKCS11_REINIT_INTERVAL_SECONDS": "30"}
+    assert load_config(None, env, {}).keys.pkcs11.reinit_interval_seconds == 30
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {}, {"keys.pkcs11.reinit_interval_seconds": 0})
+    assert (
+        str(info.value) == "keys.pkcs11.reinit_interval_seconds: must be a positive integer, got 0 (from command line)"
+    )

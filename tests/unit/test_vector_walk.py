@@ -176,7 +176,7 @@ def test_vector_walk(vector: Vector, ca: CAIdentity, tmp_path: Path) -> None:
     # 2. Decrypt with the key the client encrypted to.
     recipient_cert = x509.load_pem_x509_certificate(vector.recipient_cert.read_bytes())
     recipient = RecipientKey.from_cert(recipient_cert, _rsa_key(vector.recipient_key))
-    decrypted = decrypt_envelope(msg.content, recipient, allow_des=True)
+    decrypted = decrypt_envelope(msg.content, recipient, allow_des=True, stand_in_secret=bytes(32))
     if vector.cipher is not None:
         assert decrypted.cipher is vector.cipher
 
