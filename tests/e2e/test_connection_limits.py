@@ -135,14 +135,19 @@ def test_body_trickle_is_cut_off_by_the_body_deadline(server: ScepCaServer) -> N
     assert metric(server, "scep_ca_connections_timed_out_total", phase="body", worker="0") >= 1
 
 
+def healthz_on(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+    """GET /healthz on a keep-alive connection, its answer read."""
+    conn.request("GET", "/healthz")
+    resp = conn.getresponse()
+    resp.read()
+    return resp
+
+
 def test_keep_alive_connection_serves_a_second_request_then_idles_out(server: ScepCaServer) -> None:
     conn = http.client.HTTPConnection(clients.LOOPBACK, server.port, timeout=10)
     try:
         for _ in range(2):
-            conn.request("GET", "/healthz")
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 200
+            assert healthz_on(conn).status == 200
             time.sleep(KEEPALIVE_TIMEOUT - 1.5)  # within the keep-alive window: the same connection
         sock = conn.sock
         assert sock is not None
@@ -448,9 +453,7 @@ def test_a_run_of_pipelined_requests_is_capped(server: ScepCaServer) -> None:
     conn = http.client.HTTPConnection(clients.LOOPBACK, server.port, timeout=10)
     try:
         for _ in range(8):
-            conn.request("GET", "/healthz")
-            resp = conn.getresponse()
-            resp.read()
+            resp = healthz_on(conn)
             assert resp.status == 200 and not resp.will_close
     finally:
         conn.close()
@@ -527,3 +530,28 @@ def test_tls12_accepts_ecdhe_aead_suites_and_tls13_is_unchanged(
         socket.create_connection((clients.LOOPBACK, port), timeout=5), server_hostname="127.0.0.1"
     ) as tls:
         assert tls.version() == "TLSv1.3"
+
+
+def test_the_head_cap_counts_across_reads_and_stops_at_the_blank_line(server: ScepCaServer) -> None:
+    """A head whose blank line straddles two reads is complete (the body after it is not head);
+    a head over the cap sent in pieces is refused all the same."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"d" * 7_000 + b"\r\n\r")
+        time.sleep(0.3)
+        sock.sendall(b"\n")
+        assert sock.recv(64).split(b" ", 2)[1] == b"200"
+    integration = server.create_integration("net-head-body")
+    body = b"\x30" * 40_000  # more than max_head_bytes, after a small head: not counted as head
+    head = (
+        f"POST /scep/{integration['id']}?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\n"
+        f"Content-Type: application/x-pki-message\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with connect(server) as sock:
+        sock.sendall(head + body)
+        assert sock.recv(64).split(b" ", 2)[1] not in (b"431", b"500")
+    with connect(server) as sock:
+        for i in range(6):
+            sock.sendall(b"X-Pad-%d: " % i + b"e" * 7_000 + b"\r\n" if i else b"GET /healthz HTTP/1.1\r\n")
+            time.sleep(0.1)
+        sock.sendall(b"X-Last: " + b"e" * 7_000 + b"\r\n\r\n")
+        assert sock.recv(64).split(b" ", 2)[1] == b"431"
