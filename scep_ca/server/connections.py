@@ -35,10 +35,14 @@ SCEP client pipelines; the cap bounds the work one connection can queue without 
 
 Head size: aiohttp caps the request line (``server.max_line_bytes``, 96 KiB for Intune's
 GETs), each header field (``server.max_header_field_bytes``) and the number of fields, but
-not their sum. The guard counts the bytes of a head it waits for, up to the blank line
-that ends it; past ``server.max_head_bytes`` it answers 431 itself (RFC 6585 section 5),
-logs one line, half-closes and discards what follows until the client goes or the head
-deadline passes. TLS: asyncio calls ``connection_made`` after the
+not their sum. The guard counts the bytes of each head, up to the blank line that ends it;
+past ``server.max_head_bytes`` it answers 431 itself (RFC 6585 section 5), logs one line,
+half-closes and discards what follows until the client goes or the head deadline passes.
+So that every head is counted, bytes after a complete head are held back from aiohttp
+until the request shows whether they are its body (then they go on at once) or the next
+request (then they go on, counted, once the answer is written); reading pauses while more
+than ``server.max_head_bytes`` are held. aiohttp would otherwise parse and queue pipelined
+requests while one is answered, each up to its own field caps. TLS: asyncio calls ``connection_made`` after the
 handshake, so the handshake is bounded by ``ssl_handshake_timeout`` (the header timeout)
 and the connection cap counts connections from then on.
 
@@ -245,6 +249,10 @@ class _GuardedProtocol(asyncio.Protocol):
         self._head_bytes = 0
         self._head_tail = b""
         self._refused = False
+        # Bytes after a complete head, not yet handed to aiohttp (see the module docstring).
+        self._held = bytearray()
+        self._holding_paused = False
+        self._content: Any = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -263,11 +271,50 @@ class _GuardedProtocol(asyncio.Protocol):
         if self._inner is None or self._refused:
             return
         self._received += len(data)
+        if self._held or self._holds_next_request():
+            self._hold(data)
+            return
+        self._deliver(data)
+
+    def _holds_next_request(self) -> bool:
+        """Whether bytes arriving now follow a complete head and are not its body (yet)."""
+        if self._phase in ("idle", "drain") or self._head_open:
+            return False
+        return self._content is None or self._content.is_eof()
+
+    def _hold(self, data: bytes) -> None:
+        self._held += data
+        transport = self._transport
+        if len(self._held) > self._owner.limits.max_head_bytes and isinstance(transport, asyncio.ReadTransport):
+            # Re-paused on every read past the cap: aiohttp resumes reading for its own reasons.
+            transport.pause_reading()
+            self._holding_paused = True
+
+    def _release(self) -> bytes:
+        held, self._held = bytes(self._held), bytearray()
+        if self._holding_paused and isinstance(self._transport, asyncio.ReadTransport):
+            self._holding_paused = False
+            self._transport.resume_reading()
+        return held
+
+    def _deliver(self, data: bytes) -> None:
+        """Hand ``data`` to aiohttp, counting it into the head it starts or continues."""
+        assert self._inner is not None
         if self._phase in ("idle", "drain") and data:
             self._arm("head", self._owner.limits.header_timeout)
             self._head_open, self._head_bytes, self._head_tail = True, 0, b""
-        if self._head_open and not self._count_head(data):
+        if not self._head_open:
+            self._inner.data_received(data)
+            return
+        end = self._count_head(data)
+        if self._head_bytes > self._owner.limits.max_head_bytes:
             self._refuse_head()
+            return
+        if end >= 0:
+            self._content = None  # the new request's: known when it starts
+        if 0 <= end < len(data):
+            self._inner.data_received(data[:end])
+            self._hold(data[end:])
             return
         self._inner.data_received(data)
 
@@ -299,6 +346,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._cancel()
         self._phase = "request"
         self._head_open = False
+        self._content = request.content
         pipelined = self._received == self._received_at_answer
         self._run = self._run + 1 if pipelined else 1
         content = request.content
@@ -306,6 +354,8 @@ class _GuardedProtocol(asyncio.Protocol):
             self._timer = asyncio.get_running_loop().call_later(
                 self._owner.limits.body_timeout, self._body_deadline, content
             )
+            if self._held and self._inner is not None:
+                self._inner.data_received(self._release())  # its body (and what follows it)
         return self._sequence
 
     @property
@@ -327,11 +377,13 @@ class _GuardedProtocol(asyncio.Protocol):
             self._arm("drain", self._owner.limits.write_timeout, self._drain_deadline)
         else:
             self._arm("idle", self._owner.limits.keepalive_timeout)
+        if self._held and self._inner is not None:
+            self._deliver(self._release())  # the next request, pipelined
 
     # -- head size -----------------------------------------------------------------------
 
-    def _count_head(self, data: bytes) -> bool:
-        """Count ``data`` into the head until its blank line; False once it is over the cap."""
+    def _count_head(self, data: bytes) -> int:
+        """Count ``data`` into the head until its blank line; where in ``data`` the head ends, or -1."""
         tail = self._head_tail
         seam = (tail + data[:3]).find(b"\r\n\r\n")
         if seam >= 0:
@@ -345,7 +397,7 @@ class _GuardedProtocol(asyncio.Protocol):
         else:
             self._head_bytes += len(data)
             self._head_tail = (self._head_tail + data)[-3:]
-        return self._head_bytes <= self._owner.limits.max_head_bytes
+        return end
 
     def _refuse_head(self) -> None:
         transport = self._transport

@@ -555,3 +555,16 @@ def test_the_head_cap_counts_across_reads_and_stops_at_the_blank_line(server: Sc
             time.sleep(0.1)
         sock.sendall(b"X-Last: " + b"e" * 7_000 + b"\r\n\r\n")
         assert sock.recv(64).split(b" ", 2)[1] == b"431"
+
+
+def test_a_pipelined_head_over_the_cap_is_431_too(server: ScepCaServer) -> None:
+    """A small request, and behind it in the same write a head over max_head_bytes: the first
+    is answered, the second refused (aiohttp alone would parse and queue it)."""
+    fields = b"".join(b"X-Pad-%d: " % i + b"f" * 7_000 + b"\r\n" for i in range(6))
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+        )
+        answers = _read_until_closed(sock, limit=HEADER_TIMEOUT + SLACK)
+    assert answers.startswith(b"HTTP/1.1 200 OK\r\n"), answers[:100]
+    assert answers.count(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") == 1, answers
