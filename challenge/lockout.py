@@ -27,6 +27,10 @@ reservation (or the first after the previous window or lock ended) and lasts
 window's length. A reservation whose check is still running when its window ends counts in
 neither window.
 
+IPv6: a client's address counts by its /64 (``budget_address``). One subscriber line or host
+usually gets a whole /64 (RFC 6177) and can pick any of its 2^64 addresses, so keying by the
+full address would give such a client as many budgets as it likes.
+
 Keying by the pair, not by the user name alone, means a stranger guessing passwords cannot
 lock the real MDM server out from another address. The passwords are 160-bit random values,
 so the budget is about noise and load (each Basic check is ~0.1 s of scrypt and 32 MiB), not
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 from config.clock import Clock, utc_now
@@ -49,6 +54,19 @@ from store.base import AuthVerdict, ThrottleStore
 
 # Retry-After when checks in flight hold the budget: they end within about a second.
 BUSY_RETRY_SECONDS = 1.0
+# IPv6 clients share one budget per network of this prefix length (see the module docstring).
+IPV6_BUDGET_PREFIX = 64
+
+
+def budget_address(address: str) -> str:
+    """The part of a client address a budget is kept for: an IPv6 address's /64, else the address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, IPV6_BUDGET_PREFIX), strict=False))
+    return address
 
 
 @dataclass(frozen=True)
@@ -88,14 +106,15 @@ class Lockout:
         """Normalised key: user names compare case-insensitively and are length-capped; hashed."""
         name = username.lower()[:256]
         # Length-prefixed, so no (name, address) split of one string collides with another.
-        material = f"{len(name)}:{name}{address}".encode("utf-8", "surrogatepass")
+        material = f"{len(name)}:{name}{budget_address(address)}".encode("utf-8", "surrogatepass")
         return hashlib.sha256(material).hexdigest()
 
     @staticmethod
     def address_key(address: str) -> str:
         """The key of every user name that is not a live integration's, from ``address``."""
         # Not of key()'s "<digits>:" form, so it cannot collide with any pair's key.
-        return hashlib.sha256(f"unknown-user\0{address}".encode("utf-8", "surrogatepass")).hexdigest()
+        material = f"unknown-user\0{budget_address(address)}"
+        return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
     async def reserve(self, key: str) -> Attempt:
         """Reserve one check for ``key``; when allowed, report its outcome with ``release``."""

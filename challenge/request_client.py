@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from config.clients import FORWARDED_FOR, PROXY_HEADERS, Client, TrustedProxies
+from config.clients import FORWARDED_FOR, Client, TrustedProxies, is_proxy_header
 
 CLIENT: web.RequestKey[Client] = web.RequestKey("scep_ca_client", Client)
 
@@ -32,7 +32,7 @@ def client_middleware(proxies: TrustedProxies) -> Middleware:
         request[CLIENT] = proxies.resolve(
             request.remote,
             headers.getall(FORWARDED_FOR, []),
-            proxy_headers=any(name in headers for name in PROXY_HEADERS),
+            proxy_headers=any(is_proxy_header(name) for name in headers),
         )
         return await handler(request)
 

@@ -18,8 +18,10 @@ Rules:
   a token, Basic over plain HTTP) only when it is a DIRECT loopback peer that is not a
   trusted proxy. Behind a same-host proxy every client's TCP peer is loopback, which is
   why such a proxy must be listed: then nobody gets loopback trust through it, whatever
-  headers it sends or drops. An unlisted loopback peer that sends a proxy header
-  (``PROXY_HEADERS``) is not local either: it is most likely such a proxy.
+  headers it sends or drops. An unlisted loopback peer that sends any proxy header
+  (``is_proxy_header``: ``Forwarded``, every ``X-Forwarded-*``, ``X-Real-IP``,
+  ``CF-Connecting-IP``, ``X-Envoy-*`` and the like) is not local either: it is most likely
+  such a proxy.
 * ``::ffff:127.0.0.1`` (an IPv4 client on a dual-stack socket) is 127.0.0.1; IPv6 scope
   ids (``fe80::1%eth0``) are dropped; addresses are reported in one normal form, so the
   lockout key of one client is one key.
@@ -36,18 +38,39 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FORWARDED_FOR = "X-Forwarded-For"
 # Headers that only proxies add. A loopback peer that is not a listed proxy but sends one
-# of these is most likely an unlisted same-host proxy: it gets no loopback trust.
-PROXY_HEADERS = (
-    "Forwarded",
-    "X-Forwarded-For",
-    "X-Real-IP",
-    "X-Client-IP",
-    "True-Client-IP",
-    "X-Cluster-Client-IP",
-    "CF-Connecting-IP",
-    "Fastly-Client-IP",
-    "Via",
+# of these (or any header named with a ``PROXY_HEADER_PREFIXES`` prefix) is most likely an
+# unlisted same-host proxy: it gets no loopback trust. Compared case-insensitively.
+PROXY_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Forwarded",  # RFC 7239
+        "Via",  # RFC 9110 section 7.6.3
+        "X-Real-IP",
+        "Client-IP",
+        "X-Client-IP",
+        "True-Client-IP",
+        "X-Cluster-Client-IP",
+        "CF-Connecting-IP",
+        "Fastly-Client-IP",
+        "X-Original-Forwarded-For",
+        "X-Originating-IP",
+        "X-Remote-IP",
+        "X-Remote-Addr",
+        "X-ProxyUser-IP",
+        "X-Azure-ClientIP",
+        "X-Azure-SocketIP",
+        "X-Appengine-User-IP",
+    )
 )
+# X-Forwarded-For/-Host/-Proto/-Port/-Server/-Prefix/..., and Envoy's X-Envoy-External-Address,
+# X-Envoy-Original-Path and the like.
+PROXY_HEADER_PREFIXES = ("x-forwarded-", "x-envoy-")
+
+
+def is_proxy_header(name: str) -> bool:
+    """Whether header ``name`` is one only a proxy adds (``PROXY_HEADERS``, ``PROXY_HEADER_PREFIXES``)."""
+    lowered = name.lower()
+    return lowered in PROXY_HEADERS or lowered.startswith(PROXY_HEADER_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -135,7 +158,7 @@ class TrustedProxies:
         """The client of a request from TCP peer ``peer``.
 
         ``forwarded_for`` are the request's ``X-Forwarded-For`` values; ``proxy_headers``
-        whether it carries any of ``PROXY_HEADERS``.
+        whether it carries any proxy header (``is_proxy_header``).
         """
         peer_ip = parse_address(peer)
         if peer_ip is None:

@@ -22,6 +22,11 @@ class ServerConfig:
     # certmonger sends ~3.5 kB (RSA-2048) to ~5.4 kB (RSA-4096) GET queries; a Windows device
     # enrolled by Intune sends its multi-kilobyte challenge blob inside a GET query.
     max_line_bytes: int = 96 * 1024
+    # One header field (name or value) above this is answered with HTTP 400; the request
+    # line keeps max_line_bytes, so one connection cannot pin 96 KiB per header field.
+    max_header_field_bytes: int = 8 * 1024
+    # The whole head (request line and header fields) above this is answered with HTTP 431.
+    max_head_bytes: int = 128 * 1024
     # Server processes sharing the port (SO_REUSEPORT). 0 (the default): one per CPU
     # available to this process (affinity mask and cgroup CPU quota), the scaling model
     # of an RSA-bound server; set 1 to serve in a single process.
@@ -42,6 +47,12 @@ class ServerConfig:
     # An idle keep-alive connection is closed after this; NTLM's Type 1/2/3 exchange
     # needs the connection kept between its requests.
     keepalive_timeout_seconds: int = 15
+    # Total time an answer has to reach a client that reads it (a client that pipelines
+    # requests and never reads its answers is cut off after this).
+    write_timeout_seconds: int = 30
+    # Requests answered in one run of pipelined requests on a connection; the last one
+    # closes the connection (the client retries the rest on a new one).
+    max_pipelined_requests: int = 16
     # Open connections per worker process; more are closed at once. 0: derived from the
     # file-descriptor limit (scep_ca.server.fdlimit).
     max_connections: int = 0

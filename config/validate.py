@@ -61,9 +61,14 @@ def _validate_server(config: Config) -> None:
         raise ConfigError("server.port", "must be an integer between 1 and 65535")
     _positive("server.max_body_bytes", server.max_body_bytes)
     _positive("server.max_line_bytes", server.max_line_bytes)
+    _positive("server.max_header_field_bytes", server.max_header_field_bytes)
+    if server.max_head_bytes < server.max_line_bytes:
+        raise ConfigError("server.max_head_bytes", f"must be at least server.max_line_bytes ({server.max_line_bytes})")
     _positive("server.header_timeout_seconds", server.header_timeout_seconds)
     _positive("server.body_timeout_seconds", server.body_timeout_seconds)
     _positive("server.keepalive_timeout_seconds", server.keepalive_timeout_seconds)
+    _positive("server.write_timeout_seconds", server.write_timeout_seconds)
+    _positive("server.max_pipelined_requests", server.max_pipelined_requests)
     if server.max_connections < 0:
         raise ConfigError("server.max_connections", "must be 0 (derived from the file-descriptor limit) or positive")
     try:

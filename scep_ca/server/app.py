@@ -79,6 +79,9 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
             body_timeout=server.body_timeout_seconds,
             keepalive_timeout=server.keepalive_timeout_seconds,
             max_connections=server.max_connections or 1_000_000,  # run_server sets the real cap
+            write_timeout=server.write_timeout_seconds,
+            max_pipelined_requests=server.max_pipelined_requests,
+            max_head_bytes=server.max_head_bytes,
         ),
         metrics,
     )
@@ -156,10 +159,18 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     return app
 
 
+# TLS 1.2 cipher suites: forward-secret AEAD only (RFC 9325 section 4.2). OpenSSL's default
+# list still offers CBC suites (Lucky13-style padding oracles, MAC-then-encrypt); TLS 1.3's
+# suites are all AEAD and are set apart from this list, so they stay as they are.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
 def ssl_context(config: Config) -> ssl.SSLContext | None:
     if not config.tls.cert or not config.tls.key:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
     ctx.load_cert_chain(str(config.tls.cert), str(config.tls.key))
     return ctx
 
@@ -202,7 +213,7 @@ async def run_server(
         access_log=None,
         shutdown_timeout=_FINAL_SHUTDOWN_SECONDS,
         max_line_size=server.max_line_bytes,
-        max_field_size=server.max_line_bytes,
+        max_field_size=server.max_header_field_bytes,
         # connections.py enforces the keep-alive deadline; aiohttp's own timer stays as a backstop.
         keepalive_timeout=server.keepalive_timeout_seconds,
     )
@@ -221,7 +232,8 @@ async def run_server(
         else:
             site = web.TCPSite(runner, server.host, server.port, ssl_context=tls, reuse_port=reuse_port or None)
         await site.start()
-        log.info("scep-ca listening on %s", config.base_url)
+        # The bind address is what a firewall and a port scan see; the public URL may be a proxy's.
+        log.info("scep-ca listening on %s (public URL %s)", site.name, config.base_url)
         if ready:
             ready()
         await stop.wait()

@@ -104,8 +104,10 @@ class Probes:
             # A token key's session is reopened here too, so readiness returns by itself.
             await asyncio.to_thread(check_keys, self._ca.keys)
         except KeyUnavailable as exc:
+            # The reason names the token's label and module path: the log only, not
+            # unauthenticated callers.
             log.warning("readyz: %s", exc)
-            return self._answer(503, "unavailable", ca="loaded", keys=str(exc))
+            return self._answer(503, "unavailable", ca="loaded", keys="key unavailable")
         try:
             await asyncio.wait_for(self._store.info(), READY_TIMEOUT_SECONDS)
         except StoreUnavailable as exc:

@@ -81,7 +81,7 @@ _FAIL_INFO = MappingProxyType(
         FailInfo.BAD_CERT_ID: "badCertId",
     }
 )
-CONNECTION_PHASES = ("head", "body", "idle")
+CONNECTION_PHASES = ("head", "body", "write", "idle")
 CHALLENGE_RESULTS = ("page", "ntlm_challenge", "unauthorized", "locked_out", "not_found", "error")
 _NO_HEADERS: MultiMapping[str] = CIMultiDictProxy(CIMultiDict())
 # nginx's "client closed request": the handler was cancelled before it answered.
@@ -221,7 +221,8 @@ class Metrics:
         )
         self._timed_out = Counter(
             "scep_ca_connections_timed_out",
-            "Connections closed because a deadline passed: head (request line and headers), body, idle (keep-alive)",
+            "Connections closed because a deadline passed: head (request line and headers), body, "
+            "write (the client did not read its answer: stalled writes), idle (keep-alive)",
             ["worker", "phase"],
             registry=self.registry,
         )

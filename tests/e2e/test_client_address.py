@@ -34,13 +34,37 @@ def proxied(scep_ca_module_server_factory: ScepCaServerFactory) -> Iterator[Scep
     yield scep_ca_module_server_factory(server={"trusted_proxies": ["127.0.0.1", "::1"]})
 
 
-@pytest.mark.parametrize("header", ["X-Client-IP", "True-Client-IP", "X-Real-IP", "Forwarded"])
-def test_status_api_refuses_a_loopback_peer_sending_proxy_headers(scep_ca_server: ScepCaServer, header: str) -> None:
+# Every forwarding header a proxy, CDN or load balancer adds (any X-Forwarded-* name counts).
+FORWARDING_HEADERS = {
+    "Forwarded": "for=203.0.113.9",
+    "X-Forwarded-For": "203.0.113.9",
+    "x-forwarded-for": "203.0.113.9",
+    "X-Forwarded-Host": "scep.example.com",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Port": "443",
+    "X-Forwarded-Server": "proxy.example.com",
+    "X-Real-IP": "203.0.113.9",
+    "Client-IP": "203.0.113.9",
+    "X-Client-IP": "203.0.113.9",
+    "True-Client-IP": "203.0.113.9",
+    "X-Cluster-Client-IP": "203.0.113.9",
+    "CF-Connecting-IP": "203.0.113.9",
+    "Fastly-Client-IP": "203.0.113.9",
+    "X-Envoy-External-Address": "203.0.113.9",
+    "X-Original-Forwarded-For": "203.0.113.9",
+    "Via": "1.1 proxy.example.com",
+}
+
+
+@pytest.mark.parametrize(("header", "value"), sorted(FORWARDING_HEADERS.items()))
+def test_status_api_refuses_a_loopback_peer_sending_proxy_headers(
+    scep_ca_server: ScepCaServer, header: str, value: str
+) -> None:
     """No trusted proxies configured: an unlisted same-host proxy is still not loopback."""
     url = f"{scep_ca_server.base_url}/api/v1/certificates/01"
     assert status(url) == 404  # a direct loopback client is served (no such certificate)
-    assert status(url, {header: "203.0.113.9"}) == 403
-    assert status(f"{scep_ca_server.base_url}/metrics", {header: "203.0.113.9"}) == 403
+    assert status(url, {header: value}) == 403
+    assert status(f"{scep_ca_server.base_url}/metrics", {header: value}) == 403
 
 
 @pytest.mark.parametrize(

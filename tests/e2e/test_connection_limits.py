@@ -1,9 +1,12 @@
 """Connection deadlines, the connection cap and the file-descriptor limit against a real ``scep-ca serve``.
 
 Slow clients (idle, trickling a header, trickling a body) are cut off by TOTAL deadlines;
-an NTLM handshake still works on one keep-alive connection; a worker with a 64-descriptor
-limit survives more connections than that, answers again once they are gone, and logs
-accept failures at most once a second instead of a traceback each.
+clients that pipeline requests and never read their answers are cut off by the write
+deadline, and a run of pipelined requests is capped; header fields and the whole head are
+capped apart from the request line; an NTLM handshake still works on one keep-alive
+connection; a worker with a 64-descriptor limit survives more connections than that,
+answers again once they are gone, and logs accept failures at most once a second instead
+of a traceback each. TLS 1.2 offers AEAD suites only.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ NET = {
     # Small enough that an over-long request line fits the socket buffers whole: the client has
     # sent it all before the server answers 400 and closes.
     "max_line_bytes": 16_384,
+    "max_header_field_bytes": 8_192,
+    "max_head_bytes": 32_768,
+    "max_pipelined_requests": 5,
 }
 
 
@@ -129,14 +135,19 @@ def test_body_trickle_is_cut_off_by_the_body_deadline(server: ScepCaServer) -> N
     assert metric(server, "scep_ca_connections_timed_out_total", phase="body", worker="0") >= 1
 
 
+def healthz_on(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+    """GET /healthz on a keep-alive connection, its answer read."""
+    conn.request("GET", "/healthz")
+    resp = conn.getresponse()
+    resp.read()
+    return resp
+
+
 def test_keep_alive_connection_serves_a_second_request_then_idles_out(server: ScepCaServer) -> None:
     conn = http.client.HTTPConnection(clients.LOOPBACK, server.port, timeout=10)
     try:
         for _ in range(2):
-            conn.request("GET", "/healthz")
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 200
+            assert healthz_on(conn).status == 200
             time.sleep(KEEPALIVE_TIMEOUT - 1.5)  # within the keep-alive window: the same connection
         sock = conn.sock
         assert sock is not None
@@ -347,3 +358,213 @@ def test_unparseable_requests_are_400_and_one_log_line(server: ScepCaServer) -> 
     log = server.log(mark)
     assert log.count("unparseable HTTP request from 127.0.0.1 answered 400") == 2, log
     assert "Traceback" not in log and "AAAAAAAA" not in log, log
+
+
+# -- answers nobody reads, pipelining ---------------------------------------------------------
+
+WRITE_TIMEOUT = 2
+
+
+def _pipeline_unread(server: ScepCaServer, path: str, count: int) -> socket.socket:
+    """A connection that sends ``count`` pipelined GETs of ``path`` and never reads an answer.
+
+    Its receive buffer is made small, so that the answers stay in the server's buffers.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((clients.LOOPBACK, server.port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: scep\r\n\r\n".encode() * count)
+    return sock
+
+
+def test_clients_that_never_read_their_answers_are_cut_off_by_the_write_deadline(tmp_path: Path) -> None:
+    """As many never-reading pipelining connections as server.max_connections: after the
+    write deadline a fresh client is served again, and each stalled write is counted.
+
+    Each connection asks for more than the kernel's socket buffers take (net.ipv4.tcp_wmem
+    allows 4 MiB), so aiohttp waits for the buffer to drain, which it never does.
+    Also: the "listening on" line names the bind address, not only the public URL.
+    """
+    held_count = 4
+    config = {
+        "server": {
+            **NET,
+            "max_connections": held_count,
+            "write_timeout_seconds": WRITE_TIMEOUT,
+            "max_pipelined_requests": 10_000,  # the write deadline alone must free the connections
+            "public_url": "https://scep.example.test",
+        }
+    }
+    with ScepCaServer(tmp_path / "unread", config) as server:
+        assert server.wait_log(
+            rf"scep-ca listening on http://127\.0\.0\.1:{server.port} \(public URL https://scep\.example\.test\)"
+        )
+        with urllib.request.urlopen(f"{server.base_url}/metrics", timeout=5) as resp:
+            answer_size = len(resp.read())  # the largest answer a loopback client gets (>10 kB)
+        count = 6 * 1024 * 1024 // answer_size + 100
+        before = metric(server, "scep_ca_connections_timed_out_total", phase="write", worker="0")
+        held = [_pipeline_unread(server, "/metrics", count) for _ in range(held_count)]
+        try:
+            time.sleep(0.5)
+            with pytest.raises(OSError):  # every slot is held: a fresh client is closed at once
+                healthz(server)
+            # Answering thousands of requests takes a while on a busy machine; then the deadline.
+            deadline = time.monotonic() + WRITE_TIMEOUT + KEEPALIVE_TIMEOUT + 10
+            while True:
+                try:
+                    assert healthz(server) == 200
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the never-reading connections still hold every slot"
+                    time.sleep(0.2)
+        finally:
+            for sock in held:
+                sock.close()
+        assert metric(server, "scep_ca_connections_timed_out_total", phase="write", worker="0") == before + held_count
+        assert "Traceback" not in server.log()
+
+
+def _read_until_closed(sock: socket.socket, limit: float = 10.0) -> bytes:
+    sock.settimeout(limit)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_run_of_pipelined_requests_is_capped(server: ScepCaServer) -> None:
+    """max_pipelined_requests is 5: eight pipelined requests get five answers, the fifth with
+    Connection: close; requests sent one after another's answer are not capped."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: scep\r\n\r\n" * 8)
+        started = time.monotonic()
+        answers = _read_until_closed(sock)
+    assert answers.count(b"HTTP/1.1 200 OK") == 5, answers
+    assert time.monotonic() - started < KEEPALIVE_TIMEOUT, "closed by the cap, not by the keep-alive deadline"
+    last_head = answers.rsplit(b"HTTP/1.1 200 OK", 1)[1].split(b"\r\n\r\n", 1)[0].lower()
+    assert b"connection: close" in last_head, answers
+    conn = http.client.HTTPConnection(clients.LOOPBACK, server.port, timeout=10)
+    try:
+        for _ in range(8):
+            resp = healthz_on(conn)
+            assert resp.status == 200 and not resp.will_close
+    finally:
+        conn.close()
+
+
+# -- head size ---------------------------------------------------------------------------------
+
+
+def _answer_status(server: ScepCaServer, request: bytes) -> bytes:
+    with connect(server) as sock:
+        sock.sendall(request)
+        return sock.recv(64).split(b" ", 2)[1]
+
+
+def test_a_header_field_over_its_cap_is_400_while_the_request_line_keeps_its_own(server: ScepCaServer) -> None:
+    mark = server.log_mark()
+    long_line = b"GET /healthz?pad=" + b"a" * 15_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert _answer_status(server, long_line) == b"200"
+    big_field = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 10_000 + b"\r\n\r\n"
+    assert _answer_status(server, big_field) == b"400"
+    line = server.wait_log(r"unparseable HTTP request from 127\.0\.0\.1 answered 400[^\n]*", since=mark)
+    log = server.log(mark)
+    assert "Traceback" not in log and "bbbbbbbb" not in log, line
+
+
+def test_a_head_over_the_total_cap_is_431_and_one_log_line(server: ScepCaServer) -> None:
+    """Six 7,000-byte header fields: each under max_header_field_bytes, together over max_head_bytes."""
+    mark = server.log_mark()
+    fields = b"".join(b"X-Pad-%d: " % i + b"c" * 7_000 + b"\r\n" for i in range(6))
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+    with connect(server) as sock:
+        sock.sendall(request)
+        answer = _read_until_closed(sock, limit=HEADER_TIMEOUT + SLACK)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:100]
+    assert answer.endswith(b"\r\n\r\nrequest head too large\n"), answer
+    server.wait_log(r"request head from 127\.0\.0\.1 over server\.max_head_bytes", since=mark)
+    log = server.log(mark)
+    assert "Traceback" not in log and "ccccccc" not in log, log
+    assert healthz(server) == 200
+
+
+# -- TLS 1.2 cipher suites -------------------------------------------------------------------
+
+
+def _tls12_handshake(port: int, ciphers: str) -> str:
+    """Handshake offering TLS 1.2 with ``ciphers`` only; the suite the server chose."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    with context.wrap_socket(socket.create_connection((clients.LOOPBACK, port), timeout=5)) as tls:
+        cipher = tls.cipher()
+        assert cipher is not None and tls.version() == "TLSv1.2"
+        return cipher[0]
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-RSA-AES128-SHA256", "ECDHE-RSA-AES256-SHA384"])
+def test_tls12_refuses_cbc_and_non_forward_secret_suites(tls_server: tuple[int, ssl.SSLContext], suite: str) -> None:
+    port, _ = tls_server
+    with pytest.raises(ssl.SSLError, match=r"HANDSHAKE_FAILURE|NO_SHARED_CIPHER|UNEXPECTED_EOF"):
+        _tls12_handshake(port, suite)
+
+
+@pytest.mark.parametrize(
+    "suite", ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"]
+)
+def test_tls12_accepts_ecdhe_aead_suites_and_tls13_is_unchanged(
+    tls_server: tuple[int, ssl.SSLContext], suite: str
+) -> None:
+    port, context = tls_server
+    assert _tls12_handshake(port, suite) == suite
+    with context.wrap_socket(
+        socket.create_connection((clients.LOOPBACK, port), timeout=5), server_hostname="127.0.0.1"
+    ) as tls:
+        assert tls.version() == "TLSv1.3"
+
+
+def test_the_head_cap_counts_across_reads_and_stops_at_the_blank_line(server: ScepCaServer) -> None:
+    """A head whose blank line straddles two reads is complete (the body after it is not head);
+    a head over the cap sent in pieces is refused all the same."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"d" * 7_000 + b"\r\n\r")
+        time.sleep(0.3)
+        sock.sendall(b"\n")
+        assert sock.recv(64).split(b" ", 2)[1] == b"200"
+    integration = server.create_integration("net-head-body")
+    body = b"\x30" * 40_000  # more than max_head_bytes, after a small head: not counted as head
+    head = (
+        f"POST /scep/{integration['id']}?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\n"
+        f"Content-Type: application/x-pki-message\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with connect(server) as sock:
+        sock.sendall(head + body)
+        assert sock.recv(64).split(b" ", 2)[1] not in (b"431", b"500")
+    with connect(server) as sock:
+        for i in range(6):
+            sock.sendall(b"X-Pad-%d: " % i + b"e" * 7_000 + b"\r\n" if i else b"GET /healthz HTTP/1.1\r\n")
+            time.sleep(0.1)
+        sock.sendall(b"X-Last: " + b"e" * 7_000 + b"\r\n\r\n")
+        assert sock.recv(64).split(b" ", 2)[1] == b"431"
+
+
+def test_a_pipelined_head_over_the_cap_is_431_too(server: ScepCaServer) -> None:
+    """A small request, and behind it in the same write a head over max_head_bytes: the first
+    is answered, the second refused (aiohttp alone would parse and queue it)."""
+    fields = b"".join(b"X-Pad-%d: " % i + b"f" * 7_000 + b"\r\n" for i in range(6))
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+        )
+        answers = _read_until_closed(sock, limit=HEADER_TIMEOUT + SLACK)
+    assert answers.startswith(b"HTTP/1.1 200 OK\r\n"), answers[:100]
+    assert answers.count(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") == 1, answers

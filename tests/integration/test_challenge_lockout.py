@@ -105,7 +105,8 @@ async def test_cancelled_check_still_counts(make_env: EnvFactory) -> None:
         await task
     # Counted as the window's one failure: the next attempt trips the lock (not "busy", 1 s).
     locked = await basic(env, env.a.username, env.a_password)
-    assert (locked.status, dict(locked.headers)["Retry-After"]) == (429, "120")
+    assert locked.status == 429, "the second address of the /64 spent the same budget"
+    assert dict(locked.headers)["Retry-After"] == "120"
 
 
 # -- the scrypt gate --------------------------------------------------------------------------
@@ -164,6 +165,25 @@ async def test_random_user_names_share_one_row_per_address(
     assert (await basic(env, env.a.username, env.a_password, "192.0.2.9")).status == 200
     assert (await basic(env, "one-more", "pw", LOOPBACK)).status == 401, "another address has its own budget"
     assert throttle_rows(await store_path(env)) == 2
+
+
+async def test_ipv6_addresses_in_one_64_share_a_budget(make_env: EnvFactory) -> None:
+    """Two addresses of one /64 spend one budget, for the integration's user and for unknown
+    names; an address in the next /64 has its own."""
+    env = await make_env(ChallengeConfig(lockout_failures=2, lockout_seconds=120), a_basic=True)
+    first, second, other = "2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:3::1"
+    assert (await basic(env, env.a.username, "wrong", first)).status == 401
+    assert (await basic(env, env.a.username, "wrong", second)).status == 401
+    locked = await basic(env, env.a.username, env.a_password, first)
+    assert locked.status == 429, "the second address of the /64 spent the same budget"
+    assert dict(locked.headers)["Retry-After"] == "120"
+    assert (await basic(env, env.a.username, env.a_password, second)).status == 429
+    assert (await basic(env, env.a.username, env.a_password, other)).status == 200
+    rows = throttle_rows(await store_path(env))
+    for address in (first, second):
+        assert (await basic(env, "nobody", "pw", address)).status == 401
+    assert (await basic(env, "somebody", "pw", "2001:db8:1:2::77")).status == 429
+    assert throttle_rows(await store_path(env)) == rows + 1, "one row for the /64's unknown names"
 
 
 async def test_unknown_user_names_over_ntlm_share_the_address_budget(make_env: EnvFactory) -> None:

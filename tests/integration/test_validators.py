@@ -81,7 +81,7 @@ async def make_env(
         store = open_store(config)
         app = build_app(config, shared_ca[1], store)
         # As run_server sets them: room for a GET query carrying a multi-kilobyte challenge.
-        limits = {"max_line_size": config.server.max_line_bytes, "max_field_size": config.server.max_line_bytes}
+        limits = {"max_line_size": config.server.max_line_bytes, "max_field_size": config.server.max_header_field_bytes}
         server = TestServer(app, host="127.0.0.1")
         await server.start_server(**limits)
         client = await aiohttp_client(server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.clients import Client, TrustedProxies, is_loopback_host, parse_address, parse_networks
+from config.clients import Client, TrustedProxies, is_loopback_host, is_proxy_header, parse_address, parse_networks
 
 NGINX = TrustedProxies.parse(["127.0.0.1", "::1"])
 CHAIN = TrustedProxies.parse(["10.0.0.0/8", "2001:db8:1::/48"])
@@ -122,3 +122,29 @@ def test_parse_networks() -> None:
 )
 def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Forwarded",
+        "x-forwarded-for",
+        "X-Forwarded-Host",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Port",
+        "X-Forwarded-Anything",
+        "X-Real-IP",
+        "Client-IP",
+        "True-Client-IP",
+        "CF-Connecting-IP",
+        "X-Envoy-External-Address",
+        "Via",
+    ],
+)
+def test_forwarding_headers_are_proxy_headers(name: str) -> None:
+    assert is_proxy_header(name)
+
+
+@pytest.mark.parametrize("name", ["Host", "User-Agent", "Authorization", "X-Forwarded", "Forwarded-X", "Content-Type"])
+def test_other_headers_are_not(name: str) -> None:
+    assert not is_proxy_header(name)

@@ -267,6 +267,10 @@ def test_trusted_proxies_from_yaml_list_and_env(tmp_path: Path) -> None:
         ("server:\n  body_timeout_seconds: -1\n", "server.body_timeout_seconds"),
         ("server:\n  keepalive_timeout_seconds: 0\n", "server.keepalive_timeout_seconds"),
         ("server:\n  max_connections: -1\n", "server.max_connections"),
+        ("server:\n  write_timeout_seconds: 0\n", "server.write_timeout_seconds"),
+        ("server:\n  max_pipelined_requests: 0\n", "server.max_pipelined_requests"),
+        ("server:\n  max_header_field_bytes: 0\n", "server.max_header_field_bytes"),
+        ("server:\n  max_head_bytes: 1000\n", "server.max_head_bytes"),  # below max_line_bytes
     ],
 )
 def test_server_network_settings_are_validated(tmp_path: Path, text: str, key: str) -> None:
@@ -290,3 +294,12 @@ def test_network_defaults() -> None:
         15,
     )
     assert server.max_connections == 0 and server.metrics_token is None
+    assert (server.write_timeout_seconds, server.max_pipelined_requests) == (30, 16)
+    # The request line keeps 96 KiB (Intune's GETs); header fields and the whole head are capped apart.
+    assert (server.max_line_bytes, server.max_header_field_bytes, server.max_head_bytes) == (98_304, 8_192, 131_072)
+
+
+def test_new_network_settings_from_the_environment() -> None:
+    env = {"SCEP_CA_SERVER_WRITE_TIMEOUT_SECONDS": "5", "SCEP_CA_SERVER_MAX_HEAD_BYTES": "200000"}
+    server = load_config(None, env, {}).server
+    assert (server.write_timeout_seconds, server.max_head_bytes) == (5, 200_000)
