@@ -121,3 +121,45 @@ class WebhookReceiver:
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         return web.json_response({"allow": self.allow})
+
+
+@dataclass
+class SegmentedAnswer:
+    """A raw HTTP/1.1 server that writes one answer in several TCP segments, pausing between them.
+
+    ``body`` goes out in ``segments`` pieces (each flushed, then ``pause`` seconds), with
+    Content-Length when ``declare_length`` is set, else delimited by closing the connection.
+    """
+
+    body: bytes
+    segments: int = 4
+    pause: float = 0.05
+    declare_length: bool = True
+    requests: int = 0
+
+    async def start(self) -> tuple[asyncio.Server, str]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        return server, f"http://127.0.0.1:{port}/"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        self.requests += 1
+        fields = [b"HTTP/1.1 200 OK", b"Content-Type: application/json", b"Connection: close"]
+        if self.declare_length:
+            fields.append(b"Content-Length: %d" % len(self.body))
+        writer.write(b"\r\n".join(fields) + b"\r\n\r\n")
+        await writer.drain()
+        step = -(-len(self.body) // self.segments)
+        for start in range(0, len(self.body), step):
+            await asyncio.sleep(self.pause)
+            writer.write(self.body[start : start + step])
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
