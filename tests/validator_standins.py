@@ -9,16 +9,84 @@ service discovery and the three ScepActions, recording every call in order.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 CLIENT_SECRET = "s3cr3t~client~value"
+
+
+@dataclass(frozen=True)
+class StandInTls:
+    """A test CA and a certificate for 127.0.0.1 signed by it: the stand-ins serve https.
+
+    ``ca_file`` is what ``intune.ca_file`` names; ``pin`` is the SHA-256 of the server's
+    certificate (hex), what a webhook integration's ``tls_pin_sha256`` holds.
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    pin: str
+
+    @classmethod
+    def create(cls, directory: Path, host: str = "127.0.0.1") -> StandInTls:
+        now = dt.datetime.now(dt.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "stand-in test CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(*[False] * 5, True, True, False, False), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        tls = cls(directory / "standin-ca.pem", directory / "standin.pem", directory / "standin.key", "")
+        tls.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        tls.cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        tls.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        pin = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+        return cls(tls.ca_file, tls.cert_file, tls.key_file, pin)
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 @dataclass

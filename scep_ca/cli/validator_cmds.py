@@ -22,7 +22,6 @@ from scep_ca.services.validators.settings import (
     IntuneSettings,
     SettingsError,
     WebhookSettings,
-    check_webhook_url,
     dump_intune,
     dump_webhook,
     encrypt_secret,
@@ -55,8 +54,12 @@ def add_create_arguments(c: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"read the client secret from standard input (else from {INTUNE_SECRET_ENV})",
     )
-    c.add_argument("--webhook-url", help="validation webhook: https://, or http:// to loopback (webhook)")
+    c.add_argument("--webhook-url", help="validation webhook, https:// (webhook)")
     c.add_argument("--webhook-notify-url", help="optional webhook told about each issued certificate (webhook)")
+    c.add_argument(
+        "--webhook-pin-sha256",
+        help="SHA-256 (hex) of the receiver's TLS certificate, trusted instead of the system's CAs (webhook)",
+    )
 
 
 def _intune_secret(args: argparse.Namespace) -> str:
@@ -71,11 +74,12 @@ def _intune_secret(args: argparse.Namespace) -> str:
     return secret
 
 
-def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
-    """Check the options of the chosen validator; the secret is encrypted before anything is stored."""
+def validator_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
+    """Check the options of the chosen validator; the secret is encrypted, bound to the
+    integration's id, before anything is stored."""
     kind = args.validator
     intune_opts = (args.intune_tenant, args.intune_client_id, args.intune_client_secret_stdin or None)
-    webhook_opts = (args.webhook_url, args.webhook_notify_url)
+    webhook_opts = (args.webhook_url, args.webhook_notify_url, args.webhook_pin_sha256)
     if kind != "intune" and any(intune_opts):
         raise CliError("--intune-* options need --validator intune")
     if kind != "webhook" and any(webhook_opts):
@@ -92,21 +96,21 @@ def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorField
         secret = _intune_secret(args)
         settings = IntuneSettings(tenant=args.intune_tenant, client_id=args.intune_client_id)
         return ValidatorFields(
-            kind, dump_intune(settings), encrypt_secret(key, secret.encode("utf-8")), INTUNE_SAN_TYPES
+            kind, dump_intune(settings), encrypt_secret(key, integration_id, secret.encode("utf-8")), INTUNE_SAN_TYPES
         )
     if not args.webhook_url:
         raise CliError("--validator webhook needs --webhook-url")
+    pin = args.webhook_pin_sha256.replace(":", "").lower() if args.webhook_pin_sha256 else None
+    settings_w = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url, tls_pin_sha256=pin)
     try:
-        check_webhook_url(args.webhook_url)
-        if args.webhook_notify_url:
-            check_webhook_url(args.webhook_notify_url)
+        # The stored form read back: the same checks as when the server loads it.
+        webhook_settings(dump_webhook(settings_w))
     except SettingsError as exc:
         raise CliError(str(exc)) from exc
     hmac_key = secrets.token_bytes(SECRET_BYTES)
     shown = base64.b64encode(hmac_key).decode("ascii")
-    settings_w = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url)
     return ValidatorFields(
-        kind, dump_webhook(settings_w), encrypt_secret(key, hmac_key), (), (("webhook_secret", shown),)
+        kind, dump_webhook(settings_w), encrypt_secret(key, integration_id, hmac_key), (), (("webhook_secret", shown),)
     )
 
 
@@ -119,7 +123,7 @@ def describe_validator(integration: Integration) -> dict[str, object]:
             info.update(intune_tenant=s.tenant, intune_client_id=s.client_id)
         elif integration.validator == "webhook":
             w = webhook_settings(integration.validator_settings)
-            info.update(webhook_url=w.url, webhook_notify_url=w.notify_url)
+            info.update(webhook_url=w.url, webhook_notify_url=w.notify_url, webhook_pin_sha256=w.tls_pin_sha256)
     except SettingsError as exc:
         info["validator_problem"] = str(exc)
     if integration.allowed_san_types:
@@ -139,7 +143,7 @@ async def _test_validator(config: Config, args: argparse.Namespace) -> int:
         config.intune, config.webhook, load_or_create_secret_key(config.data_dir), ca.cert.subject.rfc4514_string()
     )
     try:
-        validator = validators.for_integration(integration)
+        validator = validators.unbounded(integration)
         if isinstance(validator, Misconfigured):
             raise CliError(f"validator unusable: {validator.problem}")
         assert isinstance(validator, IntuneValidator | WebhookValidator)

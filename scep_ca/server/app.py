@@ -117,7 +117,9 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     app.cleanup_ctx.append(store_ctx)
     tls = ssl_context(config) is not None
     secret_key = load_or_create_secret_key(config.data_dir)
-    validators = Validators(config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string())
+    validators = Validators(
+        config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string(), limits=config.validators
+    )
 
     async def validators_ctx(app: web.Application) -> AsyncIterator[None]:
         yield

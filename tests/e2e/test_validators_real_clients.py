@@ -29,6 +29,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import urllib.parse
@@ -53,7 +54,7 @@ from tests.e2e import clients
 from tests.e2e.clients import Certmonger, run_scepclient
 from tests.e2e.conftest import DEFAULT_SUBJECT, SCEP_CA
 from tests.e2e.test_revocation_real_clients import ocsp_status
-from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, WebhookReceiver
+from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, StandInTls, WebhookReceiver
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import ScepCaServer, ScepCaServerFactory
@@ -89,19 +90,19 @@ class LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
-    def serve_app(self, app: web.Application) -> str:
-        """Serve ``app`` on a socket bound here (no port race); returns its base URL."""
+    def serve_app(self, app: web.Application, tls: ssl.SSLContext) -> str:
+        """Serve ``app`` over https on a socket bound here (no port race); returns its base URL."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind((clients.LOOPBACK, 0))
         runner = web.AppRunner(app, access_log=None)
 
         async def start() -> None:
             await runner.setup()
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=tls).start()
 
         self.run(start())
         self._cleanups.append(runner.cleanup)
-        return f"http://{clients.LOOPBACK}:{sock.getsockname()[1]}"
+        return f"https://{clients.LOOPBACK}:{sock.getsockname()[1]}"
 
     def relay(self, target_port: int) -> RequestLineRelay:
         relay = RequestLineRelay(target_port)
@@ -171,28 +172,36 @@ class Rig:
     webhook: WebhookReceiver
     webhook_url: str
     loop: LoopThread
+    # SHA-256 of the webhook receiver's certificate, for --webhook-pin-sha256.
+    webhook_pin: str
 
 
 @pytest.fixture(scope="module")
-def rig_base(scep_ca_module_server_factory: ScepCaServerFactory) -> Iterator[Rig]:
+def rig_base(
+    scep_ca_module_server_factory: ScepCaServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Rig]:
     intune = IntuneStandIn()
     # The HMAC key is set per test from what `integration create --validator webhook` printed.
     webhook = WebhookReceiver(secret=b"")
+    # Both stand-ins serve https with a certificate of a test CA: Intune's is trusted through
+    # intune.ca_file, the webhook receiver's is pinned by the integration.
+    tls = StandInTls.create(tmp_path_factory.mktemp("standin-tls"))
     with LoopThread() as loop:
-        intune.base = loop.serve_app(intune.app())
-        webhook_url = loop.serve_app(webhook.app())
+        intune.base = loop.serve_app(intune.app(), tls.server_context())
+        webhook_url = loop.serve_app(webhook.app(), tls.server_context())
         server = scep_ca_module_server_factory(
             server={"workers": 1},
             intune={
                 "login_url": f"{intune.base}/",
                 "graph_url": f"{intune.base}/",
                 "timeout_seconds": 10,
+                "ca_file": str(tls.ca_file),
             },
             webhook={"timeout_seconds": 10},
             # DEBUG, so that the "nothing secret in the log" checks see everything the server says.
             log={"level": "DEBUG"},
         )
-        yield Rig(server, intune, webhook, f"{webhook_url}/scepchallenge", loop)
+        yield Rig(server, intune, webhook, f"{webhook_url}/scepchallenge", loop, tls.pin)
         server.stop()
 
 
@@ -473,7 +482,14 @@ def test_webhook_with_scepclient(rig: Rig, tmp_path: Path, allow: bool) -> None:
     server = rig.server
     rig.webhook.allow = allow
     integration = create_integration(
-        server, f"webhook-{'allow' if allow else 'deny'}", "--validator", "webhook", "--webhook-url", rig.webhook_url
+        server,
+        f"webhook-{'allow' if allow else 'deny'}",
+        "--validator",
+        "webhook",
+        "--webhook-url",
+        rig.webhook_url,
+        "--webhook-pin-sha256",
+        rig.webhook_pin,
     )
     secret = integration["webhook_secret"]
     rig.webhook.secret = base64.b64decode(secret)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config, load_config
@@ -35,7 +37,7 @@ from scep_ca.services.validators.settings import (
 )
 from store.base import CertificateFilter, Store
 from store.factory import open_store
-from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, WebhookReceiver
+from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, StandInTls, WebhookReceiver
 
 SID_URI = f"{INTUNE_SID_URI_PREFIX}S-1-12-1-1111111111-2222222222-3333333333-4444444444"
 # Intune's challenge: an opaque signed and encrypted blob of several kilobytes.
@@ -55,13 +57,19 @@ class Env:
 EnvFactory = Callable[..., Awaitable[Env]]
 
 
+@pytest.fixture(scope="module")
+def standin_tls(tmp_path_factory: pytest.TempPathFactory) -> StandInTls:
+    return StandInTls.create(tmp_path_factory.mktemp("standin-tls"))
+
+
 @pytest.fixture
-async def standin_server() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+async def standin_server(standin_tls: StandInTls) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Starts a stand-in over https (certificate from ``standin_tls``'s CA); returns its base URL."""
     servers: list[TestServer] = []
 
     async def start(app: object) -> str:
         server = TestServer(app, host="127.0.0.1")  # type: ignore[arg-type]
-        await server.start_server()
+        await server.start_server(ssl=standin_tls.server_context())
         servers.append(server)
         return str(server.make_url("")).rstrip("/")
 
@@ -74,10 +82,16 @@ async def standin_server() -> AsyncIterator[Callable[..., Awaitable[str]]]:
 async def make_env(
     tmp_path: Path,
     shared_ca: tuple[Path, CAIdentity],
+    standin_tls: StandInTls,
     aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
 ) -> EnvFactory:
-    async def factory(kind: str, settings: str, secret: bytes, overrides: dict[str, object]) -> Env:
-        config = load_config(None, {}, {"data_dir": str(tmp_path), **overrides})
+    async def factory(
+        kind: str, settings: str, secret: bytes, overrides: dict[str, object], integration_id: str = "intune1"
+    ) -> Env:
+        # The stand-ins' CA is trusted for Intune; webhooks pin the stand-in's certificate.
+        # Waits for a validator slot stay below the tests' short call timeouts.
+        defaults = {"intune.ca_file": str(standin_tls.ca_file), "validators.queue_seconds": 0.5}
+        config = load_config(None, {}, {"data_dir": str(tmp_path), **defaults, **overrides})
         store = open_store(config)
         app = build_app(config, shared_ca[1], store)
         # As run_server sets them: room for a GET query carrying a multi-kilobyte challenge.
@@ -87,15 +101,15 @@ async def make_env(
         client = await aiohttp_client(server)
         key = load_or_create_secret_key(tmp_path)
         integration = Integration(
-            id="intune1",
-            name="intune1",
+            id=integration_id,
+            name=integration_id,
             subject_template="CN=$USERID$",
             created_at=dt.datetime.now(dt.UTC),
             validity_days=365,
             username="scep-intune1",
             validator=kind,
             validator_settings=settings,
-            validator_secret_encrypted=encrypt_secret(key, secret),
+            validator_secret_encrypted=encrypt_secret(key, integration_id, secret),
             allowed_san_types=INTUNE_SAN_TYPES if kind == "intune" else (),
         )
         await store.create_integration(integration)
@@ -218,7 +232,7 @@ async def test_intune_failed_success_notification_leaves_no_valid_certificate(
 
 async def test_intune_down_is_bad_request_not_500(make_env: EnvFactory, caplog: pytest.LogCaptureFixture) -> None:
     # Nothing listens on port 9 of loopback: the token call fails (and is retried once).
-    overrides = {"intune.login_url": "http://127.0.0.1:9/", "intune.graph_url": "http://127.0.0.1:9/"}
+    overrides = {"intune.login_url": "https://127.0.0.1:9/", "intune.graph_url": "https://127.0.0.1:9/"}
     settings = dump_intune(IntuneSettings(tenant=TENANT, client_id=CLIENT_ID))
     env = await make_env("intune", settings, CLIENT_SECRET.encode(), overrides)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -245,20 +259,24 @@ async def test_intune_timeout_is_bad_request(
 
 
 async def _webhook_env(
-    make_env: EnvFactory, start: Callable[..., Awaitable[str]], receiver: WebhookReceiver, secret: bytes
+    make_env: EnvFactory,
+    start: Callable[..., Awaitable[str]],
+    receiver: WebhookReceiver,
+    secret: bytes,
+    pin: str | None,
 ) -> Env:
     base = await start(receiver.app())
-    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge"))
+    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=pin))
     return await make_env("webhook", settings, secret, {"webhook.timeout_seconds": 1})
 
 
 @pytest.mark.parametrize("allow", [True, False])
 async def test_webhook_allow_and_deny(
-    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], allow: bool
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], standin_tls: StandInTls, allow: bool
 ) -> None:
     secret = os.urandom(32)
     receiver = WebhookReceiver(secret=secret, allow=allow)
-    env = await _webhook_env(make_env, standin_server, receiver, secret)
+    env = await _webhook_env(make_env, standin_server, receiver, secret, standin_tls.pin)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     csr = _device_csr(key, "hook-challenge")
     reply = await _pkcs_req(env, key, csr, "TID-HOOK")
@@ -281,10 +299,10 @@ async def test_webhook_allow_and_deny(
 
 
 async def test_webhook_receiver_detects_a_wrong_secret(
-    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]]
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], standin_tls: StandInTls
 ) -> None:
     receiver = WebhookReceiver(secret=os.urandom(32))
-    env = await _webhook_env(make_env, standin_server, receiver, os.urandom(32))
+    env = await _webhook_env(make_env, standin_server, receiver, os.urandom(32), standin_tls.pin)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     reply = await _pkcs_req(env, key, _device_csr(key, "x"), "TID-WRONG")
     assert receiver.bad_signatures == 1 and receiver.seen == []
@@ -293,11 +311,14 @@ async def test_webhook_receiver_detects_a_wrong_secret(
 
 
 async def test_webhook_slow_receiver_times_out_into_a_refusal(
-    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], caplog: pytest.LogCaptureFixture
+    make_env: EnvFactory,
+    standin_server: Callable[..., Awaitable[str]],
+    standin_tls: StandInTls,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     secret = os.urandom(32)
     receiver = WebhookReceiver(secret=secret, delay_seconds=3)
-    env = await _webhook_env(make_env, standin_server, receiver, secret)
+    env = await _webhook_env(make_env, standin_server, receiver, secret, standin_tls.pin)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     reply = await _pkcs_req(env, key, _device_csr(key, "x"), "TID-SLOW")
     assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
@@ -305,3 +326,140 @@ async def test_webhook_slow_receiver_times_out_into_a_refusal(
     assert await env.store.count_certificates() == 0
     assert "webhook unavailable: timed out" in caplog.text
     assert base64.b64encode(secret).decode() not in caplog.text
+
+
+# --- https only, pinned receivers, discovered endpoints (issue 17 items 8 and 14) ---------------
+
+
+async def test_webhook_pinned_over_https_is_accepted(
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], standin_tls: StandInTls
+) -> None:
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    env = await _webhook_env(make_env, standin_server, receiver, secret, standin_tls.pin)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    reply = await _pkcs_req(env, key, _device_csr(key, "pinned"), "TID-PINNED")
+    assert reply.status is PKIStatus.SUCCESS, reply.fail_text
+    assert len(receiver.seen) == 1
+
+
+@pytest.mark.parametrize("pin", ["wrong", None], ids=["wrong-pin", "unpinned-untrusted"])
+async def test_webhook_with_an_unverified_certificate_is_never_called(
+    make_env: EnvFactory,
+    standin_server: Callable[..., Awaitable[str]],
+    caplog: pytest.LogCaptureFixture,
+    pin: str | None,
+) -> None:
+    # Another certificate's pin, or no pin and a receiver whose CA the system does not trust:
+    # the TLS handshake fails before the challenge is sent.
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    env = await _webhook_env(make_env, standin_server, receiver, secret, "ab" * 32 if pin else None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    reply = await _pkcs_req(env, key, _device_csr(key, "x"), "TID-UNVERIFIED")
+    assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert reply.fail_text == "the request could not be validated by the integration's webhook"
+    assert receiver.seen == [] and receiver.bad_signatures == 0
+    assert await env.store.count_certificates() == 0
+    assert await env.store.get_transaction(env.integration.id, "TID-UNVERIFIED") is None
+    expected = "ServerFingerprintMismatch" if pin else "ClientConnectorCertificateError"
+    assert f"webhook unavailable: {expected}" in caplog.text
+
+
+async def test_webhook_over_plain_http_to_loopback_is_refused(
+    make_env: EnvFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A row stored before https was required: whoever holds the loopback port could read the
+    # challenge and answer allow. The receiver is never called.
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    server = TestServer(receiver.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        settings = dump_webhook(WebhookSettings(url=f"{str(server.make_url('')).rstrip('/')}/scepchallenge"))
+        env = await make_env("webhook", settings, secret, {"webhook.timeout_seconds": 1})
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        reply = await _pkcs_req(env, key, _device_csr(key, "x"), "TID-PLAIN")
+    finally:
+        await server.close()
+    assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert reply.fail_text == "the integration's validator is misconfigured"
+    assert receiver.seen == [] and receiver.bad_signatures == 0
+    assert await env.store.count_certificates() == 0
+    assert "a webhook URL must be https://" in caplog.text
+
+
+async def test_intune_discovery_naming_a_plain_http_endpoint_is_not_called(
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]]
+) -> None:
+    standin = IntuneStandIn()
+    env = await _intune_env(make_env, standin_server, standin)
+    standin.base = standin.base.replace("https://", "http://")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    reply = await _pkcs_req(env, key, _device_csr(key, BLOB), "TID-PLAIN-ENDPOINT")
+    assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert "validateRequest" not in standin.names()
+    assert await env.store.count_certificates() == 0
+
+
+# --- validator secrets bound to their integration (issue 17 item 14) ---------------------------
+
+
+async def test_a_secret_copied_to_another_integration_does_not_decrypt(
+    make_env: EnvFactory,
+    standin_server: Callable[..., Awaitable[str]],
+    standin_tls: StandInTls,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    base = await standin_server(receiver.app())
+    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
+    env = await make_env("webhook", settings, secret, {"webhook.timeout_seconds": 1}, integration_id="hookA")
+    # hookB's row carries hookA's encrypted secret, as an attacker with write access to the
+    # store (or a careless copy) would put it there.
+    copied = dataclasses.replace(env.integration, id="hookB", name="hookB", username="scep-hookB")
+    await env.store.create_integration(copied)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = _device_csr(key, "x")
+    signer = self_signed_signer(key)
+    req = build_request(csr, signer_cert=signer, signer_key=key, recipient=env.ca.encryption_cert, transaction_id="T")
+    resp = await env.client.post("/scep/hookB?operation=PKIOperation", data=req.der)
+    reply = open_reply(await resp.read(), signer, key)
+    assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+    assert reply.fail_text == "the integration's validator is misconfigured"
+    assert receiver.seen == []
+    assert await env.store.count_certificates() == 0
+    assert "does not decrypt with this server's secret key for this integration" in caplog.text
+    # The same blob still works where it belongs.
+    assert (await _pkcs_req(env, key, csr, "T2")).status is PKIStatus.SUCCESS
+
+
+async def test_a_secret_encrypted_before_binding_still_works_and_is_flagged(
+    make_env: EnvFactory,
+    standin_server: Callable[..., Awaitable[str]],
+    standin_tls: StandInTls,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Fallback, not migration: a version 1 blob (nonce + AES-GCM under the old associated
+    # data, no integration id) decrypts, with a warning to re-create the integration.
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    base = await standin_server(receiver.app())
+    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
+    env = await make_env("webhook", settings, secret, {"webhook.timeout_seconds": 1}, integration_id="legacy")
+    nonce = os.urandom(12)
+    key_bytes = load_or_create_secret_key(tmp_path)
+    v1 = nonce + AESGCM(key_bytes).encrypt(nonce, secret, b"scep-ca/validator-secret/v1")
+    legacy = dataclasses.replace(
+        env.integration, id="legacy2", name="legacy2", username="scep-l2", validator_secret_encrypted=v1
+    )
+    await env.store.create_integration(legacy)
+    env = dataclasses.replace(env, integration=legacy)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    reply = await _pkcs_req(env, key, _device_csr(key, "x"), "TID-LEGACY")
+    assert reply.status is PKIStatus.SUCCESS, reply.fail_text
+    assert receiver.bad_signatures == 0 and len(receiver.seen) == 1
+    assert "integration=legacy2 predates binding secrets to their integration" in caplog.text

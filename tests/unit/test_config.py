@@ -160,6 +160,20 @@ def test_override_string_values_are_converted() -> None:
         ({"log.level": "LOUD"}, "log.level"),
         ({"log.level": 10}, "log.level"),
         ({"data_dir": ""}, "data_dir"),
+        # The client secret and bearer tokens go there: https only (issue 17 item 14).
+        ({"intune.login_url": "http://login.microsoftonline.com/"}, "intune.login_url"),
+        ({"intune.graph_url": "http://127.0.0.1:8443/"}, "intune.graph_url"),
+        ({"intune.login_url": "https://login.microsoftonline.com"}, "intune.login_url"),
+        ({"intune.ca_file": "/nonexistent/ca.pem"}, "intune.ca_file"),
+        ({"validators.concurrency": 0}, "validators.concurrency"),
+        ({"validators.integration_rate": 0}, "validators.integration_rate"),
+        ({"validators.client_rate": -1}, "validators.client_rate"),
+        ({"validators.integration_burst": 0}, "validators.integration_burst"),
+        ({"validators.client_burst": 0}, "validators.client_burst"),
+        ({"validators.queue_seconds": 0}, "validators.queue_seconds"),
+        # The queue wait must stay below the call timeouts (10 s by default).
+        ({"validators.queue_seconds": 10}, "validators.queue_seconds"),
+        ({"webhook.timeout_seconds": 1, "validators.queue_seconds": 1.5}, "validators.queue_seconds"),
     ],
 )
 def test_validation_error_names_key(overrides: dict[str, object], key: str) -> None:

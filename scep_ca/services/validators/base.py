@@ -45,6 +45,16 @@ class Verdict:
 ALLOW = Verdict(True)
 
 
+class ValidatorBusy(Exception):
+    """Over a bound on the integration's outbound calls (gate.py): nothing was called or
+    recorded; the client is to retry after ``retry_after`` seconds (HTTP 503)."""
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class ConfirmationFailed(Exception):
     """The validator did not confirm an issued certificate: it must not be delivered."""
 

@@ -18,6 +18,7 @@ import asyncio
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -38,6 +39,16 @@ class HttpFailure(Exception):
 class HttpAnswer:
     status: int
     body: bytes
+
+
+def pinned(sha256_hex: str) -> TlsCheck:
+    """Trust exactly the server certificate whose DER has this SHA-256, whoever issued it."""
+    return aiohttp.Fingerprint(bytes.fromhex(sha256_hex))
+
+
+def trusting(ca_file: Path | None) -> TlsCheck:
+    """Trust the CA certificates in ``ca_file`` instead of the system's store; None: the system's."""
+    return None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
 
 
 def server_error(status: int) -> bool:
