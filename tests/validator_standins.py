@@ -170,6 +170,9 @@ class WebhookReceiver:
     delay_seconds: float = 0.0
     seen: list[dict[str, object]] = field(default_factory=list)
     bad_signatures: int = 0
+    # Calls being answered now, and the most there ever were at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -186,8 +189,13 @@ class WebhookReceiver:
                 {"allow": False, "error": {"code": "bad-signature", "message": "hmac"}}, status=401
             )
         self.seen.append({"webhook_id": request.headers.get("X-Smallstep-Webhook-ID"), **json.loads(raw)})
-        if self.delay_seconds:
-            await asyncio.sleep(self.delay_seconds)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_seconds:
+                await asyncio.sleep(self.delay_seconds)
+        finally:
+            self.in_flight -= 1
         return web.json_response({"allow": self.allow})
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
 import logging
 import os
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
@@ -463,3 +466,158 @@ async def test_a_secret_encrypted_before_binding_still_works_and_is_flagged(
     assert reply.status is PKIStatus.SUCCESS, reply.fail_text
     assert receiver.bad_signatures == 0 and len(receiver.seen) == 1
     assert "integration=legacy2 predates binding secrets to their integration" in caplog.text
+
+
+# --- bounds on validator calls (issue 17 item 5) -------------------------------------------------
+
+
+@dataclass
+class Hook:
+    """A webhook integration on the same server as ``env``, with its own receiver."""
+
+    integration: Integration
+    receiver: WebhookReceiver
+
+
+async def _second_webhook(
+    env: Env, start: Callable[..., Awaitable[str]], tls: StandInTls, data_dir: Path, integration_id: str
+) -> Hook:
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    base = await start(receiver.app())
+    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=tls.pin))
+    encrypted = encrypt_secret(load_or_create_secret_key(data_dir), integration_id, secret)
+    integration = dataclasses.replace(
+        env.integration,
+        id=integration_id,
+        name=integration_id,
+        username=f"scep-{integration_id}",
+        validator_settings=settings,
+        validator_secret_encrypted=encrypted,
+    )
+    await env.store.create_integration(integration)
+    return Hook(integration, receiver)
+
+
+def _pkcs_req_der(env: Env, integration_id: str, key: rsa.RSAPrivateKey, tid: str) -> bytes:
+    signer = self_signed_signer(key)
+    csr = _device_csr(key, "flood")
+    req = build_request(csr, signer_cert=signer, signer_key=key, recipient=env.ca.encryption_cert, transaction_id=tid)
+    return req.der
+
+
+async def _post_raw(
+    session: aiohttp.ClientSession, env: Env, integration_id: str, der: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, str | None, float]:
+    """Status, Retry-After and seconds taken of one PKIOperation POST."""
+    url = env.client.make_url(f"/scep/{integration_id}?operation=PKIOperation")
+    started = time.monotonic()
+    async with session.post(url, data=der, headers=headers or {}) as resp:
+        await resp.read()
+        return resp.status, resp.headers.get("Retry-After"), time.monotonic() - started
+
+
+async def test_a_flood_at_one_integration_does_not_delay_another(
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], standin_tls: StandInTls, tmp_path: Path
+) -> None:
+    # Integration A's receiver takes 8 s per call; 150 requests arrive at once (the flood of
+    # the issue report). Only the per-integration slots may hold them: the rate limits are
+    # set out of the way here and tested below.
+    delay = 8.0
+    secret = os.urandom(32)
+    slow = WebhookReceiver(secret=secret, delay_seconds=delay)
+    base = await standin_server(slow.app())
+    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
+    limits = {
+        "webhook.timeout_seconds": 10,
+        "validators.concurrency": 4,
+        "validators.queue_seconds": 0.5,
+        "validators.integration_rate": 1000,
+        "validators.integration_burst": 1000,
+        "validators.client_rate": 1000,
+        "validators.client_burst": 1000,
+    }
+    env = await make_env("webhook", settings, secret, limits, integration_id="hookA")
+    other = await _second_webhook(env, standin_server, standin_tls, tmp_path, "hookB")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    flood = [_pkcs_req_der(env, "hookA", key, f"FLOOD-{i}") for i in range(150)]
+    good = _pkcs_req_der(env, "hookB", key, "TID-B")
+    # The test's own client must not be the bottleneck: no connection cap on its side.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        flooding = [asyncio.create_task(_post_raw(session, env, "hookA", der)) for der in flood]
+        await asyncio.sleep(1.0)  # the flood is in: A's slots are taken, the rest queue or are refused
+        status, _, seconds_b = await _post_raw(session, env, "hookB", good)
+        answers = await asyncio.gather(*flooding)
+    assert status == 200
+    # Before the bound, B waited for one of the 100 pooled connections A's calls held: >= 8 s.
+    assert seconds_b < 4.0, f"integration B took {seconds_b:.1f} s during the flood at A"
+    assert len(other.receiver.seen) == 1
+    assert slow.max_in_flight <= 4
+    refused = [a for a in answers if a[0] == 503]
+    assert len(refused) >= 140
+    assert all(retry == "5" for _, retry, _ in refused)
+    # Refused well before a call could have ended: the queue wait is bounded.
+    assert max(seconds for _, _, seconds in refused) < delay / 2
+    assert {a[0] for a in answers} <= {200, 503}
+    assert len(slow.seen) == len(answers) - len(refused)
+    # Nothing of a refused request is in the store.
+    for i, (code, _, _) in enumerate(answers):
+        if code == 503:
+            assert await env.store.get_transaction("hookA", f"FLOOD-{i}") is None
+
+
+async def test_the_per_address_limit_answers_without_calling_out(
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], standin_tls: StandInTls
+) -> None:
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    base = await standin_server(receiver.app())
+    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
+    limits = {
+        "webhook.timeout_seconds": 1,
+        "validators.client_rate": 0.01,
+        "validators.client_burst": 2,
+        # The test client's address comes from X-Forwarded-For: two clients on one loopback.
+        "server.trusted_proxies": ["127.0.0.1"],
+    }
+    env = await make_env("webhook", settings, secret, limits, integration_id="hookC")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    one = {"X-Forwarded-For": "192.0.2.10"}
+    async with aiohttp.ClientSession() as session:
+        answers = [
+            await _post_raw(session, env, "hookC", _pkcs_req_der(env, "hookC", key, f"ADDR-{i}"), one) for i in range(5)
+        ]
+        elsewhere = await _post_raw(
+            session, env, "hookC", _pkcs_req_der(env, "hookC", key, "ADDR-other"), {"X-Forwarded-For": "192.0.2.99"}
+        )
+    assert [a[0] for a in answers] == [200, 200, 503, 503, 503]
+    # One token per 100 s: the next is about 100 s away.
+    assert all(90 <= int(str(a[1])) <= 100 for a in answers[2:])
+    assert all(seconds < 1.0 for _, _, seconds in answers[2:])
+    assert elsewhere[0] == 200
+    # The receiver saw the two admitted requests and the other address's, nothing else.
+    assert [s["scepTransactionID"] for s in receiver.seen] == ["ADDR-0", "ADDR-1", "ADDR-other"]
+    assert await env.store.count_certificates() == 3
+    for i in (2, 3, 4):
+        assert await env.store.get_transaction("hookC", f"ADDR-{i}") is None
+
+
+async def test_the_per_integration_rate_spares_other_integrations(
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], standin_tls: StandInTls, tmp_path: Path
+) -> None:
+    secret = os.urandom(32)
+    receiver = WebhookReceiver(secret=secret)
+    base = await standin_server(receiver.app())
+    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
+    limits = {"webhook.timeout_seconds": 1, "validators.integration_rate": 0.1, "validators.integration_burst": 3}
+    env = await make_env("webhook", settings, secret, limits, integration_id="hookD")
+    other = await _second_webhook(env, standin_server, standin_tls, tmp_path, "hookE")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    async with aiohttp.ClientSession() as session:
+        answers = [await _post_raw(session, env, "hookD", _pkcs_req_der(env, "hookD", key, f"R-{i}")) for i in range(5)]
+        status_e, _, _ = await _post_raw(session, env, "hookE", _pkcs_req_der(env, "hookE", key, "R-E"))
+    assert [a[0] for a in answers] == [200, 200, 200, 503, 503]
+    # One token per 10 s: the next is up to 10 s away.
+    assert all(5 <= int(str(a[1])) <= 10 for a in answers[3:])
+    assert len(receiver.seen) == 3
+    assert status_e == 200 and len(other.receiver.seen) == 1
