@@ -103,6 +103,8 @@ class IntuneStandIn:
     success_code: str = "Success"
     success_status: int = 200
     delay_seconds: float = 0.0
+    # Extra time successNotification takes: a resend can arrive while it is in flight.
+    success_delay_seconds: float = 0.0
     base: str = ""
     # expires_in of every token, in seconds (Entra gives about an hour).
     token_lifetime: int = 3599
@@ -152,6 +154,8 @@ class IntuneStandIn:
         self.calls.append(Call(action, dict(request.headers), body))
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
+        if action == "successNotification" and self.success_delay_seconds:
+            await asyncio.sleep(self.success_delay_seconds)
         if request.headers.get("Authorization") != "Bearer tok-https://api.manage.microsoft.com//.default":
             return web.json_response({"code": "Unauthorized"}, status=401)
         if request.headers.get("api-version") != "2018-02-20" or not request.headers.get("client-request-id"):

@@ -30,6 +30,7 @@ from scep_ca.services.renewal import identity_mismatch
 from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest, Validator
 from scep_ca.services.validators.registry import Validators
 from store.base import (
+    HOLD,
     CertificateStore,
     ChallengeRejected,
     DuplicateSerial,
@@ -189,11 +190,38 @@ class Enroller:
         record = await self._store.get_certificate(txn.serial) if txn.serial else None
         if record is None:
             raise BadRequest("the transaction has no certificate")
+        if record.status is CertStatus.REVOKED and record.revocation_reason == HOLD:
+            record = await self._held(record)
+            if record is None:
+                return PENDING
         if record.status is CertStatus.REVOKED and record.revocation_reason == _UNCONFIRMED_REASON:
             # Revoked because the validator did not confirm it (or its integration is gone): a
             # resend must not deliver what the first answer withheld.
             raise BadRequest(_NOT_CONFIRMED)
         return Outcome(PKIStatus.SUCCESS, record.der)
+
+    async def _held(self, record: CertificateRecord) -> CertificateRecord | None:
+        """A resend or poll of a certificate on hold: None (answer PENDING) while its
+        validator's confirmation may still come; past that, the worker that issued it died
+        between recording and confirming: the hold ends as a revocation, and the record
+        as it then is (released or revoked, whichever won) is returned."""
+        integration = await self._store.get_integration(record.integration_id)
+        within = None
+        if integration is not None:
+            within = self._validators.for_integration(integration).confirm_within
+        assert record.revoked_at is not None  # a hold is recorded with its start
+        now = self._clock()
+        if within is not None and now - record.revoked_at <= dt.timedelta(seconds=within):
+            return None
+        if await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, now):
+            log.warning(
+                "unconfirmed certificate revoked serial=%s integration=%s tid=%s: no confirmation within %ss",
+                record.serial,
+                record.integration_id,
+                record.transaction_id,
+                within,
+            )
+        return await self._store.get_certificate(record.serial) or record
 
     # -- RenewalReq ----------------------------------------------------------------
 
@@ -351,8 +379,14 @@ class Enroller:
             outcome, _ = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
             return outcome
         validator, request = hooks
+        # A validator that confirms (Intune) gets the certificate recorded on hold in the
+        # issuing transaction: until it confirmed, a resend gets PENDING, OCSP and the CRL say
+        # certificateHold, and a worker killed before confirming leaves nothing valid behind.
+        hold = validator.confirm_within is not None
         try:
-            outcome, record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
+            outcome, record = await self._record_once(
+                integration, checked, who, challenge_hash, supersedes, renews, hold=hold
+            )
         except Exception as exc:
             # Issuance failed after the validator allowed it: tell it (Intune's failureNotification).
             await validator.failed(request, exc.text if isinstance(exc, BadRequest) else type(exc).__name__)
@@ -363,8 +397,14 @@ class Enroller:
             await validator.issued(request, x509.load_der_x509_certificate(record.der))
         except ConfirmationFailed as exc:
             # Nothing the validator did not confirm may be in use: revoked before anyone saw it.
-            await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
+            if hold:
+                await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, self._clock())
+            else:
+                await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
             raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
+        if hold and not await self._store.end_hold(record.serial, None, self._clock()):
+            # The confirmation came after confirm_within and a resend revoked the certificate.
+            raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked before it was confirmed")
         return outcome
 
     async def _record_once(
@@ -375,8 +415,21 @@ class Enroller:
         challenge_hash: str | None,
         supersedes: str | None,
         renews: str | None,
+        *,
+        hold: bool = False,
     ) -> tuple[Outcome, CertificateRecord | None]:
-        """Sign and record; the record is None when a concurrent resend answered instead."""
+        """Sign and record (on hold when ``hold``); the record is None when a concurrent
+        resend answered instead."""
+
+        def sign() -> CertificateRecord:
+            record = self._certificates.sign(
+                integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent
+            )
+            if not hold:
+                return record
+            return dataclasses.replace(
+                record, status=CertStatus.REVOKED, revoked_at=self._clock(), revocation_reason=HOLD
+            )
 
         def record_issuance(record: CertificateRecord) -> Awaitable[None]:
             request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
@@ -384,12 +437,7 @@ class Enroller:
 
         try:
             with _refusals():
-                record, _ = await _with_unique_serial(
-                    lambda: self._certificates.sign(
-                        integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent
-                    ),
-                    record_issuance,
-                )
+                record, _ = await _with_unique_serial(sign, record_issuance)
         except DuplicateTransaction:
             return await self._lost_race(integration, who, checked), None
         except RenewalRefused as exc:

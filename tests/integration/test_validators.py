@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -621,3 +622,84 @@ async def test_the_per_integration_rate_spares_other_integrations(
     assert all(5 <= int(str(a[1])) <= 10 for a in answers[3:])
     assert len(receiver.seen) == 3
     assert status_e == 200 and len(other.receiver.seen) == 1
+
+
+# --- certificates on hold until Intune confirmed them (issue 17 item 6) -------------------------
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("confirmed", [True, False], ids=["confirmed", "refused"])
+async def test_a_resend_during_the_success_notification_gets_pending(
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]], confirmed: bool
+) -> None:
+    standin = IntuneStandIn(success_delay_seconds=1.0)
+    if not confirmed:
+        standin.success_code = "InternalError"
+    env = await _intune_env(make_env, standin_server, standin)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = _device_csr(key, BLOB)
+    first = asyncio.create_task(_pkcs_req(env, key, csr, "TID-INFLIGHT"))
+    await _wait_for(lambda: "successNotification" in standin.names())
+    # The notification is in flight: a resend must not get the certificate ...
+    again = await _pkcs_req(env, key, csr, "TID-INFLIGHT")
+    assert (again.status, again.certificates) == (PKIStatus.PENDING, [])
+    # ... which is recorded, on hold: not valid for OCSP, the CRL or the status API.
+    (held,) = await env.store.list_certificates(CertificateFilter())
+    assert (held.status, held.revocation_reason) == (CertStatus.REVOKED, "certificateHold")
+    reply = await first
+    (record,) = await env.store.list_certificates(CertificateFilter())
+    if confirmed:
+        assert reply.status is PKIStatus.SUCCESS, reply.fail_text
+        assert (record.status, record.revoked_at, record.revocation_reason) == (CertStatus.ISSUED, None, None)
+        # Confirmed now: the resend gets the certificate.
+        after = await _pkcs_req(env, key, csr, "TID-INFLIGHT")
+        assert after.status is PKIStatus.SUCCESS
+        assert after.certificates[0].serial_number == reply.certificates[0].serial_number
+    else:
+        assert (reply.status, reply.fail_info, reply.certificates) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST, [])
+        assert (record.status, record.revocation_reason) == (CertStatus.REVOKED, "cessationOfOperation")
+        after = await _pkcs_req(env, key, csr, "TID-INFLIGHT")
+        assert (after.status, after.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
+        assert after.fail_text == "the certificate was not confirmed by the integration's validator"
+
+
+async def test_a_hold_older_than_the_confirmation_bound_is_revoked_on_resend(
+    make_env: EnvFactory, standin_server: Callable[..., Awaitable[str]]
+) -> None:
+    # As a worker killed between recording and confirming leaves it (the end-to-end test
+    # kills a real server): a certificate on hold whose confirmation can no longer come.
+    standin = IntuneStandIn()
+    env = await _intune_env(make_env, standin_server, standin)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = _device_csr(key, BLOB)
+    reply = await _pkcs_req(env, key, csr, "TID-STALE")
+    assert reply.status is PKIStatus.SUCCESS
+    serial = format(reply.certificates[0].serial_number, "x")
+    # intune.timeout_seconds 2: confirm_within is 4 * (2 * 2 + 1) = 20 s. Put the hold back,
+    # started 19 s ago (still pending), then 21 s ago (stale).
+    for age, expected in ((19, PKIStatus.PENDING), (21, PKIStatus.FAILURE)):
+        await _put_on_hold(env, serial, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age))
+        again = await _pkcs_req(env, key, csr, "TID-STALE")
+        assert again.status is expected
+    record = await env.store.get_certificate(serial)
+    assert record is not None and (record.status, record.revocation_reason) == (
+        CertStatus.REVOKED,
+        "cessationOfOperation",
+    )
+    assert again.fail_text == "the certificate was not confirmed by the integration's validator"
+
+
+async def _put_on_hold(env: Env, serial: str, since: dt.datetime) -> None:
+    """The row as the issuing transaction writes it for a validator that confirms."""
+    with sqlite3.connect(env.config.sqlite_path) as conn:
+        conn.execute(
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = 'certificateHold' "
+            "WHERE serial = ?",
+            (int(since.timestamp() * 1_000_000), serial),
+        )

@@ -61,6 +61,10 @@ class ConfirmationFailed(Exception):
 
 class Validator(Protocol):
     kind: str
+    # Seconds within which ``issued`` returns, for a validator that confirms certificates
+    # (``issued`` may raise ConfirmationFailed): its certificates are recorded on hold until
+    # then, and a hold older than this is a worker that died. None: it never refuses.
+    confirm_within: float | None
 
     def one_time_challenge(self, challenge: str | None) -> str | None:
         """The hash of a one-time challenge to consume with the certificate, or None."""

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 
 from config.model import IntuneConfig
 from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest, Verdict
-from scep_ca.services.validators.http import HttpAnswer, HttpClient, HttpFailure, TlsCheck
+from scep_ca.services.validators.http import RETRY_DELAY_SECONDS, HttpAnswer, HttpClient, HttpFailure, TlsCheck
 from scep_ca.services.validators.settings import IntuneSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ E_FAIL = 0x80004005
 _TOKEN_MARGIN_SECONDS = 300
 _RETRY_STATUS = frozenset({429})
 _NOT_VALIDATED = "the request could not be validated with Microsoft Intune"
+# HTTP calls a successNotification may take: Graph token, discovery, Intune token, the action.
+_CALLS_PER_NOTIFICATION = 4
 
 
 class IntuneError(Exception):
@@ -75,6 +77,8 @@ class IntuneValidator:
         self._monotonic = monotonic
         self._tokens: dict[str, _Token] = {}
         self._endpoint: str | None = None
+        # Each call: a timeout, the retry delay and the retry's timeout.
+        self.confirm_within: float | None = _CALLS_PER_NOTIFICATION * (2 * config.timeout_seconds + RETRY_DELAY_SECONDS)
 
     def one_time_challenge(self, challenge: str | None) -> str | None:
         return None

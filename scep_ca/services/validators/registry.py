@@ -28,6 +28,8 @@ _MISCONFIGURED = "the integration's validator is misconfigured"
 class Misconfigured:
     """Stands in for a validator whose settings or secret are unusable: refuses everything."""
 
+    confirm_within: float | None = None
+
     def __init__(self, kind: str, problem: str) -> None:
         self.kind = kind
         self.problem = problem
@@ -54,6 +56,7 @@ class Gated:
 
     def __init__(self, inner: Validator, gate: ValidatorGate) -> None:
         self.kind = inner.kind
+        self.confirm_within = inner.confirm_within
         self._inner = inner
         self._gate = gate
 

@@ -44,6 +44,8 @@ def sign(secret: bytes, body: bytes) -> str:
 
 class WebhookValidator:
     kind = "webhook"
+    # The notification webhook's failure withdraws nothing: no hold.
+    confirm_within: float | None = None
 
     def __init__(
         self,
