@@ -28,10 +28,12 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
@@ -376,10 +378,8 @@ def post_pki_operation(url: str, der: bytes) -> bytes:
         return body
 
 
-def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tuple[Reply, bytes]:
-    """A device CSR as Intune's profiles make it (CN, the SID URI SAN, the challenge blob),
-    sent as a PKCSReq by the in-repo client over HTTP."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def intune_device_csr(key: rsa.RSAPrivateKey, blob: str) -> bytes:
+    """A device CSR as Intune's profiles make it: CN, the SID URI SAN, the challenge blob."""
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, "device-3"),
@@ -388,7 +388,7 @@ def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tu
             x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
         ]
     )
-    csr = (
+    return (
         x509.CertificateSigningRequestBuilder()
         .subject_name(subject)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SID_URI)]), critical=False)
@@ -396,6 +396,12 @@ def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tu
         .sign(key, hashes.SHA256())
         .public_bytes(serialization.Encoding.DER)
     )
+
+
+def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tuple[Reply, bytes]:
+    """A device CSR (``intune_device_csr``) sent as a PKCSReq by the in-repo client over HTTP."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = intune_device_csr(key, blob)
     signer = self_signed_signer(key)
     recipient = x509.load_pem_x509_certificate(server.encryption_pem.read_bytes())
     request = build_request(csr, signer_cert=signer, signer_key=key, recipient=recipient, transaction_id=tid)
@@ -515,3 +521,77 @@ def test_webhook_with_scepclient(rig: Rig, tmp_path: Path, allow: bool) -> None:
         assert SCEPCLIENT_BAD_REQUEST in result.command.stdout, result.describe()
         assert server.certificates(integration["id"]) == []
     assert_nothing_secret_logged(server, mark, secret)
+
+
+# --------------------------------------------------------------------------------------------
+# A worker killed while Intune's successNotification is in flight (issue 17 item 6)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_server_killed_before_intune_confirmed_leaves_no_valid_certificate(
+    scep_ca_server_factory: ScepCaServerFactory, tmp_path: Path
+) -> None:
+    # The notification hangs; the server is killed (SIGKILL, the whole process group) after
+    # recording the certificate and before Intune answered. intune.timeout_seconds 2: a hold
+    # older than 4 * (2 * 2 + 1) = 20 s is a confirmation that will never come.
+    # The notification is answered after 20 s, long after the kill (and before the stand-in stops).
+    intune = IntuneStandIn(success_delay_seconds=20)
+    tls = StandInTls.create(tmp_path / "tls")
+    with LoopThread() as loop:
+        intune.base = loop.serve_app(intune.app(), tls.server_context())
+        server = scep_ca_server_factory(
+            server={"workers": 1},
+            intune={
+                "login_url": f"{intune.base}/",
+                "graph_url": f"{intune.base}/",
+                "timeout_seconds": 2,
+                "ca_file": str(tls.ca_file),
+            },
+            validators={"queue_seconds": 1},
+        )
+        integration = create_intune(server, "intune-killed")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        csr = intune_device_csr(key, intune_blob())
+        signer = self_signed_signer(key)
+        recipient = x509.load_pem_x509_certificate(server.encryption_pem.read_bytes())
+
+        def send() -> Reply:
+            request = build_request(csr, signer_cert=signer, signer_key=key, recipient=recipient, transaction_id="T-K")
+            return open_reply(post_pki_operation(integration["scep_url"], request.der), signer, key)
+
+        def quietly() -> None:
+            # The connection dies with the server: no answer is the expected outcome.
+            with contextlib.suppress(OSError):
+                send()
+
+        first = threading.Thread(target=quietly)
+        first.start()
+        deadline = time.monotonic() + 60
+        while "successNotification" not in intune.names():
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.join(timeout=30)
+        server.stop()
+
+        # Recorded in the issuing transaction, on hold: not a valid certificate.
+        ((serial, status, reason),) = listed(server, integration["id"])
+        assert (status, reason) == ("revoked", "certificateHold")
+        server.start()
+        # A resend while the confirmation could still come: PENDING, nothing delivered.
+        again = send()
+        assert (again.status, again.certificates) == (PKIStatus.PENDING, [])
+        shown = json.loads(server.cli("cert", "show", serial, "--hex", "--pem", "--json").stdout)
+        cert_path = tmp_path / "held.pem"
+        cert_path.write_text(shown["pem"])
+        ocsp = ocsp_status(server, cert_path)
+        assert (ocsp.status, ocsp.reason) == ("revoked", "certificateHold"), ocsp.result.describe()
+        # Past the bound the hold ends as a revocation, and the resend is refused.
+        time.sleep(max(0.0, 21 - (time.monotonic() - killed_at)))
+        final = send()
+        assert (final.status, final.certificates) == (PKIStatus.FAILURE, [])
+        assert final.fail_text == "the certificate was not confirmed by the integration's validator"
+        assert listed(server, integration["id"]) == [(serial, "revoked", "cessationOfOperation")]
+        ocsp = ocsp_status(server, cert_path)
+        assert (ocsp.status, ocsp.reason) == ("revoked", "cessationOfOperation"), ocsp.result.describe()
