@@ -109,6 +109,8 @@ class CertificateFilter:
     # Only certificates whose not_after is before this (for "expired" listings).
     expired_before: datetime | None = None
     issued_only_unexpired_at: datetime | None = None
+    # Only certificates on hold (``HOLD``): recorded, their validator's confirmation pending.
+    on_hold: bool = False
     limit: int | None = None
 
 

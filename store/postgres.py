@@ -548,6 +548,8 @@ class PostgresStore:
             clauses.append(f"not_after < {param(aware(flt.expired_before))}")
         if flt.issued_only_unexpired_at is not None:
             clauses.append(f"status = 'issued' AND not_after >= {param(aware(flt.issued_only_unexpired_at))}")
+        if flt.on_hold:
+            clauses.append(f"status = 'revoked' AND revocation_reason = {param(HOLD)}")
         sql = f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)

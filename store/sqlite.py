@@ -521,6 +521,9 @@ class SQLiteStore:
         if flt.issued_only_unexpired_at is not None:
             clauses.append("status = 'issued' AND not_after >= ?")
             params.append(codec.to_us(flt.issued_only_unexpired_at))
+        if flt.on_hold:
+            clauses.append("status = 'revoked' AND revocation_reason = ?")
+            params.append(HOLD)
         sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)

@@ -31,6 +31,7 @@ from scep_ca.services.validators.base import ConfirmationFailed, ValidationReque
 from scep_ca.services.validators.registry import Validators
 from store.base import (
     HOLD,
+    CertificateFilter,
     CertificateStore,
     ChallengeRejected,
     DuplicateSerial,
@@ -199,6 +200,16 @@ class Enroller:
             # resend must not deliver what the first answer withheld.
             raise BadRequest(_NOT_CONFIRMED)
         return Outcome(PKIStatus.SUCCESS, record.der)
+
+    async def end_stale_holds(self) -> int:
+        """Recovery at start: revoke every certificate on hold whose confirmation can no
+        longer come (its worker died); holds still within their bound are left to the worker
+        confirming them, or to a resend. The number revoked."""
+        ended = 0
+        for record in await self._store.list_certificates(CertificateFilter(on_hold=True)):
+            after = await self._held(record)
+            ended += after is not None and after.revocation_reason == _UNCONFIRMED_REASON
+        return ended
 
     async def _held(self, record: CertificateRecord) -> CertificateRecord | None:
         """A resend or poll of a certificate on hold: None (answer PENDING) while its

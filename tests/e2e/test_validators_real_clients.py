@@ -587,8 +587,14 @@ def test_a_server_killed_before_intune_confirmed_leaves_no_valid_certificate(
         cert_path.write_text(shown["pem"])
         ocsp = ocsp_status(server, cert_path)
         assert (ocsp.status, ocsp.reason) == ("revoked", "certificateHold"), ocsp.result.describe()
-        # Past the bound the hold ends as a revocation, and the resend is refused.
+        # Past the bound, the next start's recovery revokes it before anyone asks ...
         time.sleep(max(0.0, 21 - (time.monotonic() - killed_at)))
+        server.stop()
+        mark = server.log_mark()
+        server.start()
+        assert listed(server, integration["id"]) == [(serial, "revoked", "cessationOfOperation")]
+        server.wait_log(r"revoked 1 certificate\(s\) left on hold unconfirmed by a stopped worker", since=mark)
+        # ... and the resend is refused.
         final = send()
         assert (final.status, final.certificates) == (PKIStatus.FAILURE, [])
         assert final.fail_text == "the certificate was not confirmed by the integration's validator"

@@ -947,6 +947,8 @@ async def test_a_certificate_on_hold_is_released_or_revoked_once(store: Store) -
         await store.record_issuance(issuance(held, None))
     record = await store.get_certificate("01")
     assert record is not None and (record.status, record.revocation_reason) == (CertStatus.REVOKED, HOLD)
+    await store.revoke_certificate("01", "keyCompromise", NOW)  # an operator's revocation does not end a hold
+    assert [c.serial for c in await store.list_certificates(CertificateFilter(on_hold=True))] == ["01", "02", "03"]
     epoch = await store.revocation_epoch()
 
     assert await store.end_hold("01", None, NOW + timedelta(seconds=5)) is True
@@ -979,3 +981,4 @@ async def test_a_certificate_on_hold_is_released_or_revoked_once(store: Store) -
     # The held certificate is listed for the CRL as on hold.
     entries = {e.serial: e.reason for e in await store.revoked_entries(ISSUER)}
     assert entries["03"] == HOLD and "01" not in entries
+    assert [c.serial for c in await store.list_certificates(CertificateFilter(on_hold=True))] == ["03"]
