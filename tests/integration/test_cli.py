@@ -291,3 +291,35 @@ def test_ca_rollover_and_activate(cli: Cli) -> None:
     code, _, err = cli("crl", "--ca", previous[0].name, "--out", str(cli.data_dir / "old.crl"))
     assert code == 0, err
     assert x509.load_der_x509_crl((cli.data_dir / "old.crl").read_bytes()).issuer == old.subject
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        # Loopback included: whoever holds a plain-HTTP port reads the challenge and answers allow.
+        (["--webhook-url", "http://127.0.0.1:9000/hook"], "a webhook URL must be https://"),
+        (["--webhook-url", "http://hooks.example.com/hook"], "a webhook URL must be https://"),
+        (
+            ["--webhook-url", "https://hooks.example.com/hook", "--webhook-notify-url", "http://localhost/n"],
+            "a webhook URL must be https://",
+        ),
+        (["--webhook-url", "https://127.0.0.1:9000/hook", "--webhook-pin-sha256", "abcd"], "64 lowercase hex"),
+    ],
+)
+def test_integration_create_refuses_an_unsafe_webhook(cli: Cli, args: list[str], problem: str) -> None:
+    code, out, err = cli("integration", "create", "Hooks", "--validator", "webhook", *args)
+    assert code != 0 and problem in err, (code, out, err)
+    assert "Traceback" not in err
+    assert cli.json("integration", "list") == []
+
+
+def test_integration_create_pins_a_webhook_receiver(cli: Cli) -> None:
+    pin = "AB:" * 31 + "AB"  # as openssl x509 -fingerprint -sha256 prints it
+    info = cli.json(
+        "integration", "create", "Hooks", "--validator", "webhook",
+        "--webhook-url", "https://127.0.0.1:9000/hook", "--webhook-pin-sha256", pin,
+    )  # fmt: skip
+    assert isinstance(info, dict) and info["webhook_secret"]
+    shown = cli.json("integration", "show", info["id"])
+    assert isinstance(shown, dict)
+    assert (shown["webhook_url"], shown["webhook_pin_sha256"]) == ("https://127.0.0.1:9000/hook", "ab" * 32)
