@@ -167,6 +167,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.transport.abort()
 
 
+def intune_section(intune: IntuneStandIn, tls: StandInTls, timeout_seconds: float) -> dict[str, object]:
+    """The server's ``intune`` settings for the stand-in: its URLs, its CA trusted."""
+    return {
+        "login_url": f"{intune.base}/",
+        "graph_url": f"{intune.base}/",
+        "timeout_seconds": timeout_seconds,
+        "ca_file": str(tls.ca_file),
+    }
+
+
 @dataclass
 class Rig:
     server: ScepCaServer
@@ -193,12 +203,7 @@ def rig_base(
         webhook_url = loop.serve_app(webhook.app(), tls.server_context())
         server = scep_ca_module_server_factory(
             server={"workers": 1},
-            intune={
-                "login_url": f"{intune.base}/",
-                "graph_url": f"{intune.base}/",
-                "timeout_seconds": 10,
-                "ca_file": str(tls.ca_file),
-            },
+            intune=intune_section(intune, tls, timeout_seconds=10),
             webhook={"timeout_seconds": 10},
             # DEBUG, so that the "nothing secret in the log" checks see everything the server says.
             log={"level": "DEBUG"},
@@ -541,12 +546,7 @@ def test_a_server_killed_before_intune_confirmed_leaves_no_valid_certificate(
         intune.base = loop.serve_app(intune.app(), tls.server_context())
         server = scep_ca_server_factory(
             server={"workers": 1},
-            intune={
-                "login_url": f"{intune.base}/",
-                "graph_url": f"{intune.base}/",
-                "timeout_seconds": 2,
-                "ca_file": str(tls.ca_file),
-            },
+            intune=intune_section(intune, tls, timeout_seconds=2),
             validators={"queue_seconds": 1},
         )
         integration = create_intune(server, "intune-killed")

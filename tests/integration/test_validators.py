@@ -268,10 +268,14 @@ async def _webhook_env(
     receiver: WebhookReceiver,
     secret: bytes,
     pin: str | None,
+    overrides: dict[str, object] | None = None,
+    integration_id: str = "intune1",
 ) -> Env:
+    """A webhook integration whose receiver serves https; ``pin``: its certificate's SHA-256."""
     base = await start(receiver.app())
     settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=pin))
-    return await make_env("webhook", settings, secret, {"webhook.timeout_seconds": 1})
+    overrides = {"webhook.timeout_seconds": 1, **(overrides or {})}
+    return await make_env("webhook", settings, secret, overrides, integration_id)
 
 
 @pytest.mark.parametrize("allow", [True, False])
@@ -418,9 +422,7 @@ async def test_a_secret_copied_to_another_integration_does_not_decrypt(
 ) -> None:
     secret = os.urandom(32)
     receiver = WebhookReceiver(secret=secret)
-    base = await standin_server(receiver.app())
-    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
-    env = await make_env("webhook", settings, secret, {"webhook.timeout_seconds": 1}, integration_id="hookA")
+    env = await _webhook_env(make_env, standin_server, receiver, secret, standin_tls.pin, None, integration_id="hookA")
     # hookB's row carries hookA's encrypted secret, as an attacker with write access to the
     # store (or a careless copy) would put it there.
     copied = dataclasses.replace(env.integration, id="hookB", name="hookB", username="scep-hookB")
@@ -451,9 +453,7 @@ async def test_a_secret_encrypted_before_binding_still_works_and_is_flagged(
     # data, no integration id) decrypts, with a warning to re-create the integration.
     secret = os.urandom(32)
     receiver = WebhookReceiver(secret=secret)
-    base = await standin_server(receiver.app())
-    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
-    env = await make_env("webhook", settings, secret, {"webhook.timeout_seconds": 1}, integration_id="legacy")
+    env = await _webhook_env(make_env, standin_server, receiver, secret, standin_tls.pin, None, integration_id="legacy")
     nonce = os.urandom(12)
     key_bytes = load_or_create_secret_key(tmp_path)
     v1 = nonce + AESGCM(key_bytes).encrypt(nonce, secret, b"scep-ca/validator-secret/v1")
@@ -527,8 +527,6 @@ async def test_a_flood_at_one_integration_does_not_delay_another(
     delay = 8.0
     secret = os.urandom(32)
     slow = WebhookReceiver(secret=secret, delay_seconds=delay)
-    base = await standin_server(slow.app())
-    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
     limits = {
         "webhook.timeout_seconds": 10,
         "validators.concurrency": 4,
@@ -538,7 +536,7 @@ async def test_a_flood_at_one_integration_does_not_delay_another(
         "validators.client_rate": 1000,
         "validators.client_burst": 1000,
     }
-    env = await make_env("webhook", settings, secret, limits, integration_id="hookA")
+    env = await _webhook_env(make_env, standin_server, slow, secret, standin_tls.pin, limits, integration_id="hookA")
     other = await _second_webhook(env, standin_server, standin_tls, tmp_path, "hookB")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     flood = [_pkcs_req_der(env, "hookA", key, f"FLOOD-{i}") for i in range(150)]
@@ -572,8 +570,6 @@ async def test_the_per_address_limit_answers_without_calling_out(
 ) -> None:
     secret = os.urandom(32)
     receiver = WebhookReceiver(secret=secret)
-    base = await standin_server(receiver.app())
-    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
     limits = {
         "webhook.timeout_seconds": 1,
         "validators.client_rate": 0.01,
@@ -581,7 +577,9 @@ async def test_the_per_address_limit_answers_without_calling_out(
         # The test client's address comes from X-Forwarded-For: two clients on one loopback.
         "server.trusted_proxies": ["127.0.0.1"],
     }
-    env = await make_env("webhook", settings, secret, limits, integration_id="hookC")
+    env = await _webhook_env(
+        make_env, standin_server, receiver, secret, standin_tls.pin, limits, integration_id="hookC"
+    )
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     one = {"X-Forwarded-For": "192.0.2.10"}
     async with aiohttp.ClientSession() as session:
@@ -608,10 +606,10 @@ async def test_the_per_integration_rate_spares_other_integrations(
 ) -> None:
     secret = os.urandom(32)
     receiver = WebhookReceiver(secret=secret)
-    base = await standin_server(receiver.app())
-    settings = dump_webhook(WebhookSettings(url=f"{base}/scepchallenge", tls_pin_sha256=standin_tls.pin))
     limits = {"webhook.timeout_seconds": 1, "validators.integration_rate": 0.1, "validators.integration_burst": 3}
-    env = await make_env("webhook", settings, secret, limits, integration_id="hookD")
+    env = await _webhook_env(
+        make_env, standin_server, receiver, secret, standin_tls.pin, limits, integration_id="hookD"
+    )
     other = await _second_webhook(env, standin_server, standin_tls, tmp_path, "hookE")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     async with aiohttp.ClientSession() as session:
