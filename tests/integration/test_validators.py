@@ -402,11 +402,17 @@ async def test_intune_discovery_naming_a_plain_http_endpoint_is_not_called(
 ) -> None:
     standin = IntuneStandIn()
     env = await _intune_env(make_env, standin_server, standin)
-    standin.base = standin.base.replace("https://", "http://")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    reply = await _pkcs_req(env, key, _device_csr(key, BLOB), "TID-PLAIN-ENDPOINT")
+    # Discovery names the same stand-in served over plain HTTP: it would answer.
+    plain = TestServer(standin.app(), host="127.0.0.1")
+    await plain.start_server()
+    standin.base = str(plain.make_url("")).rstrip("/")
+    try:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        reply = await _pkcs_req(env, key, _device_csr(key, BLOB), "TID-PLAIN-ENDPOINT")
+    finally:
+        await plain.close()
     assert (reply.status, reply.fail_info) == (PKIStatus.FAILURE, FailInfo.BAD_REQUEST)
-    assert "validateRequest" not in standin.names()
+    assert "discovery" in standin.names() and "validateRequest" not in standin.names()
     assert await env.store.count_certificates() == 0
 
 
