@@ -91,3 +91,17 @@ async def test_the_oldest_client_is_forgotten_beyond_the_cap() -> None:
     await _admit(gate, "a", "first")
     with pytest.raises(ValidatorBusy):
         await _admit(gate, "a", f"addr-{MAX_TRACKED_CLIENTS - 1}")
+
+
+async def test_an_ipv6_client_counts_per_slash_64() -> None:
+    gate = ValidatorGate(ValidatorLimitsConfig(client_rate=0.001, client_burst=1), Clock())
+    await _admit(gate, "a", "2001:db8:1:2::1")
+    # Another address of the same /64 is the same subscriber: no fresh budget.
+    with pytest.raises(ValidatorBusy):
+        await _admit(gate, "a", "2001:db8:1:2:ffff::9")
+    await _admit(gate, "a", "2001:db8:1:3::1")
+    # IPv4 (also mapped into IPv6) per address.
+    await _admit(gate, "a", "192.0.2.1")
+    await _admit(gate, "a", "192.0.2.2")
+    with pytest.raises(ValidatorBusy):
+        await _admit(gate, "a", "::ffff:192.0.2.1")

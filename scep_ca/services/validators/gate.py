@@ -5,7 +5,7 @@ otherwise flood the validator, and through it every other integration (issue 17 
 Before ``validate`` calls out, a request must pass, in this order:
 
 1. a token bucket per (integration, client address): one address cannot spend the
-   integration's budget;
+   integration's budget (an IPv6 client counts per /64, the block one subscriber gets);
 2. a token bucket per integration: the integration's share of calls per second;
 3. a slot among ``concurrency`` calls in flight for the integration, waited for at most
    ``queue_seconds`` (less than the call timeouts, so a queued client is answered before
@@ -20,6 +20,7 @@ The state lives in one ``ValidatorGate`` per process (the app's), never at modul
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -71,7 +72,7 @@ class ValidatorGate:
         limits = self._limits
         bounds = self._for(integration_id)
         now = self._monotonic()
-        wait = self._client_bucket(bounds, remote or "", now).take(now, limits.client_rate, limits.client_burst)
+        wait = self._client_bucket(bounds, client_key(remote), now).take(now, limits.client_rate, limits.client_burst)
         if wait:
             raise ValidatorBusy("client address over its rate", _seconds(wait))
         wait = bounds.bucket.take(now, limits.integration_rate, limits.integration_burst)
@@ -104,6 +105,19 @@ class ValidatorGate:
         else:
             bounds.clients.move_to_end(address)
         return bucket
+
+
+def client_key(remote: str | None) -> str:
+    """The address a client's budget is kept under: IPv6 per /64, anything else as it is."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _seconds(wait: float) -> int:
