@@ -56,14 +56,35 @@ def fault_class(exc: Unavailable) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-class StoreFaults:
-    """Turns ``StoreUnavailable`` and ``KeyUnavailable`` into 503 answers; rate-limits their log lines (per app)."""
+class _Throttle:
+    """At most one log line per ``interval``; counts the ones left out for the next."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, interval: float = LOG_INTERVAL_SECONDS) -> None:
+    def __init__(self, clock: Callable[[], float], interval: float) -> None:
         self._clock = clock
         self._interval = interval
         self._next_log: float | None = None
         self._suppressed = 0
+
+    def due(self) -> str | None:
+        """None when this line is left out, else the note on those left out before it."""
+        now = self._clock()
+        if self._next_log is not None and now < self._next_log:
+            self._suppressed += 1
+            return None
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        self._next_log = now + self._interval
+        self._suppressed = 0
+        return more
+
+
+class StoreFaults:
+    """Turns ``StoreUnavailable`` and ``KeyUnavailable`` (and ``ValidatorBusy``) into 503
+    answers; rate-limits their log lines (per app), each kind on its own, so that a flood
+    refused by the validator bounds never hides a fault's line."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, interval: float = LOG_INTERVAL_SECONDS) -> None:
+        self._faults = _Throttle(clock, interval)
+        self._busy = _Throttle(clock, interval)
 
     def middleware(self) -> Middleware:
         @web.middleware
@@ -74,37 +95,23 @@ class StoreFaults:
                 self._report(request, exc)
                 return unavailable_response()
             except ValidatorBusy as exc:
-                # A flood is the likely cause: the log line is rate-limited like a fault's.
-                if self._due():
+                more = self._busy.due()
+                if more is not None:
                     log.warning(
                         "validator bounds reached, answering 503 to %s %s: %s%s",
                         request.method,
                         request.path,
                         exc.reason,
-                        self._more(),
+                        more,
                     )
                 return unavailable_response(exc.retry_after)
 
         return store_faults
 
-    def _due(self) -> bool:
-        """Whether a report may be logged now; counts the ones that may not."""
-        now = self._clock()
-        if self._next_log is not None and now < self._next_log:
-            self._suppressed += 1
-            return False
-        self._next_log = now + self._interval
-        return True
-
-    def _more(self) -> str:
-        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
-        self._suppressed = 0
-        return more
-
     def _report(self, request: web.Request, exc: Unavailable) -> None:
-        if not self._due():
+        more = self._faults.due()
+        if more is None:
             return
-        more = self._more()
         log.error(
             "%s unavailable, answering 503 to %s %s: %s: %s%s",
             "store" if isinstance(exc, StoreUnavailable) else "private key",
