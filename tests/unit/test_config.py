@@ -300,3 +300,16 @@ def test_network_defaults() -> None:
         15,
     )
     assert server.max_connections == 0 and server.metrics_token is None
+
+
+def test_validator_bounds_and_intune_trust_from_env(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {
+        "SCEP_CA_VALIDATORS_QUEUE_SECONDS": "1.5",
+        "SCEP_CA_VALIDATORS_CLIENT_BURST": "5",
+        "SCEP_CA_INTUNE_CA_FILE": str(ca_file),
+    }
+    config = load_config(None, env, {})
+    assert (config.validators.queue_seconds, config.validators.client_burst) == (1.5, 5)
+    assert config.validators.concurrency == 8 and config.intune.ca_file == ca_file
