@@ -220,9 +220,10 @@ class Enroller:
         within = None
         if integration is not None:
             within = self._validators.for_integration(integration).confirm_within
-        assert record.revoked_at is not None  # a hold is recorded with its start
         now = self._clock()
-        if within is not None and now - record.revoked_at <= dt.timedelta(seconds=within):
+        # A hold is recorded with its start (revoked_at); a row without one cannot be waited for.
+        started = record.revoked_at
+        if within is not None and started is not None and now - started <= dt.timedelta(seconds=within):
             return None
         if await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, now):
             log.warning(
