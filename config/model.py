@@ -110,12 +110,34 @@ class IntuneConfig:
     graph_url: str = "https://graph.microsoft.com/"
     # Each call to Entra ID, Graph or Intune; one retry follows a network error, 429 or 5xx.
     timeout_seconds: float = 10.0
+    # PEM file of CA certificates trusted for the three services instead of the system's
+    # store (a TLS-inspecting proxy's CA, or the tests' stand-in CA). None: the system's.
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
 class WebhookConfig:
     # The whole webhook call (connect, send, answer); one retry follows a network error or 5xx.
     timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ValidatorLimitsConfig:
+    """Bounds on the outbound calls of intune and webhook validators, per integration
+    (scep_ca.services.validators.gate). Over any of them a request gets HTTP 503 with
+    Retry-After, before any outbound call."""
+
+    # Validations of one integration in flight at once, per process.
+    concurrency: int = 8
+    # Longest wait for one of those slots; shorter than the call timeouts.
+    queue_seconds: float = 2.0
+    # Token bucket per integration: validations per second, and the burst allowed.
+    integration_rate: float = 20.0
+    integration_burst: int = 40
+    # Token bucket per (integration, client address): a device enrolls once, a whole
+    # office behind one NAT address may enroll at once.
+    client_rate: float = 1.0
+    client_burst: int = 20
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,7 @@ class Config:
     challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
     intune: IntuneConfig = field(default_factory=IntuneConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    validators: ValidatorLimitsConfig = field(default_factory=ValidatorLimitsConfig)
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

@@ -161,16 +161,36 @@ def _validate_pkcs11(config: Config) -> None:
 
 
 def _validate_validators(config: Config) -> None:
+    # The client secret and bearer tokens travel to these URLs: https only (tests trust a
+    # stand-in's CA through intune.ca_file rather than weakening this).
     for key, url in (("intune.login_url", config.intune.login_url), ("intune.graph_url", config.intune.graph_url)):
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or not url.endswith("/"):
-            raise ConfigError(key, "must be an http:// or https:// URL with a host, ending in /")
+        if parts.scheme != "https" or not parts.netloc or not url.endswith("/"):
+            raise ConfigError(key, "must be an https:// URL with a host, ending in /")
+    if config.intune.ca_file is not None and not config.intune.ca_file.is_file():
+        raise ConfigError("intune.ca_file", "must name a readable PEM file of CA certificates")
     for key, seconds in (
         ("intune.timeout_seconds", config.intune.timeout_seconds),
         ("webhook.timeout_seconds", config.webhook.timeout_seconds),
     ):
         if not 0 < seconds <= 300:
             raise ConfigError(key, "must be more than 0 and at most 300 seconds")
+    limits = config.validators
+    _positive("validators.concurrency", limits.concurrency)
+    _positive("validators.integration_burst", limits.integration_burst)
+    _positive("validators.client_burst", limits.client_burst)
+    for key, rate in (
+        ("validators.integration_rate", limits.integration_rate),
+        ("validators.client_rate", limits.client_rate),
+    ):
+        if not rate > 0:
+            raise ConfigError(key, "must be more than 0 per second")
+    shortest = min(config.intune.timeout_seconds, config.webhook.timeout_seconds)
+    if not 0 < limits.queue_seconds < shortest:
+        # A request that waited longer than a call may take would have been better refused at once.
+        raise ConfigError(
+            "validators.queue_seconds", f"must be more than 0 and less than {shortest:g} (the call timeouts)"
+        )
 
 
 def _listing(values: frozenset[int] | frozenset[str]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from scep_ca.pki.reasons import Reason
 from scep_ca.pki.records import (
     CertificateRecord,
     CertStatus,
@@ -22,6 +23,11 @@ from scep_ca.pki.records import (
     Transaction,
     TransactionStatus,
 )
+
+# The revocation reason of a certificate recorded before its validator confirmed it
+# (Intune's successNotification): not valid until ``end_hold`` releases it. Operators
+# cannot put a certificate on hold (scep_ca.pki.reasons), so the reason marks exactly these.
+HOLD = Reason.CERTIFICATE_HOLD.rfc_name
 
 
 class StoreError(Exception):
@@ -103,6 +109,8 @@ class CertificateFilter:
     # Only certificates whose not_after is before this (for "expired" listings).
     expired_before: datetime | None = None
     issued_only_unexpired_at: datetime | None = None
+    # Only certificates on hold (``HOLD``): recorded, their validator's confirmation pending.
+    on_hold: bool = False
     limit: int | None = None
 
 
@@ -245,6 +253,11 @@ class RevocationStore(Protocol):
 
     async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
         """Revoke one issued certificate; False when unknown or already revoked."""
+
+    async def end_hold(self, serial: str, revoke_reason: str | None, now: datetime) -> bool:
+        """End the certificateHold of a certificate recorded on hold until its validator
+        confirmed it: released to issued (``revoke_reason`` None) or revoked for good with
+        that reason at ``now``. False when it is not on hold (any more): nothing changed."""
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]: ...
 

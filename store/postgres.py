@@ -88,6 +88,7 @@ from scep_ca.pki.records import CertificateRecord, Integration, RevokedEntry, Tr
 from store import schema_postgres as schema
 from store import throttle
 from store.base import (
+    HOLD,
     AuthReservation,
     CertificateFilter,
     ChallengeAdd,
@@ -547,6 +548,8 @@ class PostgresStore:
             clauses.append(f"not_after < {param(aware(flt.expired_before))}")
         if flt.issued_only_unexpired_at is not None:
             clauses.append(f"status = 'issued' AND not_after >= {param(aware(flt.issued_only_unexpired_at))}")
+        if flt.on_hold:
+            clauses.append(f"status = 'revoked' AND revocation_reason = {param(HOLD)}")
         sql = f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -564,6 +567,26 @@ class PostgresStore:
                 "SELECT count(*) FROM certificates WHERE integration_id = $1", integration_id
             )
         return int(count)
+
+    async def end_hold(self, serial: str, revoke_reason: str | None, now: datetime) -> bool:
+        # One statement, as revoke_certificate: the epoch moves exactly when the hold ended.
+        changed = await self._p().fetchval(
+            "WITH ended AS ("
+            "  UPDATE certificates SET"
+            "    status = CASE WHEN $1::text IS NULL THEN 'issued' ELSE 'revoked' END,"
+            "    revoked_at = CASE WHEN $1::text IS NULL THEN NULL ELSE $2::timestamptz END,"
+            "    revocation_reason = $1::text"
+            "  WHERE serial = $3 AND status = 'revoked' AND revocation_reason = $4 RETURNING 1"
+            "), bumped AS ("
+            "  UPDATE meta SET value = value + 1 WHERE key = $5 AND EXISTS (SELECT 1 FROM ended) RETURNING 1"
+            ") SELECT count(*) FROM ended",
+            revoke_reason,
+            aware(now),
+            serial,
+            HOLD,
+            schema.REVOCATION_EPOCH_KEY,
+        )
+        return bool(changed == 1)
 
     async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
         # One statement: the epoch moves exactly when a row was revoked, in the same transaction.

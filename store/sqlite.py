@@ -38,6 +38,7 @@ from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, Revo
 from store import sqlite_codec as codec
 from store import throttle
 from store.base import (
+    HOLD,
     AuthReservation,
     CertificateFilter,
     ChallengeAdd,
@@ -107,6 +108,15 @@ WHERE id = (
 )
 """
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = ?"
+# A hold ends once, whichever of confirmation, refusal or recovery comes first.
+_RELEASE_HOLD = (
+    "UPDATE certificates SET status = 'issued', revoked_at = NULL, revocation_reason = NULL "
+    "WHERE serial = ? AND status = 'revoked' AND revocation_reason = ?"
+)
+_REVOKE_HELD = (
+    "UPDATE certificates SET revoked_at = ?, revocation_reason = ? "
+    "WHERE serial = ? AND status = 'revoked' AND revocation_reason = ?"
+)
 # One row whatever exists: the transaction's columns (NULL when there is none), then whether
 # the challenge is usable (same lookup as challenge_usable).
 _ENROLLMENT_STATE = (
@@ -493,6 +503,9 @@ class SQLiteStore:
         if flt.issued_only_unexpired_at is not None:
             clauses.append("status = 'issued' AND not_after >= ?")
             params.append(codec.to_us(flt.issued_only_unexpired_at))
+        if flt.on_hold:
+            clauses.append("status = 'revoked' AND revocation_reason = ?")
+            params.append(HOLD)
         sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -521,6 +534,18 @@ class SQLiteStore:
                 "WHERE serial = ? AND status = 'issued'",
                 (CertStatus.REVOKED.value, codec.to_us(now), reason, serial),
             ).rowcount
+            if changed:
+                conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+        return changed == 1
+
+    async def end_hold(self, serial: str, revoke_reason: str | None, now: datetime) -> bool:
+        params: tuple[object, ...]
+        if revoke_reason is None:
+            sql, params = _RELEASE_HOLD, (serial, HOLD)
+        else:
+            sql, params = _REVOKE_HELD, (codec.to_us(now), revoke_reason, serial, HOLD)
+        with self._transaction() as conn:
+            changed = conn.execute(sql, params).rowcount
             if changed:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
         return changed == 1

@@ -69,8 +69,8 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
         parse_dn(subject)
     except DNError as exc:
         raise CliError(f"--subject: {exc}") from exc
-    fields = validator_fields(args, config)
     integration_id = new_integration_id()
+    fields = validator_fields(args, config, integration_id)
     # scrypt takes ~0.1 s: done before the store is opened, nothing is held meanwhile.
     creds = make_credentials(load_or_create_secret_key(config.data_dir), integration_id)
     async with opened_store(config) as store:

@@ -21,7 +21,6 @@ from scep_ca.services.validators.settings import (
     SettingsError,
     ValidatorKind,
     WebhookSettings,
-    check_webhook_url,
     dump_intune,
     dump_webhook,
     encrypt_secret,
@@ -53,8 +52,12 @@ def add_create_arguments(c: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"read the client secret from standard input (else from {INTUNE_SECRET_ENV})",
     )
-    c.add_argument("--webhook-url", help="validation webhook: https://, or http:// to loopback (webhook)")
+    c.add_argument("--webhook-url", help="validation webhook, https:// (webhook)")
     c.add_argument("--webhook-notify-url", help="optional webhook told about each issued certificate (webhook)")
+    c.add_argument(
+        "--webhook-pin-sha256",
+        help="SHA-256 (hex) of the receiver's TLS certificate, trusted instead of the system's CAs (webhook)",
+    )
 
 
 def _intune_secret(args: argparse.Namespace) -> str:
@@ -72,12 +75,13 @@ def _intune_secret(args: argparse.Namespace) -> str:
 # The ``integration create`` options that belong to each kind (argparse attribute names).
 _OPTIONS = {
     ValidatorKind.INTUNE: ("intune_tenant", "intune_client_id", "intune_client_secret_stdin"),
-    ValidatorKind.WEBHOOK: ("webhook_url", "webhook_notify_url"),
+    ValidatorKind.WEBHOOK: ("webhook_url", "webhook_notify_url", "webhook_pin_sha256"),
 }
 
 
-def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
-    """Check the options of the chosen validator; the secret is encrypted before anything is stored."""
+def validator_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
+    """Check the options of the chosen validator; the secret is encrypted, bound to the
+    integration's id, before anything is stored."""
     kind = ValidatorKind(args.validator)
     for other, options in _OPTIONS.items():
         if other is not kind and any(getattr(args, option) for option in options):
@@ -85,31 +89,35 @@ def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorField
     if kind is not ValidatorKind.NDES and args.require_approval:
         # Approval issues from the CLI, hours later: Intune's transaction would have expired.
         raise CliError("--require-approval works with --validator ndes only")
-    return _FIELDS[kind](args, config)
+    return _FIELDS[kind](args, config, integration_id)
 
 
-def _ndes_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
+def _ndes_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
     return ValidatorFields()
 
 
-def _intune_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
+def _intune_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
     if not args.intune_tenant or not args.intune_client_id:
         raise CliError("--validator intune needs --intune-tenant and --intune-client-id")
     secret = _intune_secret(args)
     key = load_or_create_secret_key(config.data_dir)
     settings = IntuneSettings(tenant=args.intune_tenant, client_id=args.intune_client_id)
     return ValidatorFields(
-        ValidatorKind.INTUNE, dump_intune(settings), encrypt_secret(key, secret.encode("utf-8")), INTUNE_SAN_TYPES
+        ValidatorKind.INTUNE,
+        dump_intune(settings),
+        encrypt_secret(key, integration_id, secret.encode("utf-8")),
+        INTUNE_SAN_TYPES,
     )
 
 
-def _webhook_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
+def _webhook_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
     if not args.webhook_url:
         raise CliError("--validator webhook needs --webhook-url")
+    pin = args.webhook_pin_sha256.replace(":", "").lower() if args.webhook_pin_sha256 else None
+    settings_w = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url, tls_pin_sha256=pin)
     try:
-        check_webhook_url(args.webhook_url)
-        if args.webhook_notify_url:
-            check_webhook_url(args.webhook_notify_url)
+        # The stored form read back: the same checks as when the server loads it.
+        webhook_settings(dump_webhook(settings_w))
     except SettingsError as exc:
         raise CliError(str(exc)) from exc
     from scep_ca.services.validators.webhook import SECRET_BYTES  # with its HTTP client: see _test_validator
@@ -117,18 +125,17 @@ def _webhook_fields(args: argparse.Namespace, config: Config) -> ValidatorFields
     key = load_or_create_secret_key(config.data_dir)
     hmac_key = secrets.token_bytes(SECRET_BYTES)
     shown = base64.b64encode(hmac_key).decode("ascii")
-    settings = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url)
     return ValidatorFields(
         ValidatorKind.WEBHOOK,
-        dump_webhook(settings),
-        encrypt_secret(key, hmac_key),
+        dump_webhook(settings_w),
+        encrypt_secret(key, integration_id, hmac_key),
         (),
         (("webhook_secret", shown),),
     )
 
 
 # Each kind's factory: what ``integration create`` stores for it.
-_FIELDS: dict[ValidatorKind, Callable[[argparse.Namespace, Config], ValidatorFields]] = {
+_FIELDS: dict[ValidatorKind, Callable[[argparse.Namespace, Config, str], ValidatorFields]] = {
     ValidatorKind.NDES: _ndes_fields,
     ValidatorKind.INTUNE: _intune_fields,
     ValidatorKind.WEBHOOK: _webhook_fields,
@@ -142,7 +149,7 @@ def _describe_intune(settings: str) -> dict[str, object]:
 
 def _describe_webhook(settings: str) -> dict[str, object]:
     w = webhook_settings(settings)
-    return {"webhook_url": w.url, "webhook_notify_url": w.notify_url}
+    return {"webhook_url": w.url, "webhook_notify_url": w.notify_url, "webhook_pin_sha256": w.tls_pin_sha256}
 
 
 # Each kind's non-secret settings as ``integration show`` lists them (ndes has none).
@@ -183,7 +190,7 @@ async def _test_validator(config: Config, args: argparse.Namespace) -> int:
         config.intune, config.webhook, load_or_create_secret_key(config.data_dir), ca.cert.subject.rfc4514_string()
     )
     try:
-        validator = validators.for_integration(integration)
+        validator = validators.unbounded(integration)
         if isinstance(validator, Misconfigured):
             raise CliError(f"validator unusable: {validator.problem}")
         assert isinstance(validator, IntuneValidator | WebhookValidator)

@@ -43,7 +43,7 @@ from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
 from scep_ca.services.validators.registry import Validators
 from scep_ca.services.wiring import enroller_for
-from store.base import Store
+from store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
     app.cleanup_ctx.append(store_ctx)
     tls = ssl_context(config) is not None
     secret_key = load_or_create_secret_key(config.data_dir)
-    validators = Validators(config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string())
+    validators = Validators(
+        config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string(), limits=config.validators
+    )
 
     async def validators_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -143,11 +145,25 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
     )
     setup_revocation_routes(app, revocation, config.server.api_token)
+    enroller = enroller_for(config, store, ca, validators)
+
+    async def holds_ctx(app: web.Application) -> AsyncIterator[None]:
+        # After store_ctx opened the store: certificates a killed worker left on hold.
+        try:
+            ended = await enroller.end_stale_holds()
+        except StoreUnavailable as exc:
+            log.warning("certificates on hold not checked at start, the store is unavailable: %s", exc)
+        else:
+            if ended:
+                log.warning("revoked %d certificate(s) left on hold unconfirmed by a stopped worker", ended)
+        yield
+
+    app.cleanup_ctx.append(holds_ctx)
     scep = ScepService(
         store,
         ca,
         config.scep,
-        enroller_for(config, store, ca, validators),
+        enroller,
         crl_source=revocation.current_crl,
         events=metrics,
         next_ca=ca_set.next,

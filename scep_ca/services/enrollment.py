@@ -29,6 +29,8 @@ from scep_ca.protocol.errors import BadRequest
 from scep_ca.services.renewal import identity_mismatch
 from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest, Validator
 from store.base import (
+    HOLD,
+    CertificateFilter,
     CertificateStore,
     ChallengeRejected,
     DuplicateSerial,
@@ -194,11 +196,49 @@ class Enroller:
         record = await self._store.get_certificate(txn.serial) if txn.serial else None
         if record is None:
             raise BadRequest("the transaction has no certificate")
+        if record.status is CertStatus.REVOKED and record.revocation_reason == HOLD:
+            record = await self._held(record)
+            if record is None:
+                return PENDING
         if record.status is CertStatus.REVOKED and record.revocation_reason == _UNCONFIRMED_REASON:
             # Revoked because the validator did not confirm it (or its integration is gone): a
             # resend must not deliver what the first answer withheld.
             raise BadRequest(_NOT_CONFIRMED)
         return Outcome(PKIStatus.SUCCESS, record.der)
+
+    async def end_stale_holds(self) -> int:
+        """Recovery at start: revoke every certificate on hold whose confirmation can no
+        longer come (its worker died); holds still within their bound are left to the worker
+        confirming them, or to a resend. The number revoked."""
+        ended = 0
+        for record in await self._store.list_certificates(CertificateFilter(on_hold=True)):
+            after = await self._held(record)
+            ended += after is not None and after.revocation_reason == _UNCONFIRMED_REASON
+        return ended
+
+    async def _held(self, record: CertificateRecord) -> CertificateRecord | None:
+        """A resend or poll of a certificate on hold: None (answer PENDING) while its
+        validator's confirmation may still come; past that, the worker that issued it died
+        between recording and confirming: the hold ends as a revocation, and the record
+        as it then is (released or revoked, whichever won) is returned."""
+        integration = await self._store.get_integration(record.integration_id)
+        within = None
+        if integration is not None:
+            within = self._validators.for_integration(integration).confirm_within
+        now = self._clock()
+        # A hold is recorded with its start (revoked_at); a row without one cannot be waited for.
+        started = record.revoked_at
+        if within is not None and started is not None and now - started <= dt.timedelta(seconds=within):
+            return None
+        if await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, now):
+            log.warning(
+                "unconfirmed certificate revoked serial=%s integration=%s tid=%s: no confirmation within %ss",
+                record.serial,
+                record.integration_id,
+                record.transaction_id,
+                within,
+            )
+        return await self._store.get_certificate(record.serial) or record
 
     # -- RenewalReq ----------------------------------------------------------------
 
@@ -356,8 +396,14 @@ class Enroller:
             outcome, _ = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
             return outcome
         validator, request = hooks
+        # A validator that confirms (Intune) gets the certificate recorded on hold in the
+        # issuing transaction: until it confirmed, a resend gets PENDING, OCSP and the CRL say
+        # certificateHold, and a worker killed before confirming leaves nothing valid behind.
+        hold = validator.confirm_within is not None
         try:
-            outcome, record = await self._record_once(integration, checked, who, challenge_hash, supersedes, renews)
+            outcome, record = await self._record_once(
+                integration, checked, who, challenge_hash, supersedes, renews, hold=hold
+            )
         except Exception as exc:
             # Issuance failed after the validator allowed it: tell it (Intune's failureNotification).
             await validator.failed(request, exc.text if isinstance(exc, BadRequest) else type(exc).__name__)
@@ -368,8 +414,14 @@ class Enroller:
             await validator.issued(request, x509.load_der_x509_certificate(record.der))
         except ConfirmationFailed as exc:
             # Nothing the validator did not confirm may be in use: revoked before anyone saw it.
-            await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
+            if hold:
+                await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, self._clock())
+            else:
+                await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
             raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
+        if hold and not await self._store.end_hold(record.serial, None, self._clock()):
+            # The confirmation came after confirm_within and a resend revoked the certificate.
+            raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked before it was confirmed")
         return outcome
 
     async def _record_once(
@@ -380,8 +432,21 @@ class Enroller:
         challenge_hash: str | None,
         supersedes: str | None,
         renews: str | None,
+        *,
+        hold: bool = False,
     ) -> tuple[Outcome, CertificateRecord | None]:
-        """Sign and record; the record is None when a concurrent resend answered instead."""
+        """Sign and record (on hold when ``hold``); the record is None when a concurrent
+        resend answered instead."""
+
+        def sign() -> CertificateRecord:
+            record = self._certificates.sign(
+                integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent
+            )
+            if not hold:
+                return record
+            return dataclasses.replace(
+                record, status=CertStatus.REVOKED, revoked_at=self._clock(), revocation_reason=HOLD
+            )
 
         def record_issuance(record: CertificateRecord) -> Awaitable[None]:
             request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
@@ -389,12 +454,7 @@ class Enroller:
 
         try:
             with _refusals():
-                record, _ = await _with_unique_serial(
-                    lambda: self._certificates.sign(
-                        integration, checked, who.transaction_id, who.message_type, who.remote, who.user_agent
-                    ),
-                    record_issuance,
-                )
+                record, _ = await _with_unique_serial(sign, record_issuance)
         except DuplicateTransaction:
             return await self._lost_race(integration, who, checked), None
         except RenewalRefused as exc:

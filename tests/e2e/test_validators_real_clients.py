@@ -28,9 +28,12 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
+import ssl
 import subprocess
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
@@ -53,7 +56,7 @@ from tests.e2e import clients
 from tests.e2e.clients import Certmonger, run_scepclient
 from tests.e2e.conftest import DEFAULT_SUBJECT, SCEP_CA
 from tests.e2e.test_revocation_real_clients import ocsp_status
-from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, WebhookReceiver
+from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, StandInTls, WebhookReceiver
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import ScepCaServer, ScepCaServerFactory
@@ -89,19 +92,19 @@ class LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
-    def serve_app(self, app: web.Application) -> str:
-        """Serve ``app`` on a socket bound here (no port race); returns its base URL."""
+    def serve_app(self, app: web.Application, tls: ssl.SSLContext) -> str:
+        """Serve ``app`` over https on a socket bound here (no port race); returns its base URL."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind((clients.LOOPBACK, 0))
         runner = web.AppRunner(app, access_log=None)
 
         async def start() -> None:
             await runner.setup()
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=tls).start()
 
         self.run(start())
         self._cleanups.append(runner.cleanup)
-        return f"http://{clients.LOOPBACK}:{sock.getsockname()[1]}"
+        return f"https://{clients.LOOPBACK}:{sock.getsockname()[1]}"
 
     def relay(self, target_port: int) -> RequestLineRelay:
         relay = RequestLineRelay(target_port)
@@ -164,6 +167,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.transport.abort()
 
 
+def intune_section(intune: IntuneStandIn, tls: StandInTls, timeout_seconds: float) -> dict[str, object]:
+    """The server's ``intune`` settings for the stand-in: its URLs, its CA trusted."""
+    return {
+        "login_url": f"{intune.base}/",
+        "graph_url": f"{intune.base}/",
+        "timeout_seconds": timeout_seconds,
+        "ca_file": str(tls.ca_file),
+    }
+
+
 @dataclass
 class Rig:
     server: ScepCaServer
@@ -171,28 +184,31 @@ class Rig:
     webhook: WebhookReceiver
     webhook_url: str
     loop: LoopThread
+    # SHA-256 of the webhook receiver's certificate, for --webhook-pin-sha256.
+    webhook_pin: str
 
 
 @pytest.fixture(scope="module")
-def rig_base(scep_ca_module_server_factory: ScepCaServerFactory) -> Iterator[Rig]:
+def rig_base(
+    scep_ca_module_server_factory: ScepCaServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Rig]:
     intune = IntuneStandIn()
     # The HMAC key is set per test from what `integration create --validator webhook` printed.
     webhook = WebhookReceiver(secret=b"")
+    # Both stand-ins serve https with a certificate of a test CA: Intune's is trusted through
+    # intune.ca_file, the webhook receiver's is pinned by the integration.
+    tls = StandInTls.create(tmp_path_factory.mktemp("standin-tls"))
     with LoopThread() as loop:
-        intune.base = loop.serve_app(intune.app())
-        webhook_url = loop.serve_app(webhook.app())
+        intune.base = loop.serve_app(intune.app(), tls.server_context())
+        webhook_url = loop.serve_app(webhook.app(), tls.server_context())
         server = scep_ca_module_server_factory(
             server={"workers": 1},
-            intune={
-                "login_url": f"{intune.base}/",
-                "graph_url": f"{intune.base}/",
-                "timeout_seconds": 10,
-            },
+            intune=intune_section(intune, tls, timeout_seconds=10),
             webhook={"timeout_seconds": 10},
             # DEBUG, so that the "nothing secret in the log" checks see everything the server says.
             log={"level": "DEBUG"},
         )
-        yield Rig(server, intune, webhook, f"{webhook_url}/scepchallenge", loop)
+        yield Rig(server, intune, webhook, f"{webhook_url}/scepchallenge", loop, tls.pin)
         server.stop()
 
 
@@ -367,10 +383,8 @@ def post_pki_operation(url: str, der: bytes) -> bytes:
         return body
 
 
-def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tuple[Reply, bytes]:
-    """A device CSR as Intune's profiles make it (CN, the SID URI SAN, the challenge blob),
-    sent as a PKCSReq by the in-repo client over HTTP."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def intune_device_csr(key: rsa.RSAPrivateKey, blob: str) -> bytes:
+    """A device CSR as Intune's profiles make it: CN, the SID URI SAN, the challenge blob."""
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, "device-3"),
@@ -379,7 +393,7 @@ def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tu
             x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
         ]
     )
-    csr = (
+    return (
         x509.CertificateSigningRequestBuilder()
         .subject_name(subject)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SID_URI)]), critical=False)
@@ -387,6 +401,12 @@ def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tu
         .sign(key, hashes.SHA256())
         .public_bytes(serialization.Encoding.DER)
     )
+
+
+def enroll_device_csr(server: ScepCaServer, url: str, blob: str, tid: str) -> tuple[Reply, bytes]:
+    """A device CSR (``intune_device_csr``) sent as a PKCSReq by the in-repo client over HTTP."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = intune_device_csr(key, blob)
     signer = self_signed_signer(key)
     recipient = x509.load_pem_x509_certificate(server.encryption_pem.read_bytes())
     request = build_request(csr, signer_cert=signer, signer_key=key, recipient=recipient, transaction_id=tid)
@@ -473,7 +493,14 @@ def test_webhook_with_scepclient(rig: Rig, tmp_path: Path, allow: bool) -> None:
     server = rig.server
     rig.webhook.allow = allow
     integration = create_integration(
-        server, f"webhook-{'allow' if allow else 'deny'}", "--validator", "webhook", "--webhook-url", rig.webhook_url
+        server,
+        f"webhook-{'allow' if allow else 'deny'}",
+        "--validator",
+        "webhook",
+        "--webhook-url",
+        rig.webhook_url,
+        "--webhook-pin-sha256",
+        rig.webhook_pin,
     )
     secret = integration["webhook_secret"]
     rig.webhook.secret = base64.b64decode(secret)
@@ -499,3 +526,78 @@ def test_webhook_with_scepclient(rig: Rig, tmp_path: Path, allow: bool) -> None:
         assert SCEPCLIENT_BAD_REQUEST in result.command.stdout, result.describe()
         assert server.certificates(integration["id"]) == []
     assert_nothing_secret_logged(server, mark, secret)
+
+
+# --------------------------------------------------------------------------------------------
+# A worker killed while Intune's successNotification is in flight (issue 17 item 6)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_server_killed_before_intune_confirmed_leaves_no_valid_certificate(
+    scep_ca_server_factory: ScepCaServerFactory, tmp_path: Path
+) -> None:
+    # The notification hangs; the server is killed (SIGKILL, the whole process group) after
+    # recording the certificate and before Intune answered. intune.timeout_seconds 2: a hold
+    # older than 4 * (2 * 2 + 1) = 20 s is a confirmation that will never come.
+    # The notification is answered after 20 s, long after the kill (and before the stand-in stops).
+    intune = IntuneStandIn(success_delay_seconds=20)
+    tls = StandInTls.create(tmp_path / "tls")
+    with LoopThread() as loop:
+        intune.base = loop.serve_app(intune.app(), tls.server_context())
+        server = scep_ca_server_factory(
+            server={"workers": 1},
+            intune=intune_section(intune, tls, timeout_seconds=2),
+            validators={"queue_seconds": 1},
+        )
+        integration = create_intune(server, "intune-killed")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        csr = intune_device_csr(key, intune_blob())
+        signer = self_signed_signer(key)
+        recipient = x509.load_pem_x509_certificate(server.encryption_pem.read_bytes())
+
+        def send() -> Reply:
+            request = build_request(csr, signer_cert=signer, signer_key=key, recipient=recipient, transaction_id="T-K")
+            return open_reply(post_pki_operation(integration["scep_url"], request.der), signer, key)
+
+        def quietly() -> None:
+            # The connection dies with the server: no answer is the expected outcome.
+            with contextlib.suppress(OSError):
+                send()
+
+        first = threading.Thread(target=quietly)
+        first.start()
+        deadline = time.monotonic() + 60
+        while "successNotification" not in intune.names():
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.join(timeout=30)
+        server.stop()
+
+        # Recorded in the issuing transaction, on hold: not a valid certificate.
+        ((serial, status, reason),) = listed(server, integration["id"])
+        assert (status, reason) == ("revoked", "certificateHold")
+        server.start()
+        # A resend while the confirmation could still come: PENDING, nothing delivered.
+        again = send()
+        assert (again.status, again.certificates) == (PKIStatus.PENDING, [])
+        shown = json.loads(server.cli("cert", "show", serial, "--hex", "--pem", "--json").stdout)
+        cert_path = tmp_path / "held.pem"
+        cert_path.write_text(shown["pem"])
+        ocsp = ocsp_status(server, cert_path)
+        assert (ocsp.status, ocsp.reason) == ("revoked", "certificateHold"), ocsp.result.describe()
+        # Past the bound, the next start's recovery revokes it before anyone asks ...
+        time.sleep(max(0.0, 21 - (time.monotonic() - killed_at)))
+        server.stop()
+        mark = server.log_mark()
+        server.start()
+        assert listed(server, integration["id"]) == [(serial, "revoked", "cessationOfOperation")]
+        server.wait_log(r"revoked 1 certificate\(s\) left on hold unconfirmed by a stopped worker", since=mark)
+        # ... and the resend is refused.
+        final = send()
+        assert (final.status, final.certificates) == (PKIStatus.FAILURE, [])
+        assert final.fail_text == "the certificate was not confirmed by the integration's validator"
+        assert listed(server, integration["id"]) == [(serial, "revoked", "cessationOfOperation")]
+        ocsp = ocsp_status(server, cert_path)
+        assert (ocsp.status, ocsp.reason) == ("revoked", "cessationOfOperation"), ocsp.result.describe()

@@ -432,3 +432,33 @@ def test_commands_on_an_integration_refuse_a_deleted_or_unknown_one(cli: Cli, co
         code, out, err = cli(*(part.format(id=integration_id) for part in command))
         assert (code, out, err) == (1, "", f"scep-ca: no live integration {integration_id!r}\n")
     assert cli.json("integration", "list") == listed
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        # Loopback included: whoever holds a plain-HTTP port reads the challenge and answers allow.
+        (["--webhook-url", "http://127.0.0.1:9000/hook"], "a webhook URL must be https://"),
+        (["--webhook-url", "http://hooks.example.com/hook"], "a webhook URL must be https://"),
+        (
+            ["--webhook-url", "https://hooks.example.com/hook", "--webhook-notify-url", "http://localhost/n"],
+            "a webhook URL must be https://",
+        ),
+        (["--webhook-url", "https://127.0.0.1:9000/hook", "--webhook-pin-sha256", "abcd"], "64 lowercase hex"),
+    ],
+)
+def test_integration_create_refuses_an_unsafe_webhook(cli: Cli, args: list[str], problem: str) -> None:
+    code, out, err = cli("integration", "create", "Hooks", "--validator", "webhook", *args)
+    assert code != 0 and problem in err, (code, out, err)
+    assert "Traceback" not in err
+    assert cli.json("integration", "list") == []
+
+
+def test_integration_create_pins_a_webhook_receiver(cli: Cli) -> None:
+    pin = "AB:" * 31 + "AB"  # as openssl x509 -fingerprint -sha256 prints it
+    info = cli.json(
+        "integration", "create", "Hooks", "--validator", "webhook",
+        "--webhook-url", "https://127.0.0.1:9000/hook", "--webhook-pin-sha256", pin,
+    )  # fmt: skip
+    assert isinstance(info, dict) and info["webhook_secret"]
+    shown = cli.json("integration", "show", info["id"])
+    assert isinstance(shown, dict)
+    assert (shown["webhook_url"], shown["webhook_pin_sha256"]) == ("https://127.0.0.1:9000/hook", "ab" * 32)

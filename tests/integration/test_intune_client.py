@@ -12,6 +12,7 @@ import datetime as dt
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -22,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from config.model import IntuneConfig
 from scep_ca.protocol.client import build_csr
 from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest
-from scep_ca.services.validators.http import HttpClient
+from scep_ca.services.validators.http import HttpClient, trusting
 from scep_ca.services.validators.intune import IntuneValidator
 from scep_ca.services.validators.settings import IntuneSettings
-from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn
+from tests.validator_standins import CLIENT_ID, CLIENT_SECRET, TENANT, IntuneStandIn, StandInTls
 
 GRAPH_TOKEN = "token:https://graph.microsoft.com/.default"
 INTUNE_TOKEN = "token:https://api.manage.microsoft.com//.default"
@@ -52,22 +53,29 @@ class Rig:
 
 
 @pytest.fixture
-async def make_rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
+async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
     servers: list[TestServer] = []
     https: list[HttpClient] = []
+    tls = StandInTls.create(tmp_path)
 
     async def factory(standin: IntuneStandIn) -> Rig:
         server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
+        await server.start_server(ssl=tls.server_context())
         servers.append(server)
         base = str(server.make_url("")).rstrip("/")
         standin.base = standin.base or base
         http = HttpClient(retry_delay=0.0)
         https.append(http)
         clock = Clock()
-        config = IntuneConfig(login_url=f"{base}/", graph_url=f"{base}/", timeout_seconds=10)
+        config = IntuneConfig(login_url=f"{base}/", graph_url=f"{base}/", timeout_seconds=10, ca_file=tls.ca_file)
         validator = IntuneValidator(
-            IntuneSettings(tenant=TENANT, client_id=CLIENT_ID), CLIENT_SECRET, config, http, "CN=scep-ca", clock
+            IntuneSettings(tenant=TENANT, client_id=CLIENT_ID),
+            CLIENT_SECRET,
+            config,
+            http,
+            "CN=scep-ca",
+            clock,
+            tls=trusting(config.ca_file),
         )
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         csr_der = build_csr(key, x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "device")]), "blob")
@@ -150,7 +158,7 @@ async def test_an_unreachable_intune_endpoint_is_rediscovered(make_rig: Callable
     # Discovery first names an endpoint where nothing listens.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        dead = f"https://127.0.0.1:{sock.getsockname()[1]}"
     standin = IntuneStandIn(base=dead)
     rig = await make_rig(standin)
     verdict = await rig.validator.validate(rig.request)

@@ -11,6 +11,7 @@ import pytest
 
 from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, Transaction, TransactionStatus
 from store.base import (
+    HOLD,
     AuthReservation,
     AuthVerdict,
     CertificateFilter,
@@ -935,3 +936,49 @@ async def test_auth_reserve_is_atomic_across_stores(store: Store, harness: Harne
     )
     locks = await asyncio.gather(*(reserve(s, max_attempts=10) for _ in range(10) for s in (store, other)))
     assert {(r.verdict, r.locked_until) for r in locks} == {(LOCKED, NOW + LOCKOUT)}
+
+
+async def test_a_certificate_on_hold_is_released_or_revoked_once(store: Store) -> None:
+    # Recorded on hold (issue 17 item 6): revoked with reason certificateHold until the
+    # validator confirms it; end_hold ends the hold once, whichever way.
+    await store.create_integration(integration("int1"))
+    for serial in ("01", "02", "03"):
+        held = replace(certificate(serial), status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason=HOLD)
+        await store.record_issuance(issuance(held, None))
+    record = await store.get_certificate("01")
+    assert record is not None and (record.status, record.revocation_reason) == (CertStatus.REVOKED, HOLD)
+    await store.revoke_certificate("01", "keyCompromise", NOW)  # an operator's revocation does not end a hold
+    assert [c.serial for c in await store.list_certificates(CertificateFilter(on_hold=True))] == ["01", "02", "03"]
+    epoch = await store.revocation_epoch()
+
+    assert await store.end_hold("01", None, NOW + timedelta(seconds=5)) is True
+    released = await store.get_certificate("01")
+    assert released is not None
+    assert (released.status, released.revoked_at, released.revocation_reason) == (CertStatus.ISSUED, None, None)
+    assert await store.revocation_epoch() != epoch
+
+    later = NOW + timedelta(minutes=3)
+    assert await store.end_hold("02", "cessationOfOperation", later) is True
+    revoked = await store.get_certificate("02")
+    assert revoked is not None
+    assert (revoked.status, revoked.revoked_at, revoked.revocation_reason) == (
+        CertStatus.REVOKED,
+        later,
+        "cessationOfOperation",
+    )
+    # Once only: neither a released nor a revoked certificate is on hold any more.
+    epoch = await store.revocation_epoch()
+    assert await store.end_hold("01", "cessationOfOperation", later) is False
+    assert await store.end_hold("02", None, later) is False
+    assert await store.end_hold("ffff", None, later) is False
+    assert await store.get_certificate("01") == released
+    assert await store.get_certificate("02") == revoked
+    assert await store.revocation_epoch() == epoch
+    # An operator's revocation is not a hold: end_hold does not lift it.
+    await store.record_issuance(issuance(certificate("04"), None))
+    await store.revoke_certificate("04", "keyCompromise", later)
+    assert await store.end_hold("04", None, later) is False
+    # The held certificate is listed for the CRL as on hold.
+    entries = {e.serial: e.reason for e in await store.revoked_entries(ISSUER)}
+    assert entries["03"] == HOLD and "01" not in entries
+    assert [c.serial for c in await store.list_certificates(CertificateFilter(on_hold=True))] == ["03"]

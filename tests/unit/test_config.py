@@ -164,6 +164,20 @@ def test_override_string_values_are_converted() -> None:
         ({"log.level": "LOUD"}, "log.level"),
         ({"log.level": 10}, "log.level"),
         ({"data_dir": ""}, "data_dir"),
+        # The client secret and bearer tokens go there: https only (issue 17 item 14).
+        ({"intune.login_url": "http://login.microsoftonline.com/"}, "intune.login_url"),
+        ({"intune.graph_url": "http://127.0.0.1:8443/"}, "intune.graph_url"),
+        ({"intune.login_url": "https://login.microsoftonline.com"}, "intune.login_url"),
+        ({"intune.ca_file": "/nonexistent/ca.pem"}, "intune.ca_file"),
+        ({"validators.concurrency": 0}, "validators.concurrency"),
+        ({"validators.integration_rate": 0}, "validators.integration_rate"),
+        ({"validators.client_rate": -1}, "validators.client_rate"),
+        ({"validators.integration_burst": 0}, "validators.integration_burst"),
+        ({"validators.client_burst": 0}, "validators.client_burst"),
+        ({"validators.queue_seconds": 0}, "validators.queue_seconds"),
+        # The queue wait must stay below the call timeouts (10 s by default).
+        ({"validators.queue_seconds": 10}, "validators.queue_seconds"),
+        ({"webhook.timeout_seconds": 1, "validators.queue_seconds": 1.5}, "validators.queue_seconds"),
     ],
 )
 def test_validation_error_names_key(overrides: dict[str, object], key: str) -> None:
@@ -303,3 +317,15 @@ def test_new_network_settings_from_the_environment() -> None:
     env = {"SCEP_CA_SERVER_WRITE_TIMEOUT_SECONDS": "5", "SCEP_CA_SERVER_MAX_HEAD_BYTES": "200000"}
     server = load_config(None, env, {}).server
     assert (server.write_timeout_seconds, server.max_head_bytes) == (5, 200_000)
+
+def test_validator_bounds_and_intune_trust_from_env(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {
+        "SCEP_CA_VALIDATORS_QUEUE_SECONDS": "1.5",
+        "SCEP_CA_VALIDATORS_CLIENT_BURST": "5",
+        "SCEP_CA_INTUNE_CA_FILE": str(ca_file),
+    }
+    config = load_config(None, env, {})
+    assert (config.validators.queue_seconds, config.validators.client_burst) == (1.5, 5)
+    assert config.validators.concurrency == 8 and config.intune.ca_file == ca_file

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from scep_ca.server.store_faults import RETRY_AFTER_SECONDS, StoreFaults
+from scep_ca.services.validators.base import ValidatorBusy
 from store.base import StoreUnavailable
 
 
@@ -50,3 +51,25 @@ async def test_other_errors_pass_through() -> None:
 
     with pytest.raises(ValueError, match="a bug"):
         await StoreFaults().middleware()(make_mocked_request("GET", "/crl/x.crl"), broken)
+
+
+async def test_validator_bounds_are_503_with_their_retry_after_and_their_own_log_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def busy(request: web.Request) -> web.StreamResponse:
+        raise ValidatorBusy("client address over its rate", 7)
+
+    clock = Clock()
+    middleware = StoreFaults(clock, interval=10.0).middleware()
+    caplog.set_level(logging.INFO, logger="scep_ca.server.store_faults")
+    for _ in range(3):
+        resp = await middleware(make_mocked_request("POST", "/scep/x"), busy)
+        assert (resp.status, resp.headers["Retry-After"]) == (503, "7")
+    # A flood's lines do not use up the budget of a store fault's line.
+    resp = await middleware(make_mocked_request("POST", "/scep/x"), _down)
+    assert resp.status == 503
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "validator bounds reached, answering 503 to POST /scep/x: client address over its rate",
+        "store unavailable, answering 503 to POST /scep/x: builtins.OSError: database or disk is full",
+    ]

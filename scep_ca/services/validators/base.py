@@ -45,12 +45,26 @@ class Verdict:
 ALLOW = Verdict(True)
 
 
+class ValidatorBusy(Exception):
+    """Over a bound on the integration's outbound calls (gate.py): nothing was called or
+    recorded; the client is to retry after ``retry_after`` seconds (HTTP 503)."""
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class ConfirmationFailed(Exception):
     """The validator did not confirm an issued certificate: it must not be delivered."""
 
 
 class Validator(Protocol):
     kind: str
+    # Seconds within which ``issued`` returns, for a validator that confirms certificates
+    # (``issued`` may raise ConfirmationFailed): its certificates are recorded on hold until
+    # then, and a hold older than this is a worker that died. None: it never refuses.
+    confirm_within: float | None
 
     def one_time_challenge(self, challenge: str | None) -> str | None:
         """The hash of a one-time challenge to consume with the certificate, or None."""

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 
 from config.model import IntuneConfig
 from scep_ca.services.validators.base import ConfirmationFailed, ValidationRequest, Verdict
-from scep_ca.services.validators.http import HttpClient, HttpFailure
+from scep_ca.services.validators.http import RETRY_DELAY_SECONDS, HttpAnswer, HttpClient, HttpFailure, TlsCheck
 from scep_ca.services.validators.settings import IntuneSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ E_FAIL = 0x80004005
 _TOKEN_MARGIN_SECONDS = 300
 _RETRY_STATUS = frozenset({429})
 _NOT_VALIDATED = "the request could not be validated with Microsoft Intune"
+# HTTP calls a successNotification may take: Graph token, discovery, Intune token, the action.
+_CALLS_PER_NOTIFICATION = 4
 
 
 class IntuneError(Exception):
@@ -64,15 +66,19 @@ class IntuneValidator:
         http: HttpClient,
         ca_subject: str,
         monotonic: Callable[[], float] = time.monotonic,
+        tls: TlsCheck = None,
     ) -> None:
         self._settings = settings
         self._secret = client_secret
         self._config = config
         self._http = http
+        self._tls = tls
         self._ca_subject = ca_subject
         self._monotonic = monotonic
         self._tokens: dict[str, _Token] = {}
         self._endpoint: str | None = None
+        # Each call: a timeout, the retry delay and the retry's timeout.
+        self.confirm_within: float | None = _CALLS_PER_NOTIFICATION * (2 * config.timeout_seconds + RETRY_DELAY_SECONDS)
 
     def one_time_challenge(self, challenge: str | None) -> str | None:
         return None
@@ -160,14 +166,7 @@ class IntuneValidator:
         }
         url = f"{endpoint.rstrip('/')}/ScepActions/{action}"
         try:
-            answer = await self._http.request(
-                "POST",
-                url,
-                headers=headers,
-                body=json.dumps(body).encode(),
-                timeout=self._config.timeout_seconds,
-                retry_status=_RETRY_STATUS,
-            )
+            answer = await self._request("POST", url, headers, json.dumps(body).encode())
         except HttpFailure as exc:
             self._endpoint = None  # rediscover next time: the service may have moved
             raise IntuneError(f"{action}: {exc}") from exc
@@ -197,13 +196,8 @@ class IntuneValidator:
             }
         ).encode()
         try:
-            answer = await self._http.request(
-                "POST",
-                url,
-                headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
-                body=form,
-                timeout=self._config.timeout_seconds,
-                retry_status=_RETRY_STATUS,
+            answer = await self._request(
+                "POST", url, {"content-type": "application/x-www-form-urlencoded", "accept": "application/json"}, form
             )
         except HttpFailure as exc:
             raise IntuneError(f"token: {exc}") from exc
@@ -227,14 +221,7 @@ class IntuneValidator:
         token = await self._token(GRAPH_SCOPE)
         url = f"{self._config.graph_url}v1.0/servicePrincipals/appId={INTUNE_APP_ID}/endpoints"
         try:
-            answer = await self._http.request(
-                "GET",
-                url,
-                headers={"Authorization": f"Bearer {token}", "accept": "application/json"},
-                body=None,
-                timeout=self._config.timeout_seconds,
-                retry_status=_RETRY_STATUS,
-            )
+            answer = await self._request("GET", url, {"Authorization": f"Bearer {token}", "accept": "application/json"})
         except HttpFailure as exc:
             raise IntuneError(f"discovery: {exc}") from exc
         if answer.status == 401:
@@ -247,9 +234,26 @@ class IntuneValidator:
                 continue
             name, uri = entry.get("providerName"), entry.get("uri")
             if isinstance(name, str) and name.casefold() == SERVICE_NAME.casefold() and isinstance(uri, str):
+                if not uri.startswith("https://"):
+                    # The bearer token and the device's CSR go there.
+                    raise IntuneError(f"discovery: the {SERVICE_NAME} endpoint is not https")
                 self._endpoint = uri
                 return uri
         raise IntuneError(f"discovery: no {SERVICE_NAME} endpoint (is the tenant licensed for Intune?)")
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> HttpAnswer:
+        """One call to Entra ID, Graph or Intune: the configured timeout and TLS trust, 429 retried."""
+        return await self._http.request(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            timeout=self._config.timeout_seconds,
+            retry_status=_RETRY_STATUS,
+            tls=self._tls,
+        )
 
 
 def _b64(data: bytes) -> str:

@@ -20,6 +20,7 @@ CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"
 
 class NdesValidator:
     kind = "ndes"
+    confirm_within: float | None = None
 
     def one_time_challenge(self, challenge: str | None) -> str | None:
         if not challenge or len(challenge) > MAX_CHALLENGE_CHARS:

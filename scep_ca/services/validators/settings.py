@@ -2,14 +2,18 @@
 
 The secret (Intune client secret, webhook HMAC key) is AES-256-GCM encrypted with the
 server's secret key (``challenge.secret_key``), as the challenge URL's NT hashes are, with
-its own associated data so that neither blob can stand in for the other.
+its own associated data so that neither blob can stand in for the other. Since version 2
+the associated data also names the integration: a secret copied into another
+integration's row does not decrypt there. Version 2 blobs start with ``_V2_MAGIC``; older
+blobs (no magic) still decrypt under the version 1 associated data, unbound, and say so
+(``Secret.bound``) so that the caller can warn the operator to re-create the integration.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -28,7 +32,12 @@ class ValidatorKind(StrEnum):
 
 KINDS = tuple(kind.value for kind in ValidatorKind)
 _NONCE_BYTES = 12
-_AAD = b"scep-ca/validator-secret/v1"
+_AAD_V1 = b"scep-ca/validator-secret/v1"
+_AAD_V2 = b"scep-ca/validator-secret/v2\x00"
+# Not a nonce prefix an old blob is likely to have (a 1 in 2**32 chance), and checked
+# first: a blob that starts with it is read as version 2 only.
+_V2_MAGIC = b"SV2\x00"
+_PIN = re.compile(r"[0-9a-f]{64}")
 # The URI SAN prefix of Intune device CSRs (iOS, macOS, Windows): the device's SID.
 INTUNE_SID_URI_PREFIX = "tag:microsoft.com,2022-09-14:sid:"
 INTUNE_SAN_TYPES = (f"uri:{INTUNE_SID_URI_PREFIX}",)
@@ -48,20 +57,39 @@ class IntuneSettings:
 class WebhookSettings:
     url: str
     notify_url: str | None = None
+    # SHA-256 (lowercase hex) of the receiver's TLS certificate: pinned instead of checked
+    # against the system's trust store (a receiver on this host with a self-signed one).
+    tls_pin_sha256: str | None = None
 
 
-def encrypt_secret(key: bytes, secret: bytes) -> bytes:
+@dataclass(frozen=True)
+class Secret:
+    value: bytes
+    # False for a version 1 blob: encrypted before secrets were bound to their integration.
+    bound: bool = True
+
+
+def encrypt_secret(key: bytes, integration_id: str, secret: bytes) -> bytes:
     nonce = os.urandom(_NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, secret, _AAD)
+    return _V2_MAGIC + nonce + AESGCM(key).encrypt(nonce, secret, _aad_v2(integration_id))
 
 
-def decrypt_secret(key: bytes, blob: bytes | None) -> bytes:
+def decrypt_secret(key: bytes, integration_id: str, blob: bytes | None) -> Secret:
     if blob is None or len(blob) <= _NONCE_BYTES:
         raise SettingsError("the validator secret is missing")
     try:
-        return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], _AAD)
+        if blob.startswith(_V2_MAGIC):
+            body = blob[len(_V2_MAGIC) :]
+            return Secret(AESGCM(key).decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], _aad_v2(integration_id)))
+        return Secret(AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], _AAD_V1), bound=False)
     except InvalidTag as exc:
-        raise SettingsError("the validator secret does not decrypt with this server's secret key") from exc
+        raise SettingsError(
+            "the validator secret does not decrypt with this server's secret key for this integration"
+        ) from exc
+
+
+def _aad_v2(integration_id: str) -> bytes:
+    return _AAD_V2 + integration_id.encode("utf-8")
 
 
 def _load(text: str) -> dict[str, object]:
@@ -87,9 +115,21 @@ def intune_settings(text: str) -> IntuneSettings:
 
 
 def webhook_settings(text: str) -> WebhookSettings:
+    """The stored settings, checked again: a row written before https was required is refused."""
     data = _load(text)
     notify = data.get("notify_url")
-    return WebhookSettings(url=_text(data, "url"), notify_url=notify if isinstance(notify, str) else None)
+    pin = data.get("tls_pin_sha256")
+    settings = WebhookSettings(
+        url=_text(data, "url"),
+        notify_url=notify if isinstance(notify, str) else None,
+        tls_pin_sha256=pin if isinstance(pin, str) else None,
+    )
+    check_webhook_url(settings.url)
+    if settings.notify_url is not None:
+        check_webhook_url(settings.notify_url)
+    if settings.tls_pin_sha256 is not None:
+        check_pin(settings.tls_pin_sha256)
+    return settings
 
 
 def dump_intune(settings: IntuneSettings) -> str:
@@ -100,24 +140,22 @@ def dump_webhook(settings: WebhookSettings) -> str:
     data: dict[str, str] = {"url": settings.url}
     if settings.notify_url is not None:
         data["notify_url"] = settings.notify_url
+    if settings.tls_pin_sha256 is not None:
+        data["tls_pin_sha256"] = settings.tls_pin_sha256
     return json.dumps(data, sort_keys=True)
 
 
 def check_webhook_url(url: str) -> None:
-    """HTTPS, or HTTP to a loopback address only: the request carries the challenge."""
+    """HTTPS only, loopback included: the request carries the challenge and the answer
+    decides issuance, so whoever holds a plain-HTTP port (any local user, on loopback)
+    could read the one and forge the other."""
     parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise SettingsError("a webhook URL must be https:// (pin a self-signed receiver with its SHA-256)")
     if not parts.hostname:
         raise SettingsError("the webhook URL needs a host")
-    if parts.scheme == "https":
-        return
-    if parts.scheme == "http":
-        host = parts.hostname
-        if host == "localhost":
-            return
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return
-        except ValueError:
-            pass
-        raise SettingsError("a webhook URL must be https:// (http:// only to a loopback address)")
-    raise SettingsError("a webhook URL must be https:// (http:// only to a loopback address)")
+
+
+def check_pin(pin: str) -> None:
+    if not _PIN.fullmatch(pin):
+        raise SettingsError("a TLS pin is the SHA-256 of the receiver's certificate: 64 lowercase hex digits")

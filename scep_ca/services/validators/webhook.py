@@ -2,7 +2,9 @@
 
 The request is a JSON POST; ``X-Smallstep-Signature`` is the lowercase hex HMAC-SHA256 of
 the exact body bytes under the integration's decoded secret, ``X-Smallstep-Webhook-ID``
-names the webhook (the integration id). Only ``{"allow": true}`` issues. Renewals are not
+names the webhook (the integration id). URLs are https only; the receiver's certificate is
+checked against the system's trust store, or pinned by its SHA-256 (``tls_pin_sha256``).
+Only ``{"allow": true}`` issues. Renewals are not
 sent: step-ca calls SCEPCHALLENGE webhooks only to judge a challenge, and a renewal is
 authenticated by the certificate it renews. After issuance an optional notification
 webhook (``notify_url``) receives the certificate, signed the same way; its failure is
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from config.clock import Clock, utc_now
 from config.model import WebhookConfig
 from scep_ca.services.validators.base import ALLOW, ValidationRequest, Verdict
-from scep_ca.services.validators.http import HttpClient, HttpFailure
+from scep_ca.services.validators.http import HttpClient, HttpFailure, pinned
 from scep_ca.services.validators.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ def sign(secret: bytes, body: bytes) -> str:
 
 class WebhookValidator:
     kind = "webhook"
+    # The notification webhook's failure withdraws nothing: no hold.
+    confirm_within: float | None = None
 
     def __init__(
         self,
@@ -58,6 +62,8 @@ class WebhookValidator:
         self._config = config
         self._http = http
         self._clock = clock
+        pin = settings.tls_pin_sha256
+        self._tls = pinned(pin) if pin is not None else None
 
     def one_time_challenge(self, challenge: str | None) -> str | None:
         return None
@@ -144,7 +150,9 @@ class WebhookValidator:
             SIGNATURE_HEADER: sign(self._secret, raw),
             WEBHOOK_ID_HEADER: self._id,
         }
-        answer = await self._http.request("POST", url, headers=headers, body=raw, timeout=self._config.timeout_seconds)
+        answer = await self._http.request(
+            "POST", url, headers=headers, body=raw, timeout=self._config.timeout_seconds, tls=self._tls
+        )
         try:
             data: object = json.loads(answer.body) if answer.body else None
         except ValueError:
