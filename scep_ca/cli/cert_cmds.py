@@ -9,7 +9,15 @@ from pathlib import Path
 
 from config import Config
 from config.clock import utc_now
-from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
+from scep_ca.cli.context import (
+    CliError,
+    ca_passphrase,
+    load_identity,
+    opened_store,
+    print_fields,
+    print_json,
+    run_async,
+)
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
 from scep_ca.pki.reasons import ReasonError, operator_reason_names
@@ -51,9 +59,7 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
         return 0
-    for key, value in info.items():
-        if key != "pem":
-            print(f"{key + ':':22}{'' if value is None else value}")
+    print_fields({key: value for key, value in info.items() if key != "pem"}, 22)
     if args.pem:
         sys.stdout.write(der_to_pem(record.der))
     return 0
