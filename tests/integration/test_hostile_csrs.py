@@ -61,6 +61,7 @@ def _csr(
     challenge: str,
     *,
     cn: bytes = der.utf8_string("alice"),
+    subject: bytes | None = None,
     attributes: tuple[bytes, ...] = (),
     version: int = 0,
     spki: bytes | None = None,
@@ -71,7 +72,7 @@ def _csr(
         numbers = key.public_key().public_numbers()
         spki = der.seq(oids.RSA_ENCRYPTION, der.bit_string(der.seq(der.integer(numbers.n), der.integer(numbers.e))))
     attrs = (_attribute(_CHALLENGE_PASSWORD, der.utf8_string(challenge)),) if with_challenge else ()
-    info = der.seq(der.integer(version), _name(cn), spki, der.explicit(0, b"".join(attrs + attributes)))
+    info = der.seq(der.integer(version), subject or _name(cn), spki, der.explicit(0, b"".join(attrs + attributes)))
     return der.signed(info, oids.SHA256_WITH_RSA, key.sign(info, padding.PKCS1v15(), hashes.SHA256()))
 
 
@@ -150,6 +151,20 @@ _SHAPES = [
         {"cn": der.encode_tlv(der.TAG_UTF8_STRING, b"al\xffce")},
         FailInfo.BAD_REQUEST,
         "the CSR's subject cannot be read",
+    ),
+    # Found by fuzz_verify for certificates: cryptography raises TypeError on first use.
+    (
+        "cn-bit-string",
+        {"cn": der.encode_tlv(der.TAG_BIT_STRING, b"\x00ab")},
+        FailInfo.BAD_REQUEST,
+        "the CSR's subject cannot be read",
+    ),
+    # The one attribute cryptography reads as a BIT STRING: bytes, not text.
+    (
+        "unique-identifier-bit-string",
+        {"subject": der.seq(der.set_of(der.seq(der.oid("2.5.4.45"), der.encode_tlv(der.TAG_BIT_STRING, b"\x00ab"))))},
+        FailInfo.BAD_REQUEST,
+        "name attributes must be text",
     ),
     ("unknown-spki-algorithm", {"spki": _SPKI_UNKNOWN}, FailInfo.BAD_ALG, "the CSR's public key cannot be read"),
     ("version-1", {"version": 1}, FailInfo.BAD_REQUEST, "the decrypted content is not a PKCS#10 request"),
