@@ -33,6 +33,12 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
+def _without(text: str, chars: str) -> str:
+    for char in chars:
+        text = text.replace(char, "")
+    return text
+
+
 def escape_text(text: str, keep: str = "") -> str:
     """``text`` with every non-printable character but those in ``keep`` written as an escape
     (``\\n``, ``\\x1b``, ``\\u202e``).
@@ -40,6 +46,7 @@ def escape_text(text: str, keep: str = "") -> str:
     Backslashes are left as they are (``DOMAIN\\user`` stays readable), so a literal
     backslash-n in the input and an escaped newline print alike; neither starts a line.
     """
-    if text.isprintable():
+    # The common cases without a Python loop: a log line is printable but for its final newline.
+    if text.isprintable() or (keep and _without(text, keep).isprintable()):
         return text
     return "".join(char if char.isprintable() or char in keep else _escape(char) for char in text)
