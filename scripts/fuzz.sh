@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ ${#harnesses[@]} -eq 0 ]; then
-    harnesses=(message envelope ntlm ocsp verify)
+    harnesses=(message envelope ntlm ocsp verify csr)
 fi
 
 python=.venv/bin/python

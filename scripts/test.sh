@@ -36,7 +36,7 @@ run_step mypy .venv/bin/mypy
 # The layers contract in pyproject.toml ([tool.importlinter]): an upward import fails here.
 run_step layers .venv/bin/lint-imports
 run_step pytest .venv/bin/pytest -q -p no:cacheprovider "$@"
-# In CI, every fuzz harness for 30 s (about 2.5 minutes in all); locally: bash scripts/fuzz.sh.
+# In CI, every fuzz harness for 30 s (about 3 minutes in all); locally: bash scripts/fuzz.sh.
 if [ "${CI:-}" = "true" ]; then
     run_step fuzz bash scripts/fuzz.sh --seconds 30
 fi

@@ -68,6 +68,10 @@ class RenewalRefused(StoreError):
     """The certificate to renew is already superseded (renewed once), revoked, or of another integration."""
 
 
+class RenewalPending(StoreError):
+    """Another renewal of the same certificate waits for approval: one at a time per certificate."""
+
+
 class DuplicateIntegration(StoreError):
     """An integration with this id, or a live one with this username, already exists."""
 
@@ -212,9 +216,16 @@ class IssuanceStore(Protocol):
     ) -> EnrollmentState:
         """``get_transaction`` and ``challenge_usable`` (False when ``challenge_hash`` is None) in one read."""
 
-    async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
+    async def record_pending(
+        self, txn: Transaction, challenge_hash: str | None, now: datetime, *, open_since: datetime | None = None
+    ) -> None:
         """In one transaction: consume the challenge (if any) and insert a PENDING transaction with its CSR.
-        Raises ChallengeRejected, DuplicateTransaction or IntegrationNotFound and then changes nothing."""
+
+        A renewal (``txn.renews``) is refused with RenewalPending while another transaction renewing
+        the same certificate is pending and was created at or after ``open_since`` (older ones have
+        expired; None: every pending one counts). Atomic: of concurrent renewals of one
+        certificate, exactly one is recorded. Raises ChallengeRejected, DuplicateTransaction,
+        IntegrationNotFound or RenewalPending and then changes nothing."""
 
     async def list_transactions(
         self, status: TransactionStatus | None = None, integration_id: str | None = None

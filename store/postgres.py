@@ -61,6 +61,11 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   and changes nothing (RenewalRefused). The approval holds the pending transaction's row lock
   before it takes the certificate's; an issuance never waits on a transaction row (its own row
   is new, and a duplicate of a committed key fails at once), so no cycle forms there either.
+* Pending renewals. A renewal queued for approval (``record_pending``) first locks the renewed
+  certificate's row (``SELECT ... FOR UPDATE``), then looks for another pending renewal of it:
+  concurrent renewals of one certificate serialise there, and the later one, whose check runs
+  with a fresh snapshot, sees the first one's row and fails (RenewalPending). It takes no
+  challenge row and no transaction row lock, so it keeps the row lock order above.
 * Failed-login throttling (``auth_reserve``, ``auth_release``) is one transaction each that
   locks the key's row (``INSERT ... ON CONFLICT DO NOTHING`` of a placeholder, then ``SELECT
   ... FOR UPDATE``), computes the new counts with ``store.throttle`` (the same code as
@@ -100,6 +105,7 @@ from store.base import (
     EnrollmentState,
     IntegrationNotFound,
     IssuanceRequest,
+    RenewalPending,
     RenewalRefused,
     StoreError,
     StoreInfo,
@@ -199,6 +205,12 @@ _MARK_RENEWED = (
 _SUPERSEDE = (
     "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = 'superseded' "
     "WHERE serial = $2 AND integration_id = $3 AND status = 'issued'"
+)
+# One pending renewal per certificate (record_pending); see "Pending renewals" above.
+_LOCK_CERTIFICATE = "SELECT 1 FROM certificates WHERE serial = $1 FOR UPDATE"
+_PENDING_RENEWAL = (
+    "SELECT 1 FROM transactions WHERE integration_id = $1 AND renews = $2 AND status = 'pending' "
+    "AND ($3::timestamptz IS NULL OR created_at >= $3) LIMIT 1"
 )
 # Failed-login throttling (store/throttle.py holds the arithmetic). $1 key, $2 now. The purge
 # deletes a bounded number of other keys' rows whose window and lock are both over (rows are
@@ -434,11 +446,20 @@ class PostgresStore:
     # The approval queue is operator-paced, so these run as explicit multi-statement
     # transactions rather than server-side functions; the locking is the same as issuance's.
 
-    async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
+    async def record_pending(
+        self, txn: Transaction, challenge_hash: str | None, now: datetime, *, open_since: datetime | None = None
+    ) -> None:
         aware(now)
         params = _TRANSACTION_ROWS.params(txn)
         async with self._p().connection() as conn, conn.transaction():
             await _require_live(conn, txn.integration_id)
+            if txn.renews is not None:
+                # Concurrent renewals of one certificate queue on its row lock; the next one's
+                # check then runs with a fresh snapshot (READ COMMITTED) and sees the first's row.
+                await conn.execute(_LOCK_CERTIFICATE, txn.renews)
+                since = None if open_since is None else aware(open_since)
+                if await conn.fetchval(_PENDING_RENEWAL, txn.integration_id, txn.renews, since) is not None:
+                    raise RenewalPending(txn.renews)
             if challenge_hash is not None:
                 status = await conn.execute(_CONSUME_CHALLENGE, now, txn.integration_id, challenge_hash, now)
                 if _rowcount(status) != 1:

@@ -50,6 +50,7 @@ from store.base import (
     EnrollmentState,
     IntegrationNotFound,
     IssuanceRequest,
+    RenewalPending,
     RenewalRefused,
     StoreError,
     StoreInfo,
@@ -97,6 +98,14 @@ _SUPERSEDE = (
     "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = 'superseded' "
     "WHERE serial = ? AND integration_id = ? AND status = 'issued'"
 )
+# One pending renewal per certificate. The integration narrows the scan to the primary key's
+# prefix; the approval queue is operator-paced, so no index of its own.
+_PENDING_RENEWAL = (
+    "SELECT 1 FROM transactions "
+    "WHERE integration_id = ? AND renews = ? AND status = 'pending' AND created_at >= ? LIMIT 1"
+)
+# Before every stored time: "no cut-off".
+_NO_TIME_US = -(2**63)
 # Several rows may share a hash (two identical random draws, or a re-added
 # challenge): consume exactly one of them. INDEXED BY for the reason given in challenge_usable.
 _CONSUME_CHALLENGE = """
@@ -412,10 +421,17 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else codec.TRANSACTION_ROWS.record(row)
 
-    async def record_pending(self, txn: Transaction, challenge_hash: str | None, now: datetime) -> None:
+    async def record_pending(
+        self, txn: Transaction, challenge_hash: str | None, now: datetime, *, open_since: datetime | None = None
+    ) -> None:
         now_us = codec.to_us(now)
         with self._transaction() as conn:
             _require_live(conn, txn.integration_id)
+            # BEGIN IMMEDIATE holds the write lock from here to COMMIT: check and insert are one step.
+            if txn.renews is not None:
+                since_us = _NO_TIME_US if open_since is None else codec.to_us(open_since)
+                if conn.execute(_PENDING_RENEWAL, (txn.integration_id, txn.renews, since_us)).fetchone():
+                    raise RenewalPending(txn.renews)
             if challenge_hash is not None:
                 consumed = conn.execute(
                     _CONSUME_CHALLENGE, (now_us, txn.integration_id, challenge_hash, now_us)

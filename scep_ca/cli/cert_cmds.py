@@ -18,6 +18,7 @@ from scep_ca.cli.context import (
     live_integration,
     load_identity,
     opened_store,
+    print_fields,
     print_json,
     run_async,
 )
@@ -62,9 +63,7 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
         return 0
-    for key, value in info.items():
-        if key != "pem":
-            print(f"{key + ':':22}{'' if value is None else value}")
+    print_fields({key: value for key, value in info.items() if key != "pem"}, 22)
     if args.pem:
         sys.stdout.write(der_to_pem(record.der))
     return 0

@@ -1,4 +1,12 @@
-"""What every command needs: the config, the CA, the store, and printing."""
+"""What every command needs: the config, the CA, the store, and printing.
+
+Printing: values in the store came from clients (a subject, a transactionID, a User-Agent) and
+an operator's terminal acts on control characters. Every text the CLI prints passes through
+``scep_ca.protocol.text.escape_text``: field and table values with line breaks escaped too
+(``print_fields``, ``print_table``, ``scep_ca.pki.cert_format.format_table``), and whatever else
+is written to stdout or stderr through ``terminal_output``, which keeps only the line breaks the
+commands write themselves. JSON output stays JSON (``json.dumps`` escapes it already).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,10 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from config import Config, load_config
 from config.files import check_key
@@ -18,6 +26,7 @@ from scep_ca.pki.ca import CAIdentity, load_ca
 from scep_ca.pki.pkcs11_keys import Token, TokenSettings
 from scep_ca.pki.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
 from scep_ca.pki.records import Integration
+from scep_ca.protocol.text import escape_text
 from store.base import IntegrationStore, Store
 from store.factory import open_store
 
@@ -114,10 +123,44 @@ def print_json(value: object) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [["" if c is None else escape_text(str(c)) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def print_fields(fields: Mapping[str, object], width: int) -> None:
+    """``key:   value`` lines, one per field; a value's own line breaks are escaped."""
+    for key, value in fields.items():
+        print(f"{key + ':':{width}}{'' if value is None else escape_text(str(value))}")
+
+
+class _TerminalText:
+    """A text stream that writes every non-printable character but the line break as an escape."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(escape_text(text, keep="\n"))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        # flush, isatty, fileno, encoding and ``buffer`` (binary output such as a DER CRL).
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def terminal_output() -> Iterator[None]:
+    """While a command runs, stdout and stderr escape whatever a printer did not."""
+    saved = sys.stdout, sys.stderr
+    # cast: it implements what print, json.dump and ``.buffer`` use, and delegates the rest.
+    sys.stdout = cast(TextIO, _TerminalText(sys.stdout))
+    sys.stderr = cast(TextIO, _TerminalText(sys.stderr))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def colon_fingerprint(hex_digest: str) -> str:

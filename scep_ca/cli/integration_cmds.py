@@ -18,6 +18,7 @@ from scep_ca.cli.context import (
     live_integration,
     load_identity,
     opened_store,
+    print_fields,
     print_json,
     print_table,
     run_async,
@@ -172,8 +173,7 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
         return 0
-    for key, value in info.items():
-        print(f"{key + ':':24}{'' if value is None else value}")
+    print_fields(info, 24)
     return 0
 
 

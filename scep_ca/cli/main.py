@@ -10,7 +10,7 @@ from challenge.secret_key import SecretKeyError
 from config import ConfigError
 from config.files import FileModeError
 from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
-from scep_ca.cli.context import CliError, UsageError
+from scep_ca.cli.context import CliError, UsageError, terminal_output
 from scep_ca.pki.ca import CAError
 from scep_ca.pki.keys import KeyUnavailable
 from store.base import StoreError, StoreUnavailable
@@ -41,18 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UsageError as exc:
-        print(f"scep-ca: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except StoreUnavailable as exc:
-        # A fault of the environment (disk full, database down): worth a retry, not a traceback.
-        print(f"scep-ca: error: the store is unavailable: {exc}", file=sys.stderr)
-        return EXIT_STORE_UNAVAILABLE
-    except (CliError, ConfigError, CAError, StoreError, FileModeError, SecretKeyError, KeyUnavailable) as exc:
-        print(f"scep-ca: {exc}", file=sys.stderr)
-        return 1
+    with terminal_output():
+        try:
+            return int(args.func(args))
+        except UsageError as exc:
+            print(f"scep-ca: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except StoreUnavailable as exc:
+            # A fault of the environment (disk full, database down): worth a retry, not a traceback.
+            print(f"scep-ca: error: the store is unavailable: {exc}", file=sys.stderr)
+            return EXIT_STORE_UNAVAILABLE
+        except (CliError, ConfigError, CAError, StoreError, FileModeError, SecretKeyError, KeyUnavailable) as exc:
+            print(f"scep-ca: {exc}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 
 from scep_ca.pki.records import CertificateRecord, CertStatus
 from scep_ca.pki.serials import colon_hex
+from scep_ca.protocol.text import escape_text
 
 TABLE_COLUMNS: tuple[str, ...] = ("SERIAL", "INTEGRATION", "SUBJECT", "STATUS", "NOT AFTER", "REVOKED")
 
@@ -55,8 +56,9 @@ def table_row(record: CertificateRecord, now: dt.datetime) -> tuple[str, ...]:
 
 
 def format_table(rows: Iterable[Sequence[str]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
-    """Left-aligned columns separated by two spaces, header first, no trailing blanks."""
-    all_rows = [tuple(columns), *(tuple(r) for r in rows)]
+    """Left-aligned columns separated by two spaces, header first, no trailing blanks; non-printable
+    characters in a cell (a client's subject) are escaped (``scep_ca.protocol.text``)."""
+    all_rows = [tuple(columns), *(tuple(escape_text(cell) for cell in r) for r in rows)]
     widths = [max(len(r[i]) for r in all_rows) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in all_rows)
 

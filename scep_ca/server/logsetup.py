@@ -14,15 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
-from types import MappingProxyType
 from typing import TextIO
 
 from aiohttp import web
 
 from challenge.request_client import CLIENT
 from config.model import LogConfig
+from scep_ca.protocol.text import escape_text
 from scep_ca.server.http_parse_errors import HttpParseErrorFilter
 from scep_ca.services.logctx import MAX_FIELD_CHARS, current_log_fields, request_log_fields
 
@@ -69,32 +68,9 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: each can
-# end a line (or move the cursor) in a terminal, a pager or a log shipper.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_SHORT_ESCAPES = MappingProxyType({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    char = match.group()
-    short = _SHORT_ESCAPES.get(char)
-    if short is not None:
-        return short
-    code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def escape_controls(text: str) -> str:
-    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``).
-
-    Backslashes are left as they are (``DOMAIN\\user`` stays readable), so a literal
-    backslash-n in the input and an escaped newline print alike; neither starts a line.
-    """
-    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
-
-
 class TextFormatter(logging.Formatter):
-    """One record, one line: control characters in the message and in every field are escaped.
+    """One record, one line: non-printable characters in the message and in every field are escaped
+    (``scep_ca.protocol.text``).
 
     A transactionID or a user name is whatever the client sent; with a raw newline it
     could start a forged record (threat model: anyone on the network must not make the
@@ -104,7 +80,7 @@ class TextFormatter(logging.Formatter):
     """
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        escaped = {k: escape_controls(v) if isinstance(v, str) else v for k, v in record.__dict__.items()}
+        escaped = {k: escape_text(v) if isinstance(v, str) else v for k, v in record.__dict__.items()}
         return super().formatMessage(logging.makeLogRecord(escaped))
 
     def format(self, record: logging.LogRecord) -> str:
@@ -118,7 +94,7 @@ class TextFormatter(logging.Formatter):
         if record.stack_info:
             blocks.append(self.formatStack(record.stack_info))
         for block in blocks:
-            line += "".join(f"\n    {escape_controls(part)}" for part in block.splitlines())
+            line += "".join(f"\n    {escape_text(part)}" for part in block.splitlines())
         return line
 
 

@@ -39,6 +39,7 @@ from store.base import (
     IntegrationStore,
     IssuanceRequest,
     IssuanceStore,
+    RenewalPending,
     RenewalRefused,
     RevocationStore,
 )
@@ -49,6 +50,7 @@ _SERIAL_ATTEMPTS = 3
 _CHALLENGE_REJECTED = "the challenge password is invalid, expired or used"
 _ALREADY_RENEWED = "this certificate has already been renewed"
 _IDENTITY_CHANGED = "a renewal must keep the certificate's subject and subjectAltName"
+_RENEWAL_PENDING = "a renewal of this certificate is already waiting for approval"
 _NOT_CONFIRMED = "the certificate was not confirmed by the integration's validator"
 # Why a certificate the validator did not confirm is revoked at once (RFC 5280 section 5.3.1).
 _UNCONFIRMED_REASON = Reason.CESSATION_OF_OPERATION.rfc_name
@@ -162,11 +164,17 @@ class Enroller:
             csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
             renews=renews,
         )
+        # A pending request older than this has expired (``_transaction_outcome``) and no longer
+        # holds its certificate's one pending renewal.
+        open_since = now - dt.timedelta(hours=self._scep.pending_expiry_hours)
         try:
             with _refusals():
-                await self._store.record_pending(txn, challenge_hash, now)
+                await self._store.record_pending(txn, challenge_hash, now, open_since=open_since)
         except DuplicateTransaction:
             return await self._lost_race(integration, who, checked)
+        except RenewalPending:
+            # One pending renewal per certificate: else a certificate could fill the approval queue.
+            return await self._resend_or(integration, who, checked, BadRequest(_RENEWAL_PENDING, f"renews {renews}"))
         log.info("queued for approval integration=%s tid=%s remote=%s", integration.id, who.transaction_id, who.remote)
         return PENDING
 
@@ -176,6 +184,14 @@ class Enroller:
         if existing is None:
             raise BadRequest("the transaction changed while it was being recorded")
         return await self._resend(existing, checked.pubkey_sha256)
+
+    async def _resend_or(
+        self, integration: Integration, who: Requester, checked: CheckedCsr, refusal: BadRequest
+    ) -> Outcome:
+        """The answer to a resend when this very transaction was recorded concurrently; else ``refusal``."""
+        if await self._store.get_transaction(integration.id, who.transaction_id) is None:
+            raise refusal
+        return await self._lost_race(integration, who, checked)
 
     async def _resend(self, txn: Transaction, key_hash: str) -> Outcome:
         """A resent request of a known transaction: same key gets the same answer (RFC 8894 section 3.3.1)."""
@@ -457,12 +473,11 @@ class Enroller:
                 record, _ = await _with_unique_serial(sign, record_issuance)
         except DuplicateTransaction:
             return await self._lost_race(integration, who, checked), None
-        except RenewalRefused as exc:
+        except RenewalRefused:
             # Another renewal signed by the same certificate committed first. If it was this
             # very transaction (a concurrent resend), answer as a resend; else refuse.
-            if await self._store.get_transaction(integration.id, who.transaction_id) is not None:
-                return await self._lost_race(integration, who, checked), None
-            raise BadRequest(_ALREADY_RENEWED, f"renews {renews}") from exc
+            refusal = BadRequest(_ALREADY_RENEWED, f"renews {renews}")
+            return await self._resend_or(integration, who, checked, refusal), None
         log.info(
             "issued serial=%s integration=%s tid=%s type=%s subject=%s remote=%s",
             record.serial,

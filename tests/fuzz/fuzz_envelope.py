@@ -11,28 +11,14 @@ import contextlib
 import atheris
 
 with atheris.instrument_imports(include=["scep_ca"]):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    from scep_ca.protocol.envelope import RecipientKey, decrypt_envelope
+    from scep_ca.protocol.envelope import decrypt_envelope
     from scep_ca.protocol.errors import ScepCoreError
     from scep_ca.protocol.message import decode_pki_message
 
-from _common import VECTORS, run, vector_files
+from _ca import vector_recipients
+from _common import run, vector_files
 
-
-def _recipient(cert_name: str, key_name: str) -> RecipientKey:
-    cert = x509.load_pem_x509_certificate((VECTORS / cert_name).read_bytes())
-    key = serialization.load_pem_private_key((VECTORS / key_name).read_bytes(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return RecipientKey.from_cert(cert, key)
-
-
-RECIPIENTS = [
-    _recipient("scep-ca-2026-11-28/ra.pem", "scep-ca-2026-11-28/ra.key"),
-    _recipient("micromdm-lab-2026-11-28/lab-ca.pem", "micromdm-lab-2026-11-28/lab-ca.key"),
-]
+RECIPIENTS = vector_recipients()
 
 
 def seeds() -> list[bytes]:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scep_ca.pki.issue import Profile, random_serial
-from scep_ca.pki.records import CertificateRecord, CertStatus, Transaction
+from scep_ca.pki.records import CertificateRecord, CertStatus, Transaction, TransactionStatus
 from scep_ca.protocol.client import (
     Reply,
     build_csr,
@@ -22,6 +22,7 @@ from scep_ca.protocol.client import (
     open_reply,
     self_signed_signer,
 )
+from scep_ca.protocol.csr import spki_sha256
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import FailInfo, MessageType, PKIStatus
 from scep_ca.protocol.errors import BadRequest
@@ -504,15 +505,18 @@ async def test_approval_refused_when_the_certificate_was_revoked_or_renewed_mean
     await _enroll(server, device_key, "am-1")
     enroller = _enroller(server)
     alice = x509.load_der_x509_certificate((await enroller.approve(server.integration.id, "am-1")).der)
-    for tid in ("am-2", "am-3"):
-        got = await _message(server, _csr(_new_key(), "alice", None), alice, device_key, MessageType.RENEWAL_REQ, tid)
-        assert got.status is PKIStatus.PENDING
+    got = await _message(server, _csr(_new_key(), "alice", None), alice, device_key, MessageType.RENEWAL_REQ, "am-2")
+    assert got.status is PKIStatus.PENDING
     if meanwhile == "revoked":
         await server.store.revoke_certificate(
             format(alice.serial_number, "x"), "keyCompromise", dt.datetime.now(dt.UTC)
         )
     else:
-        await enroller.approve(server.integration.id, "am-3")
+        # Renewed at once, as by a worker that saw the integration with approval turned off.
+        unapproved = dataclasses.replace(server.integration, require_approval=False)
+        checked = enroller.check(unapproved, _csr(_new_key(), "alice", None))
+        who = Requester("am-3", MessageType.RENEWAL_REQ, alice, None, None)
+        assert (await enroller.renewal_req(unapproved, checked, who)).status is PKIStatus.SUCCESS
     before = await _state(server)
     with pytest.raises(BadRequest, match=meanwhile):
         await enroller.approve(server.integration.id, "am-2")
@@ -522,18 +526,82 @@ async def test_approval_refused_when_the_certificate_was_revoked_or_renewed_mean
 async def test_renewal_of_a_queued_renewal_is_checked_again_at_approval(
     make_server: ServerFactory, device_key: rsa.RSAPrivateKey
 ) -> None:
-    """Two queued renewals of one certificate: the store lets exactly one be approved."""
+    """Two queued renewals of one certificate (one of them expired for its client, which the operator
+    can still approve): the store lets exactly one be approved."""
     server = await _renewal_server(make_server, require_approval=True)
     await _enroll(server, device_key, "aq-1")
     enroller = _enroller(server)
     alice = x509.load_der_x509_certificate((await enroller.approve(server.integration.id, "aq-1")).der)
-    for tid in ("aq-2", "aq-3"):
-        await _message(server, _csr(_new_key(), "alice", None), alice, device_key, MessageType.RENEWAL_REQ, tid)
+    expired = dt.datetime.now(dt.UTC) - dt.timedelta(hours=server.config.scep.pending_expiry_hours + 1)
+    key = _new_key()
+    queued_long_ago = Transaction(
+        integration_id=server.integration.id,
+        transaction_id="aq-3",
+        pubkey_sha256=spki_sha256(key.public_key()),
+        status=TransactionStatus.PENDING,
+        created_at=expired,
+        message_type=MessageType.RENEWAL_REQ,
+        csr_der=_csr(key, "alice", None),
+        renews=format(alice.serial_number, "x"),
+    )
+    await server.store.record_pending(queued_long_ago, None, expired)
+    got = await _message(server, _csr(_new_key(), "alice", None), alice, device_key, MessageType.RENEWAL_REQ, "aq-2")
+    assert got.status is PKIStatus.PENDING
     results = await asyncio.gather(
         *(enroller.approve(server.integration.id, tid) for tid in ("aq-2", "aq-3")), return_exceptions=True
     )
     assert sum(isinstance(r, CertificateRecord) for r in results) == 1
     assert sum(isinstance(r, BadRequest) for r in results) == 1
+
+
+RENEWAL_PENDING = "a renewal of this certificate is already waiting for approval"
+
+
+@pytest.mark.parametrize("kind", [MessageType.RENEWAL_REQ, MessageType.PKCS_REQ])
+async def test_one_pending_renewal_per_certificate(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey, kind: MessageType
+) -> None:
+    """A second renewal signed by the same certificate, while one waits for approval, is refused;
+    a resend of the waiting one still gets PENDING."""
+    server = await _renewal_server(make_server, require_approval=True)
+    await _enroll(server, device_key, "op-1")
+    enroller = _enroller(server)
+    alice = x509.load_der_x509_certificate((await enroller.approve(server.integration.id, "op-1")).der)
+    challenge = "bogus" if kind is MessageType.PKCS_REQ else None
+    csr = _csr(_new_key(), "alice", challenge)
+    assert (await _message(server, csr, alice, device_key, kind, "op-2")).status is PKIStatus.PENDING
+    before = await _state(server)
+    for refused_kind in (MessageType.RENEWAL_REQ, MessageType.PKCS_REQ):
+        refused_csr = _csr(_new_key(), "alice", "bogus" if refused_kind is MessageType.PKCS_REQ else None)
+        again = await _message(server, refused_csr, alice, device_key, refused_kind, f"op-3-{int(refused_kind)}")
+        await _refused(server, again, before, RENEWAL_PENDING)
+    resent = await _message(server, csr, alice, device_key, kind, "op-2")
+    assert resent.status is PKIStatus.PENDING
+    assert await _state(server) == before
+    # Once it is resolved, the certificate can queue a renewal again.
+    await enroller.reject(server.integration.id, "op-2")
+    retry = await _message(server, _csr(_new_key(), "alice", challenge), alice, device_key, kind, "op-4")
+    assert retry.status is PKIStatus.PENDING
+
+
+async def test_concurrent_renewals_with_approval_queue_exactly_one(
+    make_server: ServerFactory, device_key: rsa.RSAPrivateKey
+) -> None:
+    server = await _renewal_server(make_server, require_approval=True)
+    await _enroll(server, device_key, "cr-1")
+    alice = x509.load_der_x509_certificate((await _enroller(server).approve(server.integration.id, "cr-1")).der)
+    csrs = [_csr(_new_key(), "alice", None) for _ in range(6)]
+    replies = await asyncio.gather(
+        *(
+            _message(server, csr, alice, device_key, MessageType.RENEWAL_REQ, f"cr-{n + 2}")
+            for n, csr in enumerate(csrs)
+        )
+    )
+    statuses = [(r.status, r.fail_info, r.fail_text) for r in replies]
+    assert statuses.count((PKIStatus.PENDING, None, None)) == 1
+    assert statuses.count((PKIStatus.FAILURE, FailInfo.BAD_REQUEST, RENEWAL_PENDING)) == 5
+    queued = await server.store.list_transactions(TransactionStatus.PENDING)
+    assert [t.renews for t in queued] == [format(alice.serial_number, "x")]
 
 
 @pytest.mark.parametrize("kind", [MessageType.RENEWAL_REQ, MessageType.PKCS_REQ])

@@ -23,6 +23,7 @@ from store.base import (
     EnrollmentState,
     IntegrationNotFound,
     IssuanceRequest,
+    RenewalPending,
     RenewalRefused,
     Store,
 )
@@ -724,8 +725,8 @@ async def test_approving_a_renewal_refused_when_renewed_or_revoked_meanwhile(sto
     await store.record_issuance(issuance(certificate("0a"), None))
     await store.record_pending(pending_renewal("p1", "0a"), None, NOW)
     if meanwhile == "renewed":
-        await store.record_pending(pending_renewal("p2", "0a"), None, NOW)
-        assert await store.resolve_pending("int1", "p2", certificate("0b", transaction_id="p2"), NOW)
+        # Renewed without approval (the integration's require_approval was turned off meanwhile).
+        await store.record_issuance(renewal("0b", renews="0a"))
     else:
         assert await store.revoke_certificate("0a", "keyCompromise", NOW)
     before = await snapshot(store)
@@ -735,6 +736,54 @@ async def test_approving_a_renewal_refused_when_renewed_or_revoked_meanwhile(sto
     txn = await store.get_transaction("int1", "p1")
     assert txn is not None and txn.status is TransactionStatus.PENDING and txn.serial is None
     assert await store.resolve_pending("int1", "p1", None, NOW), "it can still be rejected"
+
+
+async def test_one_pending_renewal_per_certificate(store: Store) -> None:
+    await store.create_integration(integration(require_approval=True))
+    for serial in ("0a", "0b"):
+        await store.record_issuance(issuance(certificate(serial, transaction_id=f"t-{serial}"), None))
+    await store.record_pending(pending_renewal("p1", "0a"), None, NOW)
+    before = (await snapshot(store), await store.list_transactions())
+    with pytest.raises(RenewalPending):
+        await store.record_pending(pending_renewal("p2", "0a"), None, NOW)
+    assert (await snapshot(store), await store.list_transactions()) == before
+    # Another certificate's renewal, and a request that renews nothing, are not held up.
+    await store.record_pending(pending_renewal("p3", "0b"), None, NOW)
+    await store.record_pending(pending("p4"), None, NOW)
+    # A pending renewal created before open_since has expired and holds nothing.
+    later = NOW + timedelta(hours=2)
+
+    async def renew_later(tid: str) -> None:
+        await store.record_pending(replace(pending_renewal(tid, "0a"), created_at=later), None, later, open_since=later)
+
+    await renew_later("p5")
+    # Nor does a rejected one.
+    assert await store.resolve_pending("int1", "p5", None, later)
+    await renew_later("p6")
+    with pytest.raises(RenewalPending):
+        await renew_later("p7")
+    pending_ids = [t.transaction_id for t in await store.list_transactions(TransactionStatus.PENDING)]
+    assert sorted(pending_ids) == ["p1", "p3", "p4", "p6"]
+
+
+async def test_concurrent_pending_renewals_of_one_certificate_exactly_one_is_queued(
+    store: Store, harness: Harness
+) -> None:
+    await store.create_integration(integration(require_approval=True))
+    await store.record_issuance(issuance(certificate("0a"), None))
+    other = await harness.second_store()
+
+    async def attempt(target: Store, n: int) -> bool:
+        try:
+            await target.record_pending(pending_renewal(f"p{n}", "0a"), None, NOW, open_since=NOW)
+        except RenewalPending:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(s, 2 * n + i) for n in range(10) for i, s in enumerate((store, other))))
+    assert results.count(True) == 1
+    queued = await store.list_transactions(TransactionStatus.PENDING)
+    assert [t.transaction_id for t in queued] == [f"p{results.index(True)}"]
 
 
 async def test_integration_flags_round_trip(store: Store) -> None:

@@ -6,7 +6,8 @@ import io
 import logging
 
 from config.model import LogConfig
-from scep_ca.server.logsetup import TextFormatter, build_handler, escape_controls
+from scep_ca.protocol.text import escape_text
+from scep_ca.server.logsetup import TextFormatter, build_handler
 
 FORGED_TID = "ABC\n2026-12-01 00:00:00,000 INFO scep_ca.services.enrollment: issued serial=1 tid=forged"
 
@@ -29,13 +30,13 @@ def test_a_transaction_id_with_a_newline_stays_on_one_line() -> None:
 
 
 def test_every_control_character_is_escaped() -> None:
-    assert escape_controls("a\nb\rc\td") == "a\\nb\\rc\\td"
-    assert escape_controls("\x00\x1b[31m\x7f") == "\\x00\\x1b[31m\\x7f"
-    assert escape_controls("\x85\x9b") == "\\x85\\x9b"  # C1: NEL and CSI
-    assert escape_controls("a\u2028b\u2029c") == "a\\u2028b\\u2029c"
-    assert escape_controls("DOMAIN\\user é ü 日本") == "DOMAIN\\user é ü 日本"
+    assert escape_text("a\nb\rc\td") == "a\\nb\\rc\\td"
+    assert escape_text("\x00\x1b[31m\x7f") == "\\x00\\x1b[31m\\x7f"
+    assert escape_text("\x85\x9b") == "\\x85\\x9b"  # C1: NEL and CSI
+    assert escape_text("a\u2028b\u2029c") == "a\\u2028b\\u2029c"
+    assert escape_text("DOMAIN\\user é ü 日本") == "DOMAIN\\user é ü 日本"
     for code in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]:
-        escaped = escape_controls(chr(code))
+        escaped = escape_text(chr(code))
         assert escaped.startswith("\\") and escaped.isprintable(), hex(code)
         assert len(escaped.splitlines()) == 1
 
@@ -50,7 +51,7 @@ def test_fields_a_text_format_names_are_escaped_too() -> None:
     logger.warning("user %s", "bob\u2028x", extra={"transaction_id": FORGED_TID})
     out = stream.getvalue()
     assert out.count("\n") == 1
-    assert out == f"WARNING tid={escape_controls(FORGED_TID)}: user bob\\u2028x\n"
+    assert out == f"WARNING tid={escape_text(FORGED_TID)}: user bob\\u2028x\n"
 
 
 def test_a_traceback_keeps_its_lines_indented() -> None:
