@@ -1,0 +1,36 @@
+"""The audit event types (CA/Browser Forum Baseline Requirements section 5.4.1 lists what a CA logs).
+
+One place for the names: services pass these, ``scep-ca audit list --event`` filters by them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Event(enum.StrEnum):
+    # The log itself.
+    LOG_STARTED = "audit.log_started"
+    CHECKPOINT = "audit.checkpoint"
+    VERIFIED = "audit.verify"
+    # SCEP (RFC 8894 section 3.3).
+    CERT_ISSUED = "scep.issued"
+    CERT_RENEWED = "scep.renewed"
+    REQUEST_REFUSED = "scep.refused"
+    REQUEST_PENDING = "scep.pending"
+    REQUEST_APPROVED = "scep.approved"
+    REQUEST_REJECTED = "scep.rejected"
+    # Revocation.
+    CERT_REVOKED = "cert.revoked"
+    INTEGRATION_DELETED = "integration.deleted"
+    # Integrations.
+    INTEGRATION_CREATED = "integration.created"
+    PASSWORD_ROTATED = "integration.password_rotated"
+    # Challenge URL.
+    CHALLENGE_ISSUED = "challenge.issued"
+    # Operations.
+    SERVER_START = "server.start"
+    SERVER_STOP = "server.stop"
+
+
+SYSTEM = "system"  # the actor of the server's own actions
