@@ -28,6 +28,8 @@ class Event(enum.StrEnum):
     PASSWORD_ROTATED = "integration.password_rotated"
     # Challenge URL.
     CHALLENGE_ISSUED = "challenge.issued"
+    LOGIN_FAILED = "challenge.login_failed"
+    LOCKOUT_STARTED = "challenge.lockout_started"
     # Operations.
     SERVER_START = "server.start"
     SERVER_STOP = "server.stop"

@@ -9,11 +9,12 @@ from config.model import Config
 from store.base import AuditStore
 
 
-def audit_log(config: Config, store: AuditStore, clock: Clock = utc_now) -> AuditLog:
-    """The log over ``store`` with the data directory's audit keys (created on first use)."""
+def audit_log(config: Config, store: AuditStore, clock: Clock = utc_now, *, create_keys: bool = True) -> AuditLog:
+    """The log over ``store`` with the data directory's audit keys (created on first use,
+    unless ``create_keys`` is False: verifying under a new key would only report forgeries)."""
     return AuditLog(
         store,
-        load_mac_key(config.data_dir),
+        load_mac_key(config.data_dir, create=create_keys),
         clock,
         checkpoint_key=load_checkpoint_key(config.data_dir),
         enabled=config.audit.enabled,

@@ -19,7 +19,9 @@ Events never carry a challenge, password or key: callers put identifiers and ver
 from __future__ import annotations
 
 import base64
+import getpass
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -68,6 +70,25 @@ class AuditSink(Protocol):
     def recording(self, *drafts: Draft) -> AbstractContextManager[AuditSeal | None]: ...
 
     async def append(self, *drafts: Draft) -> None: ...
+
+
+class NoAudit:
+    """The sink of code built without a log (library use, unit tests): records nothing."""
+
+    @contextmanager
+    def recording(self, *drafts: Draft) -> Iterator[AuditSeal | None]:
+        yield None
+
+    async def append(self, *drafts: Draft) -> None:
+        return None
+
+
+def os_actor() -> str:
+    """The actor of an operator CLI command: the OS user running it."""
+    try:
+        return f"os:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"os:uid={os.getuid()}"
 
 
 @dataclass(frozen=True)

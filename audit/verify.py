@@ -7,8 +7,8 @@ checkpointed head, with the same MAC there. The first failing record of each cha
 with what happened to it:
 
 - ``missing``: a seq number is absent (a record deleted);
-- ``modified``: the MAC does not recompute, and the next record still vouches for the stored
-  MAC (a field changed in place);
+- ``modified``: the MAC does not recompute, and the next record (or the checkpoint) still
+  vouches for the stored MAC (a field changed in place);
 - ``reordered``: the record is authentic but stands at another position (its MAC recomputes
   under another seq, or its predecessor is not the record it was chained to);
 - ``inserted``: the MAC does not recompute and no record vouches for it (a forged record; a
@@ -64,9 +64,10 @@ def verify_rows(rows: Sequence[AuditRecord], key: MacKey, checkpoint: Mapping[st
     for writer, group in groupby(rows, key=lambda r: r.writer):
         chain = list(group)
         chains[writer] = len(chain)
-        problem = _check_chain(writer, chain, key)
-        if problem is None and checkpoint is not None and writer in checkpoint:
-            problem = _check_head(writer, chain, checkpoint[writer])
+        head = None if checkpoint is None else checkpoint.get(writer)
+        problem = _check_chain(writer, chain, key, head)
+        if problem is None and head is not None:
+            problem = _check_head(writer, chain, head)
         if problem is not None:
             problems.append(problem)
     for writer, head in sorted((checkpoint or {}).items()):
@@ -75,8 +76,9 @@ def verify_rows(rows: Sequence[AuditRecord], key: MacKey, checkpoint: Mapping[st
     return VerifyReport(chains, tuple(problems))
 
 
-def _check_chain(writer: str, chain: Sequence[AuditRecord], key: MacKey) -> Problem | None:
-    vouched = {r.prev_mac for r in chain}
+def _check_chain(writer: str, chain: Sequence[AuditRecord], key: MacKey, head: Head | None) -> Problem | None:
+    # A MAC some record (or the checkpoint) was chained to was once genuine.
+    vouched = {r.prev_mac for r in chain} | ({head.mac} if head else set())
     expected, prev = 1, GENESIS
     for record in chain:
         if record.seq != expected:

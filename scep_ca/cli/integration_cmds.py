@@ -6,6 +6,9 @@ import argparse
 import secrets
 import string
 
+from audit.events import Event
+from audit.factory import audit_log
+from audit.service import Draft, integration_target, os_actor
 from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
@@ -90,7 +93,14 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
             validator_secret_encrypted=fields.secret_encrypted,
             allowed_san_types=fields.allowed_san_types,
         )
-        await store.create_integration(integration)
+        created = Draft(
+            Event.INTEGRATION_CREATED,
+            integration_target(integration.id),
+            {"integration": integration.id, "name": integration.name, "subject": subject, "validator": fields.kind},
+            actor=os_actor(),
+        )
+        with audit_log(config, store).recording(created) as seal:
+            await store.create_integration(integration, audit=seal)
     info = describe(config, integration, ca.fingerprint_sha256)
     info["password"] = creds.password
     info.update(fields.shown)
@@ -122,12 +132,20 @@ async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
         integration = await store.get_integration(args.id)
         if integration is None:
             raise CliError(f"no live integration {args.id!r}")
-        await store.update_credentials(
-            integration.id,
-            username=creds.username,
-            password_scrypt=creds.password_scrypt,
-            nt_hash_encrypted=creds.nt_hash_encrypted,
+        rotated = Draft(
+            Event.PASSWORD_ROTATED,
+            integration_target(integration.id),
+            {"integration": integration.id, "username": creds.username},
+            actor=os_actor(),
         )
+        with audit_log(config, store).recording(rotated) as seal:
+            await store.update_credentials(
+                integration.id,
+                username=creds.username,
+                password_scrypt=creds.password_scrypt,
+                nt_hash_encrypted=creds.nt_hash_encrypted,
+                audit=seal,
+            )
     if args.json:
         print_json({"id": args.id, "username": creds.username, "password": creds.password})
         return 0
@@ -182,7 +200,14 @@ async def _challenge_new(config: Config, args: argparse.Namespace) -> int:
         integration = await store.get_integration(args.id)
         if integration is None:
             raise CliError(f"no live integration {args.id!r}")
-        password = await issue_challenge(store, config.challenge, integration.id)
+        issued = Draft(
+            Event.CHALLENGE_ISSUED,
+            integration_target(integration.id),
+            {"integration": integration.id},
+            actor=os_actor(),
+        )
+        with audit_log(config, store).recording(issued) as seal:
+            password = await issue_challenge(store, config.challenge, integration.id, audit=seal)
     if password is None:
         raise CliError(
             f"the challenge cache of {args.id} is full ({config.challenge.max_unused} unused); "

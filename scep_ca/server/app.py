@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from audit.factory import audit_log
+from audit.service import AuditSink
 from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
 from challenge.service import ChallengeService
@@ -32,6 +34,7 @@ from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.certificate_factory import CertificateFactory
+from scep_ca.server.audit_task import audit_context
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
@@ -115,6 +118,8 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
+    audit = audit_log(config, store)
+    app.cleanup_ctx.append(audit_context(audit, config, worker))
     tls = ssl_context(config) is not None
     secret_key = load_or_create_secret_key(config.data_dir)
     validators = Validators(config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string())
@@ -133,6 +138,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         public_url=config.server.public_url,
         # The certificate NTLM clients bind to (MsvAvChannelBindings): hashed once here.
         tls_end_point=end_point_application_data(config.tls.cert.read_bytes()) if tls and config.tls.cert else None,
+        audit=audit,
     )
     setup_challenge_routes(app, challenges)
     revocation = RevocationService(
@@ -140,16 +146,18 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         ca_set,
         crl_next_update_hours=config.revocation.crl_next_update_hours,
         ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
+        audit=audit,
     )
     setup_revocation_routes(app, revocation, config.server.api_token)
     scep = ScepService(
         store,
         ca,
         config.scep,
-        enroller_for(config, store, ca, validators),
+        enroller_for(config, store, ca, validators, audit=audit),
         crl_source=revocation.current_crl,
         events=metrics,
         next_ca=ca_set.next,
+        audit=audit,
     )
     setup_scep_routes(app, scep)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
@@ -158,7 +166,12 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
 
 
 def enroller_for(
-    config: Config, store: EnrollmentStore, ca: CAIdentity, validators: Validators, clock: Clock = utc_now
+    config: Config,
+    store: EnrollmentStore,
+    ca: CAIdentity,
+    validators: Validators,
+    clock: Clock = utc_now,
+    audit: AuditSink | None = None,
 ) -> Enroller:
     """The enrollment decisions of ``ca``, wired from the settings they use (the server's and
     the operator CLI's)."""
@@ -169,6 +182,7 @@ def enroller_for(
         config.scep,
         config.certificate.key_sizes,
         clock,
+        audit,
     )
 
 

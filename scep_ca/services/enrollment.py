@@ -18,6 +18,8 @@ from typing import Protocol, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from audit.events import SYSTEM, Event
+from audit.service import AuditSink, Draft, NoAudit, certificate_target, der_text, integration_target
 from config.clock import Clock
 from config.model import ScepConfig
 from scep_ca.pki.certificate_factory import CertificateFactory
@@ -89,8 +91,10 @@ class Enroller:
         scep: ScepConfig,
         key_sizes: tuple[int, ...],
         clock: Clock,
+        audit: AuditSink | None = None,
     ) -> None:
         self._store = store
+        self._audit = audit or NoAudit()
         self._certificates = certificates
         self._validators = validators
         self._scep = scep
@@ -155,9 +159,15 @@ class Enroller:
             csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
             renews=renews,
         )
+        pending = Draft(
+            Event.REQUEST_PENDING,
+            integration_target(integration.id),
+            {**_requester_details(integration, who), "subject": checked.csr.subject.rfc4514_string(), "renews": renews},
+            actor=_actor(who),
+        )
         try:
-            with _refusals():
-                await self._store.record_pending(txn, challenge_hash, now)
+            with _refusals(), self._audit.recording(pending) as seal:
+                await self._store.record_pending(txn, challenge_hash, now, audit=seal)
         except DuplicateTransaction:
             return await self._lost_race(integration, who, checked)
         log.info("queued for approval integration=%s tid=%s remote=%s", integration.id, who.transaction_id, who.remote)
@@ -285,7 +295,7 @@ class Enroller:
 
     # -- approval (operator) -------------------------------------------------------
 
-    async def approve(self, integration_id: str, transaction_id: str) -> CertificateRecord:
+    async def approve(self, integration_id: str, transaction_id: str, *, actor: str = SYSTEM) -> CertificateRecord:
         """Issue the queued request; the client's next CertPoll receives the certificate."""
         integration = await self._store.get_integration(integration_id)
         txn = await self._store.get_transaction(integration_id, transaction_id)
@@ -296,10 +306,17 @@ class Enroller:
         if txn.renews is not None:
             supersedes = await self._approvable_renewal(integration, txn.renews, checked)
 
-        def resolve(record: CertificateRecord) -> Awaitable[bool]:
-            return self._store.resolve_pending(
-                integration_id, transaction_id, record, self._clock(), supersedes=supersedes
+        async def resolve(record: CertificateRecord) -> bool:
+            approved = Draft(
+                Event.REQUEST_APPROVED,
+                certificate_target(record.serial),
+                {**_certificate_details(record), "renews": txn.renews, "supersedes": supersedes},
+                actor=actor,
             )
+            with self._audit.recording(approved) as seal:
+                return await self._store.resolve_pending(
+                    integration_id, transaction_id, record, self._clock(), supersedes=supersedes, audit=seal
+                )
 
         try:
             record, resolved = await _with_unique_serial(
@@ -329,8 +346,18 @@ class Enroller:
         _require_same_identity(x509.load_der_x509_certificate(old.der), checked)
         return old.serial if integration.revoke_superseded else None
 
-    async def reject(self, integration_id: str, transaction_id: str) -> None:
-        if not await self._store.resolve_pending(integration_id, transaction_id, None, self._clock()):
+    async def reject(self, integration_id: str, transaction_id: str, *, actor: str = SYSTEM) -> None:
+        rejected = Draft(
+            Event.REQUEST_REJECTED,
+            integration_target(integration_id),
+            {"integration": integration_id, "transaction_id": transaction_id},
+            actor=actor,
+        )
+        with self._audit.recording(rejected) as seal:
+            resolved = await self._store.resolve_pending(
+                integration_id, transaction_id, None, self._clock(), audit=seal
+            )
+        if not resolved:
             raise BadRequest("no pending request with this id")
         log.info("rejected integration=%s tid=%s", integration_id, transaction_id)
 
@@ -363,7 +390,18 @@ class Enroller:
             await validator.issued(request, x509.load_der_x509_certificate(record.der))
         except ConfirmationFailed as exc:
             # Nothing the validator did not confirm may be in use: revoked before anyone saw it.
-            await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
+            revoked = Draft(
+                Event.CERT_REVOKED,
+                certificate_target(record.serial),
+                {
+                    "serial": record.serial,
+                    "integration": integration.id,
+                    "reason": _UNCONFIRMED_REASON,
+                    "why": "not confirmed by the validator",
+                },
+            )
+            with self._audit.recording(revoked) as seal:
+                await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock(), audit=seal)
             raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
         return outcome
 
@@ -378,9 +416,23 @@ class Enroller:
     ) -> tuple[Outcome, CertificateRecord | None]:
         """Sign and record; the record is None when a concurrent resend answered instead."""
 
-        def record_issuance(record: CertificateRecord) -> Awaitable[None]:
+        async def record_issuance(record: CertificateRecord) -> None:
             request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
-            return self._store.record_issuance(request)
+            issued = Draft(
+                Event.CERT_ISSUED if renews is None else Event.CERT_RENEWED,
+                certificate_target(record.serial),
+                {
+                    **_requester_details(integration, who),
+                    **_certificate_details(record),
+                    "validator": integration.validator,
+                    "verdict": "allowed",
+                    "old_serial": renews,
+                    "supersedes": supersedes,
+                },
+                actor=_actor(who),
+            )
+            with self._audit.recording(issued) as seal:
+                await self._store.record_issuance(request, audit=seal)
 
         try:
             with _refusals():
@@ -458,6 +510,33 @@ def _validation_request(
         renewal=renewal,
         challenge_usable=challenge_usable,
     )
+
+
+def _actor(who: Requester) -> str:
+    """A SCEP requester as an audit actor: its address (the signer is self-signed, or a
+    certificate of ours for a renewal, whose serial the details carry)."""
+    return f"scep:{who.remote or 'unknown'}"
+
+
+def _requester_details(integration: Integration, who: Requester) -> dict[str, object]:
+    return {
+        "integration": integration.id,
+        "transaction_id": who.transaction_id,
+        "message_type": int(who.message_type),
+        "address": who.remote,
+        "user_agent": who.user_agent,
+    }
+
+
+def _certificate_details(record: CertificateRecord) -> dict[str, object]:
+    """What rebuilds the list of issued certificates from the log alone: the certificate itself."""
+    return {
+        "serial": record.serial,
+        "subject": record.subject,
+        "integration": record.integration_id,
+        "not_after": record.not_after.isoformat(),
+        "certificate": der_text(record.der),
+    }
 
 
 def _require_same_identity(renewed: x509.Certificate, checked: CheckedCsr) -> None:
