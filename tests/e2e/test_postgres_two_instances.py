@@ -29,6 +29,9 @@ from tests.store.conftest import PG_ADMIN_DSN
 
 ROUNDS = 12
 SHARED_FILES = ("ca.pem", "ca.key", "ra.pem", "ra.key", "ra-enc.pem", "ra-enc.key", "secret.key")
+# One audit log over one database: every host seals with the same MAC key and signs
+# checkpoints with the same key, so any host verifies every chain.
+AUDIT_FILES = ("audit.key", "audit-checkpoint.key", "audit-checkpoint.pub")
 
 
 async def _admin(sql: str) -> None:
@@ -57,7 +60,7 @@ def two_hosts(tmp_path: Path, database: str) -> Iterator[tuple[ScepCaServer, Sce
     second = ScepCaServer(tmp_path / "host-b", config)
     # The second host gets the same CA, RA and secret key, as a deployment copies them.
     second.data_dir.mkdir(parents=True)
-    for name in SHARED_FILES:
+    for name in SHARED_FILES + AUDIT_FILES:
         shutil.copy2(first.data_dir / name, second.data_dir / name)
     try:
         second.start()
