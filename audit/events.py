@@ -30,9 +30,16 @@ class Event(enum.StrEnum):
     CHALLENGE_ISSUED = "challenge.issued"
     LOGIN_FAILED = "challenge.login_failed"
     LOCKOUT_STARTED = "challenge.lockout_started"
+    # Keys and CA (file operations: recorded right after they succeed).
+    CA_INIT = "ca.init"
+    CA_ROLLOVER = "ca.rollover"
+    CA_ACTIVATE_NEXT = "ca.activate_next"
+    RA_CREATED = "ra.created"
+    KEY_IMPORTED = "key.imported"
     # Operations.
     SERVER_START = "server.start"
     SERVER_STOP = "server.stop"
+    CRL_ISSUED = "crl.issued"
 
 
 SYSTEM = "system"  # the actor of the server's own actions

@@ -304,8 +304,9 @@ class RevocationStore(Protocol):
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]: ...
 
-    async def next_crl_number(self, issuer_fingerprint: str) -> int:
-        """Atomically increment and return the CRL number of this issuer (starts at 1)."""
+    async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
+        """Atomically increment and return the CRL number of this issuer (starts at 1); the
+        audit outcome carries it as ``number``."""
 
     async def revocation_epoch(self) -> int:
         """A counter that changes whenever any revocation or deletion happens (cache key)."""

@@ -689,13 +689,11 @@ class PostgresStore:
         )
         return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
 
-    async def next_crl_number(self, issuer_fingerprint: str) -> int:
-        number = await self._p().fetchval(
-            "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES ($1, 1) "
-            "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number",
-            issuer_fingerprint,
-        )
-        return int(number)
+    async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
+        async with self._p().connection() as conn, conn.transaction():
+            number = int(await conn.fetchval(_NEXT_CRL_NUMBER, issuer_fingerprint))
+            await _append_audit(conn, audit, {"number": number})
+        return number
 
     async def revocation_epoch(self) -> int:
         value = await self._p().fetchval("SELECT value FROM meta WHERE key = $1", schema.REVOCATION_EPOCH_KEY)
@@ -748,6 +746,10 @@ class PostgresStore:
                 )
 
 
+_NEXT_CRL_NUMBER = (
+    "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES ($1, 1) "
+    "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number"
+)
 _REVOKE = (
     "WITH revoked AS ("
     "  UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2"

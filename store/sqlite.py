@@ -578,13 +578,14 @@ class SQLiteStore:
             ).fetchall()
         return [codec.revoked_from_row(row) for row in rows]
 
-    async def next_crl_number(self, issuer_fingerprint: str) -> int:
+    async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
         with self._transaction() as conn:
             (number,) = conn.execute(
                 "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES (?, 1) "
                 "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = number + 1 RETURNING number",
                 (issuer_fingerprint,),
             ).fetchall()[0]
+            _append_audit(conn, audit, {"number": int(number)})
         return int(number)
 
     async def revocation_epoch(self) -> int:

@@ -6,6 +6,7 @@ No command here deletes or changes an event: the log only grows.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from datetime import UTC, datetime
@@ -20,7 +21,22 @@ from audit.service import AuditQuery, Draft, os_actor
 from config.files import write_public
 from config.model import Config
 from scep_ca.cli.context import CliError, opened_store, print_json, print_table, run_async
-from store.base import AuditRecord
+from store.base import AuditRecord, StoreUnavailable
+
+
+def record(config: Config, event: Event, target: str, details: dict[str, object]) -> None:
+    """Record an operator's key or CA operation, done on files (no database transaction to
+    share): right after it succeeded. If the store is down the command then exits 3 saying the
+    operation was done but is not in the audit log."""
+
+    async def append() -> None:
+        async with opened_store(config) as store:
+            await audit_log(config, store).append(Draft(event, target, details, actor=os_actor()))
+
+    try:
+        asyncio.run(append())
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(f"done, but not recorded in the audit log: {exc.reason}", str(exc)) from exc
 
 
 def _when(text: str) -> datetime:

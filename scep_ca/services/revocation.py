@@ -150,7 +150,9 @@ class RevocationService:
                 return der
             fingerprint = state.ca.fingerprint_sha256
             entries = await self._store.revoked_entries(fingerprint)
-            number = await self._store.next_crl_number(fingerprint)
+            crl = Draft(Event.CRL_ISSUED, f"crl/{ca_id(state.ca)}", {"entries": len(entries)})
+            with self._audit.recording(crl) as seal:  # the store adds "number"
+                number = await self._store.next_crl_number(fingerprint, audit=seal)
             # Encoding 100,000 entries takes a few hundred ms of CPU: off the event loop,
             # so SCEP and OCSP requests keep being served meanwhile.
             der = await asyncio.to_thread(build_crl, state.ca, entries, number, now, self._crl_hours)

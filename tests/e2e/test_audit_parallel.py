@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from scep_ca.protocol.client import build_csr, build_request, open_reply, self_s
 from scep_ca.protocol.dn import parse_dn
 from scep_ca.protocol.enums import PKIStatus
 from tests.e2e.conftest import ScepCaServer
-from tests.e2e.test_postgres_two_instances import AUDIT_FILES, SHARED_FILES, database  # noqa: F401
+from tests.e2e.test_postgres_two_instances import database, started_hosts  # noqa: F401
 
 PER_HOST = 8
 
@@ -27,17 +26,8 @@ PER_HOST = 8
 @pytest.fixture
 def two_hosts_two_workers(tmp_path: Path, database: str) -> Iterator[tuple[ScepCaServer, ScepCaServer]]:  # noqa: F811
     config = {"store": {"dsn": database}, "server": {"workers": 2}, "challenge": {"max_unused": 100}}
-    first = ScepCaServer(tmp_path / "host-a", config).start()
-    second = ScepCaServer(tmp_path / "host-b", config)
-    second.data_dir.mkdir(parents=True)
-    for name in SHARED_FILES + AUDIT_FILES:
-        shutil.copy2(first.data_dir / name, second.data_dir / name)
-    try:
-        second.start()
-        yield first, second
-    finally:
-        second.stop()
-        first.stop()
+    with started_hosts(tmp_path, config) as hosts:
+        yield hosts
 
 
 def test_parallel_enrollments_on_two_hosts_with_two_workers_each_keep_every_chain_whole(

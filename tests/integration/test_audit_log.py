@@ -54,10 +54,10 @@ def test_cli_actions_are_recorded_with_the_os_user_and_verify(cli: Cli) -> None:
     # Never the challenge nor the password.
     exported = cli("audit", "export", "--format", "jsonl")[1]
     assert challenge.strip() not in exported and created["password"] not in exported
-    assert [json.loads(line)["event"] for line in exported.splitlines()] == [e["event"] for e in events]
+    assert [json.loads(line)["event"] for line in exported.splitlines()] == ["ca.init"] + [e["event"] for e in events]
     code, out, err = cli("audit", "verify")
     assert code == 0, err
-    assert out.strip().endswith("OK: 4 records in 4 chains verify")
+    assert out.strip().endswith("OK: 5 records in 5 chains verify")
 
 
 def _tamper(cli: Cli, sql: str) -> None:  # noqa: F811
@@ -188,3 +188,21 @@ async def test_an_upgraded_data_directory_starts_its_chains_with_log_started(
     events = [r.event for r in await again.list_audit(AuditFilter())]
     assert events.count(str(Event.LOG_STARTED)) == 1 and events[-1] == str(Event.SERVER_START)
     await client.close()
+
+
+def test_ca_and_ra_operations_are_recorded_after_they_succeed(cli: Cli) -> None:  # noqa: F811
+    for command in (("ca", "rollover"), ("ca", "activate-next"), ("ra", "create", "--pair")):
+        code, _, err = cli(*command)
+        assert code == 0, err
+    events = _events(cli)
+    assert [e["event"] for e in events] == ["ca.init", "ca.rollover", "ca.activate_next", "ra.created"]
+    assert events[0]["object"] != events[1]["object"] == events[2]["object"]  # the next CA became current
+    assert events[2]["details"]["previous"] == str(events[0]["object"]).removeprefix("ca/")  # type: ignore[index]
+    assert cli("audit", "verify")[0] == 0
+
+
+async def test_each_crl_number_is_recorded_with_the_crl(make_server: ServerFactory) -> None:
+    server = await make_server()
+    assert (await server.client.get("/crl/ca.crl")).status == 200
+    (event,) = await server.store.list_audit(AuditFilter(event=str(Event.CRL_ISSUED)))
+    assert event.details == {"entries": 0, "number": 1} and event.actor == "system"
