@@ -35,11 +35,14 @@ from audit.checkpoint import make_checkpoint, read_checkpoint
 from audit.encoding import MacKey
 from audit.events import SYSTEM, Event
 from audit.lanes import Lanes
-from audit.verify import Head, VerifyReport, verify_rows
+from audit.verify import Head, Verifier, VerifyReport
 from config.clock import Clock
 from store.base import AuditFilter, AuditRecord, AuditSeal, AuditStore, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+# Records read at once by verify: memory stays flat however long the log.
+_VERIFY_PAGE = 2000
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,13 @@ class AuditLog:
                     raise ValueError("no checkpoint public key to check the checkpoint with")
                 public = self._checkpoint_key.public_key()
             heads = read_checkpoint(checkpoint, public)
-        return verify_rows(await self._store.audit_chains(), self._key, heads)
+        verifier = Verifier(self._key, heads)
+        after = None
+        while page := await self._store.audit_page(after, _VERIFY_PAGE):
+            for record in page:
+                verifier.add(record)
+            after = (page[-1].writer, page[-1].seq)
+        return verifier.report()
 
     async def checkpoint(self) -> dict[str, Any]:
         if self._checkpoint_key is None:

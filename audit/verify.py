@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
 
 from audit.encoding import GENESIS, MacKey, mac_of
 from store.base import AuditRecord
@@ -57,58 +56,102 @@ class VerifyReport:
         return sum(self.chains.values())
 
 
-def verify_rows(rows: Sequence[AuditRecord], key: MacKey, checkpoint: Mapping[str, Head] | None = None) -> VerifyReport:
-    """``rows`` ordered by writer, then seq (``AuditStore.audit_chains``)."""
-    chains: dict[str, int] = {}
-    problems: list[Problem] = []
-    for writer, group in groupby(rows, key=lambda r: r.writer):
-        chain = list(group)
-        chains[writer] = len(chain)
-        head = None if checkpoint is None else checkpoint.get(writer)
-        problem = _check_chain(writer, chain, key, head)
-        if problem is None and head is not None:
-            problem = _check_head(writer, chain, head)
-        if problem is not None:
-            problems.append(problem)
-    for writer, head in sorted((checkpoint or {}).items()):
-        if writer not in chains:
-            problems.append(Problem(writer, 1, "cut_short", f"the chain is gone; the checkpoint has seq {head.seq}"))
-    return VerifyReport(chains, tuple(problems))
+class Verifier:
+    """Checks records fed in (writer, seq) order with constant memory per chain: a log of
+    millions of records is read page by page (``AuditLog.verify``)."""
+
+    def __init__(self, key: MacKey, checkpoint: Mapping[str, Head] | None = None) -> None:
+        self._key = key
+        self._checkpoint = checkpoint or {}
+        self._chains: dict[str, int] = {}
+        self._problems: list[Problem] = []
+        self._chain: _Chain | None = None
+
+    def add(self, record: AuditRecord) -> None:
+        if self._chain is None or self._chain.writer != record.writer:
+            self._end_chain()
+            self._chain = _Chain(record.writer, self._checkpoint.get(record.writer))
+        self._chain.add(record, self._key)
+
+    def report(self) -> VerifyReport:
+        self._end_chain()
+        for writer, head in sorted(self._checkpoint.items()):
+            if writer not in self._chains:
+                self._problems.append(
+                    Problem(writer, 1, "cut_short", f"the chain is gone; the checkpoint has seq {head.seq}")
+                )
+        return VerifyReport(dict(self._chains), tuple(self._problems))
+
+    def _end_chain(self) -> None:
+        if self._chain is not None:
+            self._chains[self._chain.writer] = self._chain.count
+            problem = self._chain.finish(self._key)
+            if problem is not None:
+                self._problems.append(problem)
+            self._chain = None
 
 
-def _check_chain(writer: str, chain: Sequence[AuditRecord], key: MacKey, head: Head | None) -> Problem | None:
-    # A MAC some record (or the checkpoint) was chained to was once genuine.
-    vouched = {r.prev_mac for r in chain} | ({head.mac} if head else set())
-    expected, prev = 1, GENESIS
-    for record in chain:
-        if record.seq != expected:
-            return Problem(writer, expected, "missing", f"the chain jumps from seq {expected - 1} to {record.seq}")
-        if mac_of(key, record) != record.mac:
-            return _bad_mac(writer, chain, record, key, vouched)
-        if record.prev_mac != prev:
-            return Problem(writer, record.seq, "reordered", "authentic, but not chained to the record before it")
-        expected, prev = record.seq + 1, record.mac
-    return None
+class _Chain:
+    def __init__(self, writer: str, head: Head | None) -> None:
+        self.writer = writer
+        self.count = 0
+        self._head = head
+        self._expected, self._prev = 1, GENESIS
+        self._problem: Problem | None = None
+        self._bad: AuditRecord | None = None  # the first record whose MAC fails, classified at the end
+        self._after_bad: str | None = None  # the prev_mac of the record after it
+        self._last_seq = 0
+        self._head_mac: str | None = None
 
+    def add(self, record: AuditRecord, key: MacKey) -> None:
+        self.count += 1
+        if self._bad is not None and self._after_bad is None:
+            self._after_bad = record.prev_mac
+        if record.seq == (self._head.seq if self._head else None):
+            self._head_mac = record.mac
+        self._last_seq = record.seq
+        if self._problem is not None or self._bad is not None:
+            return
+        if record.seq != self._expected:
+            self._problem = Problem(
+                self.writer, self._expected, "missing", f"the chain jumps from seq {self._expected - 1} to {record.seq}"
+            )
+        elif mac_of(key, record) != record.mac:
+            self._bad = record
+        elif record.prev_mac != self._prev:
+            self._problem = Problem(
+                self.writer, record.seq, "reordered", "authentic, but not chained to the record before it"
+            )
+        self._expected, self._prev = record.seq + 1, record.mac
 
-def _bad_mac(writer: str, chain: Sequence[AuditRecord], record: AuditRecord, key: MacKey, vouched: set[str]) -> Problem:
-    for other in chain:
-        if other.seq != record.seq and mac_of(key, record, seq=other.seq) == record.mac:
-            return Problem(writer, record.seq, "reordered", f"the record written as seq {other.seq} stands here")
-    if record.mac in vouched:
-        return Problem(writer, record.seq, "modified", f"the MAC does not match its content ({record.event})")
-    return Problem(
-        writer, record.seq, "inserted", f"the MAC does not verify and no record vouches for it ({record.event})"
-    )
+    def finish(self, key: MacKey) -> Problem | None:
+        if self._bad is not None:
+            return self._classify(self._bad, key)
+        if self._problem is not None or self._head is None:
+            return self._problem
+        if self._last_seq < self._head.seq:
+            return Problem(
+                self.writer,
+                self._last_seq + 1,
+                "cut_short",
+                f"the chain ends at seq {self._last_seq}; the checkpoint has {self._head.seq}",
+            )
+        if self._head_mac != self._head.mac:
+            return Problem(self.writer, self._head.seq, "modified", "the MAC differs from the checkpoint's")
+        return None
 
-
-def _check_head(writer: str, chain: Sequence[AuditRecord], head: Head) -> Problem | None:
-    last = chain[-1]
-    if last.seq < head.seq:
+    def _classify(self, record: AuditRecord, key: MacKey) -> Problem:
+        # Moved: its MAC verifies under another position of the chain (one HMAC per position,
+        # for the first failing record only).
+        for seq in range(1, max(self._last_seq, record.seq) + 1):
+            if seq != record.seq and mac_of(key, record, seq=seq) == record.mac:
+                return Problem(self.writer, record.seq, "reordered", f"the record written as seq {seq} stands here")
+        # A MAC the next record (or the checkpoint) was chained to was once genuine.
+        if record.mac in (self._after_bad, self._head.mac if self._head else None):
+            return Problem(self.writer, record.seq, "modified", f"the MAC does not match its content ({record.event})")
         return Problem(
-            writer, last.seq + 1, "cut_short", f"the chain ends at seq {last.seq}; the checkpoint has {head.seq}"
+            self.writer,
+            record.seq,
+            "inserted",
+            f"the MAC does not verify and no record vouches for it ({record.event})",
         )
-    at_head = next(r for r in chain if r.seq == head.seq)
-    if at_head.mac != head.mac:
-        return Problem(writer, head.seq, "modified", "the MAC differs from the checkpoint's")
-    return None

@@ -353,8 +353,9 @@ class AuditStore(Protocol):
     async def list_audit(self, flt: AuditFilter) -> Sequence[AuditRecord]:
         """Rows matching ``flt``, ordered by time, then writer and seq."""
 
-    async def audit_chains(self) -> Sequence[AuditRecord]:
-        """Every row, ordered by writer and seq: what ``audit verify`` reads."""
+    async def audit_page(self, after: tuple[str, int] | None, limit: int) -> Sequence[AuditRecord]:
+        """Up to ``limit`` rows after (writer, seq) ``after`` (from the start: None), ordered by
+        writer and seq: what ``audit verify`` reads, page by page."""
 
     async def audit_heads(self) -> Sequence[tuple[str, int, str]]:
         """(writer, seq, mac) of each chain's last row: what a checkpoint signs."""

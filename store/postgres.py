@@ -668,8 +668,14 @@ class PostgresStore:
             sql += f" LIMIT ${len(params)}"
         return [_audit_record(row) for row in await self._p().fetch(sql, *params)]
 
-    async def audit_chains(self) -> Sequence[AuditRecord]:
-        rows = await self._p().fetch(f"SELECT {_AUDIT_READ} FROM audit_events ORDER BY writer, seq")
+    async def audit_page(self, after: tuple[str, int] | None, limit: int) -> Sequence[AuditRecord]:
+        writer, seq = after or ("", -1)
+        rows = await self._p().fetch(
+            f"SELECT {_AUDIT_READ} FROM audit_events WHERE (writer, seq) > ($1, $2) ORDER BY writer, seq LIMIT $3",
+            writer,
+            seq,
+            limit,
+        )
         return [_audit_record(row) for row in rows]
 
     async def audit_heads(self) -> Sequence[tuple[str, int, str]]:

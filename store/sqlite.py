@@ -623,9 +623,13 @@ class SQLiteStore:
             rows = conn.execute(sql, params).fetchall()
         return [_audit_record(row) for row in rows]
 
-    async def audit_chains(self) -> Sequence[AuditRecord]:
+    async def audit_page(self, after: tuple[str, int] | None, limit: int) -> Sequence[AuditRecord]:
+        writer, seq = after or ("", -1)
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit_events ORDER BY writer, seq").fetchall()
+            rows = conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE (writer, seq) > (?, ?) ORDER BY writer, seq LIMIT ?",
+                (writer, seq, limit),
+            ).fetchall()
         return [_audit_record(row) for row in rows]
 
     async def audit_heads(self) -> Sequence[tuple[str, int, str]]:

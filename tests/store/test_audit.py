@@ -76,7 +76,9 @@ TAMPERING = {
 
 
 @pytest.mark.parametrize("kind", sorted(TAMPERING))
-async def test_tampering_is_caught_and_named(harness: Harness, kind: str) -> None:
+async def test_tampering_is_caught_and_named(harness: Harness, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Verify reads pages of two records, so that every case also crosses page boundaries.
+    monkeypatch.setattr("audit.service._VERIFY_PAGE", 2)
     log = make_log(harness.store)
     await five_events(log)
     sql, seq = TAMPERING[kind]
@@ -102,7 +104,7 @@ async def test_a_head_rewritten_with_the_key_is_caught_by_the_checkpoint(harness
     checkpoint = json.dumps(await log.checkpoint())
     # Someone holding the audit key re-seals the last record with other content: every MAC
     # verifies, but the head is not the one the checkpoint signed.
-    (*_, fourth, fifth) = await harness.store.audit_chains()
+    (*_, fourth, fifth) = await harness.store.audit_page(None, 100)
     forged = seal(KEY, WRITER, 5, fifth.at, "mallory", fifth.event, fifth.target, fifth.details, fourth.mac)
     await harness.execute(f"UPDATE audit_events SET actor = 'mallory', mac = '{forged.mac}' WHERE seq = 5")
     assert (await log.verify()).ok
@@ -125,7 +127,7 @@ async def test_events_commit_with_their_action_only(harness: Harness) -> None:
     # Deleting reports how many it revoked, a fact only its transaction knows.
     with log.recording(Draft(Event.INTEGRATION_DELETED, "integration/int1")) as seal:
         await store.delete_integration("int1", NOW, audit=seal)
-    rows = await store.audit_chains()
+    rows = await store.audit_page(None, 100)
     assert [(r.seq, r.event, r.details) for r in rows] == [
         (1, "scep.issued", {"serial": "0a"}),
         (2, "integration.deleted", {"revoked": 1}),
