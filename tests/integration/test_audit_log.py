@@ -3,6 +3,7 @@ listing, exporting, checkpointing and verifying it (exit 1 naming the first bad 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -15,8 +16,10 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from audit.checkpoint import read_checkpoint
 from audit.events import Event
 from audit.factory import audit_log
+from audit.keys import load_checkpoint_public_key
 from config import load_config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.protocol.enums import PKIStatus
@@ -206,3 +209,19 @@ async def test_each_crl_number_is_recorded_with_the_crl(make_server: ServerFacto
     assert (await server.client.get("/crl/ca.crl")).status == 200
     (event,) = await server.store.list_audit(AuditFilter(event=str(Event.CRL_ISSUED)))
     assert event.details == {"entries": 0, "number": 1} and event.actor == "system"
+
+
+async def test_the_server_writes_signed_checkpoints_into_the_checkpoint_dir(
+    tmp_path: Path, make_server: ServerFactory
+) -> None:
+    directory = tmp_path / "checkpoints"
+    server = await make_server(**{"audit.checkpoint_dir": str(directory), "audit.checkpoint_interval_seconds": 1})
+    for _ in range(100):  # the first one after a second; generous on a loaded machine
+        if directory.exists() and any(directory.iterdir()):
+            break
+        await asyncio.sleep(0.1)
+    first = sorted(directory.iterdir())[0]
+    public = load_checkpoint_public_key(server.config.data_dir / "audit-checkpoint.pub")
+    heads = read_checkpoint(first.read_text(), public)
+    assert heads and all(head.seq >= 1 for head in heads.values())
+    assert (await audit_log(server.config, server.store).verify(first.read_text())).ok
