@@ -60,8 +60,8 @@ def seal(
     details: Mapping[str, object],
     prev_mac: str,
 ) -> AuditRecord:
-    # Microseconds: what both stores keep exactly, so the MAC recomputes from a stored row.
-    at = at.astimezone(UTC).replace(microsecond=at.microsecond)
+    # UTC to the microsecond, what both stores keep exactly: the MAC recomputes from a stored row.
+    at = at.astimezone(UTC)
     mac = key.mac(canonical(writer, seq, at, actor, event, target, details, prev_mac)).hex()
     return AuditRecord(writer, seq, at, actor, event, target, dict(details), prev_mac, mac)
 
