@@ -36,7 +36,7 @@ def record(config: Config, event: Event, target: str, details: dict[str, object]
     try:
         asyncio.run(append())
     except StoreUnavailable as exc:
-        raise StoreUnavailable(f"done, but not recorded in the audit log: {exc.reason}", str(exc)) from exc
+        raise StoreUnavailable(f"done, but not recorded in the audit log: {exc}") from exc
 
 
 def _when(text: str) -> datetime:

@@ -5,6 +5,7 @@ without its certificate, the wire answer is 503 + Retry-After, and every chain v
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import asyncpg
@@ -53,6 +54,7 @@ async def test_a_full_sqlite_disk_at_any_point_of_an_enrollment_keeps_certificat
     for extra in range(25):
         challenge = await server.challenge()
         der, signer = _pkcs_req(server.ca, device_key, challenge, f"cap-{extra}")
+        unused = await server.store.count_unused_challenges(server.integration.id, dt.datetime.now(dt.UTC))
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
         conn.execute(f"PRAGMA max_page_count = {pages + extra}")
         resp = await server.client.post(f"{server.url()}?operation=PKIOperation", data=der)
@@ -60,6 +62,8 @@ async def test_a_full_sqlite_disk_at_any_point_of_an_enrollment_keeps_certificat
         if resp.status == 503:
             await _assert_503(resp)
             outcomes.append("503")
+            # Nothing of the attempt stays: its challenge is still unused.
+            assert await server.store.count_unused_challenges(server.integration.id, dt.datetime.now(dt.UTC)) == unused
         else:
             assert resp.status == 200
             assert _status(await resp.read(), signer, device_key) is PKIStatus.SUCCESS

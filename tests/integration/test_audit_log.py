@@ -225,3 +225,30 @@ async def test_the_server_writes_signed_checkpoints_into_the_checkpoint_dir(
     heads = read_checkpoint(first.read_text(), public)
     assert heads and all(head.seq >= 1 for head in heads.values())
     assert (await audit_log(server.config, server.store).verify(first.read_text())).ok
+
+
+def test_checkpoint_and_verify_refuse_bad_files_in_one_line(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "cp.json"
+    out.write_text("not json")
+    code, stdout, err = cli("audit", "checkpoint", "--out", str(out))
+    assert (code, stdout, err) == (1, "", f"scep-ca: {out} exists; checkpoints are never overwritten\n")
+    assert out.read_text() == "not json"
+    code, _, err = cli("audit", "verify", "--checkpoint", str(out))
+    assert code == 1 and err.startswith(f"scep-ca: {out}: not a readable audit checkpoint:")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_key_operation_with_the_store_down_says_it_is_not_recorded(
+    cli: Cli,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    monkeypatch.setenv("SCEP_CA_STORE_DSN", "postgresql://postgres@127.0.0.1:9/none")
+    code, out, err = cli("ca", "rollover")
+    assert (code, out.startswith("next CA created")) == (3, False)
+    assert err == (
+        "scep-ca: error: the store is unavailable: done, but not recorded in the audit log: "
+        "connection refused by the database server (PostgreSQL at 127.0.0.1:9/none: "
+        "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 9))\n"
+    )
+    assert (cli.data_dir / "next" / "ca.pem").exists()  # the rollover itself is done
