@@ -19,15 +19,27 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.verify import Head
 
 KIND = "scep-ca-audit-checkpoint"
+
+CheckpointPublicKey = Ed25519PublicKey | rsa.RSAPublicKey
+
+
+class CheckpointSigner(Protocol):
+    """The checkpoint key: Ed25519 in a file (``Ed25519PrivateKey`` is one), or RSA in the
+    token (``audit.token_keys``), signing RSASSA-PKCS1-v1_5 with SHA-256."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def public_key(self) -> CheckpointPublicKey: ...
 
 
 class CheckpointError(Exception):
@@ -38,12 +50,13 @@ def _canonical(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+def key_id(public: CheckpointPublicKey) -> str:
+    """SHA-256 of the public key's SubjectPublicKeyInfo."""
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
 
 
-def make_checkpoint(heads: Mapping[str, Head], at: datetime, key: Ed25519PrivateKey) -> dict[str, Any]:
+def make_checkpoint(heads: Mapping[str, Head], at: datetime, key: CheckpointSigner) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": KIND,
         "time": at.astimezone(UTC).isoformat(timespec="seconds"),
@@ -54,7 +67,7 @@ def make_checkpoint(heads: Mapping[str, Head], at: datetime, key: Ed25519Private
     return body
 
 
-def read_checkpoint(text: str, public: Ed25519PublicKey) -> dict[str, Head]:
+def read_checkpoint(text: str, public: CheckpointPublicKey) -> dict[str, Head]:
     """The heads of a checkpoint whose signature verifies under ``public``."""
     try:
         body = json.loads(text)
@@ -65,7 +78,10 @@ def read_checkpoint(text: str, public: Ed25519PublicKey) -> dict[str, Head]:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"not a readable audit checkpoint: {exc}") from exc
     try:
-        public.verify(signature, _canonical(body))
+        if isinstance(public, Ed25519PublicKey):
+            public.verify(signature, _canonical(body))
+        else:
+            public.verify(signature, _canonical(body), padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature as exc:
         raise CheckpointError("the checkpoint's signature does not verify under the checkpoint key") from exc
     return heads

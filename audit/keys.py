@@ -21,6 +21,7 @@ import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from config.files import check_key, create_private_once, make_private_dir, write_public
@@ -86,8 +87,9 @@ def load_checkpoint_key(data_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_checkpoint_public_key(path: Path) -> Ed25519PublicKey:
+def load_checkpoint_public_key(path: Path) -> Ed25519PublicKey | rsa.RSAPublicKey:
+    """``audit-checkpoint.pub``: Ed25519 (file key) or RSA (token key)."""
     key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise AuditKeyError(f"{path}: not an Ed25519 public key")
+    if not isinstance(key, Ed25519PublicKey | rsa.RSAPublicKey):
+        raise AuditKeyError(f"{path}: not an Ed25519 or RSA public key")
     return key

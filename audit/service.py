@@ -22,16 +22,14 @@ import base64
 import getpass
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from audit import encoding
-from audit.checkpoint import make_checkpoint, read_checkpoint
+from audit.checkpoint import CheckpointPublicKey, CheckpointSigner, make_checkpoint, read_checkpoint
 from audit.encoding import MacKey
 from audit.events import SYSTEM, Event
 from audit.lanes import Lanes
@@ -114,7 +112,7 @@ class AuditLog:
         key: MacKey,
         clock: Clock,
         *,
-        checkpoint_key: Ed25519PrivateKey | None = None,
+        checkpoint_key: Callable[[], CheckpointSigner] | None = None,
         enabled: bool = True,
         lanes: Lanes | None = None,
     ) -> None:
@@ -200,7 +198,7 @@ class AuditLog:
         picked = [r for r in rows if _matches(r, query)]
         return picked if query.limit is None else picked[: max(query.limit, 0)]
 
-    async def verify(self, checkpoint: str | None = None, public: Ed25519PublicKey | None = None) -> VerifyReport:
+    async def verify(self, checkpoint: str | None = None, public: CheckpointPublicKey | None = None) -> VerifyReport:
         """Every chain, and against ``checkpoint`` (its JSON text) when given; raises
         ``CheckpointError`` for a checkpoint that is not one or whose signature fails."""
         heads = None
@@ -208,7 +206,7 @@ class AuditLog:
             if public is None:
                 if self._checkpoint_key is None:
                     raise ValueError("no checkpoint public key to check the checkpoint with")
-                public = self._checkpoint_key.public_key()
+                public = self._checkpoint_key().public_key()
             heads = read_checkpoint(checkpoint, public)
         verifier = Verifier(self._key, heads)
         after = None
@@ -222,7 +220,7 @@ class AuditLog:
         if self._checkpoint_key is None:
             raise ValueError("no checkpoint key")
         heads = {w: Head(s, m) for w, s, m in await self._store.audit_heads()}
-        return make_checkpoint(heads, self._clock(), self._checkpoint_key)
+        return make_checkpoint(heads, self._clock(), self._checkpoint_key())
 
 
 def _matches(record: AuditRecord, query: AuditQuery) -> bool:

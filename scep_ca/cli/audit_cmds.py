@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,16 @@ from audit.checkpoint import CheckpointError
 from audit.events import Event
 from audit.factory import audit_log
 from audit.keys import load_checkpoint_public_key
-from audit.service import AuditQuery, Draft, os_actor
+from audit.service import AuditLog, AuditQuery, Draft, os_actor
 from config.files import write_public
 from config.model import Config
-from scep_ca.cli.context import CliError, opened_store, print_json, print_table, run_async
-from store.base import AuditRecord, StoreUnavailable
+from scep_ca.cli.context import CliError, key_token, opened_store, print_json, print_table, run_async
+from store.base import AuditRecord, Store, StoreUnavailable
+
+
+def cli_audit_log(config: Config, store: Store, *, create_keys: bool = True) -> AuditLog:
+    """The audit log of a CLI command: its keys in the token when ``keys.pkcs11`` is set."""
+    return audit_log(config, store, create_keys=create_keys, token=key_token(config))
 
 
 def record(config: Config, event: Event, target: str, details: dict[str, object]) -> None:
@@ -31,12 +38,25 @@ def record(config: Config, event: Event, target: str, details: dict[str, object]
 
     async def append() -> None:
         async with opened_store(config) as store:
-            await audit_log(config, store).append(Draft(event, target, details, actor=os_actor()))
+            await cli_audit_log(config, store).append(Draft(event, target, details, actor=os_actor()))
 
     try:
-        asyncio.run(append())
+        _run_blocking(append)
     except StoreUnavailable as exc:
         raise StoreUnavailable(f"done, but not recorded in the audit log: {exc}") from exc
+
+
+def _run_blocking(coroutine: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run to completion from synchronous code, also when the caller already runs an event
+    loop (a program embedding these commands): then on a thread of its own, since a loop
+    cannot be re-entered."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine())
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine()).result()
 
 
 def _when(text: str) -> datetime:
@@ -75,7 +95,7 @@ def _query(args: argparse.Namespace) -> AuditQuery:
 
 async def _list(config: Config, args: argparse.Namespace) -> int:
     async with opened_store(config) as store:
-        records = await audit_log(config, store).list(_query(args))
+        records = await cli_audit_log(config, store).list(_query(args))
     if args.json:
         print_json([_as_dict(r) for r in records])
         return 0
@@ -88,7 +108,7 @@ async def _list(config: Config, args: argparse.Namespace) -> int:
 
 async def _export(config: Config, args: argparse.Namespace) -> int:
     async with opened_store(config) as store:
-        records = await audit_log(config, store).list(_query(args))
+        records = await cli_audit_log(config, store).list(_query(args))
     out = sys.stdout if args.out is None else args.out.open("x", encoding="utf-8")
     try:
         for record in records:
@@ -103,7 +123,7 @@ async def _verify(config: Config, args: argparse.Namespace) -> int:
     checkpoint = None if args.checkpoint is None else args.checkpoint.read_text(encoding="utf-8")
     public = None if args.public_key is None else load_checkpoint_public_key(args.public_key)
     async with opened_store(config) as store:
-        log = audit_log(config, store, create_keys=False)
+        log = cli_audit_log(config, store, create_keys=False)
         try:
             report = await log.verify(checkpoint, public)
         except CheckpointError as exc:
@@ -144,7 +164,7 @@ async def _verify(config: Config, args: argparse.Namespace) -> int:
 
 async def _checkpoint(config: Config, args: argparse.Namespace) -> int:
     async with opened_store(config) as store:
-        log = audit_log(config, store)
+        log = cli_audit_log(config, store)
         checkpoint = await log.checkpoint()
         text = json.dumps(checkpoint, sort_keys=True, separators=(",", ":")) + "\n"
         if args.out is not None:

@@ -171,7 +171,7 @@ def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -
 def _serve(
     config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
 ) -> None:
-    app = build_app(config, cas, open_store(config), worker=index)
+    app = build_app(config, cas, open_store(config), worker=index, token=key_token(config))
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))

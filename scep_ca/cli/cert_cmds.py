@@ -7,10 +7,10 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from audit.factory import audit_log
 from audit.service import os_actor
 from config import Config
 from config.clock import utc_now
+from scep_ca.cli.audit_cmds import cli_audit_log
 from scep_ca.cli.context import CliError, ca_passphrase, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
@@ -80,7 +80,7 @@ def _base(args: argparse.Namespace) -> Base:
 async def _revoke(config: Config, args: argparse.Namespace) -> int:
     ca = load_identity(config)
     async with opened_store(config) as store:
-        service = RevocationService(store, ca, audit=audit_log(config, store))
+        service = RevocationService(store, ca, audit=cli_audit_log(config, store))
         record = await _find(service, args.serial, args)
         try:
             revoked = await service.revoke(record.serial, args.reason, base="hex", actor=os_actor())
@@ -110,7 +110,7 @@ async def _delete(config: Config, args: argparse.Namespace) -> int:
         ):
             raise CliError("not confirmed (use --yes to skip the question)")
         try:
-            service = RevocationService(store, ca, audit=audit_log(config, store))
+            service = RevocationService(store, ca, audit=cli_audit_log(config, store))
             result = await service.delete_integration(integration.id, actor=os_actor())
         except IntegrationNotFound as exc:
             raise CliError(f"no live integration {args.id!r}") from exc

@@ -7,7 +7,6 @@ import secrets
 import string
 
 from audit.events import Event
-from audit.factory import audit_log
 from audit.service import Draft, integration_target, os_actor
 from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
@@ -15,6 +14,7 @@ from challenge.secret_key import load_or_create_secret_key
 from challenge.web import challenge_url as web_challenge_url
 from config import Config
 from config.clock import utc_now
+from scep_ca.cli.audit_cmds import cli_audit_log
 from scep_ca.cli.context import (
     CliError,
     colon_fingerprint,
@@ -99,7 +99,7 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
             {"integration": integration.id, "name": integration.name, "subject": subject, "validator": fields.kind},
             actor=os_actor(),
         )
-        with audit_log(config, store).recording(created) as seal:
+        with cli_audit_log(config, store).recording(created) as seal:
             await store.create_integration(integration, audit=seal)
     info = describe(config, integration, ca.fingerprint_sha256)
     info["password"] = creds.password
@@ -138,7 +138,7 @@ async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
             {"integration": integration.id, "username": creds.username},
             actor=os_actor(),
         )
-        with audit_log(config, store).recording(rotated) as seal:
+        with cli_audit_log(config, store).recording(rotated) as seal:
             await store.update_credentials(
                 integration.id,
                 username=creds.username,
@@ -206,7 +206,7 @@ async def _challenge_new(config: Config, args: argparse.Namespace) -> int:
             {"integration": integration.id},
             actor=os_actor(),
         )
-        with audit_log(config, store).recording(issued) as seal:
+        with cli_audit_log(config, store).recording(issued) as seal:
             password = await issue_challenge(store, config.challenge, integration.id, audit=seal)
     if password is None:
         raise CliError(

@@ -34,6 +34,7 @@ from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.certificate_factory import CertificateFactory
+from scep_ca.pki.pkcs11_keys import Token
 from scep_ca.server.audit_task import audit_context
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
@@ -66,12 +67,15 @@ DRAIN_SECONDS = 30.0
 _FINAL_SHUTDOWN_SECONDS = 5.0
 
 
-def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0) -> web.Application:
+def build_app(
+    config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0, token: Token | None = None
+) -> web.Application:
     """The whole server: SCEP, challenge URL, CRL/OCSP/status, metrics and probes.
 
     ``cas`` is the current CA, or the whole set (next CA for GetNextCACert, previous CAs
     whose CRLs and OCSP answers are still served). The store opens on startup. ``worker``
-    is this process's worker index (metrics and probes report it).
+    is this process's worker index (metrics and probes report it). ``token``: the PKCS#11
+    token of ``keys.pkcs11``, which then holds the audit keys too.
     """
     ca_set = cas if isinstance(cas, CASet) else CASet(current=cas)
     ca = ca_set.current
@@ -118,7 +122,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
-    audit = audit_log(config, store)
+    audit = audit_log(config, store, token=token)
     app.cleanup_ctx.append(audit_context(audit, config, worker))
     tls = ssl_context(config) is not None
     secret_key = load_or_create_secret_key(config.data_dir)

@@ -26,11 +26,12 @@ WRITER = "host:1:test/1"
 
 def make_log(store: Store, key: FileMacKey = KEY) -> AuditLog:
     ticks = itertools.count()
+    signer = Ed25519PrivateKey.generate()
     return AuditLog(
         store,
         key,
         lambda: NOW + timedelta(seconds=next(ticks)),
-        checkpoint_key=Ed25519PrivateKey.generate(),
+        checkpoint_key=lambda: signer,
         lanes=Lanes("host:1:test"),
     )
 
