@@ -5,39 +5,14 @@ signed by an RSA key in the token, and no audit key is a file of the data direct
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from audit.token_keys import MAC_LABEL
-from tests.hsm import SoftHsm
+from tests.hsm import SoftHsm, private_key_objects
 from tests.integration.test_hsm_keys import HsmCli, cli, hsm  # noqa: F401 - the fixtures
-
-
-def _secret_objects(hsm: SoftHsm) -> str:  # noqa: F811
-    tool = shutil.which("pkcs11-tool")
-    assert tool is not None, "pkcs11-tool (opensc) is missing: run scripts/system-deps.sh"
-    return subprocess.run(
-        [
-            tool,
-            "--module",
-            str(hsm.module),
-            "--token-label",
-            hsm.label,
-            "--login",
-            "--pin",
-            hsm.pin,
-            "--list-objects",
-            "--type",
-            "secrkey",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def test_token_audit_keys_seal_verify_and_sign_checkpoints(
@@ -51,7 +26,7 @@ def test_token_audit_keys_seal_verify_and_sign_checkpoints(
     cli("audit", "checkpoint", "--out", str(out))
     assert "OK: 4 records in 4 chains verify" in cli("audit", "verify", "--checkpoint", str(out))
     # One MAC key in the token, sensitive and never extractable; no audit key file.
-    objects = _secret_objects(hsm)
+    objects = private_key_objects(hsm, "secrkey")
     assert objects.count(MAC_LABEL) == 1, objects
     assert "never extractable" in objects.split(MAC_LABEL, 1)[1], objects
     data = cli.data_dir
