@@ -4,6 +4,7 @@ swapped, the tail cut after a checkpoint) is caught and named by ``AuditLog.veri
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from datetime import timedelta
@@ -16,7 +17,7 @@ from audit.events import Event
 from audit.keys import FileMacKey
 from audit.lanes import Lanes
 from audit.service import AuditLog, Draft
-from store.base import AuditFilter, ChallengeRejected, Store
+from store.base import AuditFilter, ChallengeRejected, IssuanceRequest, RenewalRefused, Store
 from tests.store.conftest import Harness
 from tests.store.test_contract import NOW, add, certificate, integration, issuance
 
@@ -133,4 +134,25 @@ async def test_events_commit_with_their_action_only(harness: Harness) -> None:
         (1, "scep.issued", {"serial": "0a"}),
         (2, "integration.deleted", {"revoked": 1}),
     ]
+    assert (await log.verify()).ok
+
+
+async def test_a_renewal_and_a_refused_second_renewal(harness: Harness) -> None:
+    """The renewal statement carries its events too; a second renewal of the same certificate
+    is refused and leaves none (PostgreSQL: one statement, the rows only when it succeeds)."""
+    store = harness.store
+    log = make_log(store)
+    await store.create_integration(integration())
+    await add(store, "c1")
+    await store.record_issuance(issuance(certificate("0a")))
+    for serial, refused in (("0b", False), ("0c", True)):
+        request = IssuanceRequest(certificate(serial), None, NOW, renews="0a")
+        draft = Draft(Event.CERT_RENEWED, f"certificate/{serial}", {"old_serial": "0a"})
+        with pytest.raises(RenewalRefused) if refused else contextlib.nullcontext(), log.recording(draft) as seal:
+            await store.record_issuance(request, audit=seal)
+    rows = await store.audit_page(None, 100)
+    assert [(r.seq, r.event, r.target) for r in rows] == [(1, "scep.renewed", "certificate/0b")]
+    # The refused attempt gave its chain back untouched: the next event continues it.
+    await log.append(Draft(Event.SERVER_STOP, "server"))
+    assert [r.seq for r in await store.audit_page(None, 100)] == [1, 2]
     assert (await log.verify()).ok
