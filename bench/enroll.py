@@ -3,6 +3,7 @@
     .venv/bin/python bench/enroll.py --n 3000 --concurrency 16
     .venv/bin/python bench/enroll.py --targets scep-ca:1 --n 2000        # one target
     .venv/bin/python bench/enroll.py --rounds 3                          # medians of three rounds
+    .venv/bin/python bench/enroll.py --targets scep-ca:1,scep-ca-pg:2 --audit-cost   # what the audit log costs
 
 Targets (``--targets``, comma separated; default all):
   ``scep-ca:1``          scep-ca serve, 1 worker, SQLite (server pinned to CPU 0, load generator on CPU 1)
@@ -11,6 +12,9 @@ Targets (``--targets``, comma separated; default all):
   ``scep-ca-hsm:1``      as ``scep-ca:1``, with the CA and RA keys in a temporary SoftHSM2 token
                          (keys.pkcs11; its own SOFTHSM2_CONF and token directory, removed afterwards)
   ``scepserver``         micromdm's scepserver 2.1.0 (Debian package ``scep``), pinned to CPU 0
+  ``<scep-ca target>/noaudit``  that target with ``audit.enabled: false`` (no audit events);
+                         ``--audit-cost`` runs each scep-ca target given both ways, interleaved,
+                         and prints the share of enrollments per second the audit log costs
 
 For each target, in order:
 1. A throwaway data directory, CA and integration (real CLI); N one-time challenges seeded through
@@ -68,6 +72,7 @@ from tests.e2e.clients import ScepServerProcess, free_port  # noqa: E402
 from tests.hsm import SoftHsm, init_softhsm  # noqa: E402
 
 ALL_TARGETS = ("scep-ca:1", "scep-ca:2", "scep-ca-pg:2", "scep-ca-hsm:1", "scepserver")
+NO_AUDIT = "/noaudit"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -294,6 +299,7 @@ def run_scep_ca(
     args: argparse.Namespace,
     tmp: Path,
     hsm: SoftHsm | None = None,
+    audit: bool = True,
 ) -> Result:
     data_dir = tmp / "data"
     config_path = tmp / "config.yaml"
@@ -304,6 +310,7 @@ def run_scep_ca(
     config_path.write_text(
         f"data_dir: {data_dir}\nserver: {{port: {port}, workers: {workers}}}\n"
         f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n{store_line}{keys_line}"
+        f"audit: {{enabled: {'true' if audit else 'false'}}}\n"
     )
     base = [*scep_ca_cmd(), "--config", str(config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True)
@@ -366,14 +373,15 @@ def run_target(target: str, pool: KeyPool, args: argparse.Namespace) -> Result:
         print(f"running {target} ...", file=sys.stderr)
         if target == "scepserver":
             return run_scepserver(pool, args, Path(tmp))
-        workers = int(target.split(":")[1])
+        audit = not target.endswith(NO_AUDIT)
+        workers = int(target.removesuffix(NO_AUDIT).split(":")[1])
         if target.startswith("scep-ca-pg"):
             with postgres_database() as dsn:
-                return run_scep_ca(target, workers, dsn, pool, args, Path(tmp))
+                return run_scep_ca(target, workers, dsn, pool, args, Path(tmp), audit=audit)
         if target.startswith("scep-ca-hsm"):
             with softhsm_token(Path(tmp)) as hsm:
-                return run_scep_ca(target, workers, None, pool, args, Path(tmp), hsm)
-        return run_scep_ca(target, workers, None, pool, args, Path(tmp))
+                return run_scep_ca(target, workers, None, pool, args, Path(tmp), hsm, audit=audit)
+        return run_scep_ca(target, workers, None, pool, args, Path(tmp), audit=audit)
 
 
 @dataclass
@@ -420,9 +428,14 @@ def main() -> int:
     parser.add_argument("--key-pool", type=int, default=16, help="pre-generated device keys")
     parser.add_argument("--speed-seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="run every target this many times; report medians")
+    parser.add_argument(
+        "--audit-cost", action="store_true", help="run each scep-ca target also without the audit log, interleaved"
+    )
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = set(targets) - set(ALL_TARGETS)
+    if args.audit_cost:
+        targets = [v for t in targets for v in ((t, t + NO_AUDIT) if t.startswith("scep-ca") else (t,))]
+    unknown = {t.removesuffix(NO_AUDIT) for t in targets} - set(ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     pool = KeyPool(args.key_pool)
@@ -448,13 +461,13 @@ def main() -> int:
         f"{args.rounds} round(s): medians"
     )
     reference = next((r for r in results if r.target == "scepserver"), None)
-    header = f"{'target':14} {'workers':>7} {'enroll/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'serials':>8}"
+    header = f"{'target':20} {'workers':>7} {'enroll/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'serials':>8}"
     print(header + f" {'vs ceiling/core':>18} {'cpu ms/enroll':>14} {'vs ceiling (cpu)':>17} {'vs scepserver':>14}")
     for r in results:
         vs_ref = f"{r.rate / reference.rate:.2f}x" if reference else "-"
         spread = f"{r.per_core:.0%} ({r.per_core_low:.0%}-{r.per_core_high:.0%})"
         print(
-            f"{r.target:14} {r.workers:>7} {r.rate:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.successes:>6} "
+            f"{r.target:20} {r.workers:>7} {r.rate:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.successes:>6} "
             f"{r.distinct_serials:>8} {spread:>18} {r.cpu_ms:>14.2f} {r.cpu_ratio:>17.0%} {vs_ref:>14}"
         )
     # openssl speed divides by CPU time, not wall-clock time: "vs ceiling (cpu)" compares the
@@ -467,6 +480,15 @@ def main() -> int:
     hsm = next((r for r in results if r.target == "scep-ca-hsm:1"), None)
     if one and hsm:
         print(f"SoftHSM keys vs file keys (1 worker): {hsm.rate / one.rate:.2f}x")
+    for r in results:
+        without = next((w for w in results if w.target == r.target + NO_AUDIT), None)
+        if without is not None:
+            # CPU time per enrollment as well: on a busy machine it moves less than the rate.
+            print(
+                f"audit log cost, {r.target}: {r.rate:.0f} vs {without.rate:.0f} enrollments/s without it "
+                f"(costs {1 - r.rate / without.rate:.1%}); CPU {r.cpu_ms:.2f} vs {without.cpu_ms:.2f} ms/enrollment "
+                f"(costs {r.cpu_ms / without.cpu_ms - 1:.1%})"
+            )
     failed = [t for t in targets if t.startswith("scep-ca") and any(r.successes != args.n for r, _ in runs[t])]
     dupes = [t for t in targets if any(r.distinct_serials != r.successes for r, _ in runs[t])]
     if dupes:

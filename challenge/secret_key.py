@@ -13,13 +13,11 @@ key wins, and no reader ever sees a partly written file.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
 from pathlib import Path
 
-from config.files import check_key, make_private_dir, write_private
+from config.files import check_key, create_private_once, make_private_dir
 
 SECRET_KEY_FILE = "secret.key"
 KEY_BYTES = 32
@@ -48,23 +46,11 @@ def _read(path: Path) -> bytes:
     return parse_secret_key(path.read_text(encoding="ascii"), str(path))
 
 
-def _create(path: Path) -> None:
-    key_text = secrets.token_bytes(KEY_BYTES).hex() + "\n"
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        write_private(tmp, key_text.encode("ascii"))
-        # FileExistsError: another process created it first, and its key is used.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def load_or_create_secret_key(data_dir: Path) -> bytes:
     """The 32-byte key from ``data_dir/secret.key``, creating the file if it does not exist."""
     path = data_dir / SECRET_KEY_FILE
     make_private_dir(data_dir)
     if not path.exists():
-        _create(path)
+        create_private_once(path, (secrets.token_bytes(KEY_BYTES).hex() + "\n").encode("ascii"))
         log.info("created secret key file %s", path)
     return _read(path)

@@ -64,6 +64,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from audit.events import Event
+from audit.service import AuditSink, Draft, NoAudit, integration_target
 from challenge import ntlm, page
 from challenge.basic import basic_allowed, parse_basic
 from challenge.credentials import (
@@ -210,12 +212,14 @@ class ChallengeService:
         handshake_ttl: float = HANDSHAKE_TTL_SECONDS,
         public_url: str | None = None,
         tls_end_point: bytes | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         """``tls_end_point``: ``tls-server-end-point:`` + hash of the certificate this
         server presents (``challenge.tls_binding``), None when it does not terminate TLS.
         ``public_url``: ``server.public_url``; its host is the one NTLM target names must
         name, and an https one without ``tls_end_point`` means TLS ends at a proxy."""
         self._store = store
+        self._audit = audit or NoAudit()
         self._cfg = cfg
         self._thumbprint = page.format_thumbprint(ca_md5_hex)
         self._secret_key = secret_key
@@ -256,8 +260,15 @@ class ChallengeService:
         return await issue_challenge(self._store, self._cfg, integration_id, now=self._clock())
 
     async def _page(self, integration: Integration, username: str, address: str) -> ChallengeResponse:
+        issued = Draft(
+            Event.CHALLENGE_ISSUED,
+            integration_target(integration.id),
+            {"integration": integration.id, "user": username, "address": address},
+            actor=f"challenge:{username}",
+        )
         try:
-            challenge = await issue_challenge(self._store, self._cfg, integration.id, now=self._clock())
+            with self._audit.recording(issued) as seal:
+                challenge = await issue_challenge(self._store, self._cfg, integration.id, now=self._clock(), audit=seal)
         except IntegrationNotFound:
             return self._not_found()  # deleted while we were authenticating
         if challenge is None:
@@ -430,6 +441,8 @@ class ChallengeService:
         attempt = await self._lockout.reserve(key)
         if not attempt.allowed:
             self._log_refused(attempt, method, integration, user, address)
+            if attempt.tripped:
+                await self._audit.append(self._login_event(Event.LOCKOUT_STARTED, method, integration, user, address))
             return self._too_many(attempt.retry_after)
         failed = True
         try:
@@ -451,6 +464,7 @@ class ChallengeService:
                 user,
                 address,
             )
+            await self._audit.append(self._login_event(Event.LOGIN_FAILED, method, integration, user, address))
             return self._unauthorized(integration, req)
         if target.id != integration.id:
             log.warning(
@@ -463,6 +477,15 @@ class ChallengeService:
             )
             return self._html(page.render_no_permission())
         return await self._page(integration, user, address)
+
+    @staticmethod
+    def _login_event(event: Event, method: str, integration: Integration, user: str, address: str) -> Draft:
+        return Draft(
+            event,
+            integration_target(integration.id),
+            {"integration": integration.id, "user": user, "address": address, "method": method},
+            actor=f"challenge:{user}",
+        )
 
     @staticmethod
     def _log_refused(attempt: Attempt, method: str, integration: Integration, user: str, address: str) -> None:

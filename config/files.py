@@ -20,7 +20,9 @@ into the data directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -121,3 +123,20 @@ def replace_public(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def create_private_once(path: Path, data: bytes) -> None:
+    """Create the secret ``path`` holding ``data`` unless it exists; race-free across processes.
+
+    Written and fsynced under a unique temporary name, then hard-linked to ``path``: ``link``
+    fails if the name exists, so of several processes starting at once exactly one file wins,
+    and no reader ever sees a partly written one.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        write_private(tmp, data)
+        # FileExistsError: another process created it first, and its content is used.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -186,6 +186,17 @@ class KeysConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # The tamper-evident audit log (the audit package). Off only to measure what it costs
+    # (bench/enroll.py): with it off, nothing records who did what.
+    enabled: bool = True
+    # The server logs a signed checkpoint of every chain's head this often, and at stop.
+    checkpoint_interval_seconds: int = 600
+    # Also written here as checkpoint-<time>.json (None: only the log line).
+    checkpoint_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("./scep-ca-data")
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -201,6 +212,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def base_url(self) -> str:

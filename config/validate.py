@@ -36,6 +36,7 @@ def validate(config: Config) -> None:
     _positive("scep.renewal_days", config.scep.renewal_days)
     _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
     _positive("revocation.ocsp_validity_minutes", config.revocation.ocsp_validity_minutes)
+    _positive("audit.checkpoint_interval_seconds", config.audit.checkpoint_interval_seconds)
     for key, token in (
         ("server.api_token", config.server.api_token),
         ("server.metrics_token", config.server.metrics_token),

@@ -9,7 +9,7 @@ The store never holds private keys. Serials are stored as lowercase hexadecimal 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -150,6 +150,48 @@ class AuthReservation:
     locked_until: datetime | None = None
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of ``audit_events``: an event of one writer's chain, sealed by its MAC.
+
+    ``details`` is a JSON object (str keys; str, int, bool, None, lists and objects of them).
+    The MAC and its canonical encoding are the ``audit`` package's business; the store keeps
+    the row exactly as given and returns it exactly as kept.
+    """
+
+    writer: str
+    seq: int
+    at: datetime
+    actor: str
+    event: str
+    target: str  # the object it acts on (column ``object``): ``certificate/<serial>``, ``integration/<id>``
+    details: Mapping[str, object]
+    prev_mac: str
+    mac: str
+
+
+class AuditSeal(Protocol):
+    """The audit rows of an action, asked for inside the action's own transaction.
+
+    A store write method that takes ``audit`` calls it exactly once, after the action's
+    statements and before COMMIT, and inserts what it returns in the same transaction; so no
+    action commits without its events and no event outlives a rolled-back action. ``outcome``
+    carries facts only the transaction knows (``delete_integration``: ``revoked``).
+    """
+
+    def __call__(self, outcome: Mapping[str, int]) -> Sequence[AuditRecord]: ...
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    event: str | None = None
+    actor: str | None = None
+    writer: str | None = None
+    limit: int | None = None
+
+
 @dataclass
 class StoreInfo:
     schema_version: int
@@ -160,13 +202,14 @@ class StoreInfo:
 # The store in roles: each service asks for the roles it uses (``scep_ca.services.enrollment``
 # asks for integrations, issuance and certificates; ``challenge.lockout`` for throttle only),
 # and ``Store``, their union plus the lifecycle, is what the backends and the factory provide.
-# Each method is one atomic unit of work.
+# Each method is one atomic unit of work. A write method's ``audit`` (AuditSeal) puts the
+# action's audit events into that unit of work; add_challenge's only when a challenge is added.
 
 
 class IntegrationStore(Protocol):
     """Integrations: created, looked up, credentials replaced, deleted (with their certificates)."""
 
-    async def create_integration(self, integration: Integration) -> None: ...
+    async def create_integration(self, integration: Integration, *, audit: AuditSeal | None = None) -> None: ...
 
     async def get_integration(self, integration_id: str, *, include_deleted: bool = False) -> Integration | None: ...
 
@@ -176,11 +219,19 @@ class IntegrationStore(Protocol):
     async def list_integrations(self, *, include_deleted: bool = False) -> Sequence[Integration]: ...
 
     async def update_credentials(
-        self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
+        self,
+        integration_id: str,
+        *,
+        username: str,
+        password_scrypt: str,
+        nt_hash_encrypted: bytes,
+        audit: AuditSeal | None = None,
     ) -> None:
         """Replace an integration's credentials; the old ones stop working at once."""
 
-    async def delete_integration(self, integration_id: str, now: datetime) -> DeleteResult:
+    async def delete_integration(
+        self, integration_id: str, now: datetime, *, audit: AuditSeal | None = None
+    ) -> DeleteResult:
         """Mark deleted, revoke every certificate (cessationOfOperation, one time), kill challenges.
 
         All or nothing. Raises IntegrationNotFound if there is no live integration with this id.
@@ -190,7 +241,7 @@ class IntegrationStore(Protocol):
 class ChallengeStore(Protocol):
     """One-time challenges of the challenge URL."""
 
-    async def add_challenge(self, add: ChallengeAdd) -> bool:
+    async def add_challenge(self, add: ChallengeAdd, *, audit: AuditSeal | None = None) -> bool:
         """Purge expired challenges of the integration, then insert one unless
         ``max_unused`` unused unexpired ones exist already. Returns False when the cache is full."""
 
@@ -203,7 +254,7 @@ class ChallengeStore(Protocol):
 class IssuanceStore(Protocol):
     """Enrollment transactions and the issuance that consumes a challenge."""
 
-    async def record_issuance(self, req: IssuanceRequest) -> None:
+    async def record_issuance(self, req: IssuanceRequest, *, audit: AuditSeal | None = None) -> None:
         """In one transaction: consume the challenge (if any), insert the certificate and its
         transaction, and mark ``req.renews`` superseded. Raises ChallengeRejected,
         DuplicateTransaction, DuplicateSerial, IntegrationNotFound or RenewalRefused and then
@@ -217,7 +268,13 @@ class IssuanceStore(Protocol):
         """``get_transaction`` and ``challenge_usable`` (False when ``challenge_hash`` is None) in one read."""
 
     async def record_pending(
-        self, txn: Transaction, challenge_hash: str | None, now: datetime, *, open_since: datetime | None = None
+        self,
+        txn: Transaction,
+        challenge_hash: str | None,
+        now: datetime,
+        *,
+        open_since: datetime | None = None,
+        audit: AuditSeal | None = None,
     ) -> None:
         """In one transaction: consume the challenge (if any) and insert a PENDING transaction with its CSR.
 
@@ -239,6 +296,7 @@ class IssuanceStore(Protocol):
         now: datetime,
         *,
         supersedes: str | None = None,
+        audit: AuditSeal | None = None,
     ) -> bool:
         """Approve (insert ``certificate``, mark the transaction issued) or reject (``certificate`` None).
 
@@ -262,18 +320,24 @@ class CertificateStore(Protocol):
 class RevocationStore(Protocol):
     """Revocation of single certificates and what the CRL is built from."""
 
-    async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
+    async def revoke_certificate(
+        self, serial: str, reason: str, now: datetime, *, audit: AuditSeal | None = None
+    ) -> bool:
         """Revoke one issued certificate; False when unknown or already revoked."""
 
-    async def end_hold(self, serial: str, revoke_reason: str | None, now: datetime) -> bool:
+    async def end_hold(
+        self, serial: str, revoke_reason: str | None, now: datetime, *, audit: AuditSeal | None = None
+    ) -> bool:
         """End the certificateHold of a certificate recorded on hold until its validator
         confirmed it: released to issued (``revoke_reason`` None) or revoked for good with
-        that reason at ``now``. False when it is not on hold (any more): nothing changed."""
+        that reason at ``now``. False when it is not on hold (any more): nothing changed, and
+        ``audit`` is not written."""
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]: ...
 
-    async def next_crl_number(self, issuer_fingerprint: str) -> int:
-        """Atomically increment and return the CRL number of this issuer (starts at 1)."""
+    async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
+        """Atomically increment and return the CRL number of this issuer (starts at 1); the
+        audit outcome carries it as ``number``."""
 
     async def revocation_epoch(self) -> int:
         """A counter that changes whenever any revocation or deletion happens (cache key)."""
@@ -311,8 +375,34 @@ class ThrottleStore(Protocol):
         current window, apart from a success forgetting failures."""
 
 
+class AuditStore(Protocol):
+    """The audit log (``audit_events``): append only; no method deletes or changes a row."""
+
+    async def append_audit(self, seal: AuditSeal) -> None:
+        """Insert ``seal({})``'s rows in a transaction of their own (events with no other write)."""
+
+    async def list_audit(self, flt: AuditFilter) -> Sequence[AuditRecord]:
+        """Rows matching ``flt``, ordered by time, then writer and seq."""
+
+    async def audit_page(self, after: tuple[str, int] | None, limit: int) -> Sequence[AuditRecord]:
+        """Up to ``limit`` rows after (writer, seq) ``after`` (from the start: None), ordered by
+        writer and seq: what ``audit verify`` reads, page by page."""
+
+    async def audit_heads(self) -> Sequence[tuple[str, int, str]]:
+        """(writer, seq, mac) of each chain's last row: what a checkpoint signs."""
+
+    async def audit_empty(self) -> bool: ...
+
+
 class Store(
-    IntegrationStore, ChallengeStore, IssuanceStore, CertificateStore, RevocationStore, ThrottleStore, Protocol
+    IntegrationStore,
+    ChallengeStore,
+    IssuanceStore,
+    CertificateStore,
+    RevocationStore,
+    ThrottleStore,
+    AuditStore,
+    Protocol,
 ):
     """Every role, plus the lifecycle: what a backend implements and ``store.factory`` returns."""
 

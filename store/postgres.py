@@ -83,7 +83,8 @@ unit of work is one statement or one explicit transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -94,6 +95,9 @@ from store import schema_postgres as schema
 from store import throttle
 from store.base import (
     HOLD,
+    AuditFilter,
+    AuditRecord,
+    AuditSeal,
     AuthReservation,
     CertificateFilter,
     ChallengeAdd,
@@ -171,6 +175,36 @@ def _call(function: str, count: int) -> str:
 # (scep_record_renewal: the renewed serial first), as schema.issuance_params checks.
 _RECORD_ISSUANCE = _call("scep_record_issuance", len(schema.issuance_params()))
 _RECORD_RENEWAL = _call("scep_record_renewal", len(schema.issuance_params()) + 1)
+# The audit rows, as nine parallel arrays from parameter $first on.
+_AUDIT_COLUMNS = "writer, seq, at, actor, event, object, details, prev_mac, mac"
+
+
+def _audit_rows_from(first: int) -> str:
+    p = [f"${n}" for n in range(first, first + 9)]
+    return (
+        "SELECT w, s, a, ac, e, o, d::jsonb, pm, m FROM unnest("
+        f"{p[0]}::text[], {p[1]}::bigint[], {p[2]}::timestamptz[], {p[3]}::text[], {p[4]}::text[], "
+        f"{p[5]}::text[], {p[6]}::text[], {p[7]}::text[], {p[8]}::text[]) AS t(w, s, a, ac, e, o, d, pm, m)"
+    )
+
+
+_INSERT_AUDIT = f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) {_audit_rows_from(1)}"
+
+
+def _audited_issuance(call: str, count: int) -> str:
+    """The issuance function and its audit rows in one statement (one round trip, one implicit
+    transaction): the rows are inserted only when the function reports success, and a failing
+    function or insert undoes both. A CTE that calls a volatile function runs exactly once."""
+    return (
+        f"WITH r AS ({call} AS result), "
+        f"a AS (INSERT INTO audit_events ({_AUDIT_COLUMNS}) "
+        f"SELECT q.* FROM ({_audit_rows_from(count + 1)}) AS q, r WHERE r.result = {schema.ISSUANCE_OK}) "
+        "SELECT result FROM r"
+    )
+
+
+_AUDITED_ISSUANCE = _audited_issuance(_RECORD_ISSUANCE, len(schema.issuance_params()))
+_AUDITED_RENEWAL = _audited_issuance(_RECORD_RENEWAL, len(schema.issuance_params()) + 1)
 _ADD_CHALLENGE = "SELECT scep_add_challenge($1, $2, $3, $4, $5)"
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = $1"
 # One round trip before a PKCSReq signs anything: the transaction (NULL columns when there
@@ -300,9 +334,11 @@ class PostgresStore:
 
     # -- integrations ----------------------------------------------------------------
 
-    async def create_integration(self, integration: Integration) -> None:
+    async def create_integration(self, integration: Integration, *, audit: AuditSeal | None = None) -> None:
         try:
-            await self._p().execute(_INSERT_INTEGRATION, *_INTEGRATION_ROWS.params(integration))
+            async with self._p().connection() as conn, conn.transaction():
+                await conn.execute(_INSERT_INTEGRATION, *_INTEGRATION_ROWS.params(integration))
+                await _append_audit(conn, audit)
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateIntegration(
                 f"an integration with id {integration.id!r} or username {integration.username!r} exists"
@@ -326,24 +362,34 @@ class PostgresStore:
         return [_INTEGRATION_ROWS.record(row) for row in rows]
 
     async def update_credentials(
-        self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
+        self,
+        integration_id: str,
+        *,
+        username: str,
+        password_scrypt: str,
+        nt_hash_encrypted: bytes,
+        audit: AuditSeal | None = None,
     ) -> None:
         try:
-            status = await self._p().execute(
-                "UPDATE integrations SET username = $1, username_key = $2, password_scrypt = $3, "
-                "nt_hash_encrypted = $4 WHERE id = $5 AND deleted_at IS NULL",
-                username,
-                username_key(username),
-                password_scrypt,
-                nt_hash_encrypted,
-                integration_id,
-            )
+            async with self._p().connection() as conn, conn.transaction():
+                status = await conn.execute(
+                    "UPDATE integrations SET username = $1, username_key = $2, password_scrypt = $3, "
+                    "nt_hash_encrypted = $4 WHERE id = $5 AND deleted_at IS NULL",
+                    username,
+                    username_key(username),
+                    password_scrypt,
+                    nt_hash_encrypted,
+                    integration_id,
+                )
+                if _rowcount(status) != 1:
+                    raise IntegrationNotFound(integration_id)
+                await _append_audit(conn, audit)
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateIntegration(f"another live integration has username {username!r}") from exc
-        if _rowcount(status) != 1:
-            raise IntegrationNotFound(integration_id)
 
-    async def delete_integration(self, integration_id: str, now: datetime) -> DeleteResult:
+    async def delete_integration(
+        self, integration_id: str, now: datetime, *, audit: AuditSeal | None = None
+    ) -> DeleteResult:
         aware(now)
         async with self._p().connection() as conn, conn.transaction():
             # Waits for in-flight issuances of this integration; later ones queue behind us.
@@ -367,19 +413,20 @@ class PostgresStore:
             # Used ones too: nothing can consume them any more, and nothing would purge them.
             await conn.execute("DELETE FROM challenges WHERE integration_id = $1", integration_id)
             await conn.execute(_BUMP_EPOCH, schema.REVOCATION_EPOCH_KEY)
+            await _append_audit(conn, audit, {"revoked": revoked})
         return DeleteResult(revoked=revoked, deleted_at=now)
 
     # -- challenges ------------------------------------------------------------------
 
-    async def add_challenge(self, add: ChallengeAdd) -> bool:
-        result = await self._p().fetchval(
-            _ADD_CHALLENGE,
-            add.integration_id,
-            add.challenge_hash,
-            aware(add.now),
-            aware(add.expires_at),
-            add.max_unused,
-        )
+    async def add_challenge(self, add: ChallengeAdd, *, audit: AuditSeal | None = None) -> bool:
+        params = (add.integration_id, add.challenge_hash, aware(add.now), aware(add.expires_at), add.max_unused)
+        if audit is None:
+            result = await self._p().fetchval(_ADD_CHALLENGE, *params)
+        else:
+            async with self._p().connection() as conn, conn.transaction():
+                result = await conn.fetchval(_ADD_CHALLENGE, *params)
+                if result == schema.ADD_CHALLENGE_OK:
+                    await _append_audit(conn, audit)
         if result == schema.ADD_CHALLENGE_NO_INTEGRATION:
             raise IntegrationNotFound(add.integration_id)
         return bool(result == schema.ADD_CHALLENGE_OK)
@@ -404,15 +451,24 @@ class PostgresStore:
 
     # -- issuance --------------------------------------------------------------------
 
-    async def record_issuance(self, req: IssuanceRequest) -> None:
+    async def record_issuance(self, req: IssuanceRequest, *, audit: AuditSeal | None = None) -> None:
         cert = req.certificate
         now = aware(req.now)
-        params = (*_CERTIFICATE_ROWS.params(cert, created_at=now), req.challenge_hash, now, req.supersedes)
+        params: tuple[Any, ...] = (
+            *_CERTIFICATE_ROWS.params(cert, created_at=now),
+            req.challenge_hash,
+            now,
+            req.supersedes,
+        )
+        if req.renews is not None:
+            params = (req.renews, *params)
+        if audit is None:
+            sql = _RECORD_ISSUANCE if req.renews is None else _RECORD_RENEWAL
+        else:
+            sql = _AUDITED_ISSUANCE if req.renews is None else _AUDITED_RENEWAL
+            params = (*params, *_audit_params(audit({})))
         try:
-            if req.renews is None:
-                result = await self._p().fetchval(_RECORD_ISSUANCE, *params)
-            else:
-                result = await self._p().fetchval(_RECORD_RENEWAL, req.renews, *params)
+            result = await self._p().fetchval(sql, *params)
         except asyncpg.UniqueViolationError as exc:
             # The function inserts the certificate first, as SQLiteStore does, so a request that
             # duplicates both is reported as DuplicateSerial on both backends.
@@ -447,7 +503,13 @@ class PostgresStore:
     # transactions rather than server-side functions; the locking is the same as issuance's.
 
     async def record_pending(
-        self, txn: Transaction, challenge_hash: str | None, now: datetime, *, open_since: datetime | None = None
+        self,
+        txn: Transaction,
+        challenge_hash: str | None,
+        now: datetime,
+        *,
+        open_since: datetime | None = None,
+        audit: AuditSeal | None = None,
     ) -> None:
         aware(now)
         params = _TRANSACTION_ROWS.params(txn)
@@ -470,6 +532,7 @@ class PostgresStore:
                 if exc.constraint_name == schema.TRANSACTIONS_PKEY:
                     raise DuplicateTransaction(txn.transaction_id) from exc
                 raise
+            await _append_audit(conn, audit)
 
     async def list_transactions(
         self, status: TransactionStatus | None = None, integration_id: str | None = None
@@ -499,6 +562,7 @@ class PostgresStore:
         now: datetime,
         *,
         supersedes: str | None = None,
+        audit: AuditSeal | None = None,
     ) -> bool:
         aware(now)
         cert_params = None if certificate is None else _CERTIFICATE_ROWS.params(certificate, created_at=now)
@@ -520,6 +584,7 @@ class PostgresStore:
                     integration_id,
                     transaction_id,
                 )
+                await _append_audit(conn, audit)
                 return True
             try:
                 await conn.execute(_INSERT_CERTIFICATE, *cert_params)
@@ -545,6 +610,7 @@ class PostgresStore:
                 revoked = await conn.execute(_SUPERSEDE, now, supersedes, integration_id)
                 if _rowcount(revoked):
                     await conn.execute(_BUMP_EPOCH, schema.REVOCATION_EPOCH_KEY)
+            await _append_audit(conn, audit)
             return True
 
     # -- certificates ----------------------------------------------------------------
@@ -589,41 +655,78 @@ class PostgresStore:
             )
         return int(count)
 
-    async def end_hold(self, serial: str, revoke_reason: str | None, now: datetime) -> bool:
+    async def end_hold(
+        self, serial: str, revoke_reason: str | None, now: datetime, *, audit: AuditSeal | None = None
+    ) -> bool:
         # One statement, as revoke_certificate: the epoch moves exactly when the hold ended.
-        changed = await self._p().fetchval(
-            "WITH ended AS ("
-            "  UPDATE certificates SET"
-            "    status = CASE WHEN $1::text IS NULL THEN 'issued' ELSE 'revoked' END,"
-            "    revoked_at = CASE WHEN $1::text IS NULL THEN NULL ELSE $2::timestamptz END,"
-            "    revocation_reason = $1::text"
-            "  WHERE serial = $3 AND status = 'revoked' AND revocation_reason = $4 RETURNING 1"
-            "), bumped AS ("
-            "  UPDATE meta SET value = value + 1 WHERE key = $5 AND EXISTS (SELECT 1 FROM ended) RETURNING 1"
-            ") SELECT count(*) FROM ended",
-            revoke_reason,
-            aware(now),
-            serial,
-            HOLD,
-            schema.REVOCATION_EPOCH_KEY,
-        )
-        return bool(changed == 1)
+        params = (revoke_reason, aware(now), serial, HOLD, schema.REVOCATION_EPOCH_KEY)
+        if audit is None:
+            return bool(await self._p().fetchval(_END_HOLD, *params) == 1)
+        async with self._p().connection() as conn, conn.transaction():
+            changed = await conn.fetchval(_END_HOLD, *params) == 1
+            if changed:
+                await _append_audit(conn, audit)
+        return bool(changed)
 
-    async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
+    async def revoke_certificate(
+        self, serial: str, reason: str, now: datetime, *, audit: AuditSeal | None = None
+    ) -> bool:
         # One statement: the epoch moves exactly when a row was revoked, in the same transaction.
-        changed = await self._p().fetchval(
-            "WITH revoked AS ("
-            "  UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2"
-            "  WHERE serial = $3 AND status = 'issued' RETURNING 1"
-            "), bumped AS ("
-            "  UPDATE meta SET value = value + 1 WHERE key = $4 AND EXISTS (SELECT 1 FROM revoked) RETURNING 1"
-            ") SELECT count(*) FROM revoked",
-            aware(now),
-            reason,
-            serial,
-            schema.REVOCATION_EPOCH_KEY,
+        params = (aware(now), reason, serial, schema.REVOCATION_EPOCH_KEY)
+        if audit is None:
+            return bool(await self._p().fetchval(_REVOKE, *params) == 1)
+        async with self._p().connection() as conn, conn.transaction():
+            changed = await conn.fetchval(_REVOKE, *params) == 1
+            if changed:
+                await _append_audit(conn, audit)
+        return bool(changed)
+
+    # -- audit log ---------------------------------------------------------------------
+
+    async def append_audit(self, seal: AuditSeal) -> None:
+        # One statement: its own transaction.
+        await self._p().execute(_INSERT_AUDIT, *_audit_params(seal({})))
+
+    async def list_audit(self, flt: AuditFilter) -> Sequence[AuditRecord]:
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, op, value in (
+            ("at", ">=", None if flt.since is None else aware(flt.since)),
+            ("at", "<", None if flt.until is None else aware(flt.until)),
+            ("event", "=", flt.event),
+            ("actor", "=", flt.actor),
+            ("writer", "=", flt.writer),
+        ):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} {op} ${len(params)}")
+        sql = f"SELECT {_AUDIT_READ} FROM audit_events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY at, writer, seq"
+        if flt.limit is not None:
+            params.append(max(flt.limit, 0))
+            sql += f" LIMIT ${len(params)}"
+        return [_audit_record(row) for row in await self._p().fetch(sql, *params)]
+
+    async def audit_page(self, after: tuple[str, int] | None, limit: int) -> Sequence[AuditRecord]:
+        writer, seq = after or ("", -1)
+        rows = await self._p().fetch(
+            f"SELECT {_AUDIT_READ} FROM audit_events WHERE (writer, seq) > ($1, $2) ORDER BY writer, seq LIMIT $3",
+            writer,
+            seq,
+            limit,
         )
-        return bool(changed == 1)
+        return [_audit_record(row) for row in rows]
+
+    async def audit_heads(self) -> Sequence[tuple[str, int, str]]:
+        rows = await self._p().fetch(
+            "SELECT DISTINCT ON (writer) writer, seq, mac FROM audit_events ORDER BY writer, seq DESC"
+        )
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    async def audit_empty(self) -> bool:
+        return await self._p().fetchval("SELECT 1 FROM audit_events LIMIT 1") is None
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]:
         rows = await self._p().fetch(
@@ -633,13 +736,11 @@ class PostgresStore:
         )
         return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
 
-    async def next_crl_number(self, issuer_fingerprint: str) -> int:
-        number = await self._p().fetchval(
-            "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES ($1, 1) "
-            "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number",
-            issuer_fingerprint,
-        )
-        return int(number)
+    async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
+        async with self._p().connection() as conn, conn.transaction():
+            number = int(await conn.fetchval(_NEXT_CRL_NUMBER, issuer_fingerprint))
+            await _append_audit(conn, audit, {"number": number})
+        return number
 
     async def revocation_epoch(self) -> int:
         value = await self._p().fetchval("SELECT value FROM meta WHERE key = $1", schema.REVOCATION_EPOCH_KEY)
@@ -690,6 +791,67 @@ class PostgresStore:
                     row.failures,
                     row.pending,
                 )
+
+
+_NEXT_CRL_NUMBER = (
+    "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES ($1, 1) "
+    "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number"
+)
+_REVOKE = (
+    "WITH revoked AS ("
+    "  UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2"
+    "  WHERE serial = $3 AND status = 'issued' RETURNING 1"
+    "), bumped AS ("
+    "  UPDATE meta SET value = value + 1 WHERE key = $4 AND EXISTS (SELECT 1 FROM revoked) RETURNING 1"
+    ") SELECT count(*) FROM revoked"
+)
+_END_HOLD = (
+    "WITH ended AS ("
+    "  UPDATE certificates SET"
+    "    status = CASE WHEN $1::text IS NULL THEN 'issued' ELSE 'revoked' END,"
+    "    revoked_at = CASE WHEN $1::text IS NULL THEN NULL ELSE $2::timestamptz END,"
+    "    revocation_reason = $1::text"
+    "  WHERE serial = $3 AND status = 'revoked' AND revocation_reason = $4 RETURNING 1"
+    "), bumped AS ("
+    "  UPDATE meta SET value = value + 1 WHERE key = $5 AND EXISTS (SELECT 1 FROM ended) RETURNING 1"
+    ") SELECT count(*) FROM ended"
+)
+# details as text: exactly what was written, whatever jsonb's own spacing.
+_AUDIT_READ = "writer, seq, at, actor, event, object, details::text, prev_mac, mac"
+
+
+def _audit_params(rows: Sequence[AuditRecord]) -> tuple[list[Any], ...]:
+    return (
+        [r.writer for r in rows],
+        [r.seq for r in rows],
+        [aware(r.at) for r in rows],
+        [r.actor for r in rows],
+        [r.event for r in rows],
+        [r.target for r in rows],
+        [json.dumps(r.details, separators=(",", ":")) for r in rows],
+        [r.prev_mac for r in rows],
+        [r.mac for r in rows],
+    )
+
+
+async def _append_audit(conn: Any, seal: AuditSeal | None, outcome: Mapping[str, int] | None = None) -> None:
+    """Inside a transaction on ``conn``: the action's audit rows (store.base.AuditSeal)."""
+    if seal is not None:
+        await conn.execute(_INSERT_AUDIT, *_audit_params(seal(outcome or {})))
+
+
+def _audit_record(row: Any) -> AuditRecord:
+    return AuditRecord(
+        writer=row[0],
+        seq=int(row[1]),
+        at=row[2],
+        actor=row[3],
+        event=row[4],
+        target=row[5],
+        details=json.loads(row[6]),
+        prev_mac=row[7],
+        mac=row[8],
+    )
 
 
 def _throttle_row(record: Any) -> throttle.ThrottleRow | None:

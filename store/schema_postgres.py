@@ -435,7 +435,30 @@ _V6 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = Migration(
+    7,
+    (
+        # The audit log (the audit package): append only, one chain per writer, each row sealed
+        # by a MAC over its canonical encoding and the previous row's MAC. No time index: every
+        # index costs each enrollment, and listings are an operator's occasional scan.
+        """
+        CREATE TABLE audit_events (
+            writer text NOT NULL,
+            seq bigint NOT NULL,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            event text NOT NULL,
+            object text NOT NULL,
+            details jsonb NOT NULL,
+            prev_mac text NOT NULL,
+            mac text NOT NULL,
+            PRIMARY KEY (writer, seq)
+        )
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -189,4 +189,28 @@ _V6 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = Migration(
+    7,
+    (
+        # The audit log (the audit package): append only, one chain per writer, each row sealed
+        # by a MAC over its canonical encoding and the previous row's MAC. A rowid table (rows
+        # carry a certificate, too large for WITHOUT ROWID); no time index, since every index
+        # here costs each enrollment, and listings are an operator's occasional scan.
+        """
+        CREATE TABLE audit_events (
+            writer TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            event TEXT NOT NULL,
+            object TEXT NOT NULL,
+            details TEXT NOT NULL,  -- a JSON object
+            prev_mac TEXT NOT NULL,
+            mac TEXT NOT NULL,
+            UNIQUE (writer, seq)
+        )
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)

@@ -25,9 +25,10 @@ nothing of it stays. Constraint violations and programming errors are not masked
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,9 @@ from store import sqlite_codec as codec
 from store import throttle
 from store.base import (
     HOLD,
+    AuditFilter,
+    AuditRecord,
+    AuditSeal,
     AuthReservation,
     CertificateFilter,
     ChallengeAdd,
@@ -244,10 +248,11 @@ class SQLiteStore:
 
     # -- integrations ----------------------------------------------------------------
 
-    async def create_integration(self, integration: Integration) -> None:
+    async def create_integration(self, integration: Integration, *, audit: AuditSeal | None = None) -> None:
         try:
             with self._transaction() as conn:
                 conn.execute(_INSERT_INTEGRATION, codec.INTEGRATION_ROWS.params(integration))
+                _append_audit(conn, audit)
         except sqlite3.IntegrityError as exc:
             raise DuplicateIntegration(
                 f"an integration with id {integration.id!r} or username {integration.username!r} exists"
@@ -278,7 +283,13 @@ class SQLiteStore:
         return [codec.INTEGRATION_ROWS.record(row) for row in rows]
 
     async def update_credentials(
-        self, integration_id: str, *, username: str, password_scrypt: str, nt_hash_encrypted: bytes
+        self,
+        integration_id: str,
+        *,
+        username: str,
+        password_scrypt: str,
+        nt_hash_encrypted: bytes,
+        audit: AuditSeal | None = None,
     ) -> None:
         try:
             with self._transaction() as conn:
@@ -289,10 +300,13 @@ class SQLiteStore:
                 )
                 if cursor.rowcount != 1:
                     raise IntegrationNotFound(integration_id)
+                _append_audit(conn, audit)
         except sqlite3.IntegrityError as exc:
             raise DuplicateIntegration(f"another live integration has username {username!r}") from exc
 
-    async def delete_integration(self, integration_id: str, now: datetime) -> DeleteResult:
+    async def delete_integration(
+        self, integration_id: str, now: datetime, *, audit: AuditSeal | None = None
+    ) -> DeleteResult:
         now_us = codec.to_us(now)
         with self._transaction() as conn:
             cursor = conn.execute(
@@ -309,11 +323,12 @@ class SQLiteStore:
             # Used ones too: nothing can consume them any more, and nothing would purge them.
             conn.execute("DELETE FROM challenges WHERE integration_id = ?", (integration_id,))
             conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+            _append_audit(conn, audit, {"revoked": revoked})
         return DeleteResult(revoked=revoked, deleted_at=now)
 
     # -- challenges ------------------------------------------------------------------
 
-    async def add_challenge(self, add: ChallengeAdd) -> bool:
+    async def add_challenge(self, add: ChallengeAdd, *, audit: AuditSeal | None = None) -> bool:
         now_us = codec.to_us(add.now)
         with self._transaction() as conn:
             _require_live(conn, add.integration_id)
@@ -340,6 +355,7 @@ class SQLiteStore:
                 "INSERT INTO challenges (integration_id, challenge_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
                 (add.integration_id, add.challenge_hash, now_us, codec.to_us(add.expires_at)),
             )
+            _append_audit(conn, audit)
         return True
 
     async def challenge_usable(self, integration_id: str, challenge_hash: str, now: datetime) -> bool:
@@ -363,7 +379,7 @@ class SQLiteStore:
 
     # -- issuance --------------------------------------------------------------------
 
-    async def record_issuance(self, req: IssuanceRequest) -> None:
+    async def record_issuance(self, req: IssuanceRequest, *, audit: AuditSeal | None = None) -> None:
         cert = req.certificate
         now_us = codec.to_us(req.now)
         cert_params = codec.certificate_params(cert, req.now)
@@ -402,6 +418,7 @@ class SQLiteStore:
             )
             if superseded:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+            _append_audit(conn, audit)
 
     async def enrollment_state(
         self, integration_id: str, transaction_id: str, challenge_hash: str | None, now: datetime
@@ -422,7 +439,13 @@ class SQLiteStore:
         return None if row is None else codec.TRANSACTION_ROWS.record(row)
 
     async def record_pending(
-        self, txn: Transaction, challenge_hash: str | None, now: datetime, *, open_since: datetime | None = None
+        self,
+        txn: Transaction,
+        challenge_hash: str | None,
+        now: datetime,
+        *,
+        open_since: datetime | None = None,
+        audit: AuditSeal | None = None,
     ) -> None:
         now_us = codec.to_us(now)
         with self._transaction() as conn:
@@ -440,6 +463,7 @@ class SQLiteStore:
                     raise ChallengeRejected(txn.integration_id)
             params = codec.TRANSACTION_ROWS.params(txn)
             _insert(conn, _INSERT_TRANSACTION, params, DuplicateTransaction, txn.transaction_id)
+            _append_audit(conn, audit)
 
     async def list_transactions(
         self, status: TransactionStatus | None = None, integration_id: str | None = None
@@ -466,6 +490,7 @@ class SQLiteStore:
         now: datetime,
         *,
         supersedes: str | None = None,
+        audit: AuditSeal | None = None,
     ) -> bool:
         now_us = codec.to_us(now)
         with self._transaction() as conn:
@@ -482,6 +507,7 @@ class SQLiteStore:
                     "UPDATE transactions SET status = 'rejected' WHERE integration_id = ? AND transaction_id = ?",
                     (integration_id, transaction_id),
                 )
+                _append_audit(conn, audit)
                 return True
             params = codec.certificate_params(certificate, now)
             _insert(conn, _INSERT_CERTIFICATE, params, DuplicateSerial, certificate.serial)
@@ -493,6 +519,7 @@ class SQLiteStore:
             )
             if supersedes is not None and conn.execute(_SUPERSEDE, (now_us, supersedes, integration_id)).rowcount:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+            _append_audit(conn, audit)
             return True
 
     # -- certificates ----------------------------------------------------------------
@@ -543,7 +570,9 @@ class SQLiteStore:
                 ).fetchone()
         return int(count)
 
-    async def revoke_certificate(self, serial: str, reason: str, now: datetime) -> bool:
+    async def revoke_certificate(
+        self, serial: str, reason: str, now: datetime, *, audit: AuditSeal | None = None
+    ) -> bool:
         with self._transaction() as conn:
             changed = conn.execute(
                 "UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ? "
@@ -552,9 +581,12 @@ class SQLiteStore:
             ).rowcount
             if changed:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+                _append_audit(conn, audit)
         return changed == 1
 
-    async def end_hold(self, serial: str, revoke_reason: str | None, now: datetime) -> bool:
+    async def end_hold(
+        self, serial: str, revoke_reason: str | None, now: datetime, *, audit: AuditSeal | None = None
+    ) -> bool:
         params: tuple[object, ...]
         if revoke_reason is None:
             sql, params = _RELEASE_HOLD, (serial, HOLD)
@@ -564,6 +596,7 @@ class SQLiteStore:
             changed = conn.execute(sql, params).rowcount
             if changed:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
+                _append_audit(conn, audit)
         return changed == 1
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]:
@@ -575,19 +608,72 @@ class SQLiteStore:
             ).fetchall()
         return [codec.revoked_from_row(row) for row in rows]
 
-    async def next_crl_number(self, issuer_fingerprint: str) -> int:
+    async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
         with self._transaction() as conn:
             (number,) = conn.execute(
                 "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES (?, 1) "
                 "ON CONFLICT (issuer_fingerprint) DO UPDATE SET number = number + 1 RETURNING number",
                 (issuer_fingerprint,),
             ).fetchall()[0]
+            _append_audit(conn, audit, {"number": int(number)})
         return int(number)
 
     async def revocation_epoch(self) -> int:
         with self._read() as conn:
             (value,) = conn.execute("SELECT value FROM meta WHERE key = ?", (REVOCATION_EPOCH_KEY,)).fetchone()
         return int(value)
+
+    # -- audit log ---------------------------------------------------------------------
+
+    async def append_audit(self, seal: AuditSeal) -> None:
+        with self._transaction() as conn:
+            _append_audit(conn, seal)
+
+    async def list_audit(self, flt: AuditFilter) -> Sequence[AuditRecord]:
+        clauses: list[str] = []
+        params: list[object] = []
+        for clause, value in (
+            ("at >= ?", None if flt.since is None else codec.to_us(flt.since)),
+            ("at < ?", None if flt.until is None else codec.to_us(flt.until)),
+            ("event = ?", flt.event),
+            ("actor = ?", flt.actor),
+            ("writer = ?", flt.writer),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY at, writer, seq"
+        if flt.limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(flt.limit, 0))
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_audit_record(row) for row in rows]
+
+    async def audit_page(self, after: tuple[str, int] | None, limit: int) -> Sequence[AuditRecord]:
+        writer, seq = after or ("", -1)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE (writer, seq) > (?, ?) ORDER BY writer, seq LIMIT ?",
+                (writer, seq, limit),
+            ).fetchall()
+        return [_audit_record(row) for row in rows]
+
+    async def audit_heads(self) -> Sequence[tuple[str, int, str]]:
+        with self._read() as conn:
+            # Each max(seq) is one probe of the (writer, seq) index.
+            rows = conn.execute(
+                "SELECT writer, seq, mac FROM audit_events a WHERE seq = "
+                "(SELECT max(seq) FROM audit_events b WHERE b.writer = a.writer) ORDER BY writer"
+            ).fetchall()
+        return [(str(w), int(s), str(m)) for w, s, m in rows]
+
+    async def audit_empty(self) -> bool:
+        with self._read() as conn:
+            return conn.execute("SELECT 1 FROM audit_events LIMIT 1").fetchone() is None
 
     # -- failed-login throttling -----------------------------------------------------
 
@@ -650,6 +736,40 @@ def _auth_write(conn: sqlite3.Connection, key: str, row: throttle.ThrottleRow, w
             codec.opt_to_us(row.locked_until),
             codec.to_us(row.expires_at(window)),
         ),
+    )
+
+
+_AUDIT_COLUMNS = "writer, seq, at, actor, event, object, details, prev_mac, mac"
+_INSERT_AUDIT = f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _append_audit(conn: sqlite3.Connection, seal: AuditSeal | None, outcome: Mapping[str, int] | None = None) -> None:
+    """Inside a write transaction: the action's audit rows (store.base.AuditSeal)."""
+    if seal is None:
+        return
+    rows = [
+        (r.writer, r.seq, codec.to_us(r.at), r.actor, r.event, r.target, _json(r.details), r.prev_mac, r.mac)
+        for r in seal(outcome or {})
+    ]
+    conn.executemany(_INSERT_AUDIT, rows)
+
+
+def _json(value: Mapping[str, object]) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _audit_record(row: sqlite3.Row | tuple[object, ...]) -> AuditRecord:
+    writer, seq, at, actor, event, obj, details, prev_mac, mac = row
+    return AuditRecord(
+        writer=str(writer),
+        seq=int(str(seq)),
+        at=codec.from_us(at),
+        actor=str(actor),
+        event=str(event),
+        target=str(obj),
+        details=json.loads(str(details)),
+        prev_mac=str(prev_mac),
+        mac=str(mac),
     )
 
 

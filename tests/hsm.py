@@ -75,8 +75,9 @@ def softhsm_in_process(workdir: Path) -> Iterator[SoftHsm]:
             os.environ["SOFTHSM2_CONF"] = saved
 
 
-def private_key_objects(hsm: SoftHsm) -> str:
-    """``pkcs11-tool --list-objects --type privkey`` as the user: labels, ids and access flags."""
+def private_key_objects(hsm: SoftHsm, kind: str = "privkey") -> str:
+    """``pkcs11-tool --list-objects --type privkey`` (or ``kind``: secrkey, pubkey, cert) as
+    the user: labels, ids and access flags."""
     tool = shutil.which("pkcs11-tool")
     assert tool is not None, "pkcs11-tool (opensc) is missing: run scripts/system-deps.sh"
     result = subprocess.run(
@@ -91,7 +92,7 @@ def private_key_objects(hsm: SoftHsm) -> str:
             hsm.pin,
             "--list-objects",
             "--type",
-            "privkey",
+            kind,
         ],
         check=True,
         capture_output=True,

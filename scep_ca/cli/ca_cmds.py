@@ -10,8 +10,10 @@ import logging
 import sys
 from collections.abc import Callable
 
+from audit.events import Event
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
+from scep_ca.cli.audit_cmds import record
 from scep_ca.cli.context import (
     CliError,
     UsageError,
@@ -91,6 +93,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     if explicit:
         write_public_url(config.data_dir, explicit)
+    record(
+        config,
+        Event.CA_INIT,
+        f"ca/{ca_id(ca)}",
+        {"subject": ca.cert.subject.rfc4514_string(), "sha256": ca.fingerprint_sha256},
+    )
     where = describe_key(ca.key, f"{config.data_dir / 'ca.key'}, mode 0600")
     print(f"CA created in {config.data_dir}")
     print(f"  Subject:              {ca.cert.subject.rfc4514_string()}")
@@ -192,7 +200,7 @@ def _serve(
 ) -> None:
     from scep_ca.server.app import build_app, run_server
 
-    app = build_app(config, cas, open_store(config), worker=index)
+    app = build_app(config, cas, open_store(config), worker=index, token=key_token(config))
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))
@@ -201,6 +209,7 @@ def _serve(
 def cmd_ra_create(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair, token=key_token(config))
+    record(config, Event.RA_CREATED, f"ca/{ca_id(identity)}", {"pair": bool(args.pair)})
     print(f"issued {_ra_layout(identity)} under {identity.cert.subject.rfc4514_string()}")
     print("the old RA files are in retired/")
     print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
@@ -217,6 +226,12 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
         passphrase=ca_passphrase(config),
         token=key_token(config),
     )
+    record(
+        config,
+        Event.CA_ROLLOVER,
+        f"ca/{ca_id(nxt)}",
+        {"subject": nxt.cert.subject.rfc4514_string(), "sha256": nxt.fingerprint_sha256},
+    )
     print(f"next CA created in {config.data_dir / 'next'}")
     print(f"  Subject:               {nxt.cert.subject.rfc4514_string()}")
     print(f"  Fingerprint (SHA-256): {colon_fingerprint(nxt.fingerprint_sha256)}")
@@ -227,6 +242,9 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
 def cmd_ca_activate_next(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     old, new = activate_next(config.data_dir, ca_passphrase(config), key_token(config))
+    record(
+        config, Event.CA_ACTIVATE_NEXT, f"ca/{ca_id(new)}", {"previous": ca_id(old), "sha256": new.fingerprint_sha256}
+    )
     print(f"issuing with {colon_fingerprint(new.fingerprint_sha256)} from the next restart of `scep-ca serve`")
     print(
         f"the previous CA ({ca_id(old)}) keeps serving its CRL at /crl/{ca_id(old)}.crl and OCSP "

@@ -7,9 +7,11 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from audit.service import os_actor
 from config import Config
 from config.clock import utc_now
 from config.files import replace_public
+from scep_ca.cli.audit_cmds import cli_audit_log
 from scep_ca.cli.context import (
     CliError,
     NoLiveIntegration,
@@ -88,10 +90,10 @@ def _base(args: argparse.Namespace) -> Base:
 async def _revoke(config: Config, args: argparse.Namespace) -> int:
     ca = load_identity(config)
     async with opened_store(config) as store:
-        service = RevocationService(store, ca)
+        service = RevocationService(store, ca, audit=cli_audit_log(config, store))
         record = await _find(service, args.serial, args)
         try:
-            revoked = await service.revoke(record.serial, args.reason, base="hex")
+            revoked = await service.revoke(record.serial, args.reason, base="hex", actor=os_actor())
         except ReasonError as exc:
             raise CliError(str(exc)) from exc
     if not revoked:
@@ -116,7 +118,8 @@ async def _delete(config: Config, args: argparse.Namespace) -> int:
         ):
             raise CliError("not confirmed (use --yes to skip the question)")
         try:
-            result = await RevocationService(store, ca).delete_integration(integration.id)
+            service = RevocationService(store, ca, audit=cli_audit_log(config, store))
+            result = await service.delete_integration(integration.id, actor=os_actor())
         except IntegrationNotFound as exc:
             raise NoLiveIntegration(args.id) from exc
     if args.json:

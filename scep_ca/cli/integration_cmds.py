@@ -6,12 +6,15 @@ import argparse
 import secrets
 import string
 
+from audit.events import Event
+from audit.service import Draft, integration_target, os_actor
 from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
 from challenge.urls import challenge_url as web_challenge_url
 from config import Config
 from config.clock import utc_now
+from scep_ca.cli.audit_cmds import cli_audit_log
 from scep_ca.cli.context import (
     CliError,
     colon_fingerprint,
@@ -93,7 +96,14 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
             validator_secret_encrypted=fields.secret_encrypted,
             allowed_san_types=fields.allowed_san_types,
         )
-        await store.create_integration(integration)
+        created = Draft(
+            Event.INTEGRATION_CREATED,
+            integration_target(integration.id),
+            {"integration": integration.id, "name": integration.name, "subject": subject, "validator": fields.kind},
+            actor=os_actor(),
+        )
+        with cli_audit_log(config, store).recording(created) as seal:
+            await store.create_integration(integration, audit=seal)
     info = describe(config, integration, ca.fingerprint_sha256)
     info["password"] = creds.password
     info.update(fields.shown)
@@ -123,12 +133,20 @@ async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
     creds = make_credentials(load_or_create_secret_key(config.data_dir), args.id)
     async with opened_store(config) as store:
         integration = await live_integration(store, args.id)
-        await store.update_credentials(
-            integration.id,
-            username=creds.username,
-            password_scrypt=creds.password_scrypt,
-            nt_hash_encrypted=creds.nt_hash_encrypted,
+        rotated = Draft(
+            Event.PASSWORD_ROTATED,
+            integration_target(integration.id),
+            {"integration": integration.id, "username": creds.username},
+            actor=os_actor(),
         )
+        with cli_audit_log(config, store).recording(rotated) as seal:
+            await store.update_credentials(
+                integration.id,
+                username=creds.username,
+                password_scrypt=creds.password_scrypt,
+                nt_hash_encrypted=creds.nt_hash_encrypted,
+                audit=seal,
+            )
     if args.json:
         print_json({"id": args.id, "username": creds.username, "password": creds.password})
         return 0
@@ -180,7 +198,14 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
 async def _challenge_new(config: Config, args: argparse.Namespace) -> int:
     async with opened_store(config) as store:
         integration = await live_integration(store, args.id)
-        password = await issue_challenge(store, config.challenge, integration.id)
+        issued = Draft(
+            Event.CHALLENGE_ISSUED,
+            integration_target(integration.id),
+            {"integration": integration.id},
+            actor=os_actor(),
+        )
+        with cli_audit_log(config, store).recording(issued) as seal:
+            password = await issue_challenge(store, config.challenge, integration.id, audit=seal)
     if password is None:
         raise CliError(
             f"the challenge cache of {args.id} is full ({config.challenge.max_unused} unused); "

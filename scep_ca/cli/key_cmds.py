@@ -9,7 +9,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from audit.events import Event
 from config.files import write_private
+from scep_ca.cli.audit_cmds import record
 from scep_ca.cli.context import CliError, ca_passphrase, config_from_args, key_token, print_table
 from scep_ca.pki.ca import CA_KEY_FILE, RA_ENC_KEY_FILE, RA_KEY_FILE, CAIdentity
 from scep_ca.pki.ca_set import NEXT_DIR, load_ca_set
@@ -77,6 +79,12 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
     # 0600 like the key file it replaces: whoever could rewrite it would choose the signing key.
     write_private(path.with_name(path.name + URI_SUFFIX), (ref.uri() + "\n").encode("ascii"))
     path.unlink()
+    record(
+        config,
+        Event.KEY_IMPORTED,
+        f"key/{args.key}",
+        {"token": ref.token_label, "label": ref.label, "id": ref.key_id.hex()},
+    )
     print(f"imported {path} into token {ref.token_label} as {ref.label!r} (id {ref.key_id.hex()}); removed the file")
     return 0
 

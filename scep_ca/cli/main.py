@@ -6,10 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from audit.keys import AuditKeyError
 from challenge.secret_key import SecretKeyError
 from config import ConfigError
 from config.files import FileModeError
-from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
+from scep_ca.cli import audit_cmds, ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
 from scep_ca.cli.context import CliError, UsageError, terminal_output
 from scep_ca.pki.ca import CAError
 from scep_ca.pki.keys import KeyUnavailable
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     request_cmds.register(sub, common)
     db_cmds.register(sub, common)
     key_cmds.register(sub, common)
+    audit_cmds.register(sub, common)
     return parser
 
 
@@ -51,7 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A fault of the environment (disk full, database down): worth a retry, not a traceback.
             print(f"scep-ca: error: the store is unavailable: {exc}", file=sys.stderr)
             return EXIT_STORE_UNAVAILABLE
-        except (CliError, ConfigError, CAError, StoreError, FileModeError, SecretKeyError, KeyUnavailable) as exc:
+        except (
+            CliError,
+            ConfigError,
+            CAError,
+            StoreError,
+            FileModeError,
+            SecretKeyError,
+            KeyUnavailable,
+            AuditKeyError,
+        ) as exc:
             print(f"scep-ca: {exc}", file=sys.stderr)
             return 1
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from audit.service import os_actor
 from config import Config
+from scep_ca.cli.audit_cmds import cli_audit_log
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, print_table, run_async
 from scep_ca.pki.records import TransactionStatus
 from scep_ca.protocol.errors import ScepFailure
@@ -53,12 +55,12 @@ async def _resolve(config: Config, args: argparse.Namespace, approve: bool) -> i
         from scep_ca.services.validators.registry import Validators
 
         validators = Validators(config.intune, config.webhook, None, ca.cert.subject.rfc4514_string())
-        enroller = enroller_for(config, store, ca, validators)
+        enroller = enroller_for(config, store, ca, validators, audit=cli_audit_log(config, store))
         try:
             if approve:
-                record = await enroller.approve(integration_id, transaction_id)
+                record = await enroller.approve(integration_id, transaction_id, actor=os_actor())
             else:
-                await enroller.reject(integration_id, transaction_id)
+                await enroller.reject(integration_id, transaction_id, actor=os_actor())
         except ScepFailure as exc:
             raise CliError(exc.text) from exc
     if approve:

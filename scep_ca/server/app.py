@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from audit.factory import audit_log
 from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
 from challenge.service import ChallengeService
@@ -30,6 +31,8 @@ from config.clients import TrustedProxies, is_loopback_host
 from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
+from scep_ca.pki.pkcs11_keys import Token
+from scep_ca.server.audit_task import audit_context
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
@@ -61,12 +64,15 @@ DRAIN_SECONDS = 30.0
 _FINAL_SHUTDOWN_SECONDS = 5.0
 
 
-def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0) -> web.Application:
+def build_app(
+    config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0, token: Token | None = None
+) -> web.Application:
     """The whole server: SCEP, challenge URL, CRL/OCSP/status, metrics and probes.
 
     ``cas`` is the current CA, or the whole set (next CA for GetNextCACert, previous CAs
     whose CRLs and OCSP answers are still served). The store opens on startup. ``worker``
-    is this process's worker index (metrics and probes report it).
+    is this process's worker index (metrics and probes report it). ``token``: the PKCS#11
+    token of ``keys.pkcs11``, which then holds the audit keys too.
     """
     ca_set = cas if isinstance(cas, CASet) else CASet(current=cas)
     ca = ca_set.current
@@ -116,6 +122,8 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
+    audit = audit_log(config, store, token=token)
+    app.cleanup_ctx.append(audit_context(audit, config, worker))
     tls = ssl_context(config) is not None
     secret_key = load_or_create_secret_key(config.data_dir)
     validators = Validators(
@@ -136,6 +144,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         public_url=config.server.public_url,
         # The certificate NTLM clients bind to (MsvAvChannelBindings): hashed once here.
         tls_end_point=end_point_application_data(config.tls.cert.read_bytes()) if tls and config.tls.cert else None,
+        audit=audit,
     )
     setup_challenge_routes(app, challenges)
     revocation = RevocationService(
@@ -143,9 +152,10 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         ca_set,
         crl_next_update_hours=config.revocation.crl_next_update_hours,
         ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
+        audit=audit,
     )
     setup_revocation_routes(app, revocation, config.server.api_token)
-    enroller = enroller_for(config, store, ca, validators)
+    enroller = enroller_for(config, store, ca, validators, audit=audit)
 
     async def holds_ctx(app: web.Application) -> AsyncIterator[None]:
         # After store_ctx opened the store: certificates a killed worker left on hold.
@@ -168,6 +178,7 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         events=metrics,
         next_ca=ca_set.next,
         stand_in_secret=secret_key,
+        audit=audit,
     )
     setup_scep_routes(app, scep)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)

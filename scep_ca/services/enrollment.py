@@ -18,6 +18,8 @@ from typing import Protocol, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from audit.events import SYSTEM, Event
+from audit.service import AuditSink, Draft, NoAudit, certificate_target, der_text, integration_target
 from config.clock import Clock
 from config.model import ScepConfig
 from scep_ca.pki.certificate_factory import CertificateFactory
@@ -98,8 +100,10 @@ class Enroller:
         scep: ScepConfig,
         key_sizes: tuple[int, ...],
         clock: Clock,
+        audit: AuditSink | None = None,
     ) -> None:
         self._store = store
+        self._audit = audit or NoAudit()
         self._certificates = certificates
         self._validators = validators
         self._scep = scep
@@ -164,12 +168,18 @@ class Enroller:
             csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
             renews=renews,
         )
+        pending = Draft(
+            Event.REQUEST_PENDING,
+            integration_target(integration.id),
+            {**_requester_details(integration, who), "subject": checked.csr.subject.rfc4514_string(), "renews": renews},
+            actor=_actor(who),
+        )
         # A pending request older than this has expired (``_transaction_outcome``) and no longer
         # holds its certificate's one pending renewal.
         open_since = now - dt.timedelta(hours=self._scep.pending_expiry_hours)
         try:
-            with _refusals():
-                await self._store.record_pending(txn, challenge_hash, now, open_since=open_since)
+            with _refusals(), self._audit.recording(pending) as seal:
+                await self._store.record_pending(txn, challenge_hash, now, open_since=open_since, audit=seal)
         except DuplicateTransaction:
             return await self._lost_race(integration, who, checked)
         except RenewalPending:
@@ -246,7 +256,12 @@ class Enroller:
         started = record.revoked_at
         if within is not None and started is not None and now - started <= dt.timedelta(seconds=within):
             return None
-        if await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, now):
+        revoked = _unconfirmed_revocation(
+            record, record.integration_id, "no confirmation from the validator in time (its worker stopped)"
+        )
+        with self._audit.recording(revoked) as seal:
+            ended = await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, now, audit=seal)
+        if ended:
             log.warning(
                 "unconfirmed certificate revoked serial=%s integration=%s tid=%s: no confirmation within %ss",
                 record.serial,
@@ -346,7 +361,7 @@ class Enroller:
 
     # -- approval (operator) -------------------------------------------------------
 
-    async def approve(self, integration_id: str, transaction_id: str) -> CertificateRecord:
+    async def approve(self, integration_id: str, transaction_id: str, *, actor: str = SYSTEM) -> CertificateRecord:
         """Issue the queued request; the client's next CertPoll receives the certificate."""
         integration = await self._store.get_integration(integration_id)
         txn = await self._store.get_transaction(integration_id, transaction_id)
@@ -357,10 +372,17 @@ class Enroller:
         if txn.renews is not None:
             supersedes = await self._approvable_renewal(integration, txn.renews, checked)
 
-        def resolve(record: CertificateRecord) -> Awaitable[bool]:
-            return self._store.resolve_pending(
-                integration_id, transaction_id, record, self._clock(), supersedes=supersedes
+        async def resolve(record: CertificateRecord) -> bool:
+            approved = Draft(
+                Event.REQUEST_APPROVED,
+                certificate_target(record.serial),
+                {**_certificate_details(record), "renews": txn.renews, "supersedes": supersedes},
+                actor=actor,
             )
+            with self._audit.recording(approved) as seal:
+                return await self._store.resolve_pending(
+                    integration_id, transaction_id, record, self._clock(), supersedes=supersedes, audit=seal
+                )
 
         try:
             record, resolved = await _with_unique_serial(
@@ -390,8 +412,18 @@ class Enroller:
         _require_same_identity(x509.load_der_x509_certificate(old.der), checked)
         return old.serial if integration.revoke_superseded else None
 
-    async def reject(self, integration_id: str, transaction_id: str) -> None:
-        if not await self._store.resolve_pending(integration_id, transaction_id, None, self._clock()):
+    async def reject(self, integration_id: str, transaction_id: str, *, actor: str = SYSTEM) -> None:
+        rejected = Draft(
+            Event.REQUEST_REJECTED,
+            integration_target(integration_id),
+            {"integration": integration_id, "transaction_id": transaction_id},
+            actor=actor,
+        )
+        with self._audit.recording(rejected) as seal:
+            resolved = await self._store.resolve_pending(
+                integration_id, transaction_id, None, self._clock(), audit=seal
+            )
+        if not resolved:
             raise BadRequest("no pending request with this id")
         log.info("rejected integration=%s tid=%s", integration_id, transaction_id)
 
@@ -430,14 +462,26 @@ class Enroller:
             await validator.issued(request, x509.load_der_x509_certificate(record.der))
         except ConfirmationFailed as exc:
             # Nothing the validator did not confirm may be in use: revoked before anyone saw it.
-            if hold:
-                await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, self._clock())
-            else:
-                await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock())
+            revoked = _unconfirmed_revocation(record, integration.id, "not confirmed by the validator")
+            with self._audit.recording(revoked) as seal:
+                if hold:
+                    await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, self._clock(), audit=seal)
+                else:
+                    await self._store.revoke_certificate(
+                        record.serial, _UNCONFIRMED_REASON, self._clock(), audit=seal
+                    )
             raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
-        if hold and not await self._store.end_hold(record.serial, None, self._clock()):
-            # The confirmation came after confirm_within and a resend revoked the certificate.
-            raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked before it was confirmed")
+        if hold:
+            confirmed = Draft(
+                Event.CERT_CONFIRMED,
+                certificate_target(record.serial),
+                {"serial": record.serial, "integration": integration.id, "validator": integration.validator},
+            )
+            with self._audit.recording(confirmed) as seal:
+                released = await self._store.end_hold(record.serial, None, self._clock(), audit=seal)
+            if not released:
+                # The confirmation came after confirm_within and a resend revoked the certificate.
+                raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked before it was confirmed")
         return outcome
 
     async def _record_once(
@@ -464,9 +508,25 @@ class Enroller:
                 record, status=CertStatus.REVOKED, revoked_at=self._clock(), revocation_reason=HOLD
             )
 
-        def record_issuance(record: CertificateRecord) -> Awaitable[None]:
+        async def record_issuance(record: CertificateRecord) -> None:
             request = IssuanceRequest(record, challenge_hash, self._clock(), supersedes=supersedes, renews=renews)
-            return self._store.record_issuance(request)
+            issued = Draft(
+                Event.CERT_ISSUED if renews is None else Event.CERT_RENEWED,
+                certificate_target(record.serial),
+                {
+                    **_requester_details(integration, who),
+                    **_certificate_details(record),
+                    "validator": integration.validator,
+                    "verdict": "allowed",
+                    # Held (certificateHold) until the validator confirms it: scep.confirmed follows.
+                    "on_hold": hold,
+                    "old_serial": renews,
+                    "supersedes": supersedes,
+                },
+                actor=_actor(who),
+            )
+            with self._audit.recording(issued) as seal:
+                await self._store.record_issuance(request, audit=seal)
 
         try:
             with _refusals():
@@ -537,6 +597,42 @@ def _validation_request(
         user_agent=who.user_agent,
         renewal=renewal,
         challenge_usable=challenge_usable,
+    )
+
+
+def _actor(who: Requester) -> str:
+    """A SCEP requester as an audit actor: its address (the signer is self-signed, or a
+    certificate of ours for a renewal, whose serial the details carry)."""
+    return f"scep:{who.remote or 'unknown'}"
+
+
+def _requester_details(integration: Integration, who: Requester) -> dict[str, object]:
+    return {
+        "integration": integration.id,
+        "transaction_id": who.transaction_id,
+        "message_type": int(who.message_type),
+        "address": who.remote,
+        "user_agent": who.user_agent,
+    }
+
+
+def _certificate_details(record: CertificateRecord) -> dict[str, object]:
+    """What rebuilds the list of issued certificates from the log alone: the certificate itself."""
+    return {
+        "serial": record.serial,
+        "subject": record.subject,
+        "integration": record.integration_id,
+        "not_after": record.not_after.isoformat(),
+        "certificate": der_text(record.der),
+    }
+
+
+def _unconfirmed_revocation(record: CertificateRecord, integration_id: str, why: str) -> Draft:
+    """The audit event of a certificate revoked because its validator did not confirm it."""
+    return Draft(
+        Event.CERT_REVOKED,
+        certificate_target(record.serial),
+        {"serial": record.serial, "integration": integration_id, "reason": _UNCONFIRMED_REASON, "why": why},
     )
 
 

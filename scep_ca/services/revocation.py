@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from cryptography.x509 import ocsp as x509_ocsp
 
+from audit.events import SYSTEM, Event
+from audit.service import AuditSink, Draft, NoAudit, certificate_target, integration_target
 from config.clock import Clock, utc_now
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet, ca_id
@@ -100,7 +102,9 @@ class RevocationService:
         crl_next_update_hours: float = 24,
         clock: Clock = utc_now,
         ocsp_validity: dt.timedelta = dt.timedelta(hours=1),
+        audit: AuditSink | None = None,
     ) -> None:
+        self._audit = audit or NoAudit()
         if crl_next_update_hours <= 0:
             raise ValueError("crl_next_update_hours must be positive")
         cas = ca if isinstance(ca, CASet) else CASet(current=ca)
@@ -146,7 +150,9 @@ class RevocationService:
                 return der
             fingerprint = state.ca.fingerprint_sha256
             entries = await self._store.revoked_entries(fingerprint)
-            number = await self._store.next_crl_number(fingerprint)
+            crl = Draft(Event.CRL_ISSUED, f"crl/{ca_id(state.ca)}", {"entries": len(entries)})
+            with self._audit.recording(crl) as seal:  # the store adds "number"
+                number = await self._store.next_crl_number(fingerprint, audit=seal)
             # Encoding 100,000 entries takes a few hundred ms of CPU: off the event loop,
             # so SCEP and OCSP requests keep being served meanwhile.
             der = await asyncio.to_thread(build_crl, state.ca, entries, number, now, self._crl_hours)
@@ -224,7 +230,9 @@ class RevocationService:
 
     # -- changes -----------------------------------------------------------------------
 
-    async def revoke(self, serial: str, reason: str | Reason = Reason.UNSPECIFIED, *, base: Base = "auto") -> bool:
+    async def revoke(
+        self, serial: str, reason: str | Reason = Reason.UNSPECIFIED, *, base: Base = "auto", actor: str = SYSTEM
+    ) -> bool:
         """Revoke one certificate; False when there is no such certificate or it is already revoked.
 
         Raises ``ReasonError``, ``SerialError`` or ``AmbiguousSerial`` for bad input, before
@@ -234,16 +242,28 @@ class RevocationService:
         record = await self.find_certificate(serial, base=base)
         if record is None:
             return False
-        revoked = await self._store.revoke_certificate(record.serial, parsed.rfc_name, self._clock())
+        event = Draft(
+            Event.CERT_REVOKED,
+            certificate_target(record.serial),
+            {"serial": record.serial, "integration": record.integration_id, "reason": parsed.rfc_name},
+            actor=actor,
+        )
+        with self._audit.recording(event) as seal:
+            revoked = await self._store.revoke_certificate(record.serial, parsed.rfc_name, self._clock(), audit=seal)
         if revoked:
             log.info("certificate %s revoked (%s)", record.serial, parsed.rfc_name)
         return revoked
 
-    async def delete_integration(self, integration_id: str) -> DeleteResult:
+    async def delete_integration(self, integration_id: str, *, actor: str = SYSTEM) -> DeleteResult:
         """Delete the integration and revoke all its certificates in one store transaction (README "Revocation").
 
         Raises ``IntegrationNotFound`` when there is no live integration with this id.
         """
-        result = await self._store.delete_integration(integration_id, self._clock())
+        event = Draft(
+            Event.INTEGRATION_DELETED, integration_target(integration_id), {"integration": integration_id}, actor=actor
+        )
+        with self._audit.recording(event) as seal:
+            # The store adds "revoked": how many certificates the deletion revoked.
+            result = await self._store.delete_integration(integration_id, self._clock(), audit=seal)
         log.info("integration %s deleted: %d certificates revoked", integration_id, result.revoked)
         return result

@@ -16,6 +16,8 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from audit.events import Event
+from audit.service import AuditSink, Draft, NoAudit, integration_target
 from config.clock import Clock, utc_now
 from config.model import ScepConfig
 from scep_ca.pki.ca import CAIdentity
@@ -61,6 +63,29 @@ def ca_ra_bundle(ca: CAIdentity) -> bytes:
     return certs_only(list(ca.ca_ra_certs_der))
 
 
+# Refused enrollments are audit events; a refused poll, GetCert or GetCRL changes nothing and
+# is only logged.
+_AUDITED_REFUSALS = frozenset({MessageType.PKCS_REQ, MessageType.RENEWAL_REQ})
+
+
+def _refused(integration_id: str, msg: PKIMessage, ctx: RequestContext, failure: ScepFailure) -> Draft:
+    return Draft(
+        Event.REQUEST_REFUSED,
+        integration_target(integration_id),
+        {
+            "integration": integration_id,
+            "transaction_id": msg.transaction_id,
+            "message_type": int(msg.message_type),
+            "address": ctx.remote,
+            "user_agent": ctx.user_agent,
+            "fail_info": failure.fail_info.name,
+            "reason": failure.text,
+            "detail": failure.detail,
+        },
+        actor=f"scep:{ctx.remote or 'unknown'}",
+    )
+
+
 class UnknownIntegration(Exception):
     """No live integration at this SCEP URL (HTTP 404)."""
 
@@ -92,8 +117,10 @@ class ScepService:
         next_ca: CAIdentity | None = None,
         *,
         stand_in_secret: bytes,
+        audit: AuditSink | None = None,
     ):
         self._store = store
+        self._audit = audit or NoAudit()
         self._ca = ca
         self._settings = settings
         self._clock = clock
@@ -178,6 +205,8 @@ class ScepService:
                 failure.fail_info.name,
                 failure.detail,
             )
+            if msg.message_type in _AUDITED_REFUSALS:
+                await self._audit.append(_refused(integration_id, msg, ctx, failure))
             return build_cert_rep(
                 self._signer,
                 reply_to,

@@ -6,6 +6,7 @@ offline, builds the same ``Enroller`` without importing the web server (aiohttp)
 
 from __future__ import annotations
 
+from audit.service import AuditSink
 from config.clock import Clock, utc_now
 from config.model import Config
 from scep_ca.pki.ca import CAIdentity
@@ -14,9 +15,15 @@ from scep_ca.services.enrollment import Enroller, EnrollmentStore, ValidatorSour
 
 
 def enroller_for(
-    config: Config, store: EnrollmentStore, ca: CAIdentity, validators: ValidatorSource, clock: Clock = utc_now
+    config: Config,
+    store: EnrollmentStore,
+    ca: CAIdentity,
+    validators: ValidatorSource,
+    clock: Clock = utc_now,
+    audit: AuditSink | None = None,
 ) -> Enroller:
-    """The enrollment decisions of ``ca``, wired from the settings they use."""
+    """The enrollment decisions of ``ca``, wired from the settings they use (``audit``: where
+    its decisions are recorded, in the transaction of each)."""
     return Enroller(
         store,
         CertificateFactory(ca, config.base_url, clock),
@@ -24,4 +31,5 @@ def enroller_for(
         config.scep,
         config.certificate.key_sizes,
         clock,
+        audit,
     )

@@ -53,10 +53,11 @@ def test_init_generates_sensitive_non_extractable_keys_in_the_token(softhsm: Sof
     result = _scep_ca("init", "--subject", "CN=HSM Init CA,O=test", config=config, data_dir=data)
     assert result.returncode == 0, result.stderr
     assert "token scep-ca (pkcs11:token=scep-ca;id=" in result.stdout
-    # Only certificates and key references: no private key file anywhere in the data directory.
+    # Only certificates, key references and the database (the audit log of the init; its
+    # keys are in the token): no private key file anywhere in the data directory.
     names = sorted(p.name for p in data.rglob("*") if p.is_file())
     refs = ["ca.key.pkcs11", "ra-enc.key.pkcs11", "ra.key.pkcs11"]  # the CA and the NDES RA pair
-    assert names == sorted([*refs, "ca.pem", "ra-enc.pem", "ra.pem"]), names
+    assert names == sorted([*refs, "ca.pem", "ra-enc.pem", "ra.pem", "scep-ca.sqlite3"]), names
     for path in data.rglob("*"):
         assert b"PRIVATE KEY" not in path.read_bytes(), path
     objects = private_key_objects(softhsm)

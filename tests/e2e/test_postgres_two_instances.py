@@ -8,12 +8,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -29,6 +32,9 @@ from tests.store.conftest import PG_ADMIN_DSN
 
 ROUNDS = 12
 SHARED_FILES = ("ca.pem", "ca.key", "ra.pem", "ra.key", "ra-enc.pem", "ra-enc.key", "secret.key")
+# One audit log over one database: every host seals with the same MAC key and signs
+# checkpoints with the same key, so any host verifies every chain.
+AUDIT_FILES = ("audit.key", "audit-checkpoint.key", "audit-checkpoint.pub")
 
 
 async def _admin(sql: str) -> None:
@@ -52,12 +58,18 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 def two_hosts(tmp_path: Path, database: str) -> Iterator[tuple[ScepCaServer, ScepCaServer]]:
-    config = {"store": {"dsn": database}, "server": {"workers": 1}}
+    with started_hosts(tmp_path, {"store": {"dsn": database}, "server": {"workers": 1}}) as hosts:
+        yield hosts
+
+
+@contextmanager
+def started_hosts(tmp_path: Path, config: dict[str, Any]) -> Iterator[tuple[ScepCaServer, ScepCaServer]]:
+    """Two instances on one database, as two hosts: host B gets host A's keys."""
     first = ScepCaServer(tmp_path / "host-a", config).start()
     second = ScepCaServer(tmp_path / "host-b", config)
     # The second host gets the same CA, RA and secret key, as a deployment copies them.
     second.data_dir.mkdir(parents=True)
-    for name in SHARED_FILES:
+    for name in SHARED_FILES + AUDIT_FILES:
         shutil.copy2(first.data_dir / name, second.data_dir / name)
     try:
         second.start()
@@ -105,6 +117,10 @@ def test_same_challenge_through_two_hosts_yields_one_certificate(
     certificates = b.certificates(integration["id"])
     assert len(certificates) == ROUNDS
     assert len({c["serial"] for c in certificates}) == ROUNDS
+    # Each host's chains verify on the other, with one "issued" event per certificate.
+    assert json.loads(a.cli("audit", "verify", "--json").stdout)["ok"] is True
+    issued = json.loads(b.cli("audit", "list", "--event", "scep.issued", "--json").stdout)
+    assert sorted(e["details"]["serial"] for e in issued) == sorted(c["serial"] for c in certificates)
 
 
 def test_delete_on_one_host_is_honoured_by_the_other(two_hosts: tuple[ScepCaServer, ScepCaServer]) -> None:

@@ -66,10 +66,11 @@ def test_every_file_gets_its_mode_whatever_the_umask(tmp_path: Path, umask: int)
     dirs = [tmp_path / "new", data, data / "retired", data / "previous"]
     dirs += [*(data / "retired").iterdir(), *(data / "previous").iterdir()]
     keys = [*data.rglob("*.key")]
-    certs = [*data.rglob("*.pem")]
+    certs = [*data.rglob("*.pem"), *data.rglob("*.pub")]
     # The NDES pair (ra, ra-enc) by default: current, retired and previous sets of three certificates
-    # less the retired CA; keys likewise, plus secret.key.
-    assert len(dirs) == 6 and len(certs) == 8 and len(keys) == 9, (dirs, certs, keys)
+    # less the retired CA; keys likewise, plus secret.key and the audit keys (audit.key,
+    # audit-checkpoint.key, its public half audit-checkpoint.pub).
+    assert len(dirs) == 6 and len(certs) == 9 and len(keys) == 11, (dirs, certs, keys)
     assert {str(p): _mode(p) for p in dirs} == {str(p): 0o700 for p in dirs}
     assert {str(p): _mode(p) for p in keys} == {str(p): 0o600 for p in keys}
     assert {str(p): _mode(p) for p in certs} == {str(p): 0o644 for p in certs}

@@ -86,7 +86,9 @@ async def test_ca_rollover_generates_the_next_keys_in_the_token(
         _assert_in_token(hsm, data, next_dir / ref, next_dir / ref.replace(".key.pkcs11", ".pem"))
 
     cli("ca", "activate-next")
-    assert _files(data) == pair_files  # no public_url: init defaulted it (it follows the listen address)
+    # No public_url (init defaulted it: it follows the listen address); the database holds the
+    # audit log of these key operations (its keys are in the token).
+    assert _files(data) == sorted([*pair_files, "scep-ca.sqlite3"])
     reply = await _app_and_enroll(hsm, data, aiohttp_client, "ra-enc.pem", device_key)
     assert reply.status is PKIStatus.SUCCESS, reply.fail_info
     new_ca = x509.load_pem_x509_certificate((data / "ca.pem").read_bytes())
@@ -104,7 +106,7 @@ async def test_ra_create_generates_the_new_ra_keys_in_the_token(
     assert ("a signing RA (ra.pem) and an encryption RA (ra-enc.pem)" if pair else "one combined RA") in out
     refs = ["ra-enc.key.pkcs11", "ra.key.pkcs11"] if pair else ["ra.key.pkcs11"]
     certs = ["ra-enc.pem", "ra.pem"] if pair else ["ra.pem"]
-    assert _files(data) == sorted(["ca.key.pkcs11", "ca.pem", *refs, *certs])
+    assert _files(data) == sorted(["ca.key.pkcs11", "ca.pem", "scep-ca.sqlite3", *refs, *certs])
     (retired,) = (data / "retired").iterdir()
     assert _files(retired) == ["ra-enc.key.pkcs11", "ra-enc.pem", "ra.key.pkcs11", "ra.pem"]
     assert {_key_id(retired / "ra.key.pkcs11"), _key_id(retired / "ra-enc.key.pkcs11")} == old_ra

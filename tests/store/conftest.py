@@ -46,6 +46,9 @@ class Harness(Protocol):
     async def bulk_insert_certificates(self, records: Sequence[CertificateRecord]) -> None:
         """Insert rows directly, bypassing record_issuance, for volume tests."""
 
+    async def execute(self, sql: str) -> None:
+        """Run SQL directly on the database, past the store (tampering, fault injection)."""
+
     async def fail_revocation_after(self, integration_id: str, revoked: int) -> None:
         """Make revoking this integration's certificates fail with an error whose message contains
         'injected failure' once ``revoked`` of them are revoked."""
@@ -74,6 +77,13 @@ class SQLiteHarness:
                 conn.execute("BEGIN")
                 conn.executemany(sql, rows)
                 conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    async def execute(self, sql: str) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.executescript(sql)
         finally:
             conn.close()
 
@@ -137,6 +147,9 @@ class PostgresHarness:
         await other.open()
         self._extra.append(other)
         return other
+
+    async def execute(self, sql: str) -> None:
+        await self._execute(sql)
 
     async def _execute(self, sql: str) -> None:
         conn = await asyncpg.connect(self.dsn)

@@ -144,10 +144,10 @@ def test_secret_key_created_once_with_mode_0600(tmp_path: Path) -> None:
 def test_secret_key_creation_never_overwrites(tmp_path: Path) -> None:
     # Another worker may create the file between our exists() check and our link():
     # creation then keeps the existing key and leaves no temporary file behind.
-    from challenge.secret_key import _create
+    from config.files import create_private_once
 
     first = load_or_create_secret_key(tmp_path)
-    _create(tmp_path / "secret.key")
+    create_private_once(tmp_path / "secret.key", b"11" * 32 + b"\n")
     assert load_or_create_secret_key(tmp_path) == first
     assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]
 

@@ -1,0 +1,46 @@
+"""The audit event types (CA/Browser Forum Baseline Requirements section 5.4.1 lists what a CA logs).
+
+One place for the names: services pass these, ``scep-ca audit list --event`` filters by them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Event(enum.StrEnum):
+    # The log itself.
+    LOG_STARTED = "audit.log_started"
+    CHECKPOINT = "audit.checkpoint"
+    VERIFIED = "audit.verify"
+    # SCEP (RFC 8894 section 3.3).
+    CERT_ISSUED = "scep.issued"
+    CERT_RENEWED = "scep.renewed"
+    CERT_CONFIRMED = "scep.confirmed"  # a certificate held until its validator confirmed it, released
+    REQUEST_REFUSED = "scep.refused"
+    REQUEST_PENDING = "scep.pending"
+    REQUEST_APPROVED = "scep.approved"
+    REQUEST_REJECTED = "scep.rejected"
+    # Revocation.
+    CERT_REVOKED = "cert.revoked"
+    INTEGRATION_DELETED = "integration.deleted"
+    # Integrations.
+    INTEGRATION_CREATED = "integration.created"
+    PASSWORD_ROTATED = "integration.password_rotated"
+    # Challenge URL.
+    CHALLENGE_ISSUED = "challenge.issued"
+    LOGIN_FAILED = "challenge.login_failed"
+    LOCKOUT_STARTED = "challenge.lockout_started"
+    # Keys and CA (file operations: recorded right after they succeed).
+    CA_INIT = "ca.init"
+    CA_ROLLOVER = "ca.rollover"
+    CA_ACTIVATE_NEXT = "ca.activate_next"
+    RA_CREATED = "ra.created"
+    KEY_IMPORTED = "key.imported"
+    # Operations.
+    SERVER_START = "server.start"
+    SERVER_STOP = "server.stop"
+    CRL_ISSUED = "crl.issued"
+
+
+SYSTEM = "system"  # the actor of the server's own actions
