@@ -12,12 +12,12 @@ import pytest
 
 from audit.token_keys import MAC_LABEL
 from tests.hsm import SoftHsm, private_key_objects
-from tests.integration.test_hsm_keys import HsmCli, cli, hsm  # noqa: F401 - the fixtures
+from tests.integration.conftest import HsmCli
 
 
 def test_token_audit_keys_seal_verify_and_sign_checkpoints(
-    cli: HsmCli,  # noqa: F811
-    hsm: SoftHsm,  # noqa: F811
+    cli: HsmCli,
+    hsm: SoftHsm,
     tmp_path: Path,
 ) -> None:
     created = json.loads(cli("integration", "create", "fleet", "--json"))
