@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
+from config.clock import utc_now
 from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
+from scep_ca.cli.ra_renew import cmd_ra_renew, identity_loader, ra_files_renewer, renew_ra_now
 from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.pki.keys import describe_key
@@ -26,9 +28,10 @@ from scep_ca.pki.public_url import (
     url_is_loopback,
     write_public_url,
 )
-from scep_ca.server.app import build_app, run_server
+from scep_ca.server.app import RaUpkeep, build_app, run_server
 from scep_ca.server.logsetup import configure_logging, tag_worker
 from scep_ca.server.workers import Supervisor, check_port_free, resolve_workers
+from scep_ca.services.expiry import log_expiry
 from store.factory import open_store
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,7 @@ def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
     passphrase = ca_passphrase(config)
     token = key_token(config)
     if ca_exists(config.data_dir):
-        return load_ca(config.data_dir, passphrase, token), False
+        return load_ca(config.data_dir, passphrase, token, ra_validity_days=config.ra.validity_days), False
     if token is not None:
         # Keys generated in a child: this process forks the workers (see check_in_child).
         problem = in_child(lambda: _create_default_ca(config, passphrase, token))
@@ -57,6 +60,7 @@ def _create_default_ca(config: Config, passphrase: bytes | None, token: Token | 
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
         token=token,
+        ra_validity_days=config.ra.validity_days,
     )
     write_public_url(config.data_dir, config.server.public_url or derive_public_url(config))
     return ca
@@ -77,6 +81,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         passphrase=passphrase,
         ra_pair=args.ra == "pair",
         token=key_token(config),
+        ra_validity_days=config.ra.validity_days,
     )
     write_public_url(config.data_dir, public_url)
     where = describe_key(ca.key, f"{config.data_dir / 'ca.key'}, mode 0600")
@@ -109,7 +114,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
+    # Before any worker loads the RA: workers of this host and other hosts take the same lease.
+    asyncio.run(renew_ra_now(config))
     cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
+    log_expiry(cas.current, utc_now(), config.ra.renew_before_days)
     # Token keys are checked in a forked child: this process forks the workers, and a
     # PKCS#11 library's state must not be inherited (README, "Keys in an HSM").
     problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
@@ -163,7 +171,9 @@ def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -
 def _serve(
     config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
 ) -> None:
-    app = build_app(config, cas, open_store(config), worker=index)
+    # In the worker (after any fork): a token's keys may be generated here directly.
+    upkeep = RaUpkeep(identity_loader(config), ra_files_renewer(config, fork=False))
+    app = build_app(config, cas, open_store(config), worker=index, ra_upkeep=upkeep)
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))
@@ -171,7 +181,13 @@ def _serve(
 
 def cmd_ra_create(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair, token=key_token(config))
+    identity = replace_ra(
+        config.data_dir,
+        ca_passphrase(config),
+        pair=args.pair,
+        token=key_token(config),
+        validity_days=config.ra.validity_days,
+    )
     print(f"issued {_ra_layout(identity)} under {identity.cert.subject.rfc4514_string()}")
     print("the old RA files are in retired/")
     print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
@@ -248,3 +264,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--pair", action="store_true", help="a signing-only and an encryption-only RA (without it: one combined RA)"
     )
     c.set_defaults(func=cmd_ra_create)
+    c = rsub.add_parser(
+        "renew",
+        parents=[common],
+        help="renew the RA certificate(s) now, as serve does within ra.renew_before_days (running servers switch)",
+    )
+    c.add_argument("--all", action="store_true", help="renew every RA certificate, not only those that are due")
+    c.set_defaults(func=cmd_ra_renew)

@@ -18,6 +18,7 @@ import logging
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -33,15 +34,19 @@ from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.certificate_factory import CertificateFactory
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
+from scep_ca.server.expiry_metrics import ExpiryCollector
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
 from scep_ca.server.logsetup import log_context_middleware
 from scep_ca.server.metrics import Metrics, metrics_middleware, setup_metrics_routes
+from scep_ca.server.ra_reload import RaWatch
 from scep_ca.server.revocation_web import setup_revocation_routes
 from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.scep_web import setup_scep_routes
 from scep_ca.server.store_faults import StoreFaults
 from scep_ca.services.enrollment import Enroller, EnrollmentStore
+from scep_ca.services.expiry import CountsCache
+from scep_ca.services.ra_renewal import LoadIdentity, RaRenewer, RenewalEvents, RenewFiles
 from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
 from scep_ca.services.validators.registry import Validators
@@ -63,12 +68,20 @@ DRAIN_SECONDS = 30.0
 _FINAL_SHUTDOWN_SECONDS = 5.0
 
 
-def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0) -> web.Application:
+def build_app(
+    config: Config,
+    cas: CAIdentity | CASet,
+    store: Store,
+    *,
+    worker: int = 0,
+    ra_upkeep: RaUpkeep | None = None,
+) -> web.Application:
     """The whole server: SCEP, challenge URL, CRL/OCSP/status, metrics and probes.
 
     ``cas`` is the current CA, or the whole set (next CA for GetNextCACert, previous CAs
     whose CRLs and OCSP answers are still served). The store opens on startup. ``worker``
-    is this process's worker index (metrics and probes report it).
+    is this process's worker index (metrics and probes report it). With ``ra_upkeep``
+    the RA certificates are renewed daily and renewed ones served without a restart.
     """
     ca_set = cas if isinstance(cas, CASet) else CASet(current=cas)
     ca = ca_set.current
@@ -152,9 +165,55 @@ def build_app(config: Config, cas: CAIdentity | CASet, store: Store, *, worker: 
         next_ca=ca_set.next,
     )
     setup_scep_routes(app, scep)
+    counts = CountsCache(store, config.metrics.counts_max_age_seconds)
+    expiry = ExpiryCollector(ca, counts)
+    metrics.add_scrape_collector(expiry)
+
+    async def counts_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await counts.close()
+
+    app.cleanup_ctx.append(counts_ctx)
+    if ra_upkeep is not None:
+        _add_ra_watch(app, config, ra_upkeep, store, [scep.use_ca, expiry.use_ca], announce=worker == 0)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
     setup_health_routes(app, store, ca, lifecycle, worker)
     return app
+
+
+@dataclass(frozen=True)
+class RaUpkeep:
+    """How a worker reloads its CA identity and renews the RA files (``scep-ca serve`` provides them)."""
+
+    load: LoadIdentity
+    renew_files: RenewFiles
+    events: RenewalEvents | None = None
+
+
+def _add_ra_watch(
+    app: web.Application,
+    config: Config,
+    upkeep: RaUpkeep,
+    store: Store,
+    users: list[Callable[[CAIdentity], None]],
+    *,
+    announce: bool,
+) -> None:
+    renewer = RaRenewer(store, upkeep.load, upkeep.renew_files, config.ra.renew_before_days, upkeep.events)
+
+    def apply(identity: CAIdentity) -> None:
+        for use in users:
+            use(identity)
+
+    watch = RaWatch(config.data_dir, upkeep.load, apply, renewer, config.ra.renew_before_days, announce=announce)
+
+    async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(watch.run())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(watch_ctx)
 
 
 def enroller_for(

@@ -88,7 +88,6 @@ class ScepService:
         random_bytes: RandomBytes = os.urandom,
     ):
         self._store = store
-        self._ca = ca
         self._settings = settings
         self._clock = clock
         self._events = events or NoEvents()
@@ -97,24 +96,34 @@ class ScepService:
         # (``scep_ca.protocol.envelope``); tests pass their own to make that path deterministic.
         self._random_bytes = random_bytes
         self._enroller = enroller
+        self._next_identity = next_ca
+        self.use_ca(ca)
+
+    def use_ca(self, ca: CAIdentity) -> None:
+        """Serve with ``ca``: at start, and again when its RA certificates were renewed
+        (``scep_ca.server.ra_reload``); the CA itself never changes in a running process."""
+        self._ca = ca
         # The RA decrypts requests and signs CertReps; the CA key only signs certificates.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
-        # Who signs the reply, by the identity the request was encrypted to: the RA, or the CA
-        # for clients that pin it (they look for the CertRep signer among the CA certificates).
-        self._reply_signers = (self._signer, SignerIdentity.from_cert(ca.cert, ca.key))
         # Requests go to the RA; clients that pin the CA (scepclient -ca-fingerprint) encrypt
         # to the CA instead, which RFC 8894 section 3.2.2 allows ("the CA or RA certificate").
+        # Clients that cached GetCACert before an RA renewal encrypt to the previous RA.
         self._recipients = (
             RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key),
             RecipientKey.from_cert(ca.cert, ca.key),
+            *(RecipientKey.from_cert(cert, key) for cert, key in ca.previous_decryption),
         )
+        # Who signs the reply, by the identity the request was encrypted to: the RA, or the CA
+        # for clients that pin it (they look for the CertRep signer among the CA certificates).
+        # A previous RA has no signing half left: the current RA signs.
+        ca_signer = SignerIdentity.from_cert(ca.cert, ca.key)
+        self._reply_signers = (self._signer, ca_signer, *(self._signer for _ in ca.previous_decryption))
         self._ca_ra_bundle = ca.ca_ra_bundle
         # GetCert compares the requested issuer with the CA's subject, content octets only.
         self._ca_subject = read_tlv(subject_der(ca.cert_der)).content
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
-        self._next_ca = (
-            sign_message(self._signer, DigestAlg.SHA256, [], next_ca.ca_ra_bundle) if next_ca is not None else None
-        )
+        nxt = self._next_identity
+        self._next_ca = sign_message(self._signer, DigestAlg.SHA256, [], nxt.ca_ra_bundle) if nxt is not None else None
 
     @property
     def enroller(self) -> Enroller:

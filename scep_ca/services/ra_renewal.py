@@ -1,0 +1,119 @@
+"""RA renewal, exactly once across every worker process and host (issue 21, item 1).
+
+Whoever finds an RA certificate within ``ra.renew_before_days`` of its notAfter takes the
+store lease ``ra-renewal`` (``store.base.LeaseStore``: a row in SQLite or PostgreSQL, so
+workers of one host and every host on one PostgreSQL share it), loads the RA files again
+(another process may have renewed them while this one waited) and renews only what is
+still due. Processes that do not hold the lease change nothing; they pick the new files up
+at their next reload. Hosts therefore share the data directory (a shared volume) or keep
+the RA keys in a shared token, as they already must for one RA behind a load balancer.
+
+The file work (``scep_ca.pki.ra_renewal.renew_ra``) is passed in: at ``serve``'s start
+with a PKCS#11 token it runs in a forked child (the supervisor holds no token state), so
+what was renewed is found by comparing the RA certificates before and after.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from cryptography.hazmat.primitives import hashes
+
+from config.clock import Clock, utc_now
+from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.ra_renewal import Renewed, due, ra_certificates
+from store.base import LeaseStore
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "ra-renewal"
+# Longer than a renewal takes (two key pairs, even in a slow token); a holder that dies
+# blocks the others for this long at most.
+LEASE_TTL = dt.timedelta(minutes=10)
+
+LoadIdentity = Callable[[], CAIdentity]
+RenewFiles = Callable[[CAIdentity, tuple[str, ...]], None]
+
+
+class RenewalEvents(Protocol):
+    """Told once per renewed RA certificate, by the process that renewed it.
+
+    The audit log (issue 18) plugs in here; ``LogRenewalEvents`` is the default."""
+
+    def ra_renewed(self, renewed: Renewed) -> None: ...
+
+
+class LogRenewalEvents:
+    """One structured log line per renewal (``event=ra_renewed`` plus the certificates' facts)."""
+
+    def ra_renewed(self, renewed: Renewed) -> None:
+        log.warning(
+            "event=ra_renewed usage=%s old_serial=%x old_not_after=%s new_serial=%x new_not_after=%s "
+            "new_sha256=%s: GetCACert now serves the new RA certificate",
+            renewed.usage,
+            renewed.old.serial_number,
+            renewed.old.not_valid_after_utc.isoformat(),
+            renewed.new.serial_number,
+            renewed.new.not_valid_after_utc.isoformat(),
+            renewed.new.fingerprint(hashes.SHA256()).hex(),
+        )
+
+
+class RaRenewer:
+    """Renews the RA certificates that are due, once across processes and hosts."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        load: LoadIdentity,
+        renew_files: RenewFiles,
+        renew_before_days: int,
+        events: RenewalEvents | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._store = store
+        self._load = load
+        self._renew_files = renew_files
+        self._renew_before_days = renew_before_days
+        self._events = events or LogRenewalEvents()
+        self._clock = clock
+
+    async def renew_due(self, *, force: bool = False) -> tuple[Renewed, ...]:
+        """Renew every RA certificate within the window (all of them with ``force``: ``ra renew``).
+
+        Returns what this process renewed: nothing when nothing was due, when another
+        process holds the lease, or when another process renewed first."""
+        if not force and not self._due(self._load()):
+            return ()
+        now = self._clock()
+        token = await self._store.acquire_lease(LEASE_NAME, now, LEASE_TTL)
+        if token is None:
+            log.info("RA renewal: another process holds the renewal lease; it renews the RA")
+            return ()
+        try:
+            before = self._load()
+            usages = tuple(ra.usage for ra in ra_certificates(before)) if force else self._due(before)
+            if not usages:
+                return ()
+            self._renew_files(before, usages)
+            renewed = _changes(before, self._load())
+        finally:
+            await self._store.release_lease(LEASE_NAME, token)
+        for item in renewed:
+            self._events.ra_renewed(item)
+        return renewed
+
+    def _due(self, identity: CAIdentity) -> tuple[str, ...]:
+        return tuple(ra.usage for ra in due(identity, self._clock(), self._renew_before_days))
+
+
+def _changes(before: CAIdentity, after: CAIdentity) -> tuple[Renewed, ...]:
+    old = {ra.usage: ra.cert for ra in ra_certificates(before)}
+    return tuple(
+        Renewed(ra.usage, old[ra.usage], ra.cert)
+        for ra in ra_certificates(after)
+        if ra.usage in old and ra.cert != old[ra.usage]
+    )
