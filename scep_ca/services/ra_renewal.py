@@ -4,8 +4,8 @@ Whoever finds an RA certificate within ``ra.renew_before_days`` of its notAfter 
 store lease ``ra-renewal`` (``store.base.LeaseStore``: a row in SQLite or PostgreSQL, so
 workers of one host and every host on one PostgreSQL share it), loads the RA files again
 (another process may have renewed them while this one waited) and renews only what is
-still due. Processes that do not hold the lease change nothing; they pick the new files up
-at their next reload. Hosts therefore share the data directory (a shared volume) or keep
+still due. Processes that find the lease held wait for it, then find nothing due; running
+workers pick the new files up at their next reload (``scep_ca.server.ra_reload``). Hosts therefore share the data directory (a shared volume) or keep
 the RA keys in a shared token, as they already must for one RA behind a load balancer.
 
 The file work (``scep_ca.pki.ra_renewal.renew_ra``) is passed in: at ``serve``'s start
@@ -15,6 +15,7 @@ what was renewed is found by comparing the RA certificates before and after.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -30,9 +31,12 @@ from store.base import LeaseStore
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "ra-renewal"
+# Followed by the SHA-256 of an RA certificate: held from its renewal until it expires.
+RENEWED_PREFIX = "ra-renewed:"
 # Longer than a renewal takes (two key pairs, even in a slow token); a holder that dies
 # blocks the others for this long at most.
 LEASE_TTL = dt.timedelta(minutes=10)
+LEASE_POLL_SECONDS = 0.25
 
 LoadIdentity = Callable[[], CAIdentity]
 RenewFiles = Callable[[CAIdentity, tuple[str, ...]], None]
@@ -73,7 +77,9 @@ class RaRenewer:
         renew_before_days: int,
         events: RenewalEvents | None = None,
         clock: Clock = utc_now,
+        poll_seconds: float = LEASE_POLL_SECONDS,
     ) -> None:
+        self._poll_seconds = poll_seconds
         self._store = store
         self._load = load
         self._renew_files = renew_files
@@ -84,27 +90,66 @@ class RaRenewer:
     async def renew_due(self, *, force: bool = False) -> tuple[Renewed, ...]:
         """Renew every RA certificate within the window (all of them with ``force``: ``ra renew``).
 
-        Returns what this process renewed: nothing when nothing was due, when another
-        process holds the lease, or when another process renewed first."""
+        Returns what this process renewed: nothing when nothing was due, or when another
+        process renewed it while this one waited for the lease."""
         if not force and not self._due(self._load()):
             return ()
+        token = await self._wait_for_lease()
         now = self._clock()
-        token = await self._store.acquire_lease(LEASE_NAME, now, LEASE_TTL)
-        if token is None:
-            log.info("RA renewal: another process holds the renewal lease; it renews the RA")
-            return ()
         try:
             before = self._load()
             usages = tuple(ra.usage for ra in ra_certificates(before)) if force else self._due(before)
-            if not usages:
+            claims = await self._claim(before, usages, now)
+            if not claims:
                 return ()
-            self._renew_files(before, usages)
+            try:
+                self._renew_files(before, tuple(claims))
+            except BaseException:
+                for name, claim in claims.items():
+                    await self._store.release_lease(name, claim)
+                raise
             renewed = _changes(before, self._load())
         finally:
             await self._store.release_lease(LEASE_NAME, token)
         for item in renewed:
             self._events.ra_renewed(item)
         return renewed
+
+    async def _wait_for_lease(self) -> int:
+        """The renewal lease, once whoever holds it is done (its renewal is then seen on disk)."""
+        waited = False
+        while True:
+            token = await self._store.acquire_lease(LEASE_NAME, self._clock(), LEASE_TTL)
+            if token is not None:
+                return token
+            if not waited:
+                log.info("RA renewal: another process holds the renewal lease; waiting for it")
+                waited = True
+            await asyncio.sleep(self._poll_seconds)
+
+    async def _claim(self, identity: CAIdentity, usages: tuple[str, ...], now: dt.datetime) -> dict[str, int]:
+        """Claim each RA certificate's renewal for good (a lease until it expires), by usage.
+
+        A host whose data directory is a copy, not shared, still holds the old RA after
+        another host renewed it: the claim stops it from issuing a second, different RA."""
+        certs = {ra.usage: ra.cert for ra in ra_certificates(identity)}
+        claims: dict[str, int] = {}
+        for usage in usages:
+            cert = certs[usage]
+            name = f"{RENEWED_PREFIX}{cert.fingerprint(hashes.SHA256()).hex()}"
+            ttl = max(cert.not_valid_after_utc - now, dt.timedelta(0)) + LEASE_TTL
+            claim = await self._store.acquire_lease(name, now, ttl)
+            if claim is None:
+                log.error(
+                    "the %s RA certificate (serial %x) was renewed by another scep-ca host, but this host's data "
+                    "directory still holds the old one: share the data directory between hosts, or copy ra*.pem, "
+                    "ra*.key and ra-previous/ from the host that renewed it",
+                    usage,
+                    cert.serial_number,
+                )
+                continue
+            claims[usage] = claim
+        return claims
 
     def _due(self, identity: CAIdentity) -> tuple[str, ...]:
         return tuple(ra.usage for ra in due(identity, self._clock(), self._renew_before_days))
