@@ -106,6 +106,8 @@ class CertificateFilter:
     # Only certificates whose not_after is before this (for "expired" listings).
     expired_before: datetime | None = None
     issued_only_unexpired_at: datetime | None = None
+    # Only certificates whose not_after is at or before this (``cert list --expiring``).
+    expires_by: datetime | None = None
     limit: int | None = None
 
 

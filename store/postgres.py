@@ -550,6 +550,8 @@ class PostgresStore:
             clauses.append(f"not_after < {param(aware(flt.expired_before))}")
         if flt.issued_only_unexpired_at is not None:
             clauses.append(f"status = 'issued' AND not_after >= {param(aware(flt.issued_only_unexpired_at))}")
+        if flt.expires_by is not None:
+            clauses.append(f"not_after <= {param(aware(flt.expires_by))}")
         sql = f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)

@@ -514,6 +514,9 @@ class SQLiteStore:
         if flt.issued_only_unexpired_at is not None:
             clauses.append("status = 'issued' AND not_after >= ?")
             params.append(codec.to_us(flt.issued_only_unexpired_at))
+        if flt.expires_by is not None:
+            clauses.append("not_after <= ?")
+            params.append(codec.to_us(flt.expires_by))
         sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)

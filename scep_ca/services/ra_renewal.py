@@ -5,8 +5,10 @@ store lease ``ra-renewal`` (``store.base.LeaseStore``: a row in SQLite or Postgr
 workers of one host and every host on one PostgreSQL share it), loads the RA files again
 (another process may have renewed them while this one waited) and renews only what is
 still due. Processes that find the lease held wait for it, then find nothing due; running
-workers pick the new files up at their next reload (``scep_ca.server.ra_reload``). Hosts therefore share the data directory (a shared volume) or keep
-the RA keys in a shared token, as they already must for one RA behind a load balancer.
+workers pick the new files up at their next reload (``scep_ca.server.ra_reload``). Hosts
+therefore share the data directory (a shared volume) or keep the RA keys in a shared token,
+as they already must to serve one RA behind a load balancer; a host whose data directory is
+a copy finds the renewal claimed and logs what to copy instead of making a second RA.
 
 The file work (``scep_ca.pki.ra_renewal.renew_ra``) is passed in: at ``serve``'s start
 with a PKCS#11 token it runs in a forked child (the supervisor holds no token state), so
