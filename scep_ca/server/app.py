@@ -39,7 +39,7 @@ from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
 from scep_ca.server.logsetup import log_context_middleware
 from scep_ca.server.metrics import Metrics, metrics_middleware, setup_metrics_routes
-from scep_ca.server.ra_reload import RaWatch
+from scep_ca.server.ra_reload import CHECK_SECONDS, RaWatch
 from scep_ca.server.revocation_web import setup_revocation_routes
 from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.scep_web import setup_scep_routes
@@ -188,6 +188,8 @@ class RaUpkeep:
     load: LoadIdentity
     renew_files: RenewFiles
     events: RenewalEvents | None = None
+    # How often the worker looks for RA files renewed by another process.
+    check_seconds: float = CHECK_SECONDS
 
 
 def _add_ra_watch(
@@ -205,7 +207,15 @@ def _add_ra_watch(
         for use in users:
             use(identity)
 
-    watch = RaWatch(config.data_dir, upkeep.load, apply, renewer, config.ra.renew_before_days, announce=announce)
+    watch = RaWatch(
+        config.data_dir,
+        upkeep.load,
+        apply,
+        renewer,
+        config.ra.renew_before_days,
+        announce=announce,
+        check_seconds=upkeep.check_seconds,
+    )
 
     async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(watch.run())

@@ -9,9 +9,9 @@ encryption RA before the renewal (a client that cached GetCACert) is still answe
 
 from __future__ import annotations
 
+import threading
 import urllib.request
 from collections.abc import Iterator
-import threading
 from concurrent.futures import Future
 from pathlib import Path
 
