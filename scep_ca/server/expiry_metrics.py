@@ -6,6 +6,7 @@
 - ``scep_ca_certificates{integration,status}`` (``valid``, ``revoked``) and
   ``scep_ca_certificates_expiring{integration,within}`` (``7d``, ``30d``): from
   ``services.expiry.CountsCache``, at most ``metrics.counts_max_age_seconds`` old;
+- ``scep_ca_store_up``: whether the last of those counts reached the store (1) or not (0);
 - ``scep_ca_audit_last_checkpoint_timestamp_seconds``: when an audit checkpoint source is wired.
 
 Every value is the same whichever worker answers the scrape, so none carries a ``worker`` label.
@@ -64,7 +65,10 @@ class ExpiryCollector:
             "Valid certificates by integration whose notAfter is within 7 or 30 days",
             labels=["integration", "within"],
         )
-        families = [ca, ra, certs, expiring]
+        store_up = GaugeMetricFamily(
+            "scep_ca_store_up", "1 when the last certificate count reached the store, 0 when it could not"
+        )
+        families = [ca, ra, certs, expiring, store_up]
         if self._checkpoint is not None:
             checkpoint = GaugeMetricFamily(
                 "scep_ca_audit_last_checkpoint_timestamp_seconds", "Time of the last signed audit checkpoint"
@@ -74,6 +78,8 @@ class ExpiryCollector:
             if when is not None:
                 checkpoint.add_metric([], when)
         if with_samples:
+            if self._counts.store_up is not None:
+                store_up.add_metric([], 1.0 if self._counts.store_up else 0.0)
             ca.add_metric([], self._ca.cert.not_valid_after_utc.timestamp())
             for item in ra_certificates(self._ca):
                 ra.add_metric([item.usage], item.not_after.timestamp())

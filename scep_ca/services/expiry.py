@@ -108,6 +108,8 @@ class CountsCache:
         self._monotonic = monotonic
         self._counts: Counts | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        # Whether the last count reached the store (``scep_ca_store_up``); None before the first.
+        self.store_up: bool | None = None
 
     async def current(self) -> Sequence[CertificateCounts] | None:
         """The latest counts (None until the first count succeeds)."""
@@ -127,10 +129,13 @@ class CountsCache:
             rows = await read_counts(self._store, self._clock())
         except StoreUnavailable as exc:
             log.warning("metrics: could not count certificates: the store is unavailable: %s", exc)
+            self.store_up = False
             return
         except Exception:
             log.warning("metrics: could not count certificates", exc_info=True)
+            self.store_up = False
             return
+        self.store_up = True
         self._counts = Counts(rows, started)
 
     async def close(self) -> None:
