@@ -14,7 +14,7 @@ from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from config.clock import utc_now
 from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
-from scep_ca.cli.ra_renew import cmd_ra_renew, identity_loader, ra_files_renewer, renew_ra_now
+from scep_ca.cli.ra_renew import cmd_ra_renew, identity_loader, notifier_for, ra_files_renewer, renew_ra_now
 from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.pki.keys import describe_key
@@ -28,6 +28,7 @@ from scep_ca.pki.public_url import (
     url_is_loopback,
     write_public_url,
 )
+from scep_ca.pki.ra_renewal import Renewed
 from scep_ca.server.app import RaUpkeep, build_app, run_server
 from scep_ca.server.logsetup import configure_logging, tag_worker
 from scep_ca.server.workers import Supervisor, check_port_free, resolve_workers
@@ -110,12 +111,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve in this process (one worker) or under a supervisor (several, see scep_ca.server.workers)."""
     config = config_from_args(args)
     configure_logging(config.log)
+    notifier_for(config)  # a missing or bad notification secret stops the start, not each worker
     # Once, before any fork: keys are checked here, and workers never race to create files.
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
     # Before any worker loads the RA: workers of this host and other hosts take the same lease.
-    asyncio.run(renew_ra_now(config))
+    renewed = asyncio.run(renew_ra_now(config))
     cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
     log_expiry(cas.current, utc_now(), config.ra.renew_before_days)
     # Token keys are checked in a forked child: this process forks the workers, and a
@@ -130,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         # No supervisor: restarting a lone server process is the init system's job, and
         # serving in-process keeps signals and exit statuses direct.
-        _serve(config, cas, 0, None)
+        _serve(config, cas, 0, None, renewed=renewed)
         return 0
     try:
         check_port_free(config.server.host, config.server.port)
@@ -140,7 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # same moment race to create it. Each worker then opens its own connection.
     asyncio.run(_prepare_store(config))
     log.info("serving on %s with %d worker processes", config.base_url, workers)
-    return Supervisor(workers, functools.partial(_worker, config, cas)).run()
+    return Supervisor(workers, functools.partial(_worker, config, cas, renewed)).run()
 
 
 def _warn_public_url(config: Config) -> None:
@@ -161,19 +163,25 @@ async def _prepare_store(config: Config) -> None:
     await store.close()
 
 
-def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -> int:
+def _worker(config: Config, cas: CASet, renewed: tuple[Renewed, ...], index: int, ready: Callable[[], None]) -> int:
     """A worker process (after fork): its own app and store connection on the shared port."""
     tag_worker(index)
-    _serve(config, cas, index, ready, reuse_port=True)
+    _serve(config, cas, index, ready, reuse_port=True, renewed=renewed)
     return 0
 
 
 def _serve(
-    config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
+    config: Config,
+    cas: CASet,
+    index: int,
+    ready: Callable[[], None] | None,
+    *,
+    reuse_port: bool = False,
+    renewed: tuple[Renewed, ...] = (),
 ) -> None:
     # In the worker (after any fork): a token's keys may be generated here directly.
-    upkeep = RaUpkeep(identity_loader(config), ra_files_renewer(config, fork=False))
-    app = build_app(config, cas, open_store(config), worker=index, ra_upkeep=upkeep)
+    upkeep = RaUpkeep(identity_loader(config), ra_files_renewer(config, fork=False), renewed_at_start=renewed)
+    app = build_app(config, cas, open_store(config), worker=index, ra_upkeep=upkeep, notifier=notifier_for(config))
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 from config import Config
 from config.clock import utc_now
@@ -11,7 +12,23 @@ from scep_ca.cli.context import CliError, ca_passphrase, config_from_args, key_t
 from scep_ca.pki.ca import CAError, CAIdentity, load_ca
 from scep_ca.pki.pkcs11_keys import in_child
 from scep_ca.pki.ra_renewal import Renewed, renew_ra
+from scep_ca.services.notify import Notifier, NotifyingRenewalEvents, NotifySecretError, decode_secret
 from scep_ca.services.ra_renewal import LoadIdentity, RaRenewer, RenewalEvents, RenewFiles
+
+
+def notifier_for(config: Config) -> Notifier | None:
+    """The notifier of ``notify.webhook_url``, or None; its secret comes from ``notify.secret_env``."""
+    settings = config.notify
+    if settings.webhook_url is None:
+        return None
+    assert settings.secret_env is not None  # config.validate: required with webhook_url
+    value = os.environ.get(settings.secret_env)
+    if not value:
+        raise CliError(f"notify.secret_env names {settings.secret_env}, which is not set")
+    try:
+        return Notifier(settings, decode_secret(value))
+    except NotifySecretError as exc:
+        raise CliError(f"{settings.secret_env}: {exc}") from exc
 
 
 def identity_loader(config: Config) -> LoadIdentity:
@@ -61,10 +78,22 @@ async def renew_ra_now(
         return await renewer.renew_due(force=force)
 
 
+async def _renew_and_notify(config: Config, force: bool) -> tuple[Renewed, ...]:
+    notifier = notifier_for(config)
+    if notifier is None:
+        return await renew_ra_now(config, force=force)
+    try:
+        renewed = await renew_ra_now(config, force=force, events=NotifyingRenewalEvents(notifier))
+        await notifier.drain()
+    finally:
+        await notifier.close()
+    return renewed
+
+
 def cmd_ra_renew(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
-        renewed = asyncio.run(renew_ra_now(config, force=args.all))
+        renewed = asyncio.run(_renew_and_notify(config, args.all))
     except CAError as exc:
         raise CliError(str(exc)) from exc
     if not renewed:

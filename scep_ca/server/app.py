@@ -33,6 +33,7 @@ from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.certificate_factory import CertificateFactory
+from scep_ca.pki.ra_renewal import Renewed
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
 from scep_ca.server.expiry_metrics import ExpiryCollector
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
@@ -46,6 +47,7 @@ from scep_ca.server.scep_web import setup_scep_routes
 from scep_ca.server.store_faults import StoreFaults
 from scep_ca.services.enrollment import Enroller, EnrollmentStore
 from scep_ca.services.expiry import CountsCache
+from scep_ca.services.notify import DailyNotices, Notifier, NotifyingRenewalEvents
 from scep_ca.services.ra_renewal import LoadIdentity, RaRenewer, RenewalEvents, RenewFiles
 from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
@@ -75,6 +77,7 @@ def build_app(
     *,
     worker: int = 0,
     ra_upkeep: RaUpkeep | None = None,
+    notifier: Notifier | None = None,
 ) -> web.Application:
     """The whole server: SCEP, challenge URL, CRL/OCSP/status, metrics and probes.
 
@@ -174,8 +177,15 @@ def build_app(
         await counts.close()
 
     app.cleanup_ctx.append(counts_ctx)
+    if notifier is not None:
+
+        async def notifier_ctx(app: web.Application) -> AsyncIterator[None]:
+            yield
+            await notifier.close()
+
+        app.cleanup_ctx.append(notifier_ctx)
     if ra_upkeep is not None:
-        _add_ra_watch(app, config, ra_upkeep, store, [scep.use_ca, expiry.use_ca], announce=worker == 0)
+        _add_ra_watch(app, config, ra_upkeep, store, [scep.use_ca, expiry.use_ca], worker == 0, notifier)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
     setup_health_routes(app, store, ca, lifecycle, worker)
     return app
@@ -190,6 +200,8 @@ class RaUpkeep:
     events: RenewalEvents | None = None
     # How often the worker looks for RA files renewed by another process.
     check_seconds: float = CHECK_SECONDS
+    # What ``serve`` renewed at start, before forking (worker 0 sends the notifications).
+    renewed_at_start: tuple[Renewed, ...] = ()
 
 
 def _add_ra_watch(
@@ -198,10 +210,16 @@ def _add_ra_watch(
     upkeep: RaUpkeep,
     store: Store,
     users: list[Callable[[CAIdentity], None]],
-    *,
     announce: bool,
+    notifier: Notifier | None,
 ) -> None:
-    renewer = RaRenewer(store, upkeep.load, upkeep.renew_files, config.ra.renew_before_days, upkeep.events)
+    events = upkeep.events
+    jobs = []
+    if notifier is not None:
+        events = events or NotifyingRenewalEvents(notifier)
+        if announce:
+            jobs.append(DailyNotices(notifier, store, upkeep.load).run)
+    renewer = RaRenewer(store, upkeep.load, upkeep.renew_files, config.ra.renew_before_days, events)
 
     def apply(identity: CAIdentity) -> None:
         for use in users:
@@ -215,9 +233,14 @@ def _add_ra_watch(
         config.ra.renew_before_days,
         announce=announce,
         check_seconds=upkeep.check_seconds,
+        jobs=jobs,
     )
 
     async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
+        if notifier is not None and announce:
+            # Renewed by the supervisor before the workers started: told by worker 0, once it runs.
+            for renewed in upkeep.renewed_at_start:
+                notifier.ra_renewed(renewed)
         task = asyncio.create_task(watch.run())
         yield
         task.cancel()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from config.clock import Clock, utc_now
@@ -39,7 +39,10 @@ class RaWatch:
         announce: bool,
         check_seconds: float = CHECK_SECONDS,
         clock: Clock = utc_now,
+        jobs: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
+        # Run at start and in every daily round (notifications: they dedupe themselves).
+        self._jobs = jobs
         self._data_dir = data_dir
         self._load = load
         self._apply = apply
@@ -53,6 +56,7 @@ class RaWatch:
     async def run(self) -> None:
         """Until cancelled. ``serve`` renewed at start already, so the first daily round is a day away."""
         next_round = time.monotonic() + DAY_SECONDS
+        await self._run_jobs()
         while True:
             await asyncio.sleep(self._check_seconds)
             if time.monotonic() >= next_round:
@@ -72,6 +76,14 @@ class RaWatch:
                 log_expiry(self._load(), self._clock(), self._renew_before_days)
             except Exception:
                 log.warning("could not load the CA to check its expiry", exc_info=True)
+        await self._run_jobs()
+
+    async def _run_jobs(self) -> None:
+        for job in self._jobs:
+            try:
+                await job()
+            except Exception:
+                log.warning("daily expiry job failed", exc_info=True)
 
     def reload_if_changed(self) -> bool:
         state = ra_files_state(self._data_dir)
