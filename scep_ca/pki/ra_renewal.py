@@ -33,6 +33,8 @@ from scep_ca.pki.ca import (
 from scep_ca.pki.pkcs11_keys import URI_SUFFIX, Token
 
 RETIRED_DIR = "retired"
+# An RA ending this close to the CA ends with it (create_ra caps it at the CA's notAfter).
+_SAME_END = dt.timedelta(minutes=10)
 # New files are made here first, then renamed into place one by one.
 _STAGING_DIR = ".ra-renewal"
 
@@ -64,9 +66,16 @@ def ra_certificates(identity: CAIdentity) -> tuple[RaCertificate, ...]:
 
 
 def due(identity: CAIdentity, now: dt.datetime, renew_before_days: int) -> tuple[RaCertificate, ...]:
-    """The RA certificates within ``renew_before_days`` of their notAfter (or past it)."""
+    """The RA certificates within ``renew_before_days`` of their notAfter (or past it).
+
+    An RA that already ends with the CA is left alone: a new one could not outlive the CA
+    either (``create_ra`` caps it), so only a CA rollover helps (the CA warning says so)."""
     limit = now + dt.timedelta(days=renew_before_days)
-    return tuple(ra for ra in ra_certificates(identity) if ra.not_after <= limit)
+    return tuple(ra for ra in ra_certificates(identity) if ra.not_after <= limit and not ends_with_ca(identity, ra))
+
+
+def ends_with_ca(identity: CAIdentity, ra: RaCertificate) -> bool:
+    return ra.not_after >= identity.cert.not_valid_after_utc - _SAME_END
 
 
 def renew_ra(

@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from config.clock import Clock, utc_now
 from scep_ca.pki.ca import CAIdentity
-from scep_ca.pki.ra_renewal import ra_certificates
+from scep_ca.pki.ra_renewal import ends_with_ca, ra_certificates
 from store.base import CertificateCounts, CertificateStatsStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,12 @@ def ra_warnings(ca: CAIdentity, now: dt.datetime, renew_before_days: int) -> lis
     problems = []
     for ra in ra_certificates(ca):
         left = days_left(ra.not_after, now)
-        if left < renew_before_days:
+        if left < renew_before_days and ends_with_ca(ca, ra):
+            problems.append(
+                f"the {ra.usage} RA certificate expires with the CA certificate in {left} days; "
+                f"renewal cannot outlive the CA: {ROLLOVER_HINT}"
+            )
+        elif left < renew_before_days:
             problems.append(
                 f"the {ra.usage} RA certificate expires in {left} days and was not renewed: "
                 "check the server log, or run `scep-ca ra renew`"
