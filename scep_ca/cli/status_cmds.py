@@ -64,7 +64,8 @@ def render(report: StatusReport) -> str:
         format_table(
             [
                 (
-                    i.id + (" (deleted)" if i.deleted else ""),
+                    i.id,
+                    i.name + (" (deleted)" if i.deleted else ""),
                     str(i.valid),
                     str(i.revoked),
                     str(i.expiring_7d),
@@ -72,7 +73,7 @@ def render(report: StatusReport) -> str:
                 )
                 for i in report.integrations
             ],
-            ("INTEGRATION", "VALID", "REVOKED", "EXPIRING 7D", "EXPIRING 30D"),
+            ("INTEGRATION", "NAME", "VALID", "REVOKED", "EXPIRING 7D", "EXPIRING 30D"),
         )
         if report.integrations
         else "no integrations"
