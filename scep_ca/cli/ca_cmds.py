@@ -198,7 +198,7 @@ def cmd_ra_create(args: argparse.Namespace) -> int:
     )
     print(f"issued {_ra_layout(identity)} under {identity.cert.subject.rfc4514_string()}")
     print("the old RA files are in retired/")
-    print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
+    print("running servers switch to it within a minute; clients fetch it with their next GetCACert")
     return 0
 
 

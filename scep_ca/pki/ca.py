@@ -257,8 +257,9 @@ def replace_ra(
 ) -> CAIdentity:
     """``scep-ca ra create``: retire the current RA files and issue a new combined RA or a pair.
 
-    Retired files move to ``retired/<UTC time>/`` (kept for audit; never deleted). Running
-    servers pick the new RA up when restarted.
+    Retired files move to ``retired/<UTC time>/`` (kept for audit; never deleted) and no longer
+    decrypt (unlike a renewal, ``scep_ca.pki.ra_renewal``). Running servers switch to the new
+    RA at their next check of the RA files (``scep_ca.server.ra_reload``).
     """
     identity = load_ca(data_dir, passphrase, token)
     retired = data_dir / "retired" / utc_now().strftime("%Y%m%dT%H%M%S%fZ")
