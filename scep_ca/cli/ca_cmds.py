@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
     # Before any worker loads the RA: workers of this host and other hosts take the same lease.
-    renewed = asyncio.run(renew_ra_now(config))
+    renewed = _renew_at_start(config)
     cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
     log_expiry(cas.current, utc_now(), config.ra.renew_before_days)
     # Token keys are checked in a forked child: this process forks the workers, and a
@@ -143,6 +143,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     asyncio.run(_prepare_store(config))
     log.info("serving on %s with %d worker processes", config.base_url, workers)
     return Supervisor(workers, functools.partial(_worker, config, cas, renewed)).run()
+
+
+def _renew_at_start(config: Config) -> tuple[Renewed, ...]:
+    """Renew due RAs; a failure is logged and retried by the daily round, never a failed start:
+    the current RA serves until it expires, and the metrics and ``status`` show the date."""
+    try:
+        return asyncio.run(renew_ra_now(config))
+    except Exception as exc:
+        log.error("RA renewal at start failed (retried daily; `scep-ca ra renew` to retry now): %s", exc)
+        return ()
 
 
 def _warn_public_url(config: Config) -> None:

@@ -107,7 +107,8 @@ class RaRenewer:
             try:
                 self._renew_files(before, tuple(claims))
             except BaseException:
-                for name, claim in claims.items():
+                # Nothing was renewed for good: whoever tries next may claim these again.
+                for name, claim in claims.values():
                     await self._store.release_lease(name, claim)
                 raise
             renewed = _changes(before, self._load())
@@ -129,13 +130,15 @@ class RaRenewer:
                 waited = True
             await asyncio.sleep(self._poll_seconds)
 
-    async def _claim(self, identity: CAIdentity, usages: tuple[str, ...], now: dt.datetime) -> dict[str, int]:
-        """Claim each RA certificate's renewal for good (a lease until it expires), by usage.
+    async def _claim(
+        self, identity: CAIdentity, usages: tuple[str, ...], now: dt.datetime
+    ) -> dict[str, tuple[str, int]]:
+        """Claim each RA certificate's renewal for good (a lease until it expires): usage -> (lease, token).
 
         A host whose data directory is a copy, not shared, still holds the old RA after
         another host renewed it: the claim stops it from issuing a second, different RA."""
         certs = {ra.usage: ra.cert for ra in ra_certificates(identity)}
-        claims: dict[str, int] = {}
+        claims: dict[str, tuple[str, int]] = {}
         for usage in usages:
             cert = certs[usage]
             name = f"{RENEWED_PREFIX}{cert.fingerprint(hashes.SHA256()).hex()}"
@@ -150,7 +153,7 @@ class RaRenewer:
                     cert.serial_number,
                 )
                 continue
-            claims[usage] = claim
+            claims[usage] = (name, claim)
         return claims
 
     def _due(self, identity: CAIdentity) -> tuple[str, ...]:

@@ -132,3 +132,29 @@ def test_ra_renewed_once_at_start_and_old_ra_requests_still_answered(
         # Signed by the new signing RA, the one GetCACert serves now.
         assert reply.signer_cert_der == new_sign.public_bytes(serialization.Encoding.DER)
     assert len(a.certificates(integration["id"])) == 2
+
+
+def test_a_failed_renewal_at_start_still_serves_the_current_ra(tmp_path: Path) -> None:
+    """The renewal cannot move the old RA (``retired`` is a file): serve starts anyway with the
+    current RA, logs why, ``status`` exits 1, nothing changed on disk, and a later ``ra renew`` works."""
+    server = ScepCaServer(tmp_path / "srv", {"ra": {"validity_days": 10, "renew_before_days": 5}})
+    server.port = clients.free_port()
+    server.base_dir.mkdir(parents=True)
+    server._write_config()
+    server.cli("init")
+    old = {p.name: p.read_bytes() for p in server.data_dir.iterdir() if p.name.startswith("ra")}
+    (server.data_dir / "retired").write_text("in the way\n")
+    server.extra_config["ra"] = {"renew_before_days": 30}
+    with server:
+        assert "RA renewal at start failed" in server.log()
+        assert RENEWED not in server.log()
+        integration = server.create_integration("still")
+        served = {c.serial_number for c in _get_ca_cert(server, integration["id"])}
+        assert {_pem(server.ra_pem).serial_number, _pem(server.encryption_pem).serial_number} <= served
+        assert {p.name: p.read_bytes() for p in server.data_dir.iterdir() if p.name.startswith("ra")} == old
+        status = server.cli("status", check=False)
+        assert status.returncode == 1
+        assert "RA certificate expires in 9 days and was not renewed" in status.stdout
+        (server.data_dir / "retired").unlink()
+        renewed = server.cli("ra", "renew")
+        assert "renewed the signing RA" in renewed.stdout and "renewed the encryption RA" in renewed.stdout
