@@ -35,7 +35,7 @@ from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.certificate_factory import CertificateFactory
 from scep_ca.pki.ra_renewal import Renewed
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
-from scep_ca.server.expiry_metrics import ExpiryCollector
+from scep_ca.server.expiry_metrics import CheckpointSource, ExpiryCollector
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
 from scep_ca.server.logsetup import log_context_middleware
@@ -78,13 +78,16 @@ def build_app(
     worker: int = 0,
     ra_upkeep: RaUpkeep | None = None,
     notifier: Notifier | None = None,
+    audit_checkpoint: CheckpointSource | None = None,
 ) -> web.Application:
     """The whole server: SCEP, challenge URL, CRL/OCSP/status, metrics and probes.
 
     ``cas`` is the current CA, or the whole set (next CA for GetNextCACert, previous CAs
     whose CRLs and OCSP answers are still served). The store opens on startup. ``worker``
     is this process's worker index (metrics and probes report it). With ``ra_upkeep``
-    the RA certificates are renewed daily and renewed ones served without a restart.
+    the RA certificates are renewed daily and renewed ones served without a restart;
+    ``notifier`` sends the expiry notifications; ``audit_checkpoint`` gives the time of the
+    last audit checkpoint for ``/metrics``.
     """
     ca_set = cas if isinstance(cas, CASet) else CASet(current=cas)
     ca = ca_set.current
@@ -169,7 +172,7 @@ def build_app(
     )
     setup_scep_routes(app, scep)
     counts = CountsCache(store, config.metrics.counts_max_age_seconds)
-    expiry = ExpiryCollector(ca, counts)
+    expiry = ExpiryCollector(ca, counts, audit_checkpoint)
     metrics.add_scrape_collector(expiry)
 
     async def counts_ctx(app: web.Application) -> AsyncIterator[None]:

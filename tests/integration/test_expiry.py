@@ -215,3 +215,19 @@ def test_previous_ra_decrypts_only_until_it_expires(tmp_path: Path) -> None:
         )
         renew_ra(data, load_ca(data, None), ("encryption",), passphrase=None, token=None, validity_days=730, now=now)
         assert len(load_ca(data, None).previous_decryption) == kept, name
+
+
+async def test_audit_checkpoint_time_when_a_source_is_wired(
+    tmp_path: Path,
+    shared_ca: tuple[Path, CAIdentity],
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+) -> None:
+    checkpoints: list[float | None] = [None, 1_796_000_000.0]
+    config = load_config(None, {}, {"data_dir": str(tmp_path)})
+    app = build_app(config, shared_ca[1], open_store(config), audit_checkpoint=lambda: checkpoints[0])
+    client = await aiohttp_client(app)
+    name = "scep_ca_audit_last_checkpoint_timestamp_seconds"
+    assert f"# TYPE {name} gauge" in await (await client.get("/metrics")).text()
+    assert f"\n{name} " not in await (await client.get("/metrics")).text()  # no checkpoint yet
+    checkpoints.pop(0)
+    assert f"\n{name} 1.796e+09" in await (await client.get("/metrics")).text()
