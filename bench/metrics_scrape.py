@@ -9,9 +9,10 @@ What it does, in order:
    every row carries the same ~900-byte placeholder DER, notAfter spread over the next 400
    days, one in twenty revoked.
 2. Times the aggregate count alone (``certificate_counts``: one scan of the table), the
-   first scrape (which waits for that count), then ``--scrapes`` scrapes over real HTTP
-   (loopback, the app of ``build_app``) with the counts cached, and the scrapes made while
-   a background refresh runs (``metrics.counts_max_age_seconds`` run out).
+   first scrape (the app's first count still running behind it) and how long until the
+   counts appear, then ``--scrapes`` scrapes over real HTTP (loopback, the app of
+   ``build_app``) with the counts cached, and the scrapes made while a background refresh
+   runs (``metrics.counts_max_age_seconds`` run out).
 Prints each figure against the target: a scrape under 100 ms.
 """
 
@@ -143,13 +144,17 @@ async def run(args: argparse.Namespace) -> None:
         await store.close()
 
         server = TestServer(build_app(config, ca, open_store(config)), host="127.0.0.1")
+        started_app = time.perf_counter()
         await server.start_server()
         url = str(server.make_url("/metrics"))
         try:
             async with aiohttp.ClientSession() as session:
                 first, body = await timed_scrape(session, url)
-                assert "scep_ca_certificates{" in body, body[:2000]
-                print(f"first scrape (waits for the count): {first:.0f} ms")
+                print(f"first scrape (the app's first count still running): {first:.1f} ms")
+                while "scep_ca_certificates{" not in body:
+                    await asyncio.sleep(0.1)
+                    body = (await timed_scrape(session, url))[1]
+                print(f"counts in the scrape {time.perf_counter() - started_app:.1f} s after the app started")
                 warm = [(await timed_scrape(session, url))[0] for _ in range(args.scrapes)]
                 print(
                     f"{args.scrapes} scrapes, counts cached: median {statistics.median(warm):.1f} ms, "

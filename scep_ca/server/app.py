@@ -176,6 +176,7 @@ def build_app(
     metrics.add_scrape_collector(expiry)
 
     async def counts_ctx(app: web.Application) -> AsyncIterator[None]:
+        counts.start()  # the store is open (store_ctx comes first): the first count begins now
         yield
         await counts.close()
 
