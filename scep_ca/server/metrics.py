@@ -21,7 +21,9 @@ whichever worker answers: ``scep_ca_revocations_total`` (entries of the current 
 revocations are never undone, so it only grows, and revocations made by the CLI in another
 process count too; a CA rollover starts a new CRL, which Prometheus sees as a counter
 reset) and ``scep_ca_crl_age_seconds`` (age of the current CA's CRL as this worker serves
-it, rebuilt first when it is stale, exactly as a relying party's fetch would).
+it, rebuilt first when it is stale, exactly as a relying party's fetch would), with
+``scep_ca_crl_next_update_timestamp_seconds`` (its nextUpdate). The expiry metrics (CA, RA,
+certificate counts) are ``scep_ca.server.expiry_metrics``, added with ``add_scrape_collector``.
 """
 
 from __future__ import annotations
