@@ -221,6 +221,7 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
         validity_days=config.ca.validity_days,
         passphrase=ca_passphrase(config),
         token=key_token(config),
+        ra_validity_days=config.ra.validity_days,
     )
     print(f"next CA created in {config.data_dir / 'next'}")
     print(f"  Subject:               {nxt.cert.subject.rfc4514_string()}")

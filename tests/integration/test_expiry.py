@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 from asn1crypto import cms
 from cryptography import x509
@@ -20,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from challenge.issuer import issue_challenge
 from config import load_config
+from scep_ca.cli.main import main
 from scep_ca.pki.ca import CAIdentity, create_ca, load_ca
 from scep_ca.pki.ra_renewal import renew_ra
 from scep_ca.pki.records import Integration
@@ -233,3 +235,23 @@ async def test_audit_checkpoint_time_when_a_source_is_wired(
     assert f"\n{name} " not in await (await client.get("/metrics")).text()  # no checkpoint yet
     checkpoints.pop(0)
     assert f"\n{name} 1.796e+09" in await (await client.get("/metrics")).text()
+
+
+def test_init_ra_create_and_rollover_use_ra_validity_days(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "scep-ca.yaml"
+    config.write_text("ra:\n  validity_days: 100\n  renew_before_days: 10\n")
+    data = tmp_path / "data"
+
+    def run(*args: str) -> None:
+        assert main(["--config", str(config), "--data-dir", str(data), *args]) == 0, capsys.readouterr().err
+
+    def days(path: Path) -> int:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        return (cert.not_valid_after_utc - cert.not_valid_before_utc).days
+
+    run("init")
+    assert (days(data / "ra.pem"), days(data / "ra-enc.pem"), days(data / "ca.pem")) == (100, 100, 3650)
+    run("ra", "create")
+    assert days(data / "ra.pem") == 100
+    run("ca", "rollover")
+    assert (days(data / "next" / "ra.pem"), days(data / "next" / "ra-enc.pem")) == (100, 100)
