@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.ra_renewal import ra_certificates
@@ -61,8 +62,12 @@ class StatusReport:
         return asdict(self)
 
 
-def crl_facts(der: bytes, now: dt.datetime) -> CrlFacts:
+def crl_facts(der: bytes, now: dt.datetime, ca: x509.Certificate) -> CrlFacts:
+    """What ``der`` says, once its signature verifies with the CA's key (it may come over any channel)."""
     crl = x509.load_der_x509_crl(der)
+    public = ca.public_key()
+    if not isinstance(public, rsa.RSAPublicKey) or not crl.is_signature_valid(public):
+        return CrlFacts(error="the CRL the server serves is not signed by the current CA")
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     next_update = crl.next_update_utc
     if next_update is None:

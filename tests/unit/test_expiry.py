@@ -6,10 +6,14 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_ca.pki.ca import create_ca
+from scep_ca.pki.ca import CAIdentity, create_ca
 from scep_ca.pki.ra_renewal import due
 from scep_ca.services.expiry import ca_warning, ca_warning_level, days_left, ra_warnings
+from scep_ca.services.status_report import CrlFacts, crl_facts
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 
@@ -45,3 +49,25 @@ def test_due_ras_and_ras_that_end_with_the_ca(tmp_path: Path) -> None:
     assert due(short, NOW, 30) == ()
     assert all("expires with the CA certificate" in w for w in ra_warnings(short, NOW, 30))
     assert len(ra_warnings(short, NOW, 30)) == 2
+
+
+def _crl(ca: CAIdentity, number: int) -> bytes:
+    assert isinstance(ca.key, rsa.RSAPrivateKey)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(NOW)
+        .next_update(NOW + dt.timedelta(hours=12))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def test_crl_facts_only_from_a_crl_the_ca_signed(tmp_path: Path) -> None:
+    ours = create_ca(tmp_path / "ours", subject="CN=Ours", key_size=2048, validity_days=10, passphrase=None)
+    theirs = create_ca(tmp_path / "theirs", subject="CN=Ours", key_size=2048, validity_days=10, passphrase=None)
+    assert crl_facts(_crl(ours, 7), NOW, ours.cert) == CrlFacts(7, (NOW + dt.timedelta(hours=12)).isoformat(), 0.5)
+    assert crl_facts(_crl(theirs, 7), NOW, ours.cert) == CrlFacts(
+        error="the CRL the server serves is not signed by the current CA"
+    )
