@@ -11,6 +11,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -34,6 +35,8 @@ from scep_ca.services.revocation import RevocationService
 from store.factory import open_store
 from tests.integration.conftest import Server, _integration
 from tests.integration.test_metrics import Samples, enroll, scrape, value
+from tests.store.conftest import temporary_database
+from tests.tcp_proxy import TcpRelay
 
 WAIT_SECONDS = 15.0
 
@@ -255,3 +258,43 @@ def test_init_ra_create_and_rollover_use_ra_validity_days(tmp_path: Path, capsys
     assert days(data / "ra.pem") == 100
     run("ca", "rollover")
     assert (days(data / "next" / "ra.pem"), days(data / "next" / "ra-enc.pem")) == (100, 100)
+
+
+async def _store_up(client: TestClient) -> float | None:  # type: ignore[type-arg]
+    resp = await client.get("/metrics")
+    assert resp.status == 200  # /metrics answers while the store is down
+    for family in text_string_to_metric_families(await resp.text()):
+        for sample in family.samples:
+            if sample.name == "scep_ca_store_up":
+                return sample.value
+    return None
+
+
+async def _wait_store_up(client: TestClient, expected: float) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (seen := await _store_up(client)) != expected:
+        assert time.monotonic() < deadline, f"scep_ca_store_up stayed {seen}, expected {expected}"
+        await asyncio.sleep(0.2)
+
+
+async def test_store_up_is_0_while_postgresql_is_down(
+    tmp_path: Path,
+    shared_ca: tuple[Path, CAIdentity],
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+) -> None:
+    async with temporary_database() as dsn:
+        target = urlsplit(dsn)
+        relay = TcpRelay(target.hostname or "127.0.0.1", target.port or 5432)
+        await relay.start()
+        relayed = target._replace(netloc=f"{target.username}@127.0.0.1:{relay.port}").geturl()
+        overrides = {"data_dir": str(tmp_path), "store.dsn": relayed, "metrics.counts_max_age_seconds": 1}
+        config = load_config(None, {}, overrides)
+        try:
+            client = await aiohttp_client(build_app(config, shared_ca[1], open_store(config)))
+            await _wait_store_up(client, 1.0)
+            await relay.stop()  # PostgreSQL "stops": connections cut, new ones refused
+            await _wait_store_up(client, 0.0)
+            await relay.start()
+            await _wait_store_up(client, 1.0)
+        finally:
+            await relay.stop()

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config import ConfigError, load_config
 from config.model import NotifyConfig
+from scep_ca.cli.main import main
 from scep_ca.pki.ca import CAIdentity, create_ca, load_ca
 from scep_ca.pki.ra_renewal import Renewed
 from scep_ca.protocol.enums import PKIStatus
@@ -172,3 +173,29 @@ def test_notify_settings_are_validated() -> None:
     with pytest.raises(NotifySecretError):
         decode_secret("not base64!")
     assert decode_secret(SECRET_B64) == SECRET
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "notify.secret_env names SCEP_CA_TEST_NOTIFY_SECRET, which is not set"),
+        ("not base64!", "SCEP_CA_TEST_NOTIFY_SECRET: the notification secret must be base64"),
+    ],
+)
+def test_serve_refuses_to_start_without_a_usable_notification_secret(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+    message: str,
+) -> None:
+    config = tmp_path / "scep-ca.yaml"
+    config.write_text("notify:\n  webhook_url: https://hooks.example/scep\n  secret_env: SCEP_CA_TEST_NOTIFY_SECRET\n")
+    if value is None:
+        monkeypatch.delenv("SCEP_CA_TEST_NOTIFY_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("SCEP_CA_TEST_NOTIFY_SECRET", value)
+    data = tmp_path / "data"
+    assert main(["--config", str(config), "--data-dir", str(data), "serve"]) == 1
+    assert message in capsys.readouterr().err
+    assert not data.exists()  # refused before anything was created
