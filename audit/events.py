@@ -36,6 +36,7 @@ class Event(enum.StrEnum):
     CA_ROLLOVER = "ca.rollover"
     CA_ACTIVATE_NEXT = "ca.activate_next"
     RA_CREATED = "ra.created"
+    RA_RENEWED = "ra.renewed"  # by itself (serve) or on demand (ra renew)
     KEY_IMPORTED = "key.imported"
     # Operations.
     SERVER_START = "server.start"

@@ -75,6 +75,34 @@ class CAConfig:
 
 
 @dataclass(frozen=True)
+class RAConfig:
+    # Validity of the RA certificates made by ``init``, ``ra create`` and renewal (capped at
+    # the CA's own notAfter).
+    validity_days: int = 730
+    # An RA certificate this close to its notAfter is renewed (at start, then daily).
+    renew_before_days: int = 30
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # The per-integration certificate counts of /metrics are recomputed in the background
+    # when older than this; a scrape never waits for the count (bench/metrics_scrape.py).
+    counts_max_age_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    # step-ca-style signed JSON POSTs for RA renewals, CA expiry and expiring devices;
+    # None: no notifications. Signed with the secret in the environment variable ``secret_env``.
+    webhook_url: str | None = None
+    secret_env: str | None = None
+    timeout_seconds: float = 10.0
+    # Attempts per notification (network error or non-2xx), spaced out by retry_seconds.
+    attempts: int = 3
+    retry_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class ScepConfig:
     allow_des: bool = True
     # Whether the CA certificate rides along in the certs-only reply bag (Cisco wants it, Juniper refuses).
@@ -213,6 +241,9 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    ra: RAConfig = field(default_factory=RAConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
     def base_url(self) -> str:

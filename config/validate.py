@@ -32,6 +32,7 @@ def validate(config: Config) -> None:
     _validate_log(config)
     _validate_pkcs11(config)
     _validate_validators(config)
+    _validate_expiry(config)
     _positive("revocation.crl_next_update_hours", config.revocation.crl_next_update_hours)
     _positive("scep.renewal_days", config.scep.renewal_days)
     _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
@@ -192,6 +193,27 @@ def _validate_validators(config: Config) -> None:
         raise ConfigError(
             "validators.queue_seconds", f"must be more than 0 and less than {shortest:g} (the call timeouts)"
         )
+
+
+def _validate_expiry(config: Config) -> None:
+    _positive("ra.validity_days", config.ra.validity_days)
+    _positive("ra.renew_before_days", config.ra.renew_before_days)
+    if config.ra.renew_before_days >= config.ra.validity_days:
+        # Every new RA would be due at once: renewal at every start and every day.
+        raise ConfigError("ra.renew_before_days", "must be less than ra.validity_days")
+    _positive("metrics.counts_max_age_seconds", config.metrics.counts_max_age_seconds)
+    notify = config.notify
+    if notify.webhook_url is not None:
+        parts = urlsplit(notify.webhook_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError("notify.webhook_url", "must be an http:// or https:// URL with a host")
+        if not notify.secret_env:
+            raise ConfigError("notify.secret_env", "must name the environment variable holding the signing secret")
+    if not 0 < notify.timeout_seconds <= 300:
+        raise ConfigError("notify.timeout_seconds", "must be more than 0 and at most 300 seconds")
+    _positive("notify.attempts", notify.attempts)
+    if not 0 <= notify.retry_seconds <= 3600:
+        raise ConfigError("notify.retry_seconds", "must be between 0 and 3600 seconds")
 
 
 def _listing(values: frozenset[int] | frozenset[str]) -> str:

@@ -29,6 +29,9 @@ from scep_ca.pki.records import (
 # cannot put a certificate on hold (scep_ca.pki.reasons), so the reason marks exactly these.
 HOLD = Reason.CERTIFICATE_HOLD.rfc_name
 
+# Leases live in the meta table under this prefix (no schema change): value = expiry, microseconds.
+LEASE_KEY_PREFIX = "lease:"
+
 
 class StoreError(Exception):
     """Base class of errors a store raises on purpose."""
@@ -115,6 +118,8 @@ class CertificateFilter:
     issued_only_unexpired_at: datetime | None = None
     # Only certificates on hold (``HOLD``): recorded, their validator's confirmation pending.
     on_hold: bool = False
+    # Only certificates whose not_after is at or before this (``cert list --expiring``).
+    expires_by: datetime | None = None
     limit: int | None = None
 
 
@@ -190,6 +195,19 @@ class AuditFilter:
     actor: str | None = None
     writer: str | None = None
     limit: int | None = None
+
+
+@dataclass(frozen=True)
+class CertificateCounts:
+    """One integration's certificates (``scep_ca_certificates``, ``scep_ca_certificates_expiring``).
+
+    ``valid``: issued, not revoked, not expired. ``expiring[i]``: those of ``valid`` whose
+    notAfter falls within the i-th horizon asked for."""
+
+    integration_id: str
+    valid: int
+    revoked: int
+    expiring: tuple[int, ...]
 
 
 @dataclass
@@ -317,6 +335,25 @@ class CertificateStore(Protocol):
     async def count_certificates(self, integration_id: str | None = None) -> int: ...
 
 
+class CertificateStatsStore(Protocol):
+    """Aggregate counts for metrics and ``scep-ca status``: one scan, no rows returned."""
+
+    async def certificate_counts(self, now: datetime, horizons: Sequence[timedelta]) -> Sequence[CertificateCounts]:
+        """Per integration (deleted ones too) that has certificates: valid, revoked and expiring counts."""
+
+
+class LeaseStore(Protocol):
+    """Named leases: work that must happen once across every process and host (RA renewal)."""
+
+    async def acquire_lease(self, name: str, now: datetime, ttl: timedelta) -> int | None:
+        """Take the lease ``name`` until ``now + ttl`` unless another holder's has not run out yet.
+
+        Returns a token for ``release_lease``, or None when the lease is held."""
+
+    async def release_lease(self, name: str, token: int) -> None:
+        """Give the lease back, if it is still the one ``token`` took."""
+
+
 class RevocationStore(Protocol):
     """Revocation of single certificates and what the CRL is built from."""
 
@@ -399,9 +436,11 @@ class Store(
     ChallengeStore,
     IssuanceStore,
     CertificateStore,
+    CertificateStatsStore,
     RevocationStore,
     ThrottleStore,
     AuditStore,
+    LeaseStore,
     Protocol,
 ):
     """Every role, plus the lifecycle: what a backend implements and ``store.factory`` returns."""

@@ -95,10 +95,12 @@ from store import schema_postgres as schema
 from store import throttle
 from store.base import (
     HOLD,
+    LEASE_KEY_PREFIX,
     AuditFilter,
     AuditRecord,
     AuditSeal,
     AuthReservation,
+    CertificateCounts,
     CertificateFilter,
     ChallengeAdd,
     ChallengeRejected,
@@ -127,6 +129,7 @@ from store.columns import (
     username_key,
 )
 from store.pg_pool import ConnectionPool, safe_dsn
+from store.sqlite_codec import to_us
 
 DELETION_REASON = "cessationOfOperation"
 # Bounds the graceful close of each idle connection in close().
@@ -637,6 +640,8 @@ class PostgresStore:
             clauses.append(f"status = 'issued' AND not_after >= {param(aware(flt.issued_only_unexpired_at))}")
         if flt.on_hold:
             clauses.append(f"status = 'revoked' AND revocation_reason = {param(HOLD)}")
+        if flt.expires_by is not None:
+            clauses.append(f"not_after <= {param(aware(flt.expires_by))}")
         sql = f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -654,6 +659,37 @@ class PostgresStore:
                 "SELECT count(*) FROM certificates WHERE integration_id = $1", integration_id
             )
         return int(count)
+
+    async def certificate_counts(self, now: datetime, horizons: Sequence[timedelta]) -> Sequence[CertificateCounts]:
+        now = aware(now)
+        valid = "status = 'issued' AND not_after > $1"
+        expiring = "".join(
+            f", count(*) FILTER (WHERE {valid} AND not_after <= $1 + ${i + 2}::interval)" for i in range(len(horizons))
+        )
+        rows = await self._p().fetch(
+            f"SELECT integration_id, count(*) FILTER (WHERE {valid}), count(*) FILTER (WHERE status = 'revoked')"
+            f"{expiring} FROM certificates GROUP BY integration_id ORDER BY integration_id",
+            now,
+            *horizons,
+        )
+        return [CertificateCounts(row[0], int(row[1]), int(row[2]), tuple(int(n) for n in row[3:])) for row in rows]
+
+    async def acquire_lease(self, name: str, now: datetime, ttl: timedelta) -> int | None:
+        # A lease is a meta row holding its expiry (microseconds); the expiry is also the holder's token.
+        token = to_us(aware(now) + ttl)
+        value = await self._p().fetchval(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value WHERE meta.value <= $3 RETURNING value",
+            LEASE_KEY_PREFIX + name,
+            token,
+            to_us(aware(now)),
+        )
+        return token if value is not None else None
+
+    async def release_lease(self, name: str, token: int) -> None:
+        await self._p().execute(
+            "UPDATE meta SET value = 0 WHERE key = $1 AND value = $2", LEASE_KEY_PREFIX + name, token
+        )
 
     async def end_hold(
         self, serial: str, revoke_reason: str | None, now: datetime, *, audit: AuditSeal | None = None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from audit.events import Event
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
+from config.clock import utc_now
 from scep_ca.cli.audit_cmds import record
 from scep_ca.cli.context import (
     CliError,
@@ -22,6 +23,7 @@ from scep_ca.cli.context import (
     config_from_args,
     key_token,
 )
+from scep_ca.cli.ra_renew import cmd_ra_renew, identity_loader, notifier_for, ra_files_renewer, renew_ra_now
 from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.pki.keys import describe_key
@@ -35,7 +37,9 @@ from scep_ca.pki.public_url import (
     url_is_loopback,
     write_public_url,
 )
+from scep_ca.pki.ra_renewal import Renewed
 from scep_ca.server.workers import Supervisor, check_port_free, resolve_workers
+from scep_ca.services.expiry import log_expiry
 from store.factory import open_store
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,7 @@ def ensure_ca(config: Config) -> tuple[CAIdentity, bool]:
     passphrase = ca_passphrase(config)
     token = key_token(config)
     if ca_exists(config.data_dir):
-        return load_ca(config.data_dir, passphrase, token), False
+        return load_ca(config.data_dir, passphrase, token, ra_validity_days=config.ra.validity_days), False
     if token is not None:
         # Keys generated in a child: this process forks the workers (see check_in_child).
         problem = in_child(lambda: _create_default_ca(config, passphrase, token))
@@ -64,6 +68,7 @@ def _create_default_ca(config: Config, passphrase: bytes | None, token: Token | 
         validity_days=config.ca.validity_days,
         passphrase=passphrase,
         token=token,
+        ra_validity_days=config.ra.validity_days,
     )
     if config.server.public_url:
         # Only an explicit URL is stored; a derived one follows the listen address (scep_ca.pki.public_url).
@@ -90,6 +95,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         passphrase=passphrase,
         ra_pair=args.ra == "pair",
         token=key_token(config),
+        ra_validity_days=config.ra.validity_days,
     )
     if explicit:
         write_public_url(config.data_dir, explicit)
@@ -130,11 +136,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     configure_logging(config.log)
+    notifier_for(config)  # a missing or bad notification secret stops the start, not each worker
     # Once, before any fork: keys are checked here, and workers never race to create files.
     ca, created = ensure_ca(config)
     if created:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
+    # Before any worker loads the RA: workers of this host and other hosts take the same lease.
+    renewed = _renew_at_start(config)
     cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
+    log_expiry(cas.current, utc_now(), config.ra.renew_before_days)
     # Token keys are checked in a forked child: this process forks the workers, and a
     # PKCS#11 library's state must not be inherited (README, "Keys in an HSM").
     problem = check_in_child(key for ca in (*cas.issuers, *([cas.next] if cas.next else [])) for key in ca.keys)
@@ -148,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         # No supervisor: restarting a lone server process is the init system's job, and
         # serving in-process keeps signals and exit statuses direct.
-        _serve(config, cas, 0, None)
+        _serve(config, cas, 0, None, renewed=renewed)
         return 0
     try:
         check_port_free(config.server.host, config.server.port)
@@ -158,7 +168,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # same moment race to create it. Each worker then opens its own connection.
     asyncio.run(_prepare_store(config))
     log.info("serving on %s with %d worker processes", config.base_url, workers)
-    return Supervisor(workers, functools.partial(_worker, config, cas)).run()
+    return Supervisor(workers, functools.partial(_worker, config, cas, renewed)).run()
+
+
+def _renew_at_start(config: Config) -> tuple[Renewed, ...]:
+    """Renew due RAs; a failure is logged and retried by the daily round, never a failed start:
+    the current RA serves until it expires, and the metrics and ``status`` show the date."""
+    try:
+        return asyncio.run(renew_ra_now(config))
+    except Exception as exc:
+        log.error("RA renewal at start failed (retried daily; `scep-ca ra renew` to retry now): %s", exc)
+        return ()
 
 
 def _warn_public_url(config: Config, *, explicit: bool) -> None:
@@ -186,21 +206,37 @@ async def _prepare_store(config: Config) -> None:
     await store.close()
 
 
-def _worker(config: Config, cas: CASet, index: int, ready: Callable[[], None]) -> int:
+def _worker(config: Config, cas: CASet, renewed: tuple[Renewed, ...], index: int, ready: Callable[[], None]) -> int:
     """A worker process (after fork): its own app and store connection on the shared port."""
     from scep_ca.server.logsetup import tag_worker
 
     tag_worker(index)
-    _serve(config, cas, index, ready, reuse_port=True)
+    _serve(config, cas, index, ready, reuse_port=True, renewed=renewed)
     return 0
 
 
 def _serve(
-    config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
+    config: Config,
+    cas: CASet,
+    index: int,
+    ready: Callable[[], None] | None,
+    *,
+    reuse_port: bool = False,
+    renewed: tuple[Renewed, ...] = (),
 ) -> None:
-    from scep_ca.server.app import build_app, run_server
+    from scep_ca.server.app import RaUpkeep, build_app, run_server
 
-    app = build_app(config, cas, open_store(config), worker=index, token=key_token(config))
+    # In the worker (after any fork): a token's keys may be generated here directly.
+    upkeep = RaUpkeep(identity_loader(config), ra_files_renewer(config, fork=False), renewed_at_start=renewed)
+    app = build_app(
+        config,
+        cas,
+        open_store(config),
+        worker=index,
+        token=key_token(config),
+        ra_upkeep=upkeep,
+        notifier=notifier_for(config),
+    )
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))
@@ -208,11 +244,17 @@ def _serve(
 
 def cmd_ra_create(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    identity = replace_ra(config.data_dir, ca_passphrase(config), pair=args.pair, token=key_token(config))
+    identity = replace_ra(
+        config.data_dir,
+        ca_passphrase(config),
+        pair=args.pair,
+        token=key_token(config),
+        validity_days=config.ra.validity_days,
+    )
     record(config, Event.RA_CREATED, f"ca/{ca_id(identity)}", {"pair": bool(args.pair)})
     print(f"issued {_ra_layout(identity)} under {identity.cert.subject.rfc4514_string()}")
     print("the old RA files are in retired/")
-    print("restart `scep-ca serve` to use it; clients fetch it with their next GetCACert")
+    print("running servers switch to it within a minute; clients fetch it with their next GetCACert")
     return 0
 
 
@@ -225,6 +267,7 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
         validity_days=config.ca.validity_days,
         passphrase=ca_passphrase(config),
         token=key_token(config),
+        ra_validity_days=config.ra.validity_days,
     )
     record(
         config,
@@ -295,3 +338,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--pair", action="store_true", help="a signing-only and an encryption-only RA (without it: one combined RA)"
     )
     c.set_defaults(func=cmd_ra_create)
+    c = rsub.add_parser(
+        "renew",
+        parents=[common],
+        help="renew the RA certificate(s) now, as serve does within ra.renew_before_days (running servers switch)",
+    )
+    c.add_argument("--all", action="store_true", help="renew every RA certificate, not only those that are due")
+    c.set_defaults(func=cmd_ra_renew)

@@ -36,6 +36,12 @@ _STATUSES = ("issued", "revoked", "expired")
 
 
 def _filter(args: argparse.Namespace, now: dt.datetime) -> CertificateFilter:
+    if args.expiring is not None:
+        if args.status not in (None, "issued"):
+            raise CliError("--expiring lists valid (issued, unexpired) certificates: leave out --status")
+        return CertificateFilter(
+            integration_id=args.integration, issued_only_unexpired_at=now, expires_by=now + args.expiring
+        )
     if args.status == "expired":
         return CertificateFilter(integration_id=args.integration, status=CertStatus.ISSUED, expired_before=now)
     if args.status == "issued":
@@ -156,6 +162,14 @@ def _pem_crl(der: bytes) -> str:
     return f"-----BEGIN X509 CRL-----\n{body}-----END X509 CRL-----\n"
 
 
+def _days(text: str) -> dt.timedelta:
+    """``30d`` (or ``30``): a number of days for ``--expiring``."""
+    digits = text.strip().lower().removesuffix("d")
+    if not digits.isdigit() or not 0 < int(digits) <= 36_500:
+        raise argparse.ArgumentTypeError(f"expected a number of days such as 30d, got {text!r}")
+    return dt.timedelta(days=int(digits))
+
+
 def _serial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("serial", help="hex (colons and 0x allowed) or decimal")
     group = p.add_mutually_exclusive_group()
@@ -173,6 +187,12 @@ def register(
     c = csub.add_parser("list", parents=[common], help="list certificates")
     c.add_argument("--integration")
     c.add_argument("--status", choices=_STATUSES)
+    c.add_argument(
+        "--expiring",
+        type=_days,
+        metavar="Nd",
+        help="only valid certificates that expire within N days (e.g. 30d), the devices to renew",
+    )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_async(_list))
     c = csub.add_parser("show", parents=[common], help="show one certificate and its audit trail")

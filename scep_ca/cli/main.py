@@ -10,7 +10,16 @@ from audit.keys import AuditKeyError
 from challenge.secret_key import SecretKeyError
 from config import ConfigError
 from config.files import FileModeError
-from scep_ca.cli import audit_cmds, ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
+from scep_ca.cli import (
+    audit_cmds,
+    ca_cmds,
+    cert_cmds,
+    db_cmds,
+    integration_cmds,
+    key_cmds,
+    request_cmds,
+    status_cmds,
+)
 from scep_ca.cli.context import CliError, UsageError, terminal_output
 from scep_ca.pki.ca import CAError
 from scep_ca.pki.keys import KeyUnavailable
@@ -38,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_cmds.register(sub, common)
     key_cmds.register(sub, common)
     audit_cmds.register(sub, common)
+    status_cmds.register(sub, common)
     return parser
 
 

@@ -51,6 +51,9 @@ RA_KEY_FILE = "ra.key"
 # Present only for a separate encryption RA (``scep-ca ra create --pair``).
 RA_ENC_CERT_FILE = "ra-enc.pem"
 RA_ENC_KEY_FILE = "ra-enc.key"
+# RA certificates that decrypted requests before a renewal, one sub-directory each
+# (scep_ca.pki.ra_renewal): clients cache GetCACert, so they keep decrypting until they expire.
+PREVIOUS_RA_DIR = "ra-previous"
 # A key in a PKCS#11 token: its RFC 7512 URI in place of the key file (scep_ca.pki.pkcs11_keys).
 TOKEN_REF_FILES = tuple(name + URI_SUFFIX for name in (CA_KEY_FILE, RA_KEY_FILE, RA_ENC_KEY_FILE))
 
@@ -71,6 +74,9 @@ class CAIdentity:
     ra_cert_der: bytes
     enc_cert: x509.Certificate | None = None
     enc_key: PrivateKey | None = None
+    # Decryption RAs replaced by a renewal and not yet expired, newest first: requests built
+    # from a cached GetCACert are still encrypted to them.
+    previous_decryption: tuple[tuple[x509.Certificate, PrivateKey], ...] = ()
 
     @property
     def encryption_cert(self) -> x509.Certificate:
@@ -93,7 +99,12 @@ class CAIdentity:
     @property
     def keys(self) -> tuple[PrivateKey, ...]:
         """Every private key of this CA: the CA's, the RA's, the encryption RA's."""
-        return (self.key, self.ra_key, *([self.enc_key] if self.enc_key is not None else []))
+        return (
+            self.key,
+            self.ra_key,
+            *([self.enc_key] if self.enc_key is not None else []),
+            *(key for _, key in self.previous_decryption),
+        )
 
     @property
     def public_key(self) -> rsa.RSAPublicKey:
@@ -202,11 +213,18 @@ def create_ra(
     now: dt.datetime | None = None,
     usage: str = "combined",
     token: Token | None = None,
+    validity_days: int | None = None,
 ) -> tuple[x509.Certificate, PrivateKey]:
     """An RA certificate issued by the CA: combined (decrypts requests and signs CertReps), or one
-    half of a signing-only / encryption-only pair, which Apple's client also accepts."""
+    half of a signing-only / encryption-only pair, which Apple's client also accepts.
+
+    Valid for ``validity_days`` (``ra.validity_days``), never past the CA's own notAfter
+    (RFC 5280 section 6.1.3 would reject it); None: until the CA expires."""
     suffix, signing, encipherment, cert_file, key_file = RA_USAGES[usage]
     now = now or utc_now()
+    not_after = ca_cert.not_valid_after_utc
+    if validity_days is not None:
+        not_after = min(not_after, now + dt.timedelta(days=validity_days))
     subject = _ra_subject(ca_cert.subject, suffix)
     # CKA_LABEL: the subject as RFC 4514 text, like the CA's ("<subject> CA"); pkcs11-tool shows it.
     key = _new_key(data_dir / key_file, key_size, passphrase, token, subject.rfc4514_string())
@@ -218,7 +236,7 @@ def create_ra(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(ca_cert.not_valid_after_utc)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(key_usage(signing=signing, encipherment=encipherment, ca=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -229,11 +247,19 @@ def create_ra(
     return cert, key
 
 
-def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool, token: Token | None = None) -> CAIdentity:
+def replace_ra(
+    data_dir: Path,
+    passphrase: bytes | None,
+    *,
+    pair: bool,
+    token: Token | None = None,
+    validity_days: int | None = None,
+) -> CAIdentity:
     """``scep-ca ra create``: retire the current RA files and issue a new combined RA or a pair.
 
-    Retired files move to ``retired/<UTC time>/`` (kept for audit; never deleted). Running
-    servers pick the new RA up when restarted.
+    Retired files move to ``retired/<UTC time>/`` (kept for audit; never deleted) and no longer
+    decrypt (unlike a renewal, ``scep_ca.pki.ra_renewal``). Running servers switch to the new
+    RA at their next check of the RA files (``scep_ca.server.ra_reload``).
     """
     identity = load_ca(data_dir, passphrase, token)
     retired = data_dir / "retired" / utc_now().strftime("%Y%m%dT%H%M%S%fZ")
@@ -244,7 +270,14 @@ def replace_ra(data_dir: Path, passphrase: bytes | None, *, pair: bool, token: T
         if (data_dir / name).exists():
             (data_dir / name).rename(retired / name)
     return _identity_with_new_ra(
-        data_dir, identity.cert, identity.key, passphrase=passphrase, now=None, pair=pair, token=token
+        data_dir,
+        identity.cert,
+        identity.key,
+        passphrase=passphrase,
+        now=None,
+        pair=pair,
+        token=token,
+        validity_days=validity_days,
     )
 
 
@@ -258,6 +291,7 @@ def create_ca(
     now: dt.datetime | None = None,
     ra_pair: bool = True,
     token: Token | None = None,
+    ra_validity_days: int | None = None,
 ) -> CAIdentity:
     """Create the CA key and self-signed certificate, and the RA pair (or one combined RA); refuse to overwrite.
 
@@ -286,7 +320,9 @@ def create_ca(
         key,
     )
     _write_cert(data_dir / CA_CERT_FILE, cert)
-    return _identity_with_new_ra(data_dir, cert, key, passphrase=passphrase, now=now, pair=ra_pair, token=token)
+    return _identity_with_new_ra(
+        data_dir, cert, key, passphrase=passphrase, now=now, pair=ra_pair, token=token, validity_days=ra_validity_days
+    )
 
 
 def _identity_with_new_ra(
@@ -298,18 +334,25 @@ def _identity_with_new_ra(
     now: dt.datetime | None,
     pair: bool,
     token: Token | None,
+    validity_days: int | None = None,
 ) -> CAIdentity:
     """Issue the RA(s) under a CA: the NDES pair, or one combined RA."""
-    size = key.key_size
+    make = functools.partial(
+        create_ra,
+        data_dir,
+        cert,
+        key,
+        key_size=key.key_size,
+        passphrase=passphrase,
+        now=now,
+        token=token,
+        validity_days=validity_days,
+    )
     if not pair:
-        ra_cert, ra_key = create_ra(data_dir, cert, key, key_size=size, passphrase=passphrase, now=now, token=token)
+        ra_cert, ra_key = make()
         return _identity(cert, key, ra_cert, ra_key)
-    ra_cert, ra_key = create_ra(
-        data_dir, cert, key, key_size=size, passphrase=passphrase, now=now, usage="signing", token=token
-    )
-    enc_cert, enc_key = create_ra(
-        data_dir, cert, key, key_size=size, passphrase=passphrase, now=now, usage="encryption", token=token
-    )
+    ra_cert, ra_key = make(usage="signing")
+    enc_cert, enc_key = make(usage="encryption")
     return dataclasses.replace(_identity(cert, key, ra_cert, ra_key), enc_cert=enc_cert, enc_key=enc_key)
 
 
@@ -363,12 +406,15 @@ def _load_token_key(ref_path: Path, cert: x509.Certificate, what: str, token: To
         raise CAError(f"the {what} key: {exc}") from None
 
 
-def load_ca(data_dir: Path, passphrase: bytes | None, token: Token | None = None) -> CAIdentity:
+def load_ca(
+    data_dir: Path, passphrase: bytes | None, token: Token | None = None, *, ra_validity_days: int | None = None
+) -> CAIdentity:
     """Load the CA and RA once per process (cryptography validates an RSA key in ~27 ms per load).
 
     A data directory without an RA (made before RAs existed, or after ``ra.*`` were removed
     to replace it) gets the default pair issued by the CA (only the signing half when an
-    encryption RA is there). An existing RA, combined or not, is loaded as it is.
+    encryption RA is there), valid for ``ra_validity_days``. An existing RA, combined or not,
+    is loaded as it is, with the unexpired decryption RAs that renewals replaced.
     """
     cert_path, key_path = data_dir / CA_CERT_FILE, data_dir / CA_KEY_FILE
     if not cert_path.exists() or not _key_exists(key_path):
@@ -381,16 +427,54 @@ def load_ca(data_dir: Path, passphrase: bytes | None, token: Token | None = None
     enc_cert_path = data_dir / RA_ENC_CERT_FILE
     if not ra_cert_path.exists() and not _key_exists(ra_key_path):
         if not enc_cert_path.exists():
-            return _identity_with_new_ra(data_dir, cert, key, passphrase=passphrase, now=None, pair=True, token=token)
+            return _identity_with_new_ra(
+                data_dir,
+                cert,
+                key,
+                passphrase=passphrase,
+                now=None,
+                pair=True,
+                token=token,
+                validity_days=ra_validity_days,
+            )
         ra_cert, ra_key = create_ra(
-            data_dir, cert, key, key_size=key.key_size, passphrase=passphrase, usage="signing", token=token
+            data_dir,
+            cert,
+            key,
+            key_size=key.key_size,
+            passphrase=passphrase,
+            usage="signing",
+            token=token,
+            validity_days=ra_validity_days,
         )
     else:
         ra_cert = _load_cert(ra_cert_path)
         ra_key = _load_key(ra_key_path, passphrase, ra_cert, "RA", token)
-    identity = _identity(cert, key, ra_cert, ra_key)
+    identity = dataclasses.replace(
+        _identity(cert, key, ra_cert, ra_key),
+        previous_decryption=_load_previous_decryption(data_dir / PREVIOUS_RA_DIR, passphrase, token),
+    )
     if not enc_cert_path.exists():
         return identity
     enc_cert = _load_cert(enc_cert_path)
     enc_key = _load_key(data_dir / RA_ENC_KEY_FILE, passphrase, enc_cert, "encryption RA", token)
     return dataclasses.replace(identity, enc_cert=enc_cert, enc_key=enc_key)
+
+
+def _load_previous_decryption(
+    root: Path, passphrase: bytes | None, token: Token | None
+) -> tuple[tuple[x509.Certificate, PrivateKey], ...]:
+    """The unexpired RAs in ``ra-previous/<UTC time>/`` (an encryption or a combined RA each), newest first."""
+    if not root.is_dir():
+        return ()
+    check_dir(root)
+    now = utc_now()
+    found = []
+    for sub in sorted(root.iterdir(), reverse=True):
+        for cert_file, key_file in ((RA_ENC_CERT_FILE, RA_ENC_KEY_FILE), (RA_CERT_FILE, RA_KEY_FILE)):
+            if (sub / cert_file).exists():
+                cert = _load_cert(sub / cert_file)
+                if cert.not_valid_after_utc > now:
+                    found.append((cert, _load_key(sub / key_file, passphrase, cert, "previous RA", token)))
+                break
+    return tuple(found)

@@ -84,6 +84,7 @@ def rollover(
     validity_days: int,
     passphrase: bytes | None,
     token: Token | None = None,
+    ra_validity_days: int | None = None,
 ) -> CAIdentity:
     """``scep-ca ca rollover``: create the next CA (and its RA) in ``next/``; issuance is unchanged."""
     current = load_ca(data_dir, passphrase, token)
@@ -97,6 +98,7 @@ def rollover(
         validity_days=validity_days,
         passphrase=passphrase,
         token=token,
+        ra_validity_days=ra_validity_days,
     )
 
 

@@ -20,6 +20,7 @@ decrypted, so the CA key is never a decryption oracle.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -156,23 +157,35 @@ def _expect_octets(tlv: TLV) -> bytes:
     return octet_string_value(tlv)
 
 
-def _find_recipient(infos: list[TLV], recipient: RecipientKey) -> list[TLV] | None:
-    """The KeyTransRecipientInfo (RFC 5652 section 6.2.1) that names ``recipient``."""
-    for ri in infos:
-        fields = children(ri.content)
-        if len(fields) == 4 and _matches(fields[1], recipient):
-            return fields
+def _find_recipient(infos: list[TLV], recipients: Sequence[RecipientKey]) -> tuple[list[TLV], RecipientKey] | None:
+    """The KeyTransRecipientInfo (RFC 5652 section 6.2.1) that names one of ``recipients``
+    (the first of them that one names), with that recipient."""
+    for recipient in recipients:
+        for ri in infos:
+            fields = children(ri.content)
+            if len(fields) == 4 and _matches(fields[1], recipient):
+                return fields, recipient
     return None
 
 
-def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool, stand_in_secret: bytes) -> Decrypted:
+def decrypt_envelope(
+    content: bytes,
+    recipient: RecipientKey | Sequence[RecipientKey],
+    *,
+    allow_des: bool,
+    stand_in_secret: bytes,
+) -> Decrypted:
     """Decrypt the EnvelopedData that a PKCSReq/RenewalReq carries (RFC 8894 section 3.2.2).
 
-    Structure and algorithms are checked before any private-key operation; after that,
-    every failure is ``BadMessageCheck(DECRYPTION_FAILED)``, and so is an envelope that
-    does not name ``recipient``. ``stand_in_secret`` derives the stand-in key for a key
-    that does not unwrap (module docstring).
+    ``recipient`` may list several encryption RA identities (the current one, then previous
+    ones a client may still have cached from GetCACert): the one a RecipientInfo names
+    decrypts, which one being public in the request. Structure and algorithms are checked
+    before any private-key operation; after that, every failure is
+    ``BadMessageCheck(DECRYPTION_FAILED)``, and so is an envelope that names none of them.
+    ``stand_in_secret`` derives the stand-in key for a key that does not unwrap (module
+    docstring).
     """
+    recipients = [recipient] if isinstance(recipient, RecipientKey) else list(recipient)
     try:
         info = children(read_tlv(content).content)
         if len(info) != 2 or encode_tlv(der.TAG_OID, info[0].content) != oids.ENVELOPED_DATA:
@@ -182,10 +195,11 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool
         rest = [f for f in env[1:] if not f.is_context(0)]
         recipient_infos, eci = rest[0], rest[1]
         infos = [ri for ri in children(recipient_infos.content) if ri.is_universal(SEQUENCE)]
-        ktri = _find_recipient(infos, recipient)
-        if ktri is None:
+        found = _find_recipient(infos, recipients)
+        if found is None:
             # As undecryptable as any other: the operator's log says why.
             raise BadMessageCheck(DECRYPTION_FAILED, "the request is not encrypted to the encryption RA")
+        ktri, chosen = found
         transport = _key_transport(ktri[2])
         encrypted_key = _expect_octets(ktri[3])
         parts = children(eci.content)
@@ -207,7 +221,7 @@ def decrypt_envelope(content: bytes, recipient: RecipientKey, *, allow_des: bool
     block = _block_bytes(cipher)
     if iv is None or len(iv) != block or not ciphertext or len(ciphertext) % block:
         raise BadMessageCheck(DECRYPTION_FAILED)
-    key = unwrap_key(encrypted_key, transport, recipient.key, _KEY_BYTES[cipher], stand_in_secret)
+    key = unwrap_key(encrypted_key, transport, chosen.key, _KEY_BYTES[cipher], stand_in_secret)
     decryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     unpadder = sym_padding.PKCS7(block * 8).unpadder()

@@ -18,10 +18,12 @@ import logging
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from audit.factory import audit_log
+from audit.service import AuditSink
 from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
 from challenge.service import ChallengeService
@@ -32,16 +34,22 @@ from config.model import Config
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.pkcs11_keys import Token
-from scep_ca.server.audit_task import audit_context
+from scep_ca.pki.ra_renewal import Renewed
+from scep_ca.server.audit_task import LastCheckpoint, audit_context
 from scep_ca.server.connections import AcceptErrorLog, ConnectionLimits, Connections, GuardedSite
+from scep_ca.server.expiry_metrics import CheckpointSource, ExpiryCollector
 from scep_ca.server.fdlimit import connection_cap, fd_reserve, raise_fd_limit
 from scep_ca.server.health import Lifecycle, setup_health_routes
 from scep_ca.server.logsetup import log_context_middleware
 from scep_ca.server.metrics import Metrics, metrics_middleware, setup_metrics_routes
+from scep_ca.server.ra_reload import CHECK_SECONDS, RaWatch
 from scep_ca.server.revocation_web import setup_revocation_routes
 from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.scep_web import setup_scep_routes
 from scep_ca.server.store_faults import StoreFaults
+from scep_ca.services.expiry import CountsCache
+from scep_ca.services.notify import DailyNotices, Notifier, NotifyingRenewalEvents
+from scep_ca.services.ra_renewal import LoadIdentity, RaRenewer, RenewalEvents, RenewFiles
 from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
 from scep_ca.services.validators.registry import Validators
@@ -65,14 +73,25 @@ _FINAL_SHUTDOWN_SECONDS = 5.0
 
 
 def build_app(
-    config: Config, cas: CAIdentity | CASet, store: Store, *, worker: int = 0, token: Token | None = None
+    config: Config,
+    cas: CAIdentity | CASet,
+    store: Store,
+    *,
+    worker: int = 0,
+    token: Token | None = None,
+    ra_upkeep: RaUpkeep | None = None,
+    notifier: Notifier | None = None,
+    audit_checkpoint: CheckpointSource | None = None,
 ) -> web.Application:
     """The whole server: SCEP, challenge URL, CRL/OCSP/status, metrics and probes.
 
     ``cas`` is the current CA, or the whole set (next CA for GetNextCACert, previous CAs
     whose CRLs and OCSP answers are still served). The store opens on startup. ``worker``
     is this process's worker index (metrics and probes report it). ``token``: the PKCS#11
-    token of ``keys.pkcs11``, which then holds the audit keys too.
+    token of ``keys.pkcs11``, which then holds the audit keys too. With ``ra_upkeep``
+    the RA certificates are renewed daily and renewed ones served without a restart;
+    ``notifier`` sends the expiry notifications; ``audit_checkpoint`` gives the time of the
+    last audit checkpoint for ``/metrics``.
     """
     ca_set = cas if isinstance(cas, CASet) else CASet(current=cas)
     ca = ca_set.current
@@ -123,7 +142,8 @@ def build_app(
 
     app.cleanup_ctx.append(store_ctx)
     audit = audit_log(config, store, token=token)
-    app.cleanup_ctx.append(audit_context(audit, config, worker))
+    last_checkpoint = LastCheckpoint()
+    app.cleanup_ctx.append(audit_context(audit, config, worker, last_checkpoint))
     tls = ssl_context(config) is not None
     secret_key = load_or_create_secret_key(config.data_dir)
     validators = Validators(
@@ -181,6 +201,25 @@ def build_app(
         audit=audit,
     )
     setup_scep_routes(app, scep)
+    counts = CountsCache(store, config.metrics.counts_max_age_seconds)
+    expiry = ExpiryCollector(ca, counts, audit_checkpoint or (last_checkpoint if config.audit.enabled else None))
+    metrics.add_scrape_collector(expiry)
+
+    async def counts_ctx(app: web.Application) -> AsyncIterator[None]:
+        counts.start()  # the store is open (store_ctx comes first): the first count begins now
+        yield
+        await counts.close()
+
+    app.cleanup_ctx.append(counts_ctx)
+    if notifier is not None:
+
+        async def notifier_ctx(app: web.Application) -> AsyncIterator[None]:
+            yield
+            await notifier.close()
+
+        app.cleanup_ctx.append(notifier_ctx)
+    if ra_upkeep is not None:
+        _add_ra_watch(app, config, ra_upkeep, store, [scep.use_ca, expiry.use_ca], worker == 0, notifier, audit)
     setup_metrics_routes(app, metrics, crl_source=revocation.current_crl, token=config.server.metrics_token)
     setup_health_routes(app, store, ca, lifecycle, worker)
     return app
@@ -190,6 +229,65 @@ def build_app(
 # list still offers CBC suites (Lucky13-style padding oracles, MAC-then-encrypt); TLS 1.3's
 # suites are all AEAD and are set apart from this list, so they stay as they are.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+@dataclass(frozen=True)
+class RaUpkeep:
+    """How a worker reloads its CA identity and renews the RA files (``scep-ca serve`` provides them)."""
+
+    load: LoadIdentity
+    renew_files: RenewFiles
+    events: RenewalEvents | None = None
+    # How often the worker looks for RA files renewed by another process.
+    check_seconds: float = CHECK_SECONDS
+    # What ``serve`` renewed at start, before forking (worker 0 sends the notifications).
+    renewed_at_start: tuple[Renewed, ...] = ()
+
+
+def _add_ra_watch(
+    app: web.Application,
+    config: Config,
+    upkeep: RaUpkeep,
+    store: Store,
+    users: list[Callable[[CAIdentity], None]],
+    announce: bool,
+    notifier: Notifier | None,
+    audit: AuditSink,
+) -> None:
+    events = upkeep.events
+    jobs = []
+    if notifier is not None:
+        events = events or NotifyingRenewalEvents(notifier)
+        if announce:
+            jobs.append(DailyNotices(notifier, store, upkeep.load).run)
+    renewer = RaRenewer(store, upkeep.load, upkeep.renew_files, config.ra.renew_before_days, events, audit=audit)
+
+    def apply(identity: CAIdentity) -> None:
+        for use in users:
+            use(identity)
+
+    watch = RaWatch(
+        config.data_dir,
+        upkeep.load,
+        apply,
+        renewer,
+        config.ra.renew_before_days,
+        announce=announce,
+        check_seconds=upkeep.check_seconds,
+        jobs=jobs,
+    )
+
+    async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
+        if notifier is not None and announce:
+            # Renewed by the supervisor before the workers started: told by worker 0, once it runs.
+            for renewed in upkeep.renewed_at_start:
+                notifier.ra_renewed(renewed)
+        task = asyncio.create_task(watch.run())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(watch_ctx)
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:

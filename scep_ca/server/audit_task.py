@@ -22,6 +22,7 @@ from aiohttp import web
 
 from audit.events import Event
 from audit.service import AuditLog, Draft
+from config.clock import Clock, utc_now
 from config.files import make_private_dir, write_public
 from config.model import Config
 from store.base import StoreError
@@ -59,10 +60,26 @@ async def publish_checkpoint(audit: AuditLog, directory: Path | None, worker: in
     return checkpoint
 
 
+class LastCheckpoint:
+    """When this worker last published a checkpoint, as a Unix time (the metric
+    ``scep_ca_audit_last_checkpoint_timestamp_seconds``); None before its first."""
+
+    def __init__(self, clock: Clock = utc_now) -> None:
+        self._clock = clock
+        self._at: float | None = None
+
+    def published(self) -> None:
+        self._at = self._clock().timestamp()
+
+    def __call__(self) -> float | None:
+        return self._at
+
+
 def audit_context(
-    audit: AuditLog, config: Config, worker: int
+    audit: AuditLog, config: Config, worker: int, last: LastCheckpoint | None = None
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
-    """A cleanup context for the app, after the store's (so it stops before the store closes)."""
+    """A cleanup context for the app, after the store's (so it stops before the store closes);
+    ``last`` is told of every checkpoint it publishes."""
 
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -71,7 +88,7 @@ def audit_context(
             return
         # No start event, no server: a log that cannot be written must stop the CA from acting.
         await audit.start(version(), config_digest(config))
-        task = asyncio.create_task(_every(audit, config, worker))
+        task = asyncio.create_task(_every(audit, config, worker, last))
         try:
             yield
         finally:
@@ -87,10 +104,13 @@ def audit_context(
     return context
 
 
-async def _every(audit: AuditLog, config: Config, worker: int) -> None:
+async def _every(audit: AuditLog, config: Config, worker: int, last: LastCheckpoint | None) -> None:
     while True:
         await asyncio.sleep(config.audit.checkpoint_interval_seconds)
         try:
             await publish_checkpoint(audit, config.audit.checkpoint_dir, worker)
         except (StoreError, OSError) as exc:
             log.error("audit: checkpoint failed, retrying at the next interval: %s", exc)
+        else:
+            if last is not None:
+                last.published()

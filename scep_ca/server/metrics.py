@@ -21,7 +21,9 @@ whichever worker answers: ``scep_ca_revocations_total`` (entries of the current 
 revocations are never undone, so it only grows, and revocations made by the CLI in another
 process count too; a CA rollover starts a new CRL, which Prometheus sees as a counter
 reset) and ``scep_ca_crl_age_seconds`` (age of the current CA's CRL as this worker serves
-it, rebuilt first when it is stale, exactly as a relying party's fetch would).
+it, rebuilt first when it is stale, exactly as a relying party's fetch would), with
+``scep_ca_crl_next_update_timestamp_seconds`` (its nextUpdate). The expiry metrics (CA, RA,
+certificate counts) are ``scep_ca.server.expiry_metrics``, added with ``add_scrape_collector``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import MappingProxyType
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -143,6 +146,7 @@ class _CrlCollector(Collector):
         self._clock = clock
         self._der: bytes | None = None
         self._this_update: float | None = None
+        self._next_update: float | None = None
         self._entries = 0
 
     async def refresh(self, source: CrlSource) -> None:
@@ -158,6 +162,8 @@ class _CrlCollector(Collector):
         if der is not self._der:
             crl = x509.load_der_x509_crl(der)
             self._this_update = crl.last_update_utc.timestamp()
+            next_update = crl.next_update_utc
+            self._next_update = None if next_update is None else next_update.timestamp()
             self._entries = len(crl)
             self._der = der
 
@@ -176,11 +182,23 @@ class _CrlCollector(Collector):
         revocations = CounterMetricFamily(
             "scep_ca_revocations", "Revoked certificates of the current CA (entries of its CRL)"
         )
+        next_update = GaugeMetricFamily(
+            "scep_ca_crl_next_update_timestamp_seconds", "nextUpdate of the current CA's CRL (Unix time)"
+        )
         if with_samples and self._this_update is not None:
             age.add_metric([self._worker], max(0.0, self._clock() - self._this_update))
             revocations.add_metric([], self._entries)
+            if self._next_update is not None:
+                next_update.add_metric([], self._next_update)
         yield age
         yield revocations
+        yield next_update
+
+
+class ScrapeCollector(Collector, Protocol):
+    """A collector whose values are brought up to date (asynchronously) before each scrape."""
+
+    async def refresh(self) -> None: ...
 
 
 class Metrics:
@@ -238,6 +256,11 @@ class Metrics:
         self._open.labels(self._worker).set(0)
         self._crl = _CrlCollector(self._worker, clock)
         self.registry.register(self._crl)
+        self._scrape_collectors: list[ScrapeCollector] = []
+
+    def add_scrape_collector(self, collector: ScrapeCollector) -> None:
+        self.registry.register(collector)
+        self._scrape_collectors.append(collector)
 
     # ScepEvents (scep_ca.services.scep): called once per answered PKIOperation.
     def pki_operation(self, message_type: int, status: PKIStatus, fail_info: FailInfo | None) -> None:
@@ -273,6 +296,8 @@ class Metrics:
         """
         if crl_source is not None:
             await self._crl.refresh(crl_source)
+        for collector in self._scrape_collectors:
+            await collector.refresh()
         encode, content_type = choose_encoder(accept)
         return encode(self.registry), content_type
 

@@ -467,9 +467,7 @@ class Enroller:
                 if hold:
                     await self._store.end_hold(record.serial, _UNCONFIRMED_REASON, self._clock(), audit=seal)
                 else:
-                    await self._store.revoke_certificate(
-                        record.serial, _UNCONFIRMED_REASON, self._clock(), audit=seal
-                    )
+                    await self._store.revoke_certificate(record.serial, _UNCONFIRMED_REASON, self._clock(), audit=seal)
             raise BadRequest(_NOT_CONFIRMED, f"serial {record.serial} revoked: {exc}") from exc
         if hold:
             confirmed = Draft(

@@ -121,7 +121,6 @@ class ScepService:
     ):
         self._store = store
         self._audit = audit or NoAudit()
-        self._ca = ca
         self._settings = settings
         self._clock = clock
         self._events = events or NoEvents()
@@ -130,20 +129,31 @@ class ScepService:
         # (``scep_ca.protocol.key_transport``): the same in every worker, so answers repeat.
         self._stand_in_secret = stand_in_secret
         self._enroller = enroller
+        self._next_identity = next_ca
+        self.use_ca(ca)
+
+    def use_ca(self, ca: CAIdentity) -> None:
+        """Serve with ``ca``: at start, and again when its RA certificates were renewed
+        (``scep_ca.server.ra_reload``); the CA itself never changes in a running process."""
+        self._ca = ca
         # The (signing) RA signs CertReps; the CA key only signs certificates, CRLs and OCSP.
         self._signer = SignerIdentity.from_cert(ca.ra_cert, ca.ra_key)
-        # Only the encryption RA decrypts (RFC 8894 section 3.2.2 lets a client pick "the CA or
+        # Only encryption RAs decrypt (RFC 8894 section 3.2.2 lets a client pick "the CA or
         # RA certificate"; GetCACert offers the RA for it): a request encrypted to the CA is
-        # undecryptable, so no oracle, timing or otherwise, ever runs on the CA key.
-        self._recipient = RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key)
-        # Built once: every GetCACert returns it.
+        # undecryptable, so no oracle, timing or otherwise, ever runs on the CA key. Clients
+        # that cached GetCACert before an RA renewal encrypt to the previous encryption RA,
+        # which decrypts until it expires; the current signing RA signs every reply.
+        self._recipients = (
+            RecipientKey.from_cert(ca.encryption_cert, ca.encryption_key),
+            *(RecipientKey.from_cert(cert, key) for cert, key in ca.previous_decryption),
+        )
+        # Built once per identity: every GetCACert returns it.
         self._ca_ra_bundle = ca_ra_bundle(ca)
         # GetCert compares the requested issuer with the CA's subject, content octets only.
         self._ca_subject = subject_octets(ca.cert_der)
         # GetNextCACert (RFC 8894 section 4.7): the next CA and RA(s), signed by the current RA.
-        self._next_ca = (
-            sign_message(self._signer, DigestAlg.SHA256, [], ca_ra_bundle(next_ca)) if next_ca is not None else None
-        )
+        nxt = self._next_identity
+        self._next_ca = sign_message(self._signer, DigestAlg.SHA256, [], ca_ra_bundle(nxt)) if nxt is not None else None
 
     async def _live_integration(self, integration_id: str) -> Integration:
         integration = await self._store.get_integration(integration_id)
@@ -227,7 +237,7 @@ class ScepService:
         if not msg.content:
             raise BadMessageCheck("the request carries no content")
         return decrypt_envelope(
-            msg.content, self._recipient, allow_des=self._settings.allow_des, stand_in_secret=self._stand_in_secret
+            msg.content, self._recipients, allow_des=self._settings.allow_des, stand_in_secret=self._stand_in_secret
         )
 
     async def _dispatch(

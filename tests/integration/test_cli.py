@@ -432,6 +432,8 @@ def test_commands_on_an_integration_refuse_a_deleted_or_unknown_one(cli: Cli, co
         code, out, err = cli(*(part.format(id=integration_id) for part in command))
         assert (code, out, err) == (1, "", f"scep-ca: no live integration {integration_id!r}\n")
     assert cli.json("integration", "list") == listed
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [

@@ -5,6 +5,7 @@ directory, and the app enrolls with the new RA."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -118,6 +119,30 @@ async def test_ra_create_generates_the_new_ra_keys_in_the_token(
     reply = await _app_and_enroll(hsm, data, aiohttp_client, certs[0], device_key)
     assert reply.status is PKIStatus.SUCCESS, reply.fail_info
     # CertReps are signed by the (signing) RA, whose key is in the token too.
+    assert x509.load_der_x509_certificate(reply.signer_cert_der) == x509.load_pem_x509_certificate(
+        (data / "ra.pem").read_bytes()
+    )
+
+
+async def test_ra_renew_generates_keys_in_the_token_and_the_previous_token_key_still_decrypts(
+    cli: HsmCli, hsm: SoftHsm, aiohttp_client: Client, device_key: rsa.RSAPrivateKey
+) -> None:
+    """``ra renew`` (as serve at start: the token work in a forked child) with keys.pkcs11."""
+    data = cli.data_dir
+    old_ids = {_key_id(data / "ra.key.pkcs11"), _key_id(data / "ra-enc.key.pkcs11")}
+    out = await asyncio.to_thread(cli, "ra", "renew", "--all")  # the CLI runs its own event loop
+    assert "renewed the signing RA" in out and "renewed the encryption RA" in out
+    (previous,) = (data / "ra-previous").iterdir()
+    assert _files(previous) == ["ra-enc.key.pkcs11", "ra-enc.pem"]
+    assert _key_id(previous / "ra-enc.key.pkcs11") in old_ids
+    new_ids = {_key_id(data / "ra.key.pkcs11"), _key_id(data / "ra-enc.key.pkcs11")}
+    assert len(new_ids) == 2 and not new_ids & old_ids
+    for ref in ("ra.key.pkcs11", "ra-enc.key.pkcs11"):
+        _assert_in_token(hsm, data, data / ref, data / ref.replace(".key.pkcs11", ".pem"))
+    # A request encrypted to the previous encryption RA: decrypted with its key in the token.
+    (data / "ra-enc-old.pem").write_bytes((previous / "ra-enc.pem").read_bytes())
+    reply = await _app_and_enroll(hsm, data, aiohttp_client, "ra-enc-old.pem", device_key)
+    assert reply.status is PKIStatus.SUCCESS, reply.fail_info
     assert x509.load_der_x509_certificate(reply.signer_cert_der) == x509.load_pem_x509_certificate(
         (data / "ra.pem").read_bytes()
     )

@@ -318,6 +318,7 @@ def test_new_network_settings_from_the_environment() -> None:
     server = load_config(None, env, {}).server
     assert (server.write_timeout_seconds, server.max_head_bytes) == (5, 200_000)
 
+
 def test_validator_bounds_and_intune_trust_from_env(tmp_path: Path) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
