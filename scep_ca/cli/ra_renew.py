@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from typing import TYPE_CHECKING
 
 from audit.events import SYSTEM
 from audit.service import os_actor
@@ -15,8 +16,10 @@ from scep_ca.cli.context import CliError, ca_passphrase, config_from_args, key_t
 from scep_ca.pki.ca import CAError, CAIdentity, load_ca
 from scep_ca.pki.pkcs11_keys import in_child
 from scep_ca.pki.ra_renewal import Renewed, renew_ra
-from scep_ca.services.notify import Notifier, NotifyingRenewalEvents, NotifySecretError, decode_secret
 from scep_ca.services.ra_renewal import LoadIdentity, RaRenewer, RenewalEvents, RenewFiles
+
+if TYPE_CHECKING:
+    from scep_ca.services.notify import Notifier
 
 
 def notifier_for(config: Config) -> Notifier | None:
@@ -24,6 +27,9 @@ def notifier_for(config: Config) -> Notifier | None:
     settings = config.notify
     if settings.webhook_url is None:
         return None
+    # With its HTTP client (aiohttp): loaded by the commands that notify, not by every command.
+    from scep_ca.services.notify import Notifier, NotifySecretError, decode_secret
+
     assert settings.secret_env is not None  # config.validate: required with webhook_url
     value = os.environ.get(settings.secret_env)
     if not value:
@@ -93,6 +99,8 @@ async def _renew_and_notify(config: Config, force: bool) -> tuple[Renewed, ...]:
     notifier = notifier_for(config)
     if notifier is None:
         return await renew_ra_now(config, force=force, actor=os_actor())
+    from scep_ca.services.notify import NotifyingRenewalEvents
+
     try:
         renewed = await renew_ra_now(config, force=force, events=NotifyingRenewalEvents(notifier), actor=os_actor())
         await notifier.drain()

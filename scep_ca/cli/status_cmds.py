@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import aiohttp
 from cryptography import x509
 
 from config import Config
@@ -27,6 +26,8 @@ async def _fetch_crl(config: Config, ca: x509.Certificate) -> CrlFacts:
 
     Its signature is checked against the CA, so the channel needs no TLS verification (a
     server with its own ``tls.cert`` is often not in the system's trust store)."""
+    import aiohttp  # loaded by `status` alone, not by every command
+
     url = f"{config.base_url}/crl/ca.crl"
     try:
         timeout = aiohttp.ClientTimeout(total=FETCH_SECONDS)
