@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -432,3 +433,14 @@ def test_commands_on_an_integration_refuse_a_deleted_or_unknown_one(cli: Cli, co
         code, out, err = cli(*(part.format(id=integration_id) for part in command))
         assert (code, out, err) == (1, "", f"scep-ca: no live integration {integration_id!r}\n")
     assert cli.json("integration", "list") == listed
+
+
+def test_version_is_pyprojects(capsys: pytest.CaptureFixture[str]) -> None:
+    """One version number (issue 22): `scep-ca --version` prints pyproject.toml's, which the image
+    label and the Debian package also carry (tests/packaging)."""
+    with (Path(__file__).resolve().parents[2] / "pyproject.toml").open("rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"scep-ca {version}\n"
