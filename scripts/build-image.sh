@@ -44,8 +44,9 @@ else
 fi
 cp packaging/container/Containerfile "$context/"
 
-# --format docker keeps the HEALTHCHECK (the OCI image format has no field for it).
-"${PODMAN[@]}" build --quiet --format docker "${ULIMITS[@]}" \
+# --format docker keeps the HEALTHCHECK (the OCI image format has no field for it); --layers=false
+# leaves no untagged build-stage image behind (every build starts from fresh wheels anyway).
+"${PODMAN[@]}" build --quiet --layers=false --format docker "${ULIMITS[@]}" \
     --build-arg "BASE=$base" --build-arg "VERSION=$version" \
     --tag "$tag" --file "$context/Containerfile" "$context" >&2
 echo "$tag"

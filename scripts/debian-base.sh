@@ -35,7 +35,8 @@ fi
 if [ ! -s "$rootfs" ]; then
     # minbase: Essential packages and apt; python3 for the venv, ca-certificates for outbound
     # TLS (Intune, webhooks). passwd (useradd) and adduser come with minbase.
-    mmdebstrap --quiet --variant=minbase --include=python3,ca-certificates bookworm "$rootfs.part" >&2
+    mmdebstrap --quiet --format=tar --variant=minbase --include=python3,ca-certificates bookworm \
+        "$rootfs.part" >&2
     mv "$rootfs.part" "$rootfs"
 fi
 "${PODMAN[@]}" import --quiet "$rootfs" "$tag" >&2

@@ -19,10 +19,13 @@ import tomllib
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.e2e.clients import run_scepclient
 
 REPO = Path(__file__).resolve().parents[2]
 _PACKAGING_DIR = Path(__file__).parent
@@ -100,6 +103,20 @@ def wait_healthz(port: int, timeout: float = 120.0) -> None:
     pytest.fail(f"/healthz on port {port} did not answer 200 within {timeout} s: {last}", pytrace=False)
 
 
+def enroll_from_host(port: int, integration: Mapping[str, Any], challenge: str, workdir: Path) -> Path:
+    """micromdm's scepclient on the host enrolls ``CN=<workdir's name>`` through the published
+    or host port; the certificate's path (the test fails with the client's output otherwise)."""
+    enrolled = run_scepclient(
+        f"http://127.0.0.1:{port}/scep/{integration['id']}",
+        challenge,
+        workdir,
+        subject_cn=workdir.name,
+        ca_fingerprint=integration["ca_fingerprint_sha256"],
+    )
+    assert enrolled.issued, enrolled.describe()
+    return enrolled.cert_path
+
+
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -147,9 +164,11 @@ def scep_ca_image(debian_base: str, wheelhouse: Path, timings: Timings) -> Itera
     """The image built by scripts/build-image.sh from the mmdebstrap base."""
     tag = f"localhost/scep-ca:{unique_name('test')}"
     started = time.monotonic()
-    built = run(
-        ["bash", "scripts/build-image.sh", "--base", debian_base, "--wheelhouse", str(wheelhouse), "--tag", tag]
-    ).stdout.strip().splitlines()[-1]
+    built = (
+        run(["bash", "scripts/build-image.sh", "--base", debian_base, "--wheelhouse", str(wheelhouse), "--tag", tag])
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     timings["image build (build-image.sh, base and wheels ready)"] = time.monotonic() - started
     assert built == tag
     yield tag
@@ -157,15 +176,15 @@ def scep_ca_image(debian_base: str, wheelhouse: Path, timings: Timings) -> Itera
 
 
 @pytest.fixture(scope="session")
-def scep_ca_deb(
-    debian_base: str, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory, timings: Timings
-) -> Path:
+def scep_ca_deb(debian_base: str, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Path:
     """The .deb built by scripts/build-deb.sh, its venv made in the mmdebstrap base."""
     out = tmp_path_factory.mktemp("deb")
     started = time.monotonic()
-    built = run(
-        ["bash", "scripts/build-deb.sh", "--out", str(out), "--base", debian_base, "--wheelhouse", str(wheelhouse)]
-    ).stdout.strip().splitlines()[-1]
+    built = (
+        run(["bash", "scripts/build-deb.sh", "--out", str(out), "--base", debian_base, "--wheelhouse", str(wheelhouse)])
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     timings["package build (build-deb.sh, base and wheels ready)"] = time.monotonic() - started
     deb = Path(built)
     assert deb.parent == out and deb.is_file(), built

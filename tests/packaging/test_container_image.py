@@ -11,8 +11,15 @@ from typing import Any
 
 from cryptography import x509
 
-from tests.e2e.clients import run_scepclient
-from tests.packaging.conftest import free_port, podman, project_version, ulimit_args, unique_name, wait_healthz
+from tests.packaging.conftest import (
+    enroll_from_host,
+    free_port,
+    podman,
+    project_version,
+    ulimit_args,
+    unique_name,
+    wait_healthz,
+)
 
 SUBJECT = "CN=$USERID$,OU=MDM,O=scep-client,C=US"
 
@@ -49,15 +56,8 @@ def test_image_enrolls_keeps_state_across_restart_and_is_healthy(scep_ca_image: 
         # `podman exec <container> scep-ca ...` needs no flags (SCEP_CA_DATA_DIR is set).
         integration = _cli_json(name, "integration", "create", "Container fleet", "--subject", SUBJECT)
         challenge = podman("exec", name, "scep-ca", "challenge", "new", integration["id"]).stdout.strip()
-        enrolled = run_scepclient(
-            f"http://127.0.0.1:{port}/scep/{integration['id']}",
-            challenge,
-            tmp_path / "alice",
-            subject_cn="alice",
-            ca_fingerprint=integration["ca_fingerprint_sha256"],
-        )
-        assert enrolled.issued, enrolled.describe()
-        serial = format(x509.load_pem_x509_certificate(enrolled.cert_path.read_bytes()).serial_number, "x")
+        cert_path = enroll_from_host(port, integration, challenge, tmp_path / "alice")
+        serial = format(x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number, "x")
 
         # SIGTERM: serve drains and exits 0 (not killed after the grace period).
         podman("stop", "--time", "60", name)

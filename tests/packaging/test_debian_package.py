@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.clients import run_scepclient
 from tests.packaging.conftest import (
+    enroll_from_host,
     free_port,
     podman,
     project_version,
@@ -85,14 +85,7 @@ def test_deb_installs_serves_as_scep_ca_and_enrolls(scep_ca_deb: Path, debian_ba
             _as_scep_ca(name, "integration", "create", "Package fleet", "--subject", SUBJECT, "--json").stdout
         )
         challenge = _as_scep_ca(name, "challenge", "new", integration["id"]).stdout.strip()
-        enrolled = run_scepclient(
-            f"http://127.0.0.1:{port}/scep/{integration['id']}",
-            challenge,
-            tmp_path / "bob",
-            subject_cn="bob",
-            ca_fingerprint=integration["ca_fingerprint_sha256"],
-        )
-        assert enrolled.issued, enrolled.describe()
+        enroll_from_host(port, integration, challenge, tmp_path / "bob")
 
         for pid, _ in serving:
             podman("exec", name, "kill", "-TERM", str(pid), check=False)
