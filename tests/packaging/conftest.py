@@ -135,7 +135,7 @@ def timings() -> Iterator[Timings]:
 
 @pytest.fixture(scope="session")
 def packaging_tools() -> None:
-    for tool in ("podman", "runc", "mmdebstrap", "dpkg-deb"):
+    for tool in ("podman", "runc", "mmdebstrap", "dpkg-deb", "strip"):
         require_tool(tool)
 
 

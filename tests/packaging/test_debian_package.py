@@ -50,6 +50,13 @@ def _as_scep_ca(container: str, *args: str) -> Any:
     return podman("exec", "--user", "scep-ca", container, "scep-ca", "--config", CONFIG, *args)
 
 
+def test_package_carries_pyprojects_version(scep_ca_deb: Path) -> None:
+    fields = run(["dpkg-deb", "--field", str(scep_ca_deb), "Package", "Version"]).stdout
+    assert fields.splitlines() == ["Package: scep-ca", f"Version: {project_version()}"]
+    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
+    assert scep_ca_deb.name == f"scep-ca_{project_version()}_{arch}.deb"
+
+
 def test_lintian_reports_no_errors(scep_ca_deb: Path) -> None:
     require_tool("lintian")
     result = run(["lintian", "--tag-display-limit", "0", str(scep_ca_deb)], check=False)
