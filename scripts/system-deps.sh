@@ -10,6 +10,14 @@
 #   opensc      pkcs11-tool, which the tests use to inspect key attributes
 #   prometheus  promtool: `promtool check rules` / `promtool test rules` on packaging/prometheus/alerts.yml
 #
+# With --packaging (as .ci/run does), also what tests/packaging needs (issue 22):
+#   podman runc       build and run the container image (podman needs runc on these machines)
+#   mmdebstrap        the Debian 12 base image, built from Debian's archive (no registry needed)
+#   dpkg-dev fakeroot dpkg-deb and friends for scripts/build-deb.sh
+#   lintian           checks the .deb
+#   systemd           systemd-analyze security/verify on the unit
+#   binutils          strip, for the .deb's extension modules
+#
 # apt-get runs only when something is missing (or with --always, as CI does).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -19,7 +27,24 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 
+always=0
+packaging=0
+for arg in "$@"; do
+    case "$arg" in
+        --always) always=1 ;;
+        --packaging) packaging=1 ;;
+        *) echo "usage: $0 [--always] [--packaging]" >&2; exit 2 ;;
+    esac
+done
+
 need=0
+packaging_packages=()
+if [ "$packaging" = 1 ]; then
+    packaging_packages=(podman runc mmdebstrap dpkg-dev fakeroot lintian systemd binutils)
+    for bin in podman runc mmdebstrap dpkg-deb fakeroot lintian systemd-analyze strip; do
+        command -v "$bin" >/dev/null 2>&1 || need=1
+    done
+fi
 for bin in scepclient scepserver getcert /usr/lib/certmonger/scep-submit dbus-daemon curl openssl pg_isready \
     softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so promtool; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
@@ -32,11 +57,11 @@ fi
 if [ ! -d /etc/postgresql ] || [ -z "$(ls -A /etc/postgresql 2>/dev/null)" ]; then
     need=1
 fi
-if [ "$need" = 1 ] || [ "${1:-}" = "--always" ]; then
+if [ "$need" = 1 ] || [ "$always" = 1 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends \
         scep certmonger dbus openssl curl postgresql postgresql-client python3-venv \
-        softhsm2 opensc prometheus
+        softhsm2 opensc prometheus "${packaging_packages[@]}"
 fi
 
 # PostgreSQL at 127.0.0.1:5432; start the newest installed cluster if it is down.

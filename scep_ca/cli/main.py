@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from audit.keys import AuditKeyError
 from challenge.secret_key import SecretKeyError
@@ -31,12 +32,22 @@ EXIT_USAGE = 2
 EXIT_STORE_UNAVAILABLE = 3
 
 
+def installed_version() -> str:
+    """The version pyproject.toml gave the installed distribution: one number for ``--version``,
+    the container image's label and the Debian package (scripts/build-image.sh, build-deb.sh)."""
+    try:
+        return metadata.version("scep-ca")
+    except metadata.PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS keeps a sub-command's default from hiding the same option given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file")
     common.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (default ./scep-ca-data)")
     parser = argparse.ArgumentParser(prog="scep-ca", description="A SCEP (RFC 8894) certificate authority.")
+    parser.add_argument("--version", action="version", version=f"scep-ca {installed_version()}")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--data-dir", help="data directory (default ./scep-ca-data)")
     sub = parser.add_subparsers(dest="command", required=True)

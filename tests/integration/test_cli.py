@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -464,3 +465,14 @@ def test_integration_create_pins_a_webhook_receiver(cli: Cli) -> None:
     shown = cli.json("integration", "show", info["id"])
     assert isinstance(shown, dict)
     assert (shown["webhook_url"], shown["webhook_pin_sha256"]) == ("https://127.0.0.1:9000/hook", "ab" * 32)
+
+
+def test_version_is_pyprojects(capsys: pytest.CaptureFixture[str]) -> None:
+    """One version number (issue 22): `scep-ca --version` prints pyproject.toml's, which the image
+    label and the Debian package also carry (tests/packaging)."""
+    with (Path(__file__).resolve().parents[2] / "pyproject.toml").open("rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"scep-ca {version}\n"
