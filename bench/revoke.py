@@ -48,6 +48,7 @@ from scep_ca.pki.crl import build_crl  # noqa: E402
 from scep_ca.pki.records import CertificateRecord, Integration, RevokedEntry  # noqa: E402
 from scep_ca.services.revocation import RevocationService  # noqa: E402
 from store import sqlite_codec as codec  # noqa: E402
+from store.columns import CERTIFICATES, insert_sql  # noqa: E402
 from store.sqlite import SQLiteStore  # noqa: E402
 
 INTEGRATION = "bench"
@@ -79,7 +80,7 @@ def seed(db: Path, ca: CAIdentity, count: int, now: dt.datetime) -> list[str]:
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(f"INSERT INTO certificates ({codec.CERTIFICATE_COLUMNS}) VALUES ({', '.join('?' * 16)})", rows)
+        conn.executemany(insert_sql(CERTIFICATES, "?"), rows)
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -633,6 +633,19 @@ class PostgresStore:
         )
         return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
 
+    async def revoked_shard_entries(
+        self, issuer_fingerprint: str, shard: int, expired_before: datetime
+    ) -> Sequence[RevokedEntry]:
+        rows = await self._p().fetch(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates "
+            "WHERE issuer_fingerprint = $1 AND crl_shard = $2 AND status = 'revoked' AND not_after >= $3 "
+            "ORDER BY revoked_at, serial",
+            issuer_fingerprint,
+            shard,
+            aware(expired_before),
+        )
+        return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
+
     async def next_crl_number(self, issuer_fingerprint: str) -> int:
         number = await self._p().fetchval(
             "INSERT INTO crl_numbers (issuer_fingerprint, number) VALUES ($1, 1) "

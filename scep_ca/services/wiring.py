@@ -19,7 +19,7 @@ def enroller_for(
     """The enrollment decisions of ``ca``, wired from the settings they use."""
     return Enroller(
         store,
-        CertificateFactory(ca, config.base_url, clock),
+        CertificateFactory(ca, config.base_url, clock, config.revocation.crl_shards),
         validators,
         config.scep,
         config.certificate.key_sizes,
