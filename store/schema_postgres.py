@@ -7,7 +7,8 @@ collation so that ORDER BY and uniqueness are bytewise, as in SQLite, whatever t
 locale, and btree comparisons skip the locale machinery.
 
 Versions follow SQLite's (1: tables, 2: approval flags and the pending-queue index, 3: the
-failed-login throttle table, 4: renewed-once marks and ``scep_record_renewal``), so that
+failed-login throttle table, 4: renewed-once marks and ``scep_record_renewal``, 7: the CRL
+shard column, with both functions redefined to write it), so that
 ``scep-ca db info`` means the same on both backends. Migration 2 also creates two PL/pgSQL
 functions for the hot paths, ``scep_record_issuance`` and ``scep_add_challenge``: each runs its
 whole unit of work server-side, so a call is one round trip and one implicit transaction (see

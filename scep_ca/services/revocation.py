@@ -12,6 +12,11 @@ entries: a revocation racing with a rebuild leaves a cache keyed by the older ep
 which the next fetch rebuilds, never a stale CRL under a new epoch. A CRL is also
 rebuilt once half its validity has passed, so what is served always has at least half
 of ``crl_next_update_hours`` left.
+
+CRL shards (RFC 5280 §5.2.5; ``scep_ca.pki.crl_shards``): each shard of each CA is cached
+and rebuilt the same way, under its own key, from the store's entries of that shard alone;
+it carries an issuingDistributionPoint naming the URL its certificates' CDP names, built
+from the same public URL and ``ca_set.crl_path``.
 """
 
 from __future__ import annotations
