@@ -174,11 +174,18 @@ class CertificateConfig:
     key_sizes: tuple[int, ...] = (2048,)
 
 
+# The most CRL shards a CA may have: /crl/<ca id>/<n>.crl answers for n below it.
+MAX_CRL_SHARDS = 4096
+
+
 @dataclass(frozen=True)
 class RevocationConfig:
     # nextUpdate of the CRL; it is regenerated after every change and before this runs out.
     crl_next_update_hours: int = 24
     ocsp_validity_minutes: int = 60
+    # CRL shards new certificates are spread over (their CDP names /crl/<ca id>/<shard>.crl);
+    # 0: their CDP names the full CRL. At most MAX_CRL_SHARDS.
+    crl_shards: int = 128
 
 
 @dataclass(frozen=True)

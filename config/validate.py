@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from config.clients import parse_networks
 from config.errors import ConfigError
-from config.model import Config
+from config.model import MAX_CRL_SHARDS, Config
 from config.urls import public_url_problem
 
 RSA_KEY_SIZES = frozenset({2048, 3072, 4096})
@@ -38,6 +38,10 @@ def validate(config: Config) -> None:
     _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
     _positive("revocation.ocsp_validity_minutes", config.revocation.ocsp_validity_minutes)
     _positive("audit.checkpoint_interval_seconds", config.audit.checkpoint_interval_seconds)
+    if not 0 <= config.revocation.crl_shards <= MAX_CRL_SHARDS:
+        raise ConfigError(
+            "revocation.crl_shards", f"must be between 0 and {MAX_CRL_SHARDS}, got {config.revocation.crl_shards}"
+        )
     for key, token in (
         ("server.api_token", config.server.api_token),
         ("server.metrics_token", config.server.metrics_token),

@@ -372,6 +372,12 @@ class RevocationStore(Protocol):
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]: ...
 
+    async def revoked_shard_entries(
+        self, issuer_fingerprint: str, shard: int, expired_before: datetime
+    ) -> Sequence[RevokedEntry]:
+        """The revoked certificates of one CRL shard of this issuer, except those whose
+        notAfter is before ``expired_before`` (they have left the shard: README "Revocation")."""
+
     async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
         """Atomically increment and return the CRL number of this issuer (starts at 1); the
         audit outcome carries it as ``number``."""

@@ -155,6 +155,7 @@ CERTIFICATES: Table[CertificateRecord] = Table(
         Column("revoked_at", Kind.TIME),
         Column("revocation_reason", Kind.TEXT),
         Column("created_at", Kind.TIME),
+        Column("crl_shard", Kind.INTEGER),
         # Set by a renewal, after the insert.
         Column("superseded_by", Kind.TEXT, read_only=True),
     ),

@@ -772,6 +772,19 @@ class PostgresStore:
         )
         return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
 
+    async def revoked_shard_entries(
+        self, issuer_fingerprint: str, shard: int, expired_before: datetime
+    ) -> Sequence[RevokedEntry]:
+        rows = await self._p().fetch(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates "
+            "WHERE issuer_fingerprint = $1 AND crl_shard = $2 AND status = 'revoked' AND not_after >= $3 "
+            "ORDER BY revoked_at, serial",
+            issuer_fingerprint,
+            shard,
+            aware(expired_before),
+        )
+        return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
+
     async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
         async with self._p().connection() as conn, conn.transaction():
             number = int(await conn.fetchval(_NEXT_CRL_NUMBER, issuer_fingerprint))

@@ -7,7 +7,8 @@ collation so that ORDER BY and uniqueness are bytewise, as in SQLite, whatever t
 locale, and btree comparisons skip the locale machinery.
 
 Versions follow SQLite's (1: tables, 2: approval flags and the pending-queue index, 3: the
-failed-login throttle table, 4: renewed-once marks and ``scep_record_renewal``), so that
+failed-login throttle table, 4: renewed-once marks and ``scep_record_renewal``, 7: the CRL
+shard column, with both functions redefined to write it), so that
 ``scep-ca db info`` means the same on both backends. Migration 2 also creates two PL/pgSQL
 functions for the hot paths, ``scep_record_issuance`` and ``scep_add_challenge``: each runs its
 whole unit of work server-side, so a call is one round trip and one implicit transaction (see
@@ -357,9 +358,9 @@ def issuance_params() -> tuple[tuple[str, str], ...]:
         ("p_now", "timestamptz"),
         ("p_supersedes", "text"),
     )
-    if expected != _ISSUANCE_PARAMS:
+    if expected != _ISSUANCE_PARAMS_V8:
         raise RuntimeError("store.columns.CERTIFICATES no longer matches scep_record_issuance: add a migration")
-    return _ISSUANCE_PARAMS
+    return _ISSUANCE_PARAMS_V8
 
 
 # A renewal: scep_record_issuance plus the renewed-once mark, in the same implicit transaction.
@@ -369,10 +370,12 @@ def issuance_params() -> tuple[tuple[str, str], ...]:
 # and returns RENEWAL_REFUSED having written nothing; if the first rolls back, the second
 # proceeds. Lock order as in scep_record_issuance: integration lock, then certificate rows
 # (a renewal consumes no challenge), then the meta row.
-_RECORD_RENEWAL = f"""
+def _record_renewal(params: tuple[tuple[str, str], ...]) -> str:
+    """scep_record_renewal's definition for scep_record_issuance's parameters ``params``."""
+    return f"""
 CREATE FUNCTION scep_record_renewal(
     p_renews text,
-    {", ".join(f"{name} {kind}" for name, kind in _ISSUANCE_PARAMS)}
+    {", ".join(f"{name} {kind}" for name, kind in params)}
 ) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -390,7 +393,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN {ISSUANCE_RENEWAL_REFUSED};
     END IF;
-    result := scep_record_issuance({", ".join(name for name, _ in _ISSUANCE_PARAMS)});
+    result := scep_record_issuance({", ".join(name for name, _ in params)});
     IF result <> {ISSUANCE_OK} THEN
         -- Cannot happen while the shared integration lock is held (the liveness checked above
         -- stands, and a renewal carries no challenge); raising undoes the mark if it ever does.
@@ -402,6 +405,9 @@ BEGIN
 END
 $fn$
 """
+
+
+_RECORD_RENEWAL = _record_renewal(_ISSUANCE_PARAMS)
 
 _V4 = Migration(
     4,
@@ -458,7 +464,58 @@ _V7 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# Migration 8's parameters: migration 2's with the CRL shard after created_at, where
+# store.columns.CERTIFICATES inserts it.
+_ISSUANCE_PARAMS_V8 = (*_ISSUANCE_PARAMS[:16], ("p_crl_shard", "integer"), *_ISSUANCE_PARAMS[16:])
+
+
+def _one_replacement(text: str, old: str, new: str) -> str:
+    if text.count(old) != 1:
+        raise RuntimeError(f"migration 8 expects one {old!r} in scep_record_issuance")
+    return text.replace(old, new)
+
+
+# scep_record_issuance of migration 2 with the crl_shard column written too; everything
+# else (the locks, the challenge, the supersede) is unchanged.
+_RECORD_ISSUANCE_V8 = _one_replacement(
+    _one_replacement(
+        _one_replacement(
+            _RECORD_ISSUANCE,
+            "    p_created_at timestamptz,\n",
+            "    p_created_at timestamptz,\n    p_crl_shard integer,\n",
+        ),
+        "revocation_reason, created_at\n    ) VALUES (",
+        "revocation_reason, created_at, crl_shard\n    ) VALUES (",
+    ),
+    "p_revocation_reason, p_created_at\n    );",
+    "p_revocation_reason, p_created_at, p_crl_shard\n    );",
+)
+
+
+def _signature(params: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(kind for _, kind in params)
+
+
+_V8 = Migration(
+    8,
+    (
+        # The CRL shard a certificate's CDP names (scep_ca/pki/crl_shards.py), as SQLite's
+        # migration 8; NULL for certificates issued before, whose CDP names the full CRL.
+        "ALTER TABLE certificates ADD COLUMN crl_shard integer",
+        """
+        CREATE INDEX certificates_revoked_shard
+            ON certificates (issuer_fingerprint, crl_shard) WHERE status = 'revoked'
+        """,
+        # The functions take one more parameter: dropped (the renewal calls the issuance)
+        # and created again, in this migration's one transaction.
+        f"DROP FUNCTION scep_record_renewal(text, {_signature(_ISSUANCE_PARAMS)})",
+        f"DROP FUNCTION scep_record_issuance({_signature(_ISSUANCE_PARAMS)})",
+        _RECORD_ISSUANCE_V8,
+        _record_renewal(_ISSUANCE_PARAMS_V8),
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -213,4 +213,18 @@ _V7 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8 = Migration(
+    8,
+    (
+        # The CRL shard a certificate's CDP names (scep_ca/pki/crl_shards.py); NULL for
+        # certificates issued before, whose CDP names the full CRL.
+        "ALTER TABLE certificates ADD COLUMN crl_shard INTEGER",
+        # A shard's CRL reads the revoked rows of one issuer and shard only.
+        """
+        CREATE INDEX certificates_revoked_shard
+            ON certificates (issuer_fingerprint, crl_shard) WHERE status = 'revoked'
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)

@@ -652,6 +652,18 @@ class SQLiteStore:
             ).fetchall()
         return [codec.revoked_from_row(row) for row in rows]
 
+    async def revoked_shard_entries(
+        self, issuer_fingerprint: str, shard: int, expired_before: datetime
+    ) -> Sequence[RevokedEntry]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT serial, revoked_at, revocation_reason FROM certificates "
+                "WHERE issuer_fingerprint = ? AND crl_shard = ? AND status = 'revoked' AND not_after >= ? "
+                "ORDER BY revoked_at, serial",
+                (issuer_fingerprint, shard, codec.to_us(expired_before)),
+            ).fetchall()
+        return [codec.revoked_from_row(row) for row in rows]
+
     async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
         with self._transaction() as conn:
             (number,) = conn.execute(

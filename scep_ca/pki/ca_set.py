@@ -43,6 +43,15 @@ def ca_id(ca: CAIdentity) -> str:
     return ca.fingerprint_sha256[:CA_ID_HEX]
 
 
+def crl_path(ca: CAIdentity, shard: int | None = None) -> str:
+    """The path of a CA's full CRL (``/crl/<ca id>.crl``) or of one of its shards
+    (``/crl/<ca id>/<shard>.crl``): the certificates' CDP and the shard's
+    issuingDistributionPoint both name ``<public URL><this>``, so they are built here only."""
+    if shard is None:
+        return f"/crl/{ca_id(ca)}.crl"
+    return f"/crl/{ca_id(ca)}/{shard}.crl"
+
+
 @dataclass(frozen=True)
 class CASet:
     current: CAIdentity

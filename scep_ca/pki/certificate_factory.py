@@ -12,7 +12,8 @@ from cryptography import x509
 
 from config.clock import Clock
 from scep_ca.pki.ca import CAIdentity
-from scep_ca.pki.ca_set import ca_id
+from scep_ca.pki.ca_set import ca_id, crl_path
+from scep_ca.pki.crl_shards import shard_of
 from scep_ca.pki.issue import Issuer, Profile, random_serial
 from scep_ca.pki.records import CertificateRecord, Integration
 from scep_ca.protocol.csr import CheckedCsr
@@ -21,17 +22,20 @@ from scep_ca.protocol.errors import BadRequest
 
 
 class CertificateFactory:
-    def __init__(self, ca: CAIdentity, base_url: str, clock: Clock) -> None:
+    def __init__(self, ca: CAIdentity, base_url: str, clock: Clock, crl_shards: int = 0) -> None:
         """``base_url``: server.public_url (the CLI fills it in from the data directory,
         scep_ca.pki.public_url), else the listen address; always present, so that a relying
-        party can check revocation."""
+        party can check revocation. ``crl_shards``: revocation.crl_shards (0: the CDP names
+        the full CRL)."""
         self._ca = ca
+        self._base_url = base_url
+        self._crl_shards = crl_shards
         self._clock = clock
         self._templates: dict[str, x509.Name] = {}
         # One Issuer per certificate validity: integrations differ only in that.
         self._issuers: dict[int, Issuer] = {}
         # Named by CA id, not "ca": after a rollover these URLs still serve this CA's CRL and certificate.
-        self._crl_url = f"{base_url}/crl/{ca_id(ca)}.crl"
+        self._crl_url = base_url + crl_path(ca)
         self._ocsp_url = f"{base_url}/ocsp"
         self._ca_issuers_url = f"{base_url}/ca/{ca_id(ca)}.crt"
 
@@ -70,6 +74,7 @@ class CertificateFactory:
         """A new certificate with a fresh random serial, as the record to store."""
         now = self._clock()
         serial = random_serial()
+        shard = shard_of(serial, self._crl_shards)
         issued = self._issuer(integration.validity_days).issue(
             subject=checked.subject,
             public_key=checked.public_key,
@@ -77,6 +82,7 @@ class CertificateFactory:
             serial=serial,
             now=now,
             spki_der=checked.spki_der,
+            crl_url=None if shard is None else self._base_url + crl_path(self._ca, shard),
         )
         return CertificateRecord(
             serial=format(serial, "x"),
@@ -92,4 +98,5 @@ class CertificateFactory:
             requester_address=remote,
             user_agent=user_agent,
             created_at=now,
+            crl_shard=shard,
         )

@@ -1,4 +1,4 @@
-"""Building and signing a full CRL (RFC 5280 §5) by encoding its DER directly.
+"""Building and signing a full CRL or a shard (RFC 5280 §5) by encoding its DER directly.
 
 Why not ``cryptography.x509.CertificateRevocationListBuilder``: each
 ``add_revoked_certificate`` copies the builder's list, so 100,000 entries take 10 to
@@ -102,18 +102,42 @@ def encode_revoked(entries: Sequence[RevokedEntry]) -> bytes:
     return der.seq(*parts)
 
 
+def issuing_distribution_point(url: str) -> bytes:
+    """The critical issuingDistributionPoint extension naming ``url`` (RFC 5280 §5.2.5).
+
+    A shard is a partitioned CRL: it covers only the certificates whose CRL distribution
+    point names ``url``, and a relying party must be able to tell it from a full CRL, so the
+    extension is critical and names the same URI as the certificates' CDP (§5.2.5: the
+    names are compared). onlyContainsUserCerts: this CA issues end-entity certificates only.
+    """
+    value = x509.IssuingDistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)],
+        relative_name=None,
+        only_contains_user_certs=True,
+        only_contains_ca_certs=False,
+        only_some_reasons=None,
+        indirect_crl=False,
+        only_contains_attribute_certs=False,
+    ).public_bytes()
+    return der.extension(oids.ISSUING_DISTRIBUTION_POINT, value, critical=True)
+
+
 def build_crl(
     ca: CAIdentity,
     entries: Sequence[RevokedEntry],
     crl_number: int,
     now: dt.datetime,
     next_update_hours: float,
+    *,
+    distribution_point: str | None = None,
 ) -> bytes:
-    """A complete DER CertificateList (RFC 5280 §5.1) signed with sha256WithRSAEncryption.
+    """A DER CertificateList (RFC 5280 §5.1) signed with sha256WithRSAEncryption.
 
-    ``entries`` are the revoked certificates of this CA; an entry whose reason is None or
-    ``unspecified`` carries no reasonCode (§5.3.1). The CRL carries the AKI (§5.2.1) and
-    the CRL number (§5.2.3). ``now`` becomes thisUpdate (truncated to seconds).
+    ``entries`` are the revoked certificates in this CRL's scope; an entry whose reason is
+    None or ``unspecified`` carries no reasonCode (§5.3.1). The CRL carries the AKI (§5.2.1)
+    and the CRL number (§5.2.3). ``now`` becomes thisUpdate (truncated to seconds). With
+    ``distribution_point`` the CRL is a shard and carries the issuingDistributionPoint
+    naming that URL (§5.2.5); without it, the full CRL of the CA.
     """
     if not 0 <= crl_number <= _MAX_CRL_NUMBER:
         raise CRLError(f"CRL number out of range: {crl_number}")
@@ -124,6 +148,7 @@ def build_crl(
     extensions = der.seq(
         der.extension(oids.AUTHORITY_KEY_IDENTIFIER, _authority_key_identifier(ca)),
         der.extension(oids.CRL_NUMBER, der.integer(crl_number)),
+        issuing_distribution_point(distribution_point) if distribution_point is not None else b"",
     )
     # The TBSCertList (RFC 5280 §5.1.2).
     tbs = der.seq(

@@ -84,15 +84,9 @@ class Issuer:
             _extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ]
         self._aki = _extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False)
-        self._tail = []
-        if profile.crl_url:
-            point = x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(profile.crl_url)],
-                relative_name=None,
-                reasons=None,
-                crl_issuer=None,
-            )
-            self._tail.append(_extension(x509.CRLDistributionPoints([point]), False))
+        # One CRL distribution point extension per URL (a CA's shards): encoded once each.
+        self._cdps: dict[str, bytes] = {}
+        self._aia = b""
         access = [
             x509.AccessDescription(method, x509.UniformResourceIdentifier(url))
             for method, url in (
@@ -102,7 +96,18 @@ class Issuer:
             if url
         ]
         if access:
-            self._tail.append(_extension(x509.AuthorityInformationAccess(access), False))
+            self._aia = _extension(x509.AuthorityInformationAccess(access), False)
+
+    def _cdp(self, url: str | None) -> bytes:
+        if not url:
+            return b""
+        encoded = self._cdps.get(url)
+        if encoded is None:
+            point = x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None, crl_issuer=None
+            )
+            encoded = self._cdps[url] = _extension(x509.CRLDistributionPoints([point]), False)
+        return encoded
 
     def issue(
         self,
@@ -113,8 +118,13 @@ class Issuer:
         serial: int,
         now: dt.datetime,
         spki_der: bytes | None = None,
+        crl_url: str | None = None,
     ) -> Issued:
-        """One certificate; ``spki_der`` is ``public_key``'s SubjectPublicKeyInfo when the caller has it."""
+        """One certificate; ``spki_der`` is ``public_key``'s SubjectPublicKeyInfo when the caller has it.
+
+        ``crl_url``: this certificate's CRL distribution point (its CRL shard) instead of the
+        profile's ``crl_url``.
+        """
         now = now.replace(microsecond=0)
         not_before = now - BACKDATE
         not_after = min(now + dt.timedelta(days=self._profile.validity_days), self._ca.cert.not_valid_after_utc)
@@ -125,7 +135,9 @@ class Issuer:
         extensions = [*self._head, _subject_key_identifier(spki_der), self._aki]
         if sans:
             extensions.append(_extension(x509.SubjectAlternativeName(list(sans)), False))
-        extensions.extend(self._tail)
+        for tail in (self._cdp(crl_url or self._profile.crl_url), self._aia):
+            if tail:
+                extensions.append(tail)
         tbs = der.seq(
             der.explicit(0, der.integer(2)),
             der.integer(serial),

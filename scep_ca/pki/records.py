@@ -79,6 +79,9 @@ class CertificateRecord:
     # Serial of the certificate that renewed this one: a certificate is renewed at most once.
     # Set only by the store (``IssuanceRequest.renews``, ``resolve_pending``); ignored on insert.
     superseded_by: str | None = None
+    # The CRL shard whose URL the certificate's CDP names (scep_ca.pki.crl_shards); None:
+    # issued before shards existed or with sharding off, so its CDP names the full CRL.
+    crl_shard: int | None = None
 
 
 @dataclass(frozen=True)

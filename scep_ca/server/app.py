@@ -173,6 +173,7 @@ def build_app(
         crl_next_update_hours=config.revocation.crl_next_update_hours,
         ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
         audit=audit,
+        public_url=config.base_url,
     )
     setup_revocation_routes(app, revocation, config.server.api_token)
     enroller = enroller_for(config, store, ca, validators, audit=audit)

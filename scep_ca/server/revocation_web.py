@@ -1,7 +1,8 @@
 """Thin aiohttp handlers for the CRL, OCSP and the status API; the work is in ``RevocationService``.
 
 Public (relying parties fetch them without credentials, RFC 5280 §4.2.1.13, RFC 6960
-Appendix A): ``GET /crl/<ca>.crl``, ``GET /ca/<ca>.crt`` (the caIssuers URL of issued
+Appendix A): ``GET /crl/<ca>.crl`` (the full CRL), ``GET /crl/<ca id>/<shard>.crl`` (one shard,
+RFC 5280 §5.2.5), ``GET /ca/<ca>.crt`` (the caIssuers URL of issued
 certificates, RFC 5280 §4.2.2.1: one DER certificate, RFC 2585 §4.1), and ``GET /ocsp/<base64>``, ``POST /ocsp``.
 
 Protected: ``GET /api/v1/certificates/<serial>`` and ``POST /api/v1/verify``. With a
@@ -91,6 +92,17 @@ class _Handlers:
         der = await self._service.current_crl(name)
         return web.Response(body=der, content_type=CRL_CONTENT_TYPE, headers=_NO_CACHE)
 
+    async def crl_shard(self, request: web.Request) -> web.Response:
+        text = request.match_info["shard"]
+        # Plain decimal digits only ("+1", " 1", "01" name no shard): one URL per shard.
+        if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0") or len(text) > 6:
+            raise web.HTTPNotFound(text="no such CRL\n")
+        try:
+            der = await self._service.shard_crl(request.match_info["name"], int(text))
+        except KeyError:
+            raise web.HTTPNotFound(text="no such CRL\n") from None
+        return web.Response(body=der, content_type=CRL_CONTENT_TYPE, headers=_NO_CACHE)
+
     async def ca_certificate(self, request: web.Request) -> web.Response:
         der = self._service.ca_certificate_der(request.match_info["name"])
         if der is None:
@@ -151,6 +163,7 @@ def setup_revocation_routes(app: web.Application, service: RevocationService, ap
     """Register the CRL, OCSP and status API routes on ``app`` (see the module docstring)."""
     handlers = _Handlers(service, api_token)
     app.router.add_get("/crl/{name}.crl", handlers.crl)
+    app.router.add_get("/crl/{name}/{shard}.crl", handlers.crl_shard)
     app.router.add_get("/ca/{name}.crt", handlers.ca_certificate)
     app.router.add_get("/ocsp/{b64:.+}", handlers.ocsp_get)
     app.router.add_post("/ocsp", handlers.ocsp_post)

@@ -12,6 +12,11 @@ entries: a revocation racing with a rebuild leaves a cache keyed by the older ep
 which the next fetch rebuilds, never a stale CRL under a new epoch. A CRL is also
 rebuilt once half its validity has passed, so what is served always has at least half
 of ``crl_next_update_hours`` left.
+
+CRL shards (RFC 5280 §5.2.5; ``scep_ca.pki.crl_shards``): each shard of each CA is cached
+and rebuilt the same way, under its own key, from the store's entries of that shard alone;
+it carries an issuingDistributionPoint naming the URL its certificates' CDP names, built
+from the same public URL and ``ca_set.crl_path``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from audit.events import SYSTEM, Event
 from audit.service import AuditSink, Draft, NoAudit, certificate_target, integration_target
 from config.clock import Clock, utc_now
 from scep_ca.pki.ca import CAIdentity
-from scep_ca.pki.ca_set import CASet, ca_id
+from scep_ca.pki.ca_set import CASet, ca_id, crl_path
 from scep_ca.pki.cert_format import record_to_dict
 from scep_ca.pki.crl import build_crl
+from scep_ca.pki.crl_shards import valid_shard
 from scep_ca.pki.keys import KeyUnavailable
 from scep_ca.pki.ocsp import (
     OcspIssuer,
@@ -71,18 +77,19 @@ class _CachedCRL:
 
 
 class _IssuerState:
-    """Per issuing CA: its OCSP identity and its CRL cache."""
+    """Per issuing CA: its OCSP identity and its CRL caches (the full CRL under None, each
+    shard under its number)."""
 
     def __init__(self, ca: CAIdentity) -> None:
         self.ca = ca
         self.ocsp_issuer = OcspIssuer.of(ca)
-        self.crl: _CachedCRL | None = None
+        self.crls: dict[int | None, _CachedCRL] = {}
         # Serialises rebuilds so that concurrent fetches of a stale CRL build it once
         # (and use one CRL number) instead of once each.
         self.lock = asyncio.Lock()
 
-    def fresh(self, epoch: int, now: dt.datetime) -> bytes | None:
-        cached = self.crl
+    def fresh(self, shard: int | None, epoch: int, now: dt.datetime) -> bytes | None:
+        cached = self.crls.get(shard)
         if cached is not None and cached.epoch == epoch and now < cached.refresh_at:
             return cached.der
         return None
@@ -103,6 +110,7 @@ class RevocationService:
         clock: Clock = utc_now,
         ocsp_validity: dt.timedelta = dt.timedelta(hours=1),
         audit: AuditSink | None = None,
+        public_url: str | None = None,
     ) -> None:
         self._audit = audit or NoAudit()
         if crl_next_update_hours <= 0:
@@ -117,6 +125,9 @@ class RevocationService:
         # OCSP answers are computed live; a short nextUpdate bounds how long a client
         # may keep a "good" after a revocation (RFC 6960 §4.2.2.1).
         self._ocsp_validity = ocsp_validity
+        # The base of the URLs certificates name: a shard's issuingDistributionPoint repeats
+        # its certificates' CDP. None (the operator CLI): only full CRLs are built.
+        self._public_url = public_url
 
     def crl_names(self) -> set[str]:
         """``ca`` (the current CA) and the id of every CA whose certificates may be in use."""
@@ -131,33 +142,69 @@ class RevocationService:
 
     # -- CRL ---------------------------------------------------------------------------
 
+    def _issuer_state(self, name: str) -> _IssuerState:
+        state = self._issuers[0] if name == "ca" else next((s for s in self._issuers if ca_id(s.ca) == name), None)
+        if state is None:
+            raise KeyError(name)
+        return state
+
     async def current_crl(self, name: str = "ca") -> bytes:
         """The DER CRL of a CA, rebuilt when revocations changed or it is half-way to nextUpdate.
 
         Raises KeyError for a name that is not in ``crl_names()``.
         """
-        state = self._issuers[0] if name == "ca" else next((s for s in self._issuers if ca_id(s.ca) == name), None)
-        if state is None:
+        return await self._crl(self._issuer_state(name), None)
+
+    async def shard_crl(self, name: str, shard: int) -> bytes:
+        """The DER CRL of one shard of a CA (RFC 5280 §5.2.5): complete for the certificates
+        whose CDP names it, cached and rebuilt like the full CRL.
+
+        Raises KeyError for a CA name not in ``crl_names()`` (``ca`` included: the URL a
+        certificate names carries the CA id), a shard number no configuration can give
+        (``crl_shards.valid_shard``), or when this service has no public URL.
+        """
+        if name == "ca" or not valid_shard(shard) or self._public_url is None:
             raise KeyError(name)
-        der = state.fresh(await self._store.revocation_epoch(), self._clock())
+        return await self._crl(self._issuer_state(name), shard)
+
+    async def _crl(self, state: _IssuerState, shard: int | None) -> bytes:
+        der = state.fresh(shard, await self._store.revocation_epoch(), self._clock())
         if der is not None:
             return der
         async with state.lock:
             epoch = await self._store.revocation_epoch()
             now = self._clock()
-            der = state.fresh(epoch, now)
+            der = state.fresh(shard, epoch, now)
             if der is not None:
                 return der
             fingerprint = state.ca.fingerprint_sha256
-            entries = await self._store.revoked_entries(fingerprint)
-            crl = Draft(Event.CRL_ISSUED, f"crl/{ca_id(state.ca)}", {"entries": len(entries)})
+            point: str | None = None
+            if shard is None:
+                entries = await self._store.revoked_entries(fingerprint)
+            else:
+                # RFC 5280 §3.3: an entry stays until it has appeared on a CRL issued after the
+                # certificate's notAfter; one nextUpdate period past notAfter covers that.
+                expired_before = now - dt.timedelta(hours=self._crl_hours)
+                entries = await self._store.revoked_shard_entries(fingerprint, shard, expired_before)
+                point = f"{self._public_url}{crl_path(state.ca, shard)}"
+            details: dict[str, object] = {"entries": len(entries), "shard": shard}
+            crl = Draft(Event.CRL_ISSUED, f"crl/{ca_id(state.ca)}", details)
             with self._audit.recording(crl) as seal:  # the store adds "number"
                 number = await self._store.next_crl_number(fingerprint, audit=seal)
             # Encoding 100,000 entries takes a few hundred ms of CPU: off the event loop,
             # so SCEP and OCSP requests keep being served meanwhile.
-            der = await asyncio.to_thread(build_crl, state.ca, entries, number, now, self._crl_hours)
-            state.crl = _CachedCRL(der, epoch, now + dt.timedelta(hours=self._crl_hours / 2))
-            log.info("CRL %d of %s built: %d entries, %d bytes", number, ca_id(state.ca), len(entries), len(der))
+            der = await asyncio.to_thread(
+                build_crl, state.ca, entries, number, now, self._crl_hours, distribution_point=point
+            )
+            state.crls[shard] = _CachedCRL(der, epoch, now + dt.timedelta(hours=self._crl_hours / 2))
+            log.info(
+                "CRL %d of %s%s built: %d entries, %d bytes",
+                number,
+                ca_id(state.ca),
+                "" if shard is None else f" shard {shard}",
+                len(entries),
+                len(der),
+            )
             return der
 
     # -- OCSP --------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def enroller_for(
     its decisions are recorded, in the transaction of each)."""
     return Enroller(
         store,
-        CertificateFactory(ca, config.base_url, clock),
+        CertificateFactory(ca, config.base_url, clock, config.revocation.crl_shards),
         validators,
         config.scep,
         config.certificate.key_sizes,

@@ -9,8 +9,10 @@ certmonger daemon learns A's SCEP CA (GetCACaps, GetCACert), and then
 
 * the CLI says how many certificates it revoked (two);
 * every certificate names the server's listen address as its public URL (no server.public_url
-  configured, nothing stored: a defaulted public URL follows the listen address): the CRL fetched
-  from its CDP URL, ``openssl ocsp`` at its AIA OCSP URL and the CA at its caIssuers URL all
+  configured, nothing stored: a defaulted public URL follows the listen address): the CRL shard
+  fetched from its CDP URL (``/crl/<ca id>/<serial mod 128>.crl``, with a critical
+  issuingDistributionPoint naming that URL, so ``openssl verify -crl_check`` accepts its scope),
+  ``openssl ocsp`` at its AIA OCSP URL and the CA at its caIssuers URL all
   answer, and show A's revoked, B's not;
 * ``openssl ocsp`` (the relying party's OCSP client, response signature checked against the CA):
   A's certificates revoked, reason cessationOfOperation, all at one revocation time; B's good;
@@ -77,6 +79,8 @@ CHALLENGE_URL_NOT_FOUND_BODY = b"404 Not Found\n"
 SCEPCLIENT_GETCACERT_404 = "http request failed with status 404 Not Found, msg: unknown SCEP integration"
 # NDES's page: "The enrollment challenge password is: <B> 0123456789ABCDEF </B>" (UTF-16LE).
 PAGE_CHALLENGE = re.compile(r"challenge password is: <B> ([0-9A-F]{16}) ")
+# revocation.crl_shards by default (config/model.py).
+CRL_SHARDS = 128
 # openssl verify's message for X509_V_ERR_CERT_REVOKED.
 OPENSSL_CERT_REVOKED = "error 23 at 0 depth lookup: certificate revoked"
 
@@ -178,6 +182,18 @@ def crl_reason(crl: x509.CertificateRevocationList, serial: int) -> x509.ReasonF
     with contextlib.suppress(x509.ExtensionNotFound):
         return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
     return None
+
+
+def assert_is_shard_of(crl: x509.CertificateRevocationList, url: str, ca: x509.Certificate) -> None:
+    """A shard (RFC 5280 section 5.2.5): signed by the CA, with a critical issuingDistributionPoint
+    naming ``url`` (the CDP it was fetched from) and only user certificates in scope."""
+    ca_key = ca.public_key()
+    assert isinstance(ca_key, rsa.RSAPublicKey)
+    assert crl.issuer == ca.subject and crl.is_signature_valid(ca_key)
+    idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    assert idp.critical
+    assert idp.value.full_name == [x509.UniformResourceIdentifier(url)], idp
+    assert idp.value.only_contains_user_certs and not idp.value.indirect_crl
 
 
 def crl_number(crl: x509.CertificateRevocationList) -> int:
@@ -328,15 +344,21 @@ def test_urls_in_the_certificates_answer_and_show_the_delete(fleet: Fleet) -> No
     assert fleet.a_ocsp_before.status == "good", fleet.a_ocsp_before.result.describe()
     for name, path in {**fleet.a_certs, **fleet.b_certs}.items():
         urls = revocation_urls(path)
+        # The CDP names the certificate's CRL shard: its serial modulo revocation.crl_shards (128).
+        shard = serial_of(path) % CRL_SHARDS
         assert urls == RevocationUrls(
-            crl=f"{public}/crl/{ca_id}.crl", ocsp=f"{public}/ocsp", ca_issuers=f"{public}/ca/{ca_id}.crt"
+            crl=f"{public}/crl/{ca_id}/{shard}.crl", ocsp=f"{public}/ocsp", ca_issuers=f"{public}/ca/{ca_id}.crt"
         ), urls
-        crl_pem, _ = fetch_crl(server, fleet.workdir / f"cdp-{name}", url=urls.crl)
+        crl_pem, crl = fetch_crl(server, fleet.workdir / f"cdp-{name}", url=urls.crl)
+        assert_is_shard_of(crl, urls.crl, ca)
         answer = ocsp_status(server, path, url=urls.ocsp)
         if name in fleet.a_certs:
+            # openssl checks the shard's scope: its issuingDistributionPoint names the CDP.
             assert_crl_rejects(path, crl_pem, server.ca_pem)
+            assert crl_reason(crl, serial_of(path)) == x509.ReasonFlags.cessation_of_operation
             assert (answer.status, answer.reason) == ("revoked", "cessationOfOperation"), answer.result.describe()
         else:
+            assert crl.get_revoked_certificate_by_serial_number(serial_of(path)) is None
             assert_crl_accepts(path, crl_pem, server.ca_pem)
             assert answer.status == "good", answer.result.describe()
         status, headers, body = http_get(urls.ca_issuers)
@@ -475,6 +497,10 @@ def test_key_compromise_shows_in_the_next_crl_and_ocsp(fleet: Fleet, tmp_path: P
     path, serial = result.cert_path, serial_of(result.cert_path)
     _, crl = fetch_crl(server, tmp_path / "before")
     assert crl.get_revoked_certificate_by_serial_number(serial) is None
+    shard_url = revocation_urls(path).crl
+    shard_pem, shard = fetch_crl(server, tmp_path / "shard-before", url=shard_url)
+    assert shard.get_revoked_certificate_by_serial_number(serial) is None
+    assert_crl_accepts(path, shard_pem, server.ca_pem)
     assert ocsp_status(server, path).status == "good"
 
     record = status_api(server, serial)
@@ -490,6 +516,11 @@ def test_key_compromise_shows_in_the_next_crl_and_ocsp(fleet: Fleet, tmp_path: P
     entry = re.search(rf"Serial Number: 0*{serial:X}\n\s+Revocation Date: .*\n(?:\s+.*\n){{2}}\s+(.*)\n", listed.stdout)
     assert entry is not None and entry.group(1) == "Key Compromise", listed.stdout
     assert_crl_rejects(path, next_pem, server.ca_pem)
+    # Its shard, fetched from its own CDP, lists it too, and openssl rejects it with the shard.
+    shard_pem, shard = fetch_crl(server, tmp_path / "shard-after", url=shard_url)
+    assert_is_shard_of(shard, shard_url, x509.load_pem_x509_certificate(server.ca_pem.read_bytes()))
+    assert crl_reason(shard, serial) == x509.ReasonFlags.key_compromise
+    assert_crl_rejects(path, shard_pem, server.ca_pem)
     got = ocsp_status(server, path)
     assert (got.status, got.reason) == ("revoked", "keyCompromise"), got.result.describe()
     after = status_api(server, serial)

@@ -178,7 +178,10 @@ async def test_an_upgraded_data_directory_starts_its_chains_with_log_started(
     await old.open()
     await old.close()
     db = sqlite3.connect(config.sqlite_path)
-    db.executescript("DROP TABLE audit_events; DELETE FROM schema_migrations WHERE version = 7;")
+    db.executescript(
+        "DROP TABLE audit_events; DROP INDEX certificates_revoked_shard;"
+        " ALTER TABLE certificates DROP COLUMN crl_shard; DELETE FROM schema_migrations WHERE version >= 7;"
+    )
     db.close()
     store = SQLiteStore(config.sqlite_path)
     client = await aiohttp_client(build_app(config, shared_ca[1], store))

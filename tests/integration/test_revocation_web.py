@@ -23,6 +23,8 @@ from cryptography.x509 import ocsp
 from challenge.request_client import client_middleware
 from config.clients import TrustedProxies
 from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.ca_set import ca_id
+from scep_ca.pki.crl_shards import shard_of
 from scep_ca.pki.records import Integration
 from scep_ca.server.revocation_web import setup_revocation_routes
 from scep_ca.services.revocation import RevocationService
@@ -31,6 +33,7 @@ from store.sqlite import SQLiteStore
 from tests.revocation_helpers import issue_cert, pem, record_for
 
 TOKEN = "s3cret-token"
+PUBLIC_URL = "http://ca.example:8080"
 Client = TestClient[web.Request, web.Application]
 
 
@@ -132,7 +135,9 @@ async def make_env(
 ) -> AsyncIterator[EnvFactory]:
     stores: list[SQLiteStore] = []
 
-    async def factory(token: str | None = None, certificates: int = 3, trusted_proxies: tuple[str, ...] = ()) -> Env:
+    async def factory(
+        token: str | None = None, certificates: int = 3, trusted_proxies: tuple[str, ...] = (), shards: int = 0
+    ) -> Env:
         db = tmp_path / "scep-ca.sqlite3"
         store = SQLiteStore(db)
         await store.open()
@@ -147,10 +152,13 @@ async def make_env(
             )
             # The last one belongs to the other integration.
             owner = "integb" if i == certificates - 1 else "intega"
-            await store.record_issuance(IssuanceRequest(record_for(module_ca, cert, owner), None, now))
+            record = record_for(module_ca, cert, owner)
+            if shards:
+                record = dataclasses.replace(record, crl_shard=shard_of(cert.serial_number, shards))
+            await store.record_issuance(IssuanceRequest(record, None, now))
             certs.append(cert)
         clock = Clock()
-        service = RevocationService(store, module_ca, crl_next_update_hours=24, clock=clock)
+        service = RevocationService(store, module_ca, crl_next_update_hours=24, clock=clock, public_url=PUBLIC_URL)
         app = web.Application(middlewares=[_test_remote, client_middleware(TrustedProxies.parse(trusted_proxies))])
         setup_revocation_routes(app, service, token)
         client = await aiohttp_client(app)
@@ -223,10 +231,85 @@ async def test_unknown_crl_name(env: Env) -> None:
     assert (await env.client.get("/crl/other.crl")).status == 404
 
 
+# -- CRL shards (RFC 5280 section 5.2.5) ----------------------------------------------------
+
+
+async def _shard(env: Env, shard: int) -> x509.CertificateRevocationList:
+    path = f"/crl/{ca_id(env.ca)}/{shard}.crl"
+    resp = await env.client.get(path)
+    assert resp.status == 200 and resp.content_type == "application/pkix-crl"
+    assert resp.headers["Cache-Control"] == "no-cache"
+    crl = x509.load_der_x509_crl(await resp.read())
+    assert crl.is_signature_valid(env.ca.public_key)
+    idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    assert idp.critical and idp.value.full_name == [x509.UniformResourceIdentifier(PUBLIC_URL + path)]
+    return crl
+
+
+async def test_a_revoked_certificate_is_in_its_shard_only_and_in_the_full_crl(make_env: EnvFactory) -> None:
+    env = await make_env(certificates=6, shards=2)
+    target = env.certs[0]
+    own, other = target.serial_number % 2, 1 - target.serial_number % 2
+    assert len(await _shard(env, own)) == 0
+    assert await env.service.revoke(format(target.serial_number, "x"), "keyCompromise")
+    in_shard = await _shard(env, own)
+    assert [r.serial_number for r in in_shard] == [target.serial_number]
+    assert len(await _shard(env, other)) == 0
+    assert (await env.crl()).get_revoked_certificate_by_serial_number(target.serial_number) is not None
+    # The full CRL has no issuingDistributionPoint: its scope is every certificate of the CA.
+    with pytest.raises(x509.ExtensionNotFound):
+        (await env.crl()).extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+
+
+async def test_an_expired_certificate_leaves_its_shard_one_crl_period_after_not_after(make_env: EnvFactory) -> None:
+    """RFC 5280 section 3.3: an entry stays until a CRL issued after the certificate's notAfter
+    listed it; one nextUpdate period (24 h here) after notAfter it leaves the shard, at the
+    shard's next rebuild (a revocation, or half a period after the last build). The full CRL
+    keeps it."""
+    env = await make_env(certificates=2, shards=1)
+    target = env.certs[0]
+    assert await env.service.revoke(format(target.serial_number, "x"), "keyCompromise")
+    not_after = target.not_valid_after_utc
+    env.clock.now = not_after + dt.timedelta(hours=23)
+    assert [r.serial_number for r in await _shard(env, 0)] == [target.serial_number]
+    env.clock.now = not_after + dt.timedelta(hours=25)
+    assert len(await _shard(env, 0)) == 1  # the shard built at +23 h is served until +35 h
+    env.clock.now = not_after + dt.timedelta(hours=36)
+    assert len(await _shard(env, 0)) == 0
+    assert (await env.crl()).get_revoked_certificate_by_serial_number(target.serial_number) is not None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/crl/ca/0.crl",  # shards are named by the CA id their certificates carry
+        "/crl/0000000000000000/0.crl",  # no such CA
+        "/crl/{id}/01.crl",  # one spelling per shard
+        "/crl/{id}/-1.crl",
+        "/crl/{id}/+1.crl",
+        "/crl/{id}/%201.crl",
+        "/crl/{id}/\u0661.crl",  # an Arabic-Indic digit one: isdigit() but not ASCII
+        "/crl/{id}/4096.crl",  # beyond the most shards a configuration may have
+        "/crl/{id}/99999999999999999999.crl",
+        "/crl/{id}/x.crl",
+    ],
+)
+async def test_a_url_that_names_no_shard_is_404(make_env: EnvFactory, path: str) -> None:
+    env = await make_env(certificates=1, shards=2)
+    before = await env.store.next_crl_number(env.ca.fingerprint_sha256)
+    resp = await env.client.get(path.replace("{id}", ca_id(env.ca)))
+    assert (resp.status, await resp.text()) == (404, "no such CRL\n")
+    # Nothing was built or signed: the CRL number did not move.
+    assert await env.store.next_crl_number(env.ca.fingerprint_sha256) == before + 1
+
+
+async def test_the_highest_shard_is_served(make_env: EnvFactory) -> None:
+    env = await make_env(certificates=1, shards=2)
+    assert len(await _shard(env, 4095)) == 0
+
+
 async def test_ca_certificate_at_the_ca_issuers_path(env: Env) -> None:
     """``/ca/<ca id>.crt`` (and ``/ca/ca.crt``): the CA as one DER certificate, RFC 2585's type."""
-    from scep_ca.pki.ca_set import ca_id
-
     for name in (ca_id(env.ca), "ca"):
         resp = await env.client.get(f"/ca/{name}.crt")
         assert resp.status == 200 and resp.content_type == "application/pkix-cert"

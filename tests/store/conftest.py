@@ -27,6 +27,7 @@ import pytest
 from scep_ca.pki.records import CertificateRecord
 from store import sqlite_codec
 from store.base import Store
+from store.columns import CERTIFICATES, insert_sql
 from store.pg_pool import safe_dsn
 from store.postgres import CERTIFICATE_COLUMNS as PG_CERTIFICATE_COLUMNS
 from store.postgres import PostgresStore
@@ -88,7 +89,7 @@ class SQLiteHarness:
             conn.close()
 
     async def bulk_insert_certificates(self, records: Sequence[CertificateRecord]) -> None:
-        sql = f"INSERT INTO certificates ({sqlite_codec.CERTIFICATE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+        sql = insert_sql(CERTIFICATES, "?")
         self._execute(sql, [sqlite_codec.certificate_params(r, r.not_before) for r in records])
 
     async def fail_revocation_after(self, integration_id: str, revoked: int) -> None:
@@ -177,6 +178,7 @@ class PostgresHarness:
                 r.revoked_at,
                 r.revocation_reason,
                 r.created_at or r.not_before,
+                r.crl_shard,
             )
             for r in records
         ]

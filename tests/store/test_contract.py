@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, Transaction, TransactionStatus
+from scep_ca.pki.records import (
+    CertificateRecord,
+    CertStatus,
+    Integration,
+    RevokedEntry,
+    Transaction,
+    TransactionStatus,
+)
 from store.base import (
     HOLD,
     AuthReservation,
@@ -1031,3 +1039,48 @@ async def test_a_certificate_on_hold_is_released_or_revoked_once(store: Store) -
     entries = {e.serial: e.reason for e in await store.revoked_entries(ISSUER)}
     assert entries["03"] == HOLD and "01" not in entries
     assert [c.serial for c in await store.list_certificates(CertificateFilter(on_hold=True))] == ["03"]
+
+
+# -- CRL shards (scep_ca/pki/crl_shards.py) ----------------------------------------------------
+
+
+async def test_crl_shard_is_stored_and_a_shard_lists_its_unexpired_revoked_certificates(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2", username="other"))
+    shards = {"01": 1, "02": 1, "03": 2, "04": None, "05": 1, "06": 1}
+    await store.record_issuance(issuance(certificate("01", crl_shard=1), None))
+    await store.record_issuance(issuance(certificate("02", "int2", crl_shard=1), None))
+    await store.record_issuance(issuance(certificate("03", crl_shard=2), None))
+    await store.record_issuance(issuance(certificate("04"), None))  # issued before shards: the full CRL only
+    await store.record_issuance(issuance(certificate("05", issuer_fingerprint=OTHER_ISSUER, crl_shard=1), None))
+    # Expired an hour before NOW.
+    await store.record_issuance(issuance(certificate("06", crl_shard=1, not_after=NOW - timedelta(hours=1)), None))
+    for serial, shard in shards.items():
+        record = await store.get_certificate(serial)
+        assert record is not None and record.crl_shard == shard, (serial, record)
+    assert await store.revoked_shard_entries(ISSUER, 1, NOW - timedelta(days=1)) == []
+    for serial in shards:
+        assert await store.revoke_certificate(serial, "keyCompromise", NOW) is True
+
+    def serials(entries: Sequence[RevokedEntry]) -> list[str]:
+        return sorted(e.serial for e in entries)
+
+    # Every integration's certificates of the shard; not another issuer's, not another shard's.
+    assert serials(await store.revoked_shard_entries(ISSUER, 1, NOW - timedelta(hours=2))) == ["01", "02", "06"]
+    # Once expired before the cut-off, a certificate leaves its shard, and stays in the full CRL.
+    assert serials(await store.revoked_shard_entries(ISSUER, 1, NOW)) == ["01", "02"]
+    assert serials(await store.revoked_shard_entries(ISSUER, 2, NOW)) == ["03"]
+    assert await store.revoked_shard_entries(ISSUER, 3, NOW) == []
+    assert serials(await store.revoked_shard_entries(OTHER_ISSUER, 1, NOW)) == ["05"]
+    assert serials(await store.revoked_entries(ISSUER)) == ["01", "02", "03", "04", "06"]
+    (entry,) = await store.revoked_shard_entries(ISSUER, 2, NOW)
+    assert (entry.revoked_at, entry.reason) == (NOW, "keyCompromise")
+
+
+async def test_a_renewal_stores_the_new_certificates_shard(store: Store) -> None:
+    await store.create_integration(integration("int1"))
+    await store.record_issuance(issuance(certificate("0a", crl_shard=3), None))
+    renewed = renewal("0b", renews="0a")
+    await store.record_issuance(replace(renewed, certificate=replace(renewed.certificate, crl_shard=7)))
+    new = await store.get_certificate("0b")
+    assert new is not None and new.crl_shard == 7

@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,10 +28,11 @@ from scep_ca.cli.context import CliError
 from scep_ca.pki.records import CertStatus
 from store import schema_sqlite
 from store.base import CertificateFilter, ChallengeAdd, ChallengeRejected, IntegrationNotFound, StoreError
+from store.columns import CERTIFICATES, RowMapper
 from store.factory import open_store
 from store.pg_pool import ConnectionPool
-from store.postgres import PostgresStore
-from store.schema_postgres import LATEST_VERSION, LOCK_CLASS_INTEGRATION, MIGRATIONS, upgrade
+from store.postgres import CERTIFICATE_COLUMNS, PostgresConverters, PostgresStore
+from store.schema_postgres import LATEST_VERSION, LOCK_CLASS_INTEGRATION, MIGRATIONS, MIGRATIONS_TABLE, upgrade
 from tests.store.conftest import PostgresHarness, temporary_database
 from tests.store.test_contract import NOW, add, certificate, integration, issuance, pending
 
@@ -714,3 +716,42 @@ async def test_db_commands_on_sqlite(tmp_path: Any, capsys: pytest.CaptureFixtur
     assert (tmp_path / "data" / "scep-ca.sqlite3").is_file()
     out = await asyncio.to_thread(run_db, capsys, "db", "upgrade", *data)
     assert "already up to date" in out
+
+
+async def test_migration_8_keeps_certificates_and_redefines_the_issuance_functions(dsn: str) -> None:
+    """A database of version 7 with a certificate: migration 8 adds the CRL shard column (NULL
+    for that certificate) and redefines scep_record_issuance and scep_record_renewal, which
+    then store a new certificate's shard, a renewal's included."""
+    old = certificate("01")
+    params = RowMapper(CERTIFICATES, PostgresConverters()).params(old, created_at=old.not_before)
+    values = dict(zip(CERTIFICATE_COLUMNS.split(", "), params, strict=True))
+    del values["crl_shard"]
+    conn = await raw(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(MIGRATIONS_TABLE)
+            for migration in MIGRATIONS[:7]:
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+            await conn.execute(
+                "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
+                " username_key) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1')"
+            )
+            marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+            await conn.execute(f"INSERT INTO certificates ({', '.join(values)}) VALUES ({marks})", *values.values())
+    finally:
+        await conn.close()
+    store = await opened(dsn)
+    try:
+        assert (await store.info()).schema_version == LATEST_VERSION == 8
+        kept = await store.get_certificate("01")
+        assert kept is not None and kept.crl_shard is None and kept.der == old.der
+        await store.record_issuance(issuance(certificate("02", crl_shard=5), None))
+        renewal = issuance(certificate("03", crl_shard=9, transaction_id="t-renew"), None)
+        await store.record_issuance(replace(renewal, renews="02"))
+        for serial, shard in (("02", 5), ("03", 9)):
+            new = await store.get_certificate(serial)
+            assert new is not None and new.crl_shard == shard
+    finally:
+        await store.close()

@@ -12,9 +12,11 @@ import pytest
 
 from config.model import Config
 from store.base import ChallengeRejected, StoreError
+from store.columns import CERTIFICATES
 from store.factory import open_store
-from store.schema_sqlite import MIGRATIONS
+from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE
 from store.sqlite import SQLiteStore
+from store.sqlite_codec import certificate_params
 from tests.store.test_contract import add, certificate, integration, issuance
 
 
@@ -164,5 +166,44 @@ async def test_used_challenges_do_not_pile_up(tmp_path: Path) -> None:
         finally:
             conn.close()
         assert rows <= 2  # the last one used, nothing older
+    finally:
+        await store.close()
+
+
+async def test_migration_8_keeps_certificates_and_gives_them_no_shard(tmp_path: Path) -> None:
+    """A database of version 7 with a certificate: migration 8 adds the CRL shard column
+    (NULL for that certificate, whose CDP names the full CRL) and new issuances store theirs."""
+    path = tmp_path / "db.sqlite3"
+    old = certificate("01")
+    # The certificate as version 6 stored it: every column but crl_shard.
+    names = [c.name for c in CERTIFICATES.insert_columns]
+    values = dict(zip(names, certificate_params(old, old.not_before), strict=True))
+    del values["crl_shard"]
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(MIGRATIONS_TABLE)
+        for migration in MIGRATIONS[:7]:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (migration.version,))
+        conn.execute(
+            "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username, username_key)"
+            " VALUES ('int1', 'one', 'CN=$USERID$', 0, 365, 'u1', 'u1')"
+        )
+        conn.execute(
+            f"INSERT INTO certificates ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            list(values.values()),
+        )
+    finally:
+        conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.info()).schema_version == 8
+        kept = await store.get_certificate("01")
+        assert kept is not None and kept.crl_shard is None and kept.der == old.der
+        await store.record_issuance(issuance(certificate("02", crl_shard=5), None))
+        new = await store.get_certificate("02")
+        assert new is not None and new.crl_shard == 5
     finally:
         await store.close()

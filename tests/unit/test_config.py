@@ -330,3 +330,15 @@ def test_validator_bounds_and_intune_trust_from_env(tmp_path: Path) -> None:
     config = load_config(None, env, {})
     assert (config.validators.queue_seconds, config.validators.client_burst) == (1.5, 5)
     assert config.validators.concurrency == 8 and config.intune.ca_file == ca_file
+
+
+@pytest.mark.parametrize("shards", [-1, 4097])
+def test_crl_shards_out_of_range(shards: int) -> None:
+    with pytest.raises(ConfigError, match=rf"^revocation\.crl_shards: must be between 0 and 4096, got {shards} "):
+        load_config(None, {}, {"revocation.crl_shards": shards})
+
+
+def test_crl_shards_default_and_env() -> None:
+    assert load_config(None, {}, {}).revocation.crl_shards == 128
+    assert load_config(None, {"SCEP_CA_REVOCATION_CRL_SHARDS": "0"}, {}).revocation.crl_shards == 0
+    assert load_config(None, {"SCEP_CA_REVOCATION_CRL_SHARDS": "4096"}, {}).revocation.crl_shards == 4096

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scep_ca.pki.ca import CAIdentity
@@ -175,3 +175,29 @@ def test_100k_entries_well_under_5_seconds(ca: CAIdentity) -> None:
     assert elapsed < 2.5, elapsed
     crl = x509.load_der_x509_crl(der)
     assert len(crl) == 100_000 and crl.is_signature_valid(ca.public_key)
+
+
+def test_a_shard_carries_a_critical_issuing_distribution_point(ca: CAIdentity, tmp_path: Path) -> None:
+    """RFC 5280 §5.2.5: the shard names the URL its certificates' CDP names; the full CRL has none."""
+    url = "http://ca.example/crl/0123456789abcdef/7.crl"
+    crl = x509.load_der_x509_crl(build_crl(ca, _entries(), 3, NOW, 24, distribution_point=url))
+    assert crl.is_signature_valid(ca.public_key)
+    idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    assert idp.critical
+    assert idp.value == x509.IssuingDistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)],
+        relative_name=None,
+        only_contains_user_certs=True,
+        only_contains_ca_certs=False,
+        only_some_reasons=None,
+        indirect_crl=False,
+        only_contains_attribute_certs=False,
+    )
+    assert len(crl) == 4
+    path = tmp_path / "shard.crl"
+    path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    text = openssl("crl", "-inform", "DER", "-in", path, "-text", "-noout").stdout
+    assert "X509v3 Issuing Distribution Point: critical" in text and url in text
+    full = x509.load_der_x509_crl(build_crl(ca, _entries(), 4, NOW, 24))
+    with pytest.raises(x509.ExtensionNotFound):
+        full.extensions.get_extension_for_class(x509.IssuingDistributionPoint)

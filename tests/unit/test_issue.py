@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from scep_ca.pki.ca import CAIdentity
+from scep_ca.pki.crl_shards import shard_of
 from scep_ca.pki.issue import BACKDATE, Issuer, Profile, random_serial
 
 
@@ -141,3 +142,38 @@ def test_openssl_reads_it(ca: CAIdentity, device_key: rsa.RSAPrivateKey, tmp_pat
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_certificate_names_its_own_crl_shard(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:
+    """``crl_url`` replaces the profile's CDP for this certificate; the profile's stays the default."""
+    issuer = Issuer(ca, Profile(30, crl_url="https://x.example/crl/abc.crl"))
+
+    def cdp(crl_url: str | None) -> list[str]:
+        issued = issuer.issue(
+            subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s")]),
+            public_key=device_key.public_key(),
+            sans=[],
+            serial=random_serial(),
+            now=dt.datetime.now(dt.UTC),
+            crl_url=crl_url,
+        )
+        points = x509.load_der_x509_certificate(issued.der).extensions.get_extension_for_class(
+            x509.CRLDistributionPoints
+        )
+        return [name.value for point in points.value for name in point.full_name or []]
+
+    assert cdp("https://x.example/crl/abc/5.crl") == ["https://x.example/crl/abc/5.crl"]
+    assert cdp("https://x.example/crl/abc/6.crl") == ["https://x.example/crl/abc/6.crl"]
+    assert cdp(None) == ["https://x.example/crl/abc.crl"]
+
+
+def test_shard_of_spreads_serials_and_turns_off_at_zero() -> None:
+    assert shard_of(7, 0) is None
+    assert [shard_of(s, 4) for s in (0, 1, 5, 4095)] == [0, 1, 1, 3]
+    counts = [0] * 8
+    for _ in range(8000):
+        shard = shard_of(random_serial(), 8)
+        assert shard is not None
+        counts[shard] += 1
+    # Random 159-bit serials: each shard gets about 1,000 (binomial sd ~30; 250 is > 8 sd).
+    assert all(750 < n < 1250 for n in counts), counts
