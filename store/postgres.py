@@ -116,6 +116,7 @@ from store.columns import (
     username_key,
 )
 from store.pg_pool import ConnectionPool, safe_dsn
+from store.postgres_console import PostgresConsoleMixin
 
 DELETION_REASON = "cessationOfOperation"
 # Bounds the graceful close of each idle connection in close().
@@ -226,7 +227,7 @@ _LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = 
 _ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
 
 
-class PostgresStore:
+class PostgresStore(PostgresConsoleMixin):
     """``Store`` on a PostgreSQL database. Call ``open()`` before use."""
 
     def __init__(self, dsn: str, pool_min: int = 1, pool_max: int = 10) -> None:
@@ -267,6 +268,9 @@ class PostgresStore:
         if self._pool is None:
             raise StoreError("the store is not open")
         return self._pool
+
+    def _certificate_record(self, row: Any) -> CertificateRecord:
+        return _CERTIFICATE_ROWS.record(row)
 
     async def info(self) -> StoreInfo:
         async with self._p().connection() as conn:

@@ -435,7 +435,41 @@ _V6 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = Migration(
+    7,
+    (
+        # The operator console (scep_ca/console): the same tables as SQLite's migration 7.
+        """
+        CREATE TABLE admins (
+            name text COLLATE "C" PRIMARY KEY,
+            role text NOT NULL CHECK (role IN ('admin', 'operator', 'auditor')),
+            password_scrypt text NOT NULL,
+            created_at timestamptz NOT NULL,
+            disabled_at timestamptz
+        )
+        """,
+        """
+        CREATE TABLE console_sessions (
+            token_hash text COLLATE "C" PRIMARY KEY,
+            admin text COLLATE "C" NOT NULL REFERENCES admins (name),
+            csrf_token text NOT NULL,
+            created_at timestamptz NOT NULL,
+            last_seen timestamptz NOT NULL,
+            address text NOT NULL
+        )
+        """,
+        "CREATE INDEX console_sessions_admin ON console_sessions (admin)",
+        "CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen)",
+        "CREATE INDEX certificates_expiry_by_integration ON certificates (integration_id, status, not_after)",
+        "CREATE INDEX certificates_expiry ON certificates (not_after)",
+        # Subject substring search (ILIKE '%text%') at a million rows. pg_trgm is a trusted
+        # extension (PostgreSQL 13+): the database owner may create it.
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "CREATE INDEX certificates_subject_trgm ON certificates USING gin (subject gin_trgm_ops)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -189,4 +189,57 @@ _V6 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = Migration(
+    7,
+    (
+        # The operator console (scep_ca/console): accounts, never deleted (audit names them).
+        """
+        CREATE TABLE admins (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'auditor')),
+            password_scrypt TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            disabled_at INTEGER
+        ) WITHOUT ROWID
+        """,
+        # Sessions shared by every worker and host; the key is the SHA-256 of the cookie's token.
+        """
+        CREATE TABLE console_sessions (
+            token_hash TEXT PRIMARY KEY,
+            admin TEXT NOT NULL REFERENCES admins (name),
+            csrf_token TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            address TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX console_sessions_admin ON console_sessions (admin)",
+        "CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen)",
+        # The dashboard's per-integration counts (valid, revoked, expiring) read this index alone;
+        # the search's "sorted by expiry" walks the second. Each costs an enrollment a few us.
+        "CREATE INDEX certificates_expiry_by_integration ON certificates (integration_id, status, not_after)",
+        "CREATE INDEX certificates_expiry ON certificates (not_after)",
+        # Subject substring search at a million rows: a trigram index (FTS5, SQLite 3.34+) that
+        # answers LIKE '%text%' for three characters or more. External content: the subjects
+        # are stored once, in certificates; the trigger indexes each new row (subjects never change).
+        """
+        CREATE VIRTUAL TABLE certificates_subject USING fts5(
+            subject, content='certificates', content_rowid='rowid', tokenize='trigram'
+        )
+        """,
+        """
+        CREATE TRIGGER certificates_subject_insert AFTER INSERT ON certificates BEGIN
+            INSERT INTO certificates_subject (rowid, subject) VALUES (new.rowid, new.subject);
+        END
+        """,
+        """
+        CREATE TRIGGER certificates_subject_delete AFTER DELETE ON certificates BEGIN
+            INSERT INTO certificates_subject (certificates_subject, rowid, subject)
+            VALUES ('delete', old.rowid, old.subject);
+        END
+        """,
+        "INSERT INTO certificates_subject (certificates_subject) VALUES ('rebuild')",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)

@@ -56,6 +56,7 @@ from store.base import (
 )
 from store.columns import CERTIFICATES, INTEGRATIONS, TRANSACTIONS, insert_sql
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
+from store.sqlite_console import SQLiteConsoleMixin
 
 BUSY_TIMEOUT_MS = 5000
 # Primary result codes (https://sqlite.org/rescode.html) that are faults of the environment,
@@ -123,7 +124,7 @@ _AUTH_PURGE = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteConsoleMixin):
     """``Store`` on one SQLite database file. Call ``open()`` before use."""
 
     def __init__(self, path: Path) -> None:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import secrets
-import string
 
-from challenge.credentials import make_credentials
 from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
 from challenge.web import challenge_url as web_challenge_url
 from config import Config
-from config.clock import utc_now
 from scep_ca.cli.context import (
     CliError,
     colon_fingerprint,
@@ -21,17 +17,10 @@ from scep_ca.cli.context import (
     print_table,
     run_async,
 )
-from scep_ca.cli.validator_cmds import add_create_arguments, describe_validator, register_test, validator_fields
+from scep_ca.cli.validator_cmds import add_create_arguments, describe_validator, register_test, validator_input
 from scep_ca.pki.records import Integration
-from scep_ca.protocol.dn import DNError, parse_dn
-
-DEFAULT_SUBJECT = "CN=$USERID$"
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def new_integration_id() -> str:
-    """Short, URL-safe, lowercase (MDM forms and URLs keep it intact); never reused after delete."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+from scep_ca.services.integrations import IntegrationInputError, IntegrationService, IntegrationSpec
+from store.base import IntegrationStore
 
 
 def scep_url(config: Config, integration_id: str) -> str:
@@ -62,38 +51,25 @@ def describe(config: Config, integration: Integration, ca_fingerprint: str) -> d
 
 async def _create(config: Config, args: argparse.Namespace) -> int:
     ca = load_identity(config)
-    subject = args.subject or DEFAULT_SUBJECT
-    try:
-        parse_dn(subject)
-    except DNError as exc:
-        raise CliError(f"--subject: {exc}") from exc
-    fields = validator_fields(args, config)
-    integration_id = new_integration_id()
-    # scrypt takes ~0.1 s: done before the store is opened, nothing is held meanwhile.
-    creds = make_credentials(load_or_create_secret_key(config.data_dir), integration_id)
+    spec = IntegrationSpec(
+        name=args.name,
+        subject=args.subject,
+        validity_days=args.validity_days,
+        allow_basic=args.basic,
+        require_approval=args.require_approval,
+        revoke_superseded=args.revoke_superseded,
+        include_ca_in_reply=args.include_ca,
+        validator=validator_input(args),
+    )
     async with opened_store(config) as store:
-        integration = Integration(
-            id=integration_id,
-            name=args.name,
-            subject_template=subject,
-            created_at=utc_now(),
-            validity_days=args.validity_days or config.certificate.validity_days,
-            username=creds.username,
-            password_scrypt=creds.password_scrypt,
-            nt_hash_encrypted=creds.nt_hash_encrypted,
-            allow_basic=args.basic,
-            require_approval=args.require_approval,
-            revoke_superseded=args.revoke_superseded,
-            include_ca_in_reply=args.include_ca,
-            validator=fields.kind,
-            validator_settings=fields.settings,
-            validator_secret_encrypted=fields.secret_encrypted,
-            allowed_san_types=fields.allowed_san_types,
-        )
-        await store.create_integration(integration)
+        try:
+            created = await _service(config, store).create(spec)
+        except IntegrationInputError as exc:
+            raise CliError(str(exc)) from exc
+    integration, password = created.integration, created.password
     info = describe(config, integration, ca.fingerprint_sha256)
-    info["password"] = creds.password
-    info.update(fields.shown)
+    info["password"] = password
+    info.update(created.shown)
     if args.json:
         print_json(info)
         return 0
@@ -104,30 +80,27 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
     print(f"  Subject:        {info['subject']}")
     print(f"  Challenge URL:  {info['challenge_url']}")
     print(f"  Username:       {info['username']}")
-    print(f"  Password:       {creds.password}")
+    print(f"  Password:       {password}")
     print()
     print("Challenge Type: Microsoft SCEP. The password is shown only now; `integration rotate-password`")
     print("replaces it.")
     print(f"CA fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
-    if fields.kind != "ndes":
-        print(f"Validator: {fields.kind} (see `integration show {integration.id}`)")
-    for name, value in fields.shown:
+    if integration.validator != "ndes":
+        print(f"Validator: {integration.validator} (see `integration show {integration.id}`)")
+    for name, value in created.shown:
         print(f"{name} (shown only now): {value}")
     return 0
 
 
+def _service(config: Config, store: IntegrationStore) -> IntegrationService:
+    return IntegrationService(store, load_or_create_secret_key(config.data_dir), config.certificate.validity_days)
+
+
 async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
-    creds = make_credentials(load_or_create_secret_key(config.data_dir), args.id)
     async with opened_store(config) as store:
-        integration = await store.get_integration(args.id)
-        if integration is None:
-            raise CliError(f"no live integration {args.id!r}")
-        await store.update_credentials(
-            integration.id,
-            username=creds.username,
-            password_scrypt=creds.password_scrypt,
-            nt_hash_encrypted=creds.nt_hash_encrypted,
-        )
+        creds = await _service(config, store).rotate_password(args.id)
+    if creds is None:
+        raise CliError(f"no live integration {args.id!r}")
     if args.json:
         print_json({"id": args.id, "username": creds.username, "password": creds.password})
         return 0

@@ -3,47 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import secrets
 import sys
-from dataclasses import dataclass
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from scep_ca.cli.context import CliError, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.records import Integration
+from scep_ca.services.integrations import ValidatorInput
 from scep_ca.services.validators.http import HttpFailure
 from scep_ca.services.validators.intune import IntuneError, IntuneValidator
 from scep_ca.services.validators.registry import Misconfigured, Validators
-from scep_ca.services.validators.settings import (
-    INTUNE_SAN_TYPES,
-    KINDS,
-    IntuneSettings,
-    SettingsError,
-    WebhookSettings,
-    check_webhook_url,
-    dump_intune,
-    dump_webhook,
-    encrypt_secret,
-    intune_settings,
-    webhook_settings,
-)
-from scep_ca.services.validators.webhook import SECRET_BYTES, WebhookValidator
+from scep_ca.services.validators.settings import KINDS, SettingsError, intune_settings, webhook_settings
+from scep_ca.services.validators.webhook import WebhookValidator
 
 INTUNE_SECRET_ENV = "SCEP_CA_INTUNE_CLIENT_SECRET"
-_MAX_SECRET_CHARS = 1024
-
-
-@dataclass(frozen=True)
-class ValidatorFields:
-    """What ``integration create`` stores for the chosen validator, and what it shows once."""
-
-    kind: str = "ndes"
-    settings: str = "{}"
-    secret_encrypted: bytes | None = None
-    allowed_san_types: tuple[str, ...] = ()
-    shown: tuple[tuple[str, str], ...] = ()
 
 
 def add_create_arguments(c: argparse.ArgumentParser) -> None:
@@ -66,47 +40,24 @@ def _intune_secret(args: argparse.Namespace) -> str:
         secret = os.environ.get(INTUNE_SECRET_ENV, "").strip()
     if not secret:
         raise CliError(f"the Intune client secret comes from {INTUNE_SECRET_ENV} or --intune-client-secret-stdin")
-    if len(secret) > _MAX_SECRET_CHARS:
-        raise CliError("the Intune client secret is too long")
     return secret
 
 
-def validator_fields(args: argparse.Namespace, config: Config) -> ValidatorFields:
-    """Check the options of the chosen validator; the secret is encrypted before anything is stored."""
-    kind = args.validator
-    intune_opts = (args.intune_tenant, args.intune_client_id, args.intune_client_secret_stdin or None)
-    webhook_opts = (args.webhook_url, args.webhook_notify_url)
-    if kind != "intune" and any(intune_opts):
+def validator_input(args: argparse.Namespace) -> ValidatorInput:
+    """The validator options as the integration service takes them (its checks name what is wrong)."""
+    if args.validator != "intune" and (args.intune_tenant or args.intune_client_id or args.intune_client_secret_stdin):
         raise CliError("--intune-* options need --validator intune")
-    if kind != "webhook" and any(webhook_opts):
+    if args.validator != "webhook" and (args.webhook_url or args.webhook_notify_url):
         raise CliError("--webhook-* options need --validator webhook")
-    if kind != "ndes" and args.require_approval:
-        # Approval issues from the CLI, hours later: Intune's transaction would have expired.
+    if args.validator != "ndes" and args.require_approval:
         raise CliError("--require-approval works with --validator ndes only")
-    if kind == "ndes":
-        return ValidatorFields()
-    key = load_or_create_secret_key(config.data_dir)
-    if kind == "intune":
-        if not args.intune_tenant or not args.intune_client_id:
-            raise CliError("--validator intune needs --intune-tenant and --intune-client-id")
-        secret = _intune_secret(args)
-        settings = IntuneSettings(tenant=args.intune_tenant, client_id=args.intune_client_id)
-        return ValidatorFields(
-            kind, dump_intune(settings), encrypt_secret(key, secret.encode("utf-8")), INTUNE_SAN_TYPES
-        )
-    if not args.webhook_url:
-        raise CliError("--validator webhook needs --webhook-url")
-    try:
-        check_webhook_url(args.webhook_url)
-        if args.webhook_notify_url:
-            check_webhook_url(args.webhook_notify_url)
-    except SettingsError as exc:
-        raise CliError(str(exc)) from exc
-    hmac_key = secrets.token_bytes(SECRET_BYTES)
-    shown = base64.b64encode(hmac_key).decode("ascii")
-    settings_w = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url)
-    return ValidatorFields(
-        kind, dump_webhook(settings_w), encrypt_secret(key, hmac_key), (), (("webhook_secret", shown),)
+    return ValidatorInput(
+        kind=args.validator,
+        intune_tenant=args.intune_tenant,
+        intune_client_id=args.intune_client_id,
+        intune_client_secret=_intune_secret(args) if args.validator == "intune" else None,
+        webhook_url=args.webhook_url,
+        webhook_notify_url=args.webhook_notify_url,
     )
 
 
