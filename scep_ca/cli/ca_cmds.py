@@ -10,9 +10,13 @@ import logging
 import sys
 from collections.abc import Callable
 
+from aiohttp import web
+
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
+from scep_ca.cli.console_cmds import console_app, first_admin_hint
 from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
+from scep_ca.console.app import console_listener
 from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.pki.keys import describe_key
@@ -118,6 +122,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = resolved(config)
     _warn_public_url(config)
     load_or_create_secret_key(config.data_dir)
+    console = config.console
+    if console.enabled:
+        try:
+            check_port_free(console.host, console.port)
+        except OSError as exc:
+            raise CliError(f"cannot listen on console.listen {console.listen}: {exc.strerror or exc}") from exc
+        hint = asyncio.run(first_admin_hint(config))
+        if hint:
+            print(f"scep-ca: {hint}", file=sys.stderr)
     workers = resolve_workers(config.server.workers)
     if workers == 1:
         # No supervisor: restarting a lone server process is the init system's job, and
@@ -164,9 +177,25 @@ def _serve(
     config: Config, cas: CASet, index: int, ready: Callable[[], None] | None, *, reuse_port: bool = False
 ) -> None:
     app = build_app(config, cas, open_store(config), worker=index)
+    # The console runs in one process: worker 0 (scep_ca.cli.console_cmds says why).
+    console = console_app(config, cas) if config.console.enabled and index == 0 else None
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))
+        asyncio.run(_run(app, console, config, reuse_port=reuse_port, ready=ready))
+
+
+async def _run(
+    app: web.Application,
+    console: web.Application | None,
+    config: Config,
+    *,
+    reuse_port: bool,
+    ready: Callable[[], None] | None,
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if console is not None:
+            await stack.enter_async_context(console_listener(console, config))
+        await run_server(app, config, reuse_port=reuse_port, ready=ready)
 
 
 def cmd_ra_create(args: argparse.Namespace) -> int:

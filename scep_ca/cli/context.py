@@ -14,6 +14,7 @@ from typing import Any
 
 from config import Config, load_config
 from scep_ca.pki.ca import CAIdentity, load_ca
+from scep_ca.pki.cert_format import colon_fingerprint as colon_fingerprint
 from scep_ca.pki.pkcs11_keys import Token, TokenSettings
 from scep_ca.pki.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
 from store.base import Store
@@ -95,11 +96,6 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def colon_fingerprint(hex_digest: str) -> str:
-    upper = hex_digest.upper()
-    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
 
 
 def run_async(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from challenge.secret_key import SecretKeyError
 from config import ConfigError
 from config.files import FileModeError
-from scep_ca.cli import ca_cmds, cert_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
+from scep_ca.cli import ca_cmds, cert_cmds, console_cmds, db_cmds, integration_cmds, key_cmds, request_cmds
 from scep_ca.cli.context import CliError
 from scep_ca.pki.ca import CAError
 from scep_ca.pki.keys import KeyUnavailable
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     request_cmds.register(sub, common)
     db_cmds.register(sub, common)
     key_cmds.register(sub, common)
+    console_cmds.register(sub, common)
     return parser
 
 
