@@ -304,6 +304,7 @@ def run_scep_ca(
     config_path.write_text(
         f"data_dir: {data_dir}\nserver: {{port: {port}, workers: {workers}}}\n"
         f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n{store_line}{keys_line}"
+        "console: {enabled: false}\n"
     )
     base = [*scep_ca_cmd(), "--config", str(config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -51,6 +52,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 _OPEN_PATHS = (f"{PREFIX}/login", f"{PREFIX}/static/")
 _MAX_FIELD = 4096
+_LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -178,7 +180,10 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 def _login_form(request: web.Request, status: int = 200, message: str | None = None) -> web.Response:
-    token = secrets.token_urlsafe(24)
+    # The browser's token is kept while it has one: a page fetched twice (a reload, a browser's
+    # second fetch) must not leave the form with a token the cookie no longer holds.
+    kept = request.cookies.get(LOGIN_COOKIE, "")
+    token = kept if _LOGIN_TOKEN.fullmatch(kept) else secrets.token_urlsafe(24)
     response = _render(request, "login.html", status=status, login_csrf=token, message=message)
     response.set_cookie(
         LOGIN_COOKIE, token, path=f"{PREFIX}/login", httponly=True, samesite="Strict", secure=request.app[SECURE]
