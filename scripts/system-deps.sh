@@ -8,6 +8,7 @@
 #   postgresql  the server the store contract suite runs against
 #   softhsm2    a software PKCS#11 token for the CA/RA keys in a token (softhsm2-util)
 #   opensc      pkcs11-tool, which the tests use to inspect key attributes
+#   chromium, chromium-driver   the headless browser (and its WebDriver) of the console's browser tests
 #
 # apt-get runs only when something is missing (or with --always, as CI does).
 set -euo pipefail
@@ -20,7 +21,7 @@ fi
 
 need=0
 for bin in scepclient scepserver getcert /usr/lib/certmonger/scep-submit dbus-daemon curl openssl pg_isready \
-    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so; do
+    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so /usr/bin/chromium /usr/bin/chromedriver; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
         need=1
     fi
@@ -35,7 +36,7 @@ if [ "$need" = 1 ] || [ "${1:-}" = "--always" ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends \
         scep certmonger dbus openssl curl postgresql postgresql-client python3-venv \
-        softhsm2 opensc
+        softhsm2 opensc chromium chromium-driver
 fi
 
 # PostgreSQL at 127.0.0.1:5432; start the newest installed cluster if it is down.
