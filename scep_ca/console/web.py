@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import re
 import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 _OPEN_PATHS = (f"{PREFIX}/login", f"{PREFIX}/static/")
 _MAX_FIELD = 4096
+_SEARCH_KEYS = ("q", "integration", "status", "expiring")
 _LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -357,11 +359,17 @@ async def certificates(request: web.Request) -> web.Response:
     )
     service = request.app[SERVICE]
     rows = list(await service.search(search))
+
+    def page_url(number: int) -> str:
+        kept = {k: v for k, v in q.items() if k in _SEARCH_KEYS and v}
+        return f"{PREFIX}/certificates?{urllib.parse.urlencode({**kept, 'page': str(number)})}"
+
     return _render(
         request,
         "certificates.html",
         rows=rows[:PAGE_SIZE],
-        more=len(rows) > PAGE_SIZE,
+        previous_url=page_url(page - 1) if page > 1 else None,
+        next_url=page_url(page + 1) if len(rows) > PAGE_SIZE else None,
         page=page,
         query=q,
         statuses=list(CertSearchStatus),

@@ -245,3 +245,23 @@ async def test_admin_cli_and_the_first_admin_hint(tmp_path: Path, capsys: pytest
 async def _cli(argv: list[str]) -> int:
     # The CLI runs its own event loop: off this test's loop, in a thread.
     return await asyncio.to_thread(cli_main, argv)
+
+
+async def test_search_pages_through_results(
+    console: Console, shared_ca: tuple[Path, CAIdentity], device_key: rsa.RSAPrivateKey
+) -> None:
+    await _certificate(console, shared_ca[1], device_key)
+    now = dt.datetime.now(dt.UTC)
+    for n in range(60):
+        record = record_for(shared_ca[1], issue_cert(shared_ca[1], device_key, 0x5000 + n, cn=f"paged-{n:02d}"))
+        await console.store.record_issuance(IssuanceRequest(certificate=record, challenge_hash=None, now=now))
+    assert await console.login("audrey") == 303
+    first = await console.client.get("/console/certificates?q=paged&status=valid")
+    body = await first.text()
+    assert first.status == 200 and body.count("CN=paged-") == 50
+    link = re.search(r'href="([^"]+)" id="next"', body)
+    assert link is not None and "page=2" in link.group(1) and "q=paged" in link.group(1)
+    second = await console.client.get(link.group(1).replace("&amp;", "&"))
+    body = await second.text()
+    assert second.status == 200 and body.count("CN=paged-") == 10 and 'id="next"' not in body
+    assert 'id="previous"' in body
