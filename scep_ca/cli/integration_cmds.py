@@ -65,7 +65,8 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
         try:
             created = await _service(config, store).create(spec)
         except IntegrationInputError as exc:
-            raise CliError(str(exc)) from exc
+            flag = f"--{exc.field.replace('_', '-')}: " if exc.field else ""
+            raise CliError(flag + exc.problem) from exc
     integration, password = created.integration, created.password
     info = describe(config, integration, ca.fingerprint_sha256)
     info["password"] = password

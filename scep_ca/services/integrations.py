@@ -37,7 +37,13 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 class IntegrationInputError(ValueError):
-    """The input names a bad value; ``str()`` says which, fit to show the operator."""
+    """A bad value: ``field`` names the input (None: several), ``problem`` says what is wrong;
+    ``str()`` is both, fit to show the operator."""
+
+    def __init__(self, field: str | None, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
 
 
 def new_integration_id() -> str:
@@ -91,38 +97,38 @@ def validator_fields(given: ValidatorInput, require_approval: bool, secret_key: 
     """Check the chosen validator's settings; its secret is encrypted before anything is stored."""
     kind = given.kind
     if kind not in KINDS:
-        raise IntegrationInputError(f"validator: one of {', '.join(KINDS)}")
+        raise IntegrationInputError("validator", f"one of {', '.join(KINDS)}")
     intune_opts = (given.intune_tenant, given.intune_client_id, given.intune_client_secret)
     webhook_opts = (given.webhook_url, given.webhook_notify_url)
     if kind != "intune" and any(intune_opts):
-        raise IntegrationInputError("the Intune settings need the intune validator")
+        raise IntegrationInputError(None, "the Intune settings need the intune validator")
     if kind != "webhook" and any(webhook_opts):
-        raise IntegrationInputError("the webhook settings need the webhook validator")
+        raise IntegrationInputError(None, "the webhook settings need the webhook validator")
     if kind != "ndes" and require_approval:
         # Approval issues hours later: Intune's transaction would have expired.
-        raise IntegrationInputError("approval works with the ndes validator only")
+        raise IntegrationInputError(None, "approval works with the ndes validator only")
     if kind == "ndes":
         return ValidatorFields()
     if kind == "intune":
         if not given.intune_tenant or not given.intune_client_id:
-            raise IntegrationInputError("the intune validator needs a tenant and a client id")
+            raise IntegrationInputError(None, "the intune validator needs a tenant and a client id")
         secret = (given.intune_client_secret or "").strip()
         if not secret:
-            raise IntegrationInputError("the intune validator needs the client secret")
+            raise IntegrationInputError("intune_client_secret", "the intune validator needs it")
         if len(secret) > MAX_SECRET_CHARS:
-            raise IntegrationInputError("the Intune client secret is too long")
+            raise IntegrationInputError("intune_client_secret", "too long")
         settings = IntuneSettings(tenant=given.intune_tenant, client_id=given.intune_client_id)
         return ValidatorFields(
             kind, dump_intune(settings), encrypt_secret(secret_key, secret.encode("utf-8")), INTUNE_SAN_TYPES
         )
     if not given.webhook_url:
-        raise IntegrationInputError("the webhook validator needs a webhook URL")
+        raise IntegrationInputError("webhook_url", "the webhook validator needs a webhook URL")
     try:
         check_webhook_url(given.webhook_url)
         if given.webhook_notify_url:
             check_webhook_url(given.webhook_notify_url)
     except SettingsError as exc:
-        raise IntegrationInputError(str(exc)) from exc
+        raise IntegrationInputError(None, str(exc)) from exc
     hmac_key = secrets.token_bytes(SECRET_BYTES)
     shown = base64.b64encode(hmac_key).decode("ascii")
     webhook = WebhookSettings(url=given.webhook_url, notify_url=given.webhook_notify_url)
@@ -145,14 +151,14 @@ class IntegrationService:
     async def create(self, spec: IntegrationSpec) -> CreatedIntegration:
         name = spec.name.strip()
         if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
-            raise IntegrationInputError(f"name: 1 to {MAX_NAME_CHARS} printable characters")
+            raise IntegrationInputError("name", f"1 to {MAX_NAME_CHARS} printable characters")
         subject = spec.subject or DEFAULT_SUBJECT
         try:
             parse_dn(subject)
         except DNError as exc:
-            raise IntegrationInputError(f"subject: {exc}") from exc
+            raise IntegrationInputError("subject", str(exc)) from exc
         if spec.validity_days is not None and not 0 < spec.validity_days <= 36500:
-            raise IntegrationInputError("validity: 1 to 36500 days")
+            raise IntegrationInputError("validity_days", "1 to 36500 days")
         fields = validator_fields(spec.validator, spec.require_approval, self._key)
         integration_id = new_integration_id()
         # scrypt takes ~0.1 s: done before the store is asked, nothing is held meanwhile.
