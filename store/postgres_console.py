@@ -23,7 +23,7 @@ from store.base import (
 )
 from store.columns import CERTIFICATES
 from store.pg_pool import ConnectionPool
-from store.search import search_terms
+from store.search import merge_counts, search_terms
 
 _ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
 _SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
@@ -125,11 +125,7 @@ class PostgresConsoleMixin:
         async with self._p().connection() as conn:
             rows = await conn.fetch(_COUNTS, now, expiring_before)
             pending = {str(r[0]): int(r[1]) for r in await conn.fetch(_PENDING)}
-        counts = {str(r[0]): IntegrationCounts(str(r[0]), int(r[1]), int(r[2]), int(r[3]), 0) for r in rows}
-        for integration_id, n in pending.items():
-            base = counts.get(integration_id) or IntegrationCounts(integration_id, 0, 0, 0, 0)
-            counts[integration_id] = IntegrationCounts(base.integration_id, base.valid, base.revoked, base.expiring, n)
-        return sorted(counts.values(), key=lambda c: c.integration_id)
+        return merge_counts(rows, pending)
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)

@@ -1,4 +1,5 @@
-"""What both backends make of a console certificate search: the text and the status filter.
+"""What both backends make of the console's reads: the search's text and status filter, and the
+dashboard's counts.
 
 Pure functions; each backend turns them into its own SQL (placeholders, index hints).
 """
@@ -6,9 +7,10 @@ Pure functions; each backend turns them into its own SQL (placeholders, index hi
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from store.base import CertificateSearch, CertSearchStatus
+from store.base import CertificateSearch, CertSearchStatus, IntegrationCounts
 
 # Longer search texts are cut: a subject is an RFC 4514 string of a few hundred characters at most.
 MAX_TEXT = 200
@@ -51,3 +53,16 @@ def search_terms(search: CertificateSearch) -> SearchTerms:
     compact = text.replace(":", "").replace(" ", "").lower()
     serial = compact.lstrip("0") if compact and all(c in _HEX for c in compact) else ""
     return SearchTerms(text=text, serial_prefix=serial, status=search.status)
+
+
+def merge_counts(rows: Iterable[Sequence[object]], pending: Mapping[str, int]) -> list[IntegrationCounts]:
+    """``(integration_id, valid, revoked, expiring)`` rows plus the pending requests per integration,
+    one ``IntegrationCounts`` per integration that has either, sorted by id."""
+    counts = {str(r[0]): (_int(r[1]), _int(r[2]), _int(r[3])) for r in rows}
+    ids = sorted(set(counts) | set(pending))
+    return [IntegrationCounts(i, *counts.get(i, (0, 0, 0)), pending=pending.get(i, 0)) for i in ids]
+
+
+def _int(value: object) -> int:
+    # SQLite's sum() is NULL over no rows.
+    return int(value) if isinstance(value, int) else 0

@@ -22,7 +22,7 @@ from store.base import (
     IntegrationCounts,
 )
 from store.columns import CERTIFICATES
-from store.search import SearchTerms, search_terms
+from store.search import SearchTerms, merge_counts, search_terms
 
 _ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
 _SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
@@ -143,14 +143,8 @@ class SQLiteConsoleMixin:
     async def integration_counts(self, now: datetime, expiring_before: datetime) -> Sequence[IntegrationCounts]:
         with self._read() as conn:
             rows = conn.execute(_COUNTS, {"now": codec.to_us(now), "horizon": codec.to_us(expiring_before)}).fetchall()
-            pending = dict(conn.execute(_PENDING).fetchall())
-        counts = {
-            str(r[0]): IntegrationCounts(str(r[0]), int(r[1] or 0), int(r[2] or 0), int(r[3] or 0), 0) for r in rows
-        }
-        for integration_id, n in pending.items():
-            base = counts.get(integration_id) or IntegrationCounts(integration_id, 0, 0, 0, 0)
-            counts[integration_id] = IntegrationCounts(base.integration_id, base.valid, base.revoked, base.expiring, n)
-        return sorted(counts.values(), key=lambda c: c.integration_id)
+            pending = {str(k): int(v) for k, v in conn.execute(_PENDING).fetchall()}
+        return merge_counts(rows, pending)
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)

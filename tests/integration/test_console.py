@@ -265,3 +265,20 @@ async def test_search_pages_through_results(
     body = await second.text()
     assert second.status == 200 and body.count("CN=paged-") == 10 and 'id="next"' not in body
     assert 'id="previous"' in body
+
+
+async def test_a_post_without_the_session_csrf_token_gets_403(
+    console: Console, shared_ca: tuple[Path, CAIdentity], device_key: rsa.RSAPrivateKey
+) -> None:
+    serial = await _certificate(console, shared_ca[1], device_key)
+    assert await console.login("alice") == 303
+    for fields in ({}, {"csrf": ""}, {"csrf": "x" * 43}):
+        answer = await console.client.post(
+            f"/console/certificates/{serial}/revoke", data={"reason": "keyCompromise", **fields}, allow_redirects=False
+        )
+        assert answer.status == 403 and "security token is missing or wrong" in await answer.text()
+        answer = await console.client.post("/console/integrations", data={"name": "csrf", **fields})
+        assert answer.status == 403
+    record = await console.store.get_certificate(serial)
+    assert record is not None and record.revoked_at is None
+    assert [i.id for i in await console.store.list_integrations()] == ["intega"]
