@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 import sys
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from scep_ca.cli.console_cmds import console_app, first_admin_hint
 from scep_ca.cli.context import CliError, ca_passphrase, colon_fingerprint, config_from_args, key_token
-from scep_ca.console.app import console_listener
+from scep_ca.console.app import console_listener, console_ssl_context
 from scep_ca.pki.ca import CAIdentity, ca_exists, create_ca, load_ca, replace_ra
 from scep_ca.pki.ca_set import CASet, activate_next, ca_id, load_ca_set, rollover
 from scep_ca.pki.keys import describe_key
@@ -128,6 +129,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             check_port_free(console.host, console.port)
         except OSError as exc:
             raise CliError(f"cannot listen on console.listen {console.listen}: {exc.strerror or exc}") from exc
+        try:
+            console_ssl_context(console.tls.cert, console.tls.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"console.tls: cannot load {console.tls.cert} and {console.tls.key}: {exc}") from exc
         hint = asyncio.run(first_admin_hint(config))
         if hint:
             print(f"scep-ca: {hint}", file=sys.stderr)

@@ -7,11 +7,14 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -282,3 +285,19 @@ async def test_a_post_without_the_session_csrf_token_gets_403(
     record = await console.store.get_certificate(serial)
     assert record is not None and record.revoked_at is None
     assert [i.id for i in await console.store.list_integrations()] == ["intega"]
+
+
+@pytest.mark.parametrize(
+    ("console", "message"),
+    [
+        ({"listen": "0.0.0.0:18081"}, "console.listen: 0.0.0.0 is not loopback: set console.tls.cert"),
+        ({"tls": {"cert": "missing.pem", "key": "missing.key"}}, "console.tls: cannot load missing.pem"),
+    ],
+)
+def test_serve_refuses_an_unsafe_or_broken_console(tmp_path: Path, console: dict[str, object], message: str) -> None:
+    config = tmp_path / "scep-ca.yaml"
+    config.write_text(yaml.safe_dump({"server": {"port": 1, "workers": 1}, "console": console}))
+    argv = [str(Path(sys.executable).parent / "scep-ca"), "--config", str(config), "--data-dir", str(tmp_path / "d")]
+    result = subprocess.run([*argv, "serve"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
