@@ -291,7 +291,10 @@ async def test_a_post_without_the_session_csrf_token_gets_403(
     ("console", "message"),
     [
         ({"listen": "0.0.0.0:18081"}, "console.listen: 0.0.0.0 is not loopback: set console.tls.cert"),
-        ({"tls": {"cert": "missing.pem", "key": "missing.key"}}, "console.tls: cannot load missing.pem"),
+        (
+            {"listen": "127.0.0.1:18083", "tls": {"cert": "missing.pem", "key": "missing.key"}},
+            "console.tls: cannot load missing.pem",
+        ),
     ],
 )
 def test_serve_refuses_an_unsafe_or_broken_console(tmp_path: Path, console: dict[str, object], message: str) -> None:
