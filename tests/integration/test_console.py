@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -292,13 +293,16 @@ async def test_a_post_without_the_session_csrf_token_gets_403(
     [
         ({"listen": "0.0.0.0:18081"}, "console.listen: 0.0.0.0 is not loopback: set console.tls.cert"),
         (
-            {"listen": "127.0.0.1:18083", "tls": {"cert": "missing.pem", "key": "missing.key"}},
+            {"tls": {"cert": "missing.pem", "key": "missing.key"}},
             "console.tls: cannot load missing.pem",
         ),
     ],
 )
 def test_serve_refuses_an_unsafe_or_broken_console(tmp_path: Path, console: dict[str, object], message: str) -> None:
     config = tmp_path / "scep-ca.yaml"
+    with socket.socket() as probe:  # a free loopback port, unless the case names another address
+        probe.bind(("127.0.0.1", 0))
+        console = {"listen": f"127.0.0.1:{probe.getsockname()[1]}", **console}
     config.write_text(yaml.safe_dump({"server": {"port": 1, "workers": 1}, "console": console}))
     argv = [str(Path(sys.executable).parent / "scep-ca"), "--config", str(config), "--data-dir", str(tmp_path / "d")]
     result = subprocess.run([*argv, "serve"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
