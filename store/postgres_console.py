@@ -23,7 +23,7 @@ from store.base import (
 )
 from store.columns import CERTIFICATES
 from store.pg_pool import ConnectionPool
-from store.search import merge_counts, search_terms
+from store.search import PG_ASCII_FOLD, merge_counts, search_terms
 
 _ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
 _SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
@@ -137,7 +137,8 @@ class PostgresConsoleMixin:
             return f"${len(params)}"
 
         if terms.text:
-            matches = [f"subject ILIKE {param('%' + terms.like_text + '%')} ESCAPE '\\'"]
+            low, high = param(terms.subject_low), param(terms.subject_high)
+            matches = [f"({PG_ASCII_FOLD} >= {low} AND {PG_ASCII_FOLD} < {high})"]
             if terms.serial_prefix:
                 # "g" sorts after every hex digit (the column's collation is "C").
                 low, high = param(terms.serial_prefix), param(terms.serial_prefix + "g")

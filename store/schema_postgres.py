@@ -29,6 +29,7 @@ import asyncpg
 
 from store.base import StoreError
 from store.columns import CERTIFICATES
+from store.search import PG_ASCII_FOLD
 
 # pg_advisory_xact_lock(classid, objid) keys. The class is "SCEP" in ASCII, so a DBA reading
 # pg_locks can tell the locks apart from other applications' sharing the database.
@@ -462,10 +463,9 @@ _V7 = Migration(
         "CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen)",
         "CREATE INDEX certificates_expiry_by_integration ON certificates (integration_id, status, not_after)",
         "CREATE INDEX certificates_expiry ON certificates (not_after)",
-        # Subject substring search (ILIKE '%text%') at a million rows. pg_trgm is a trusted
-        # extension (PostgreSQL 13+): the database owner may create it.
-        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-        "CREATE INDEX certificates_subject_trgm ON certificates USING gin (subject gin_trgm_ops)",
+        # The search by subject: a range on the subject with ASCII letters folded, bytewise ("C"),
+        # as SQLite's NOCASE index (store/search.py).
+        f"CREATE INDEX certificates_subject ON certificates (({PG_ASCII_FOLD}))",
     ),
 )
 

@@ -149,7 +149,7 @@ class SQLiteConsoleMixin:
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)
         clauses, params = _where(terms, search)
-        # +not_after: with a text match the matching rows drive the query and are sorted after;
+        # +not_after: with a text the index ranges of the match drive the query, sorted after;
         # without one the expiry index gives the order and LIMIT stops the walk early.
         order = "+not_after" if terms.text else "not_after"
         sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
@@ -166,14 +166,8 @@ def _where(terms: SearchTerms, search: CertificateSearch) -> tuple[list[str], li
     clauses: list[str] = []
     params: list[object] = []
     if terms.text:
-        matches: list[str] = []
-        if len(terms.text) >= 3:
-            # A phrase of the trigram index is a case-insensitive substring match.
-            matches.append("rowid IN (SELECT rowid FROM certificates_subject WHERE certificates_subject MATCH ?)")
-            params.append('"' + terms.text.replace('"', '""') + '"')
-        else:
-            matches.append("subject LIKE ? ESCAPE '\\'")
-            params.append("%" + terms.like_text + "%")
+        matches = ["(subject COLLATE NOCASE >= ? AND subject COLLATE NOCASE < ?)"]
+        params += [terms.subject_low, terms.subject_high]
         if terms.serial_prefix:
             matches.append("(serial >= ? AND serial < ?)")
             params += [terms.serial_prefix, terms.serial_prefix + "g"]  # "g" sorts after every hex digit

@@ -123,14 +123,18 @@ async def test_search_by_subject_serial_and_filters(harness: Harness) -> None:
         return [r.serial for r in await store.search_certificates(CertificateSearch(now=NOW, **kw))]  # type: ignore[arg-type]
 
     assert await serials() == ["abd", "abc", "c0ffee", "c0ffef", "abe"]  # by expiry
-    assert await serials(text="laptop") == ["c0ffee"]  # case-insensitive substring
-    assert await serials(text="alice lap") == ["c0ffee"]
+    assert await serials(text="alice") == ["c0ffee"]  # the start of the CN value, ASCII case folded
+    assert await serials(text="ALICE LAP") == ["c0ffee"]
+    assert await serials(text="cn=alice laptop,o=EXAMPLE") == ["c0ffee"]  # the start of the subject
+    assert await serials(text="laptop") == []  # not a substring search
+    assert await serials(text="O=Example") == []
     assert await serials(text="C0:FF") == ["c0ffee", "c0ffef"]  # serial prefix, colons and case ignored
     assert await serials(text="00c0ffee") == ["c0ffee"]
     assert await serials(text="<img") == ["abc"]
-    assert await serials(text="p%l") == []  # % is literal: "ample" would match as a wildcard
-    assert await serials(text="Ex%") == ["abc"]
-    assert await serials(text="ob") == ["c0ffef"]  # two characters: no trigram, still found
+    assert await serials(text="<img src=x>,O=Ex%") == ["abc"]  # % is a character like any other
+    assert await serials(text="b%b") == []  # not a wildcard: "bob" does not match
+    assert await serials(text="b") == ["c0ffef"]  # "CN=b..." (and "b" is a serial prefix of none)
+    assert await serials(text="\U0010ffff") == []
     assert await serials(integration_id="int2") == ["abc"]
     assert await serials(status=CertSearchStatus.VALID) == ["abc", "c0ffee", "c0ffef"]
     assert await serials(status=CertSearchStatus.EXPIRED) == ["abd"]
