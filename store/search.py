@@ -43,7 +43,7 @@ class SearchTerms:
 
     @property
     def subject_low(self) -> str:
-        prefix = self.text if _NAMES_ATTRIBUTE.match(self.text) else f"CN={self.text}"
+        prefix = self.text if _NAMES_ATTRIBUTE.match(self.text) else f"CN={_escaped_value_start(self.text)}"
         return ascii_lower(prefix)
 
     @property
@@ -94,3 +94,13 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 # The same fold in SQL for PostgreSQL, whose lower() would also fold other letters.
 PG_ASCII_FOLD = f"translate(subject, '{string.ascii_uppercase}', '{string.ascii_lowercase}') COLLATE \"C\""
+
+
+def _escaped_value_start(text: str) -> str:
+    """The start of an attribute value as stored: RFC 4514 section 2.4 escaping, as cryptography's
+    ``rfc4514_string()`` writes it (a device named ``a,b`` is stored ``CN=a\\,b``)."""
+    escaped = "".join("\\" + c if c in _ESCAPED else c for c in text).replace("\0", "\\00")
+    return "\\" + escaped if escaped[:1] in ("#", " ") else escaped
+
+
+_ESCAPED = frozenset('\\"+,;<>')
