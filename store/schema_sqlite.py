@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 REVOCATION_EPOCH_KEY = "revocation_epoch"
+# One UTC day in the store's time unit (microseconds): the bucket of certificate_counts.
+DAY_US = 86_400_000_000
 
 _V1 = Migration(
     1,
@@ -223,6 +225,45 @@ _V7 = Migration(
         # ASCII case folded) is a range on this index. A trigram index (FTS5) would find any
         # substring, but it cost every enrollment about 1 ms (a segment flush per transaction).
         "CREATE INDEX certificates_subject ON certificates (subject COLLATE NOCASE)",
+        # The dashboard's counts, maintained by triggers: certificates per integration, status and
+        # UTC day of expiry (not_after / one day in microseconds). Counting index entries took
+        # 0.2-0.7 s at a million certificates; summing these rows takes milliseconds, and only
+        # the two boundary days are counted exactly (store/sqlite_console.py). SQLite has one
+        # writer at a time, so these hot rows add no contention; each enrollment pays one upsert.
+        """
+        CREATE TABLE certificate_counts (
+            integration_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            expiry_day INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (integration_id, status, expiry_day)
+        ) WITHOUT ROWID
+        """,
+        f"""
+        CREATE TRIGGER certificate_counts_insert AFTER INSERT ON certificates BEGIN
+            INSERT INTO certificate_counts VALUES (new.integration_id, new.status, new.not_after / {DAY_US}, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+        END
+        """,
+        f"""
+        CREATE TRIGGER certificate_counts_update AFTER UPDATE OF status ON certificates
+        WHEN old.status IS NOT new.status BEGIN
+            UPDATE certificate_counts SET n = n - 1
+            WHERE integration_id = old.integration_id AND status = old.status AND expiry_day = old.not_after / {DAY_US};
+            INSERT INTO certificate_counts VALUES (new.integration_id, new.status, new.not_after / {DAY_US}, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+        END
+        """,
+        f"""
+        CREATE TRIGGER certificate_counts_delete AFTER DELETE ON certificates BEGIN
+            UPDATE certificate_counts SET n = n - 1
+            WHERE integration_id = old.integration_id AND status = old.status AND expiry_day = old.not_after / {DAY_US};
+        END
+        """,
+        f"""
+        INSERT INTO certificate_counts
+        SELECT integration_id, status, not_after / {DAY_US}, count(*) FROM certificates GROUP BY 1, 2, 3
+        """,
     ),
 )
 

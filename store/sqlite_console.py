@@ -22,19 +22,30 @@ from store.base import (
     IntegrationCounts,
 )
 from store.columns import CERTIFICATES
+from store.schema_sqlite import DAY_US
 from store.search import SearchTerms, merge_counts, search_terms
 
 _ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
 _SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
 _CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
-# Valid, revoked and expiring per integration from certificates_expiry_by_integration alone
-# (a covering index scan: no table row is read).
+# Valid, revoked and expiring per integration from the maintained counts (migration 7): whole
+# days strictly inside the intervals from the counts, the day of "now" and the horizon's day
+# counted exactly from the certificates themselves (their rows in the expiry index).
 _COUNTS = """
 SELECT integration_id,
-       sum(status = 'issued' AND not_after > :now),
-       sum(status = 'revoked'),
-       sum(status = 'issued' AND not_after > :now AND not_after <= :horizon)
-FROM certificates INDEXED BY certificates_expiry_by_integration
+       sum(n) FILTER (WHERE status = 'issued' AND expiry_day > :today),
+       sum(n) FILTER (WHERE status = 'revoked'),
+       sum(n) FILTER (WHERE status = 'issued' AND expiry_day > :today AND expiry_day < :horizon_day)
+FROM certificate_counts GROUP BY integration_id
+"""
+_BOUNDARY_DAYS = """
+SELECT integration_id,
+       count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow),
+       count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow AND not_after <= :horizon)
+         + count(*) FILTER (WHERE not_after >= :horizon_start AND not_after <= :horizon AND not_after >= :tomorrow)
+FROM certificates INDEXED BY certificates_expiry
+WHERE status = 'issued' AND ((not_after > :now AND not_after < :tomorrow)
+                             OR (not_after >= :horizon_start AND not_after <= :horizon))
 GROUP BY integration_id
 """
 _PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
@@ -141,9 +152,25 @@ class SQLiteConsoleMixin:
     # -- overview ----------------------------------------------------------------------
 
     async def integration_counts(self, now: datetime, expiring_before: datetime) -> Sequence[IntegrationCounts]:
+        now_us, horizon_us = codec.to_us(now), codec.to_us(expiring_before)
+        today, horizon_day = now_us // DAY_US, horizon_us // DAY_US
+        days = {"today": today, "horizon_day": horizon_day}
+        bounds = {
+            "now": now_us,
+            "tomorrow": (today + 1) * DAY_US,
+            "horizon": horizon_us,
+            "horizon_start": horizon_day * DAY_US,
+        }
         with self._read() as conn:
-            rows = conn.execute(_COUNTS, {"now": codec.to_us(now), "horizon": codec.to_us(expiring_before)}).fetchall()
+            whole = conn.execute(_COUNTS, days).fetchall()
+            edges = {str(r[0]): (int(r[1]), int(r[2])) for r in conn.execute(_BOUNDARY_DAYS, bounds).fetchall()}
             pending = {str(k): int(v) for k, v in conn.execute(_PENDING).fetchall()}
+        rows = []
+        for integration_id, valid, revoked, expiring in whole:
+            valid_edge, expiring_edge = edges.get(str(integration_id), (0, 0))
+            # A horizon inside today: the whole-day sum counts nothing, the edge count everything.
+            inner = int(expiring or 0) if horizon_day > today else 0
+            rows.append((integration_id, int(valid or 0) + valid_edge, revoked, inner + expiring_edge))
         return merge_counts(rows, pending)
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:

@@ -92,6 +92,9 @@ async def test_integration_counts(harness: Harness) -> None:
         certificate("a3", not_after=NOW - h),  # expired: neither valid nor expiring
         certificate("a4", status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason="keyCompromise"),
         certificate("b1", "int2", not_after=NOW + timedelta(days=29)),
+        certificate("a5", not_after=NOW + h),  # expires later today: counted from the row itself
+        certificate("b2", "int2", not_after=NOW + timedelta(days=30, minutes=-1)),  # the horizon's day, inside
+        certificate("b3", "int2", not_after=NOW + timedelta(days=30, minutes=1)),  # the horizon's day, after it
     ]
     await harness.bulk_insert_certificates(rows)
     await store.record_pending(
@@ -99,10 +102,21 @@ async def test_integration_counts(harness: Harness) -> None:
     )
     counts = await store.integration_counts(NOW, NOW + timedelta(days=30))
     assert counts == [
-        IntegrationCounts("int1", valid=2, revoked=1, expiring=1, pending=0),
-        IntegrationCounts("int2", valid=1, revoked=0, expiring=1, pending=0),
+        IntegrationCounts("int1", valid=3, revoked=1, expiring=2, pending=0),
+        IntegrationCounts("int2", valid=3, revoked=0, expiring=2, pending=0),
         IntegrationCounts("int3", valid=0, revoked=0, expiring=0, pending=1),
     ]
+    # The counts follow revocations and deletions.
+    assert await store.revoke_certificate("a2", "keyCompromise", NOW)
+    await store.delete_integration("int2", NOW)
+    counts = await store.integration_counts(NOW, NOW + timedelta(days=30))
+    assert counts[:2] == [
+        IntegrationCounts("int1", valid=2, revoked=2, expiring=1, pending=0),
+        IntegrationCounts("int2", valid=0, revoked=3, expiring=0, pending=0),
+    ]
+    # A horizon inside today counts only what expires before it.
+    counts = await store.integration_counts(NOW, NOW + 2 * h)
+    assert counts[0] == IntegrationCounts("int1", valid=2, revoked=2, expiring=1, pending=0)
 
 
 async def test_search_by_subject_serial_and_filters(harness: Harness) -> None:
