@@ -346,7 +346,8 @@ class CertSearchStatus(enum.StrEnum):
 class CertificateSearch:
     """A page of the console's certificate search, sorted by expiry (soonest first).
 
-    ``text`` matches a substring of the subject (case-insensitive) or a serial prefix (hex).
+    ``text`` matches the start of the subject (when it starts with an attribute, ``CN=...``) or of
+    its leading CN value, ASCII letters in any case, or a serial prefix (hex): ``store.search``.
     """
 
     now: datetime
