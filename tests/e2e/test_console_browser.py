@@ -34,7 +34,9 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.e2e import clients
 from tests.e2e.clients import ClientResult, run_scepclient
@@ -110,9 +112,17 @@ def login(driver: WebDriver, server: ScepCaServer, name: str, password: str) -> 
     driver.get(f"{server.console_url}/login")
     driver.find_element(By.NAME, "name").send_keys(name)
     driver.find_element(By.NAME, "password").send_keys(password)
-    driver.find_element(By.ID, "sign-in").click()
+    navigate(driver, driver.find_element(By.ID, "sign-in"))
     assert driver.current_url == f"{server.console_url}/", driver.page_source
     assert f"{name} (" in driver.find_element(By.CLASS_NAME, "who").text
+
+
+def navigate(driver: WebDriver, element: WebElement) -> None:
+    """Click a link or a submit button and wait until the next page replaced this one: click()
+    returns before the new page loads, and on a loaded machine the old page is still there."""
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def text(driver: WebDriver, element_id: str) -> str:
@@ -126,7 +136,7 @@ def create_integration(driver: WebDriver, server: ScepCaServer, name: str, *, ap
     form.find_element(By.NAME, "subject").send_keys(DEFAULT_SUBJECT)
     if approval:
         form.find_element(By.NAME, "require_approval").click()
-    form.find_element(By.ID, "create").click()
+    navigate(driver, form.find_element(By.ID, "create"))
     match = re.search(r"/scep/([a-z0-9]+)$", text(driver, "value-scep_url"))
     assert match is not None, driver.page_source
     return match.group(1)
@@ -134,7 +144,7 @@ def create_integration(driver: WebDriver, server: ScepCaServer, name: str, *, ap
 
 def issue_challenge(driver: WebDriver, server: ScepCaServer, integration_id: str) -> str:
     driver.get(f"{server.console_url}/integrations/{integration_id}")
-    driver.find_element(By.ID, "issue-challenge").click()
+    navigate(driver, driver.find_element(By.ID, "issue-challenge"))
     challenge = text(driver, "challenge")
     assert re.fullmatch(r"[0-9A-F]{16}", challenge), challenge
     return challenge
@@ -230,15 +240,15 @@ def test_enroll_find_revoke_with_ocsp(
 
     browser.get(f"{server.console_url}/certificates")
     browser.find_element(By.NAME, "q").send_keys("stolen-lap")
-    browser.find_element(By.ID, "search-button").click()
+    navigate(browser, browser.find_element(By.ID, "search-button"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")
     assert len(rows) == 1 and serial in rows[0].text and "CN=stolen-laptop" in rows[0].text, rows[0].text
     shot(browser, "certificates")
-    rows[0].find_element(By.TAG_NAME, "a").click()
+    navigate(browser, rows[0].find_element(By.TAG_NAME, "a"))
     assert text(browser, "status") == "valid"
 
     Select(browser.find_element(By.ID, "reason")).select_by_value("keyCompromise")
-    browser.find_element(By.ID, "revoke").click()
+    navigate(browser, browser.find_element(By.ID, "revoke"))
     assert text(browser, "status").startswith("revoked (keyCompromise"), text(browser, "status")
     assert browser.find_elements(By.ID, "revoke") == []
     shot(browser, "certificate-revoked")
@@ -284,7 +294,7 @@ def test_operator_approves_a_pending_request(
     browser.get(f"{server.console_url}/requests")
     (row,) = [r for r in browser.find_elements(By.CSS_SELECTOR, "#pending tbody tr") if iid in r.text]
     shot(browser, "requests")
-    row.find_element(By.CLASS_NAME, "approve").click()
+    navigate(browser, row.find_element(By.CLASS_NAME, "approve"))
     assert text(browser, "message").startswith("Approved: certificate "), text(browser, "message")
     thread.join(timeout=100)
     assert not thread.is_alive(), "scepclient did not finish after the approval"
@@ -300,18 +310,18 @@ def test_delete_through_the_preview(
     result = enroll(server, iid, server.challenge(iid), "kiosk-1", tmp_path / "kiosk")
     serial = serial_of(result.cert_path)
     browser.get(f"{server.console_url}/integrations/{iid}")
-    browser.find_element(By.ID, "delete").click()
+    navigate(browser, browser.find_element(By.ID, "delete"))
     assert "1 certificate(s) will be revoked" in text(browser, "preview")
     shot(browser, "delete-preview")
     # The wrong name typed: refused, nothing changed.
     browser.find_element(By.NAME, "confirm").send_keys("kiosks")
-    browser.find_element(By.ID, "confirm-delete").click()
+    navigate(browser, browser.find_element(By.ID, "confirm-delete"))
     assert "type the integration's name exactly" in text(browser, "message")
     assert cert_status(server, serial) == "valid"
     assert any(i["id"] == iid for i in json.loads(server.cli("integration", "list", "--json").stdout))
     browser.get(f"{server.console_url}/integrations/{iid}/delete")
     browser.find_element(By.NAME, "confirm").send_keys("Kiosks")
-    browser.find_element(By.ID, "confirm-delete").click()
+    navigate(browser, browser.find_element(By.ID, "confirm-delete"))
     assert text(browser, "message") == f"Integration {iid} deleted; 1 certificate(s) revoked."
     assert cert_status(server, serial) == "revoked"
     assert ocsp_status(server, result.cert_path).reason == "cessationOfOperation"
@@ -355,7 +365,7 @@ def test_a_form_without_its_csrf_token_gets_403(
     browser.get(f"{server.console_url}/certificates/{serial}")
     # The admin's real form, its token removed before it is sent.
     browser.execute_script("document.querySelector('#revoke-form input[name=csrf]').remove()")
-    browser.find_element(By.ID, "revoke").click()
+    navigate(browser, browser.find_element(By.ID, "revoke"))
     assert "security token is missing or wrong" in text(browser, "message")
     shot(browser, "error-csrf")
     cookie = session_cookie(browser)
