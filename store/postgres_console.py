@@ -7,7 +7,7 @@ readable. Schema: migration 7 in ``store/schema_postgres.py``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,12 +28,23 @@ from store.search import PG_ASCII_FOLD, merge_counts, search_terms
 _ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
 _SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
 _CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
+# As in SQLite: whole days strictly inside the intervals from the maintained counts, the day of
+# "now" and the horizon's day counted exactly from the certificates themselves.
 _COUNTS = """
 SELECT integration_id,
-       count(*) FILTER (WHERE status = 'issued' AND not_after > $1),
-       count(*) FILTER (WHERE status = 'revoked'),
-       count(*) FILTER (WHERE status = 'issued' AND not_after > $1 AND not_after <= $2)
-FROM certificates GROUP BY integration_id
+       coalesce(sum(n) FILTER (WHERE status = 'issued' AND expiry_day > $1), 0),
+       coalesce(sum(n) FILTER (WHERE status = 'revoked'), 0),
+       coalesce(sum(n) FILTER (WHERE status = 'issued' AND expiry_day > $1 AND expiry_day < $2), 0)
+FROM certificate_counts GROUP BY integration_id
+"""
+_BOUNDARY_DAYS = """
+SELECT integration_id,
+       count(*) FILTER (WHERE not_after > $1 AND not_after < $2),
+       count(*) FILTER (WHERE not_after > $1 AND not_after < $2 AND not_after <= $3)
+         + count(*) FILTER (WHERE not_after >= $4 AND not_after <= $3 AND not_after >= $2)
+FROM certificates
+WHERE status = 'issued' AND ((not_after > $1 AND not_after < $2) OR (not_after >= $4 AND not_after <= $3))
+GROUP BY integration_id
 """
 _PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
 
@@ -122,9 +133,21 @@ class PostgresConsoleMixin:
     # -- overview ----------------------------------------------------------------------
 
     async def integration_counts(self, now: datetime, expiring_before: datetime) -> Sequence[IntegrationCounts]:
+        day = timedelta(days=1)
+        today, horizon_day = _day(now), _day(expiring_before)
+        tomorrow, horizon_start = _EPOCH + (today + 1) * day, _EPOCH + horizon_day * day
         async with self._p().connection() as conn:
-            rows = await conn.fetch(_COUNTS, now, expiring_before)
+            whole = await conn.fetch(_COUNTS, today, horizon_day)
+            edges = {
+                str(r[0]): (int(r[1]), int(r[2]))
+                for r in await conn.fetch(_BOUNDARY_DAYS, now, tomorrow, expiring_before, horizon_start)
+            }
             pending = {str(r[0]): int(r[1]) for r in await conn.fetch(_PENDING)}
+        rows = []
+        for integration_id, valid, revoked, expiring in whole:
+            valid_edge, expiring_edge = edges.get(str(integration_id), (0, 0))
+            inner = int(expiring) if horizon_day > today else 0
+            rows.append((integration_id, int(valid) + valid_edge, int(revoked), inner + expiring_edge))
         return merge_counts(rows, pending)
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
@@ -159,6 +182,14 @@ class PostgresConsoleMixin:
         sql += f" ORDER BY not_after, serial LIMIT {param(search.limit)} OFFSET {param(search.offset)}"
         rows = await self._p().fetch(sql, *params)
         return [self._certificate_record(row) for row in rows]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _day(when: datetime) -> int:
+    """The UTC day number of ``when``, as ``scep_expiry_day`` computes it in the database."""
+    return (when - _EPOCH) // timedelta(days=1)
 
 
 def _admin(row: Any) -> AdminAccount:

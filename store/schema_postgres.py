@@ -466,6 +466,62 @@ _V7 = Migration(
         # The search by subject: a range on the subject with ASCII letters folded, bytewise ("C"),
         # as SQLite's NOCASE index (store/search.py).
         f"CREATE INDEX certificates_subject ON certificates (({PG_ASCII_FOLD}))",
+        # The dashboard's counts, maintained per integration, status and UTC day of expiry, as in
+        # SQLite (store/sqlite_console.py). Statement triggers with transition tables: a bulk
+        # revocation (delete_integration) is one grouped upsert, not one per row. The shard
+        # (the session's pid modulo 8) spreads concurrent enrollments over several rows, so
+        # that they do not queue on one counter row's lock; readers sum the shards.
+        """
+        CREATE TABLE certificate_counts (
+            integration_id text COLLATE "C" NOT NULL,
+            status text NOT NULL,
+            expiry_day bigint NOT NULL,
+            shard integer NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (integration_id, status, expiry_day, shard)
+        )
+        """,
+        """
+        CREATE FUNCTION scep_expiry_day(t timestamptz) RETURNS bigint
+        LANGUAGE sql IMMUTABLE AS $$ SELECT floor(extract(epoch FROM t) / 86400)::bigint $$
+        """,
+        """
+        CREATE FUNCTION scep_count_certificates() RETURNS trigger
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO certificate_counts
+                SELECT integration_id, status, scep_expiry_day(not_after), pg_backend_pid() % 8, count(*)
+                FROM new_rows GROUP BY 1, 2, 3
+                ON CONFLICT (integration_id, status, expiry_day, shard)
+                DO UPDATE SET n = certificate_counts.n + EXCLUDED.n;
+            ELSE
+                INSERT INTO certificate_counts
+                SELECT integration_id, status, day, pg_backend_pid() % 8, sum(d) FROM (
+                    SELECT integration_id, status, scep_expiry_day(not_after) AS day, -1 AS d FROM old_rows
+                    UNION ALL
+                    SELECT integration_id, status, scep_expiry_day(not_after), 1 FROM new_rows
+                ) AS changes GROUP BY 1, 2, 3 HAVING sum(d) <> 0
+                ON CONFLICT (integration_id, status, expiry_day, shard)
+                DO UPDATE SET n = certificate_counts.n + EXCLUDED.n;
+            END IF;
+            RETURN NULL;
+        END
+        $fn$
+        """,
+        """
+        CREATE TRIGGER certificate_counts_insert AFTER INSERT ON certificates
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scep_count_certificates()
+        """,
+        """
+        CREATE TRIGGER certificate_counts_update AFTER UPDATE ON certificates
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION scep_count_certificates()
+        """,
+        """
+        INSERT INTO certificate_counts
+        SELECT integration_id, status, scep_expiry_day(not_after), 0, count(*) FROM certificates GROUP BY 1, 2, 3
+        """,
     ),
 )
 
