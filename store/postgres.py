@@ -116,7 +116,7 @@ from store.columns import (
     username_key,
 )
 from store.pg_pool import ConnectionPool, safe_dsn
-from store.postgres_console import PostgresConsoleMixin
+from store.postgres_console import MOVE_COUNTS_TO_REVOKED, PostgresConsoleMixin
 
 DELETION_REASON = "cessationOfOperation"
 # Bounds the graceful close of each idle connection in close().
@@ -346,6 +346,8 @@ class PostgresStore(PostgresConsoleMixin):
             )
             if _rowcount(status) != 1:
                 raise IntegrationNotFound(integration_id)
+            # The dashboard's counts move per day below, not per row in the update trigger.
+            await conn.execute("SET LOCAL scep.counts_moved = 'on'")
             # A new statement, so a new snapshot: it sees every issuance committed before the lock.
             status = await conn.execute(
                 "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 "
@@ -355,6 +357,8 @@ class PostgresStore(PostgresConsoleMixin):
                 integration_id,
             )
             revoked = _rowcount(status)
+            await conn.execute(MOVE_COUNTS_TO_REVOKED, integration_id)
+            await conn.execute("SET LOCAL scep.counts_moved = 'off'")
             # Used ones too: nothing can consume them any more, and nothing would purge them.
             await conn.execute("DELETE FROM challenges WHERE integration_id = $1", integration_id)
             await conn.execute(_BUMP_EPOCH, schema.REVOCATION_EPOCH_KEY)

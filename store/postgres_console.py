@@ -46,6 +46,16 @@ FROM certificates
 WHERE status = 'issued' AND ((not_after > $1 AND not_after < $2) OR (not_after >= $4 AND not_after <= $3))
 GROUP BY integration_id
 """
+# delete_integration's revocation of every issued certificate, applied to the counts per day
+# (the update trigger skips that statement: store/schema_postgres.py, migration 7).
+MOVE_COUNTS_TO_REVOKED = """
+WITH moved AS (
+    DELETE FROM certificate_counts WHERE integration_id = $1 AND status = 'issued' RETURNING expiry_day, shard, n
+)
+INSERT INTO certificate_counts
+SELECT $1, 'revoked', expiry_day, shard, sum(n) FROM moved GROUP BY expiry_day, shard
+ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n + EXCLUDED.n
+"""
 _PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
 
 

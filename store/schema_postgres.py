@@ -467,8 +467,7 @@ _V7 = Migration(
         # as SQLite's NOCASE index (store/search.py).
         f"CREATE INDEX certificates_subject ON certificates (({PG_ASCII_FOLD}))",
         # The dashboard's counts, maintained per integration, status and UTC day of expiry, as in
-        # SQLite (store/sqlite_console.py). Statement triggers with transition tables: a bulk
-        # revocation (delete_integration) is one grouped upsert, not one per row. The shard
+        # SQLite (store/sqlite_console.py), by triggers. The shard
         # (the session's pid modulo 8) spreads concurrent enrollments over several rows, so
         # that they do not queue on one counter row's lock; readers sum the shards.
         """
@@ -483,40 +482,46 @@ _V7 = Migration(
         """,
         """
         CREATE FUNCTION scep_expiry_day(t timestamptz) RETURNS bigint
-        LANGUAGE sql IMMUTABLE AS $$ SELECT floor(extract(epoch FROM t) / 86400)::bigint $$
+        LANGUAGE sql IMMUTABLE AS $$ SELECT floor(date_part('epoch', t) / 86400)::bigint $$
         """,
+        # Inserts: one grouped upsert a statement (a bulk COPY is one, not one per row).
         """
-        CREATE FUNCTION scep_count_certificates() RETURNS trigger
+        CREATE FUNCTION scep_count_inserted_certificates() RETURNS trigger
         LANGUAGE plpgsql AS $fn$
         BEGIN
-            IF TG_OP = 'INSERT' THEN
-                INSERT INTO certificate_counts
-                SELECT integration_id, status, scep_expiry_day(not_after), pg_backend_pid() % 8, count(*)
-                FROM new_rows GROUP BY 1, 2, 3
-                ON CONFLICT (integration_id, status, expiry_day, shard)
-                DO UPDATE SET n = certificate_counts.n + EXCLUDED.n;
-            ELSE
-                INSERT INTO certificate_counts
-                SELECT integration_id, status, day, pg_backend_pid() % 8, sum(d) FROM (
-                    SELECT integration_id, status, scep_expiry_day(not_after) AS day, -1 AS d FROM old_rows
-                    UNION ALL
-                    SELECT integration_id, status, scep_expiry_day(not_after), 1 FROM new_rows
-                ) AS changes GROUP BY 1, 2, 3 HAVING sum(d) <> 0
-                ON CONFLICT (integration_id, status, expiry_day, shard)
-                DO UPDATE SET n = certificate_counts.n + EXCLUDED.n;
-            END IF;
+            INSERT INTO certificate_counts
+            SELECT integration_id, status, scep_expiry_day(not_after), pg_backend_pid() % 8, count(*)
+            FROM new_rows GROUP BY 1, 2, 3
+            ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n + EXCLUDED.n;
             RETURN NULL;
         END
         $fn$
         """,
         """
         CREATE TRIGGER certificate_counts_insert AFTER INSERT ON certificates
-        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scep_count_certificates()
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scep_count_inserted_certificates()
         """,
         """
-        CREATE TRIGGER certificate_counts_update AFTER UPDATE ON certificates
-        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION scep_count_certificates()
+        CREATE FUNCTION scep_count_status_change() RETURNS trigger
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            INSERT INTO certificate_counts
+            VALUES (OLD.integration_id, OLD.status, scep_expiry_day(OLD.not_after), pg_backend_pid() % 8, -1)
+            ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n - 1;
+            INSERT INTO certificate_counts
+            VALUES (NEW.integration_id, NEW.status, scep_expiry_day(NEW.not_after), pg_backend_pid() % 8, 1)
+            ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n + 1;
+            RETURN NULL;
+        END
+        $fn$
+        """,
+        # Status changes only; delete_integration moves its counts itself, per day rather than per
+        # certificate (store/postgres.py), and says so with scep.counts_moved.
+        """
+        CREATE TRIGGER certificate_counts_update AFTER UPDATE OF status ON certificates FOR EACH ROW
+        WHEN (OLD.status IS DISTINCT FROM NEW.status
+              AND current_setting('scep.counts_moved', true) IS DISTINCT FROM 'on')
+        EXECUTE FUNCTION scep_count_status_change()
         """,
         """
         INSERT INTO certificate_counts
