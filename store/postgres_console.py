@@ -23,7 +23,7 @@ from store.base import (
 )
 from store.columns import CERTIFICATES
 from store.pg_pool import ConnectionPool
-from store.search import PG_ASCII_FOLD, merge_counts, search_terms
+from store.search import PG_ASCII_FOLD, dashboard_counts, search_terms
 
 _ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
 _SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
@@ -153,12 +153,7 @@ class PostgresConsoleMixin:
                 for r in await conn.fetch(_BOUNDARY_DAYS, now, tomorrow, expiring_before, horizon_start)
             }
             pending = {str(r[0]): int(r[1]) for r in await conn.fetch(_PENDING)}
-        rows = []
-        for integration_id, valid, revoked, expiring in whole:
-            valid_edge, expiring_edge = edges.get(str(integration_id), (0, 0))
-            inner = int(expiring) if horizon_day > today else 0
-            rows.append((integration_id, int(valid) + valid_edge, int(revoked), inner + expiring_edge))
-        return merge_counts(rows, pending)
+        return dashboard_counts(whole, edges, pending, horizon_after_today=horizon_day > today)
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)

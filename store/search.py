@@ -10,6 +10,7 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from store.base import CertificateSearch, CertSearchStatus, IntegrationCounts
 
@@ -72,6 +73,25 @@ def search_terms(search: CertificateSearch) -> SearchTerms:
     return SearchTerms(text=text, serial_prefix=serial, status=search.status)
 
 
+def dashboard_counts(
+    whole: Iterable[Sequence[object]],
+    edges: Mapping[str, tuple[int, int]],
+    pending: Mapping[str, int],
+    *,
+    horizon_after_today: bool,
+) -> list[IntegrationCounts]:
+    """The dashboard's counts from the maintained per-day counters: ``whole`` rows of
+    ``(integration_id, valid after today, revoked, expiring strictly between today and the
+    horizon's day)``, ``edges`` the exact ``(valid, expiring)`` counts of the two boundary days."""
+    rows = []
+    for integration_id, valid, revoked, expiring in whole:
+        valid_edge, expiring_edge = edges.get(str(integration_id), (0, 0))
+        # A horizon inside today: the whole-day sum counts nothing, the edge count everything.
+        inner = _int(expiring) if horizon_after_today else 0
+        rows.append((integration_id, _int(valid) + valid_edge, revoked, inner + expiring_edge))
+    return merge_counts(rows, pending)
+
+
 def merge_counts(rows: Iterable[Sequence[object]], pending: Mapping[str, int]) -> list[IntegrationCounts]:
     """``(integration_id, valid, revoked, expiring)`` rows plus the pending requests per integration,
     one ``IntegrationCounts`` per integration that has either, sorted by id."""
@@ -81,8 +101,11 @@ def merge_counts(rows: Iterable[Sequence[object]], pending: Mapping[str, int]) -
 
 
 def _int(value: object) -> int:
-    # SQLite's sum() is NULL over no rows.
-    return int(value) if isinstance(value, int) else 0
+    # SQLite's sum() is NULL over no rows; PostgreSQL's sum() of bigint is numeric (Decimal).
+    if value is None:
+        return 0
+    assert isinstance(value, int | Decimal), value
+    return int(value)
 
 
 def ascii_lower(text: str) -> str:

@@ -23,7 +23,7 @@ from store.base import (
 )
 from store.columns import CERTIFICATES
 from store.schema_sqlite import DAY_US
-from store.search import SearchTerms, merge_counts, search_terms
+from store.search import SearchTerms, dashboard_counts, search_terms
 
 _ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
 _SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
@@ -165,13 +165,7 @@ class SQLiteConsoleMixin:
             whole = conn.execute(_COUNTS, days).fetchall()
             edges = {str(r[0]): (int(r[1]), int(r[2])) for r in conn.execute(_BOUNDARY_DAYS, bounds).fetchall()}
             pending = {str(k): int(v) for k, v in conn.execute(_PENDING).fetchall()}
-        rows = []
-        for integration_id, valid, revoked, expiring in whole:
-            valid_edge, expiring_edge = edges.get(str(integration_id), (0, 0))
-            # A horizon inside today: the whole-day sum counts nothing, the edge count everything.
-            inner = int(expiring or 0) if horizon_day > today else 0
-            rows.append((integration_id, int(valid or 0) + valid_edge, revoked, inner + expiring_edge))
-        return merge_counts(rows, pending)
+        return dashboard_counts(whole, edges, pending, horizon_after_today=horizon_day > today)
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)
