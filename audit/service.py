@@ -198,6 +198,10 @@ class AuditLog:
         picked = [r for r in rows if _matches(r, query)]
         return picked if query.limit is None else picked[: max(query.limit, 0)]
 
+    async def newest(self, flt: AuditFilter) -> Sequence[AuditRecord]:
+        """Rows as ``flt`` picks them in the store (``newest_first`` and ``limit`` included)."""
+        return await self._store.list_audit(flt)
+
     async def verify(self, checkpoint: str | None = None, public: CheckpointPublicKey | None = None) -> VerifyReport:
         """Every chain, and against ``checkpoint`` (its JSON text) when given; raises
         ``CheckpointError`` for a checkpoint that is not one or whose signature fails."""

@@ -230,6 +230,7 @@ def main() -> int:
             f"data_dir: {data_dir}\nserver: {{host: 127.0.0.1, port: {port}, workers: {args.workers}}}\n"
             "challenge: {max_unused: 100000000}\n"
             f"log: {{level: {args.log_level}}}\n"
+            "console: {enabled: false}\n"
         )
         env = {k: v for k, v in clean_env().items() if not k.startswith("SCEP_CA_")}
         base = [*scep_ca_cmd(), "--config", str(config_path)]

@@ -311,6 +311,7 @@ def run_scep_ca(
         f"data_dir: {data_dir}\nserver: {{port: {port}, workers: {workers}}}\n"
         f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n{store_line}{keys_line}"
         f"audit: {{enabled: {'true' if audit else 'false'}}}\n"
+        "console: {enabled: false}\n"
     )
     base = [*scep_ca_cmd(), "--config", str(config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True)

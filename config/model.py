@@ -232,6 +232,44 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """The operator web console (scep_ca/console), served by `scep-ca serve` beside the server."""
+
+    enabled: bool = True
+    # host:port ([v6]:port for IPv6). Anything but loopback needs console.tls.
+    listen: str = "127.0.0.1:8081"
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    # A session ends after this long without a request, and this long after login in any case.
+    session_idle_seconds: int = 15 * 60
+    session_max_seconds: int = 8 * 3600
+    # The dashboard's "expiring" column: valid certificates expiring within this many days.
+    expiring_days: int = 30
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError when it is neither."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("must be host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address must be in brackets: [::1]:8081")
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ValueError("the port must be 1-65535")
+    return host, number
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("./scep-ca-data")
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -251,6 +289,7 @@ class Config:
     ra: RAConfig = field(default_factory=RAConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property
     def base_url(self) -> str:

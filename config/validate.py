@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from config.clients import parse_networks
+from config.clients import is_loopback_host, parse_networks
 from config.errors import ConfigError
-from config.model import MAX_CRL_SHARDS, Config
+from config.model import MAX_CRL_SHARDS, Config, split_listen
 from config.urls import public_url_problem
 
 RSA_KEY_SIZES = frozenset({2048, 3072, 4096})
@@ -33,6 +33,7 @@ def validate(config: Config) -> None:
     _validate_pkcs11(config)
     _validate_validators(config)
     _validate_expiry(config)
+    _validate_console(config)
     _positive("revocation.crl_next_update_hours", config.revocation.crl_next_update_hours)
     _positive("scep.renewal_days", config.scep.renewal_days)
     _positive("scep.pending_expiry_hours", config.scep.pending_expiry_hours)
@@ -48,6 +49,25 @@ def validate(config: Config) -> None:
     ):
         if token is not None and len(token) < 16:
             raise ConfigError(key, "must be at least 16 characters")
+
+
+def _validate_console(config: Config) -> None:
+    console = config.console
+    try:
+        host, _ = split_listen(console.listen)
+    except ValueError as exc:
+        raise ConfigError("console.listen", str(exc)) from None
+    if (console.tls.cert is None) != (console.tls.key is None):
+        raise ConfigError("console.tls.key" if console.tls.key is None else "console.tls.cert", "set both or neither")
+    # Passwords and session cookies cross this connection: off loopback they need TLS.
+    if console.enabled and console.tls.cert is None and not is_loopback_host(host):
+        raise ConfigError(
+            "console.listen",
+            f"{host} is not loopback: set console.tls.cert and console.tls.key, or listen on 127.0.0.1 or [::1]",
+        )
+    _positive("console.session_idle_seconds", console.session_idle_seconds)
+    _positive("console.session_max_seconds", console.session_max_seconds)
+    _positive("console.expiring_days", console.expiring_days)
 
 
 def _positive(key: str, value: int) -> None:

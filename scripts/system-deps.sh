@@ -17,6 +17,7 @@
 #   lintian           checks the .deb
 #   systemd           systemd-analyze security/verify on the unit
 #   binutils          strip, for the .deb's extension modules
+#   chromium, chromium-driver   the headless browser (and its WebDriver) of the console's browser tests
 #
 # apt-get runs only when something is missing (or with --always, as CI does).
 set -euo pipefail
@@ -46,7 +47,7 @@ if [ "$packaging" = 1 ]; then
     done
 fi
 for bin in scepclient scepserver getcert /usr/lib/certmonger/scep-submit dbus-daemon curl openssl pg_isready \
-    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so promtool; do
+    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so promtool /usr/bin/chromium /usr/bin/chromedriver; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
         need=1
     fi
@@ -61,7 +62,7 @@ if [ "$need" = 1 ] || [ "$always" = 1 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends \
         scep certmonger dbus openssl curl postgresql postgresql-client python3-venv \
-        softhsm2 opensc prometheus "${packaging_packages[@]}"
+        softhsm2 opensc prometheus chromium chromium-driver "${packaging_packages[@]}"
 fi
 
 # PostgreSQL at 127.0.0.1:5432; start the newest installed cluster if it is down.

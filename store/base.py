@@ -195,6 +195,8 @@ class AuditFilter:
     actor: str | None = None
     writer: str | None = None
     limit: int | None = None
+    # The newest first (the console's latest events: a range on the ``at`` index).
+    newest_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -437,6 +439,120 @@ class AuditStore(Protocol):
     async def audit_empty(self) -> bool: ...
 
 
+class AdminRole(enum.StrEnum):
+    """A console account's role (scep_ca.console.roles says what each may do)."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+
+
+class DuplicateAdmin(StoreError):
+    """An admin account with this name already exists (names are never reused)."""
+
+
+@dataclass(frozen=True)
+class AdminAccount:
+    name: str
+    role: AdminRole
+    password_scrypt: str  # challenge.credentials.scrypt_hash
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A console login. Only the SHA-256 of the cookie's token is stored: a copy of the
+    database does not hand out live sessions."""
+
+    token_hash: str
+    admin: str
+    csrf_token: str
+    created_at: datetime
+    last_seen: datetime
+    address: str
+
+
+@dataclass(frozen=True)
+class IntegrationCounts:
+    """One integration's certificates as the console's dashboard shows them."""
+
+    integration_id: str
+    valid: int  # issued and unexpired
+    revoked: int
+    expiring: int  # valid and expiring before the dashboard's horizon
+    pending: int  # requests waiting for approval
+
+
+class CertSearchStatus(enum.StrEnum):
+    VALID = "valid"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class CertificateSearch:
+    """A page of the console's certificate search, sorted by expiry (soonest first).
+
+    ``text`` matches the start of the subject (when it starts with an attribute, ``CN=...``) or of
+    its leading CN value, ASCII letters in any case, or a serial prefix (hex): ``store.search``.
+    """
+
+    now: datetime
+    text: str | None = None
+    integration_id: str | None = None
+    status: CertSearchStatus | None = None
+    # Only valid certificates expiring before this.
+    expiring_before: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+class AdminStore(Protocol):
+    """Console accounts (scep-ca admin ...). Accounts are disabled, never deleted."""
+
+    async def create_admin(self, account: AdminAccount) -> None:
+        """Raises DuplicateAdmin when the name exists."""
+
+    async def get_admin(self, name: str) -> AdminAccount | None: ...
+
+    async def list_admins(self) -> Sequence[AdminAccount]: ...
+
+    async def set_admin_password(self, name: str, password_scrypt: str) -> bool:
+        """Replace the password and end the account's sessions; False when there is no such account."""
+
+    async def disable_admin(self, name: str, now: datetime) -> bool:
+        """Disable the account and end its sessions; False when unknown or already disabled."""
+
+
+class SessionStore(Protocol):
+    """Console sessions, in the database so that every worker and host shares them."""
+
+    async def create_session(self, session: ConsoleSession) -> None: ...
+
+    async def touch_session(
+        self, token_hash: str, now: datetime, idle_after: datetime, created_after: datetime
+    ) -> ConsoleSession | None:
+        """The live session with this token hash, its ``last_seen`` moved to ``now``. A session
+        last seen at or before ``idle_after``, created at or before ``created_after``, or whose
+        admin is disabled, is deleted and None returned."""
+
+    async def delete_session(self, token_hash: str) -> None: ...
+
+
+class OverviewStore(Protocol):
+    """The console's indexed reads: dashboard counts and the certificate search."""
+
+    async def integration_counts(self, now: datetime, expiring_before: datetime) -> Sequence[IntegrationCounts]:
+        """Counts for every integration that has certificates or pending requests."""
+
+    async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]: ...
+
+
 class Store(
     IntegrationStore,
     ChallengeStore,
@@ -447,6 +563,9 @@ class Store(
     ThrottleStore,
     AuditStore,
     LeaseStore,
+    AdminStore,
+    SessionStore,
+    OverviewStore,
     Protocol,
 ):
     """Every role, plus the lifecycle: what a backend implements and ``store.factory`` returns."""

@@ -129,6 +129,7 @@ from store.columns import (
     username_key,
 )
 from store.pg_pool import ConnectionPool, safe_dsn
+from store.postgres_console import MOVE_COUNTS_TO_REVOKED, PostgresConsoleMixin
 from store.sqlite_codec import to_us
 
 DELETION_REASON = "cessationOfOperation"
@@ -276,7 +277,7 @@ _LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = 
 _ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
 
 
-class PostgresStore:
+class PostgresStore(PostgresConsoleMixin):
     """``Store`` on a PostgreSQL database. Call ``open()`` before use."""
 
     def __init__(self, dsn: str, pool_min: int = 1, pool_max: int = 10) -> None:
@@ -317,6 +318,9 @@ class PostgresStore:
         if self._pool is None:
             raise StoreError("the store is not open")
         return self._pool
+
+    def _certificate_record(self, row: Any) -> CertificateRecord:
+        return _CERTIFICATE_ROWS.record(row)
 
     async def info(self) -> StoreInfo:
         async with self._p().connection() as conn:
@@ -404,6 +408,8 @@ class PostgresStore:
             )
             if _rowcount(status) != 1:
                 raise IntegrationNotFound(integration_id)
+            # The dashboard's counts move per day below, not per row in the update trigger.
+            await conn.execute("SET LOCAL scep.counts_moved = 'on'")
             # A new statement, so a new snapshot: it sees every issuance committed before the lock.
             status = await conn.execute(
                 "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 "
@@ -413,6 +419,8 @@ class PostgresStore:
                 integration_id,
             )
             revoked = _rowcount(status)
+            await conn.execute(MOVE_COUNTS_TO_REVOKED, integration_id)
+            await conn.execute("SET LOCAL scep.counts_moved = 'off'")
             # Used ones too: nothing can consume them any more, and nothing would purge them.
             await conn.execute("DELETE FROM challenges WHERE integration_id = $1", integration_id)
             await conn.execute(_BUMP_EPOCH, schema.REVOCATION_EPOCH_KEY)
@@ -739,7 +747,7 @@ class PostgresStore:
         sql = f"SELECT {_AUDIT_READ} FROM audit_events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY at, writer, seq"
+        sql += " ORDER BY at DESC, writer DESC, seq DESC" if flt.newest_first else " ORDER BY at, writer, seq"
         if flt.limit is not None:
             params.append(max(flt.limit, 0))
             sql += f" LIMIT ${len(params)}"

@@ -30,6 +30,7 @@ import asyncpg
 
 from store.base import StoreError
 from store.columns import CERTIFICATES
+from store.search import PG_ASCII_FOLD
 
 # pg_advisory_xact_lock(classid, objid) keys. The class is "SCEP" in ASCII, so a DBA reading
 # pg_locks can tell the locks apart from other applications' sharing the database.
@@ -445,8 +446,8 @@ _V7 = Migration(
     7,
     (
         # The audit log (the audit package): append only, one chain per writer, each row sealed
-        # by a MAC over its canonical encoding and the previous row's MAC. No time index: every
-        # index costs each enrollment, and listings are an operator's occasional scan.
+        # by a MAC over its canonical encoding and the previous row's MAC; one time index, for
+        # the newest events (an index here costs each enrollment a few microseconds).
         """
         CREATE TABLE audit_events (
             writer text NOT NULL,
@@ -461,6 +462,8 @@ _V7 = Migration(
             PRIMARY KEY (writer, seq)
         )
         """,
+        # The console's latest events and `audit list --since`: newest first, without a scan.
+        "CREATE INDEX audit_events_at ON audit_events (at)",
     ),
 )
 
@@ -515,7 +518,101 @@ _V8 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+_V9 = Migration(
+    9,
+    (
+        # The operator console (scep_ca/console): the same tables as SQLite's migration 9.
+        """
+        CREATE TABLE admins (
+            name text COLLATE "C" PRIMARY KEY,
+            role text NOT NULL CHECK (role IN ('admin', 'operator', 'auditor')),
+            password_scrypt text NOT NULL,
+            created_at timestamptz NOT NULL,
+            disabled_at timestamptz
+        )
+        """,
+        """
+        CREATE TABLE console_sessions (
+            token_hash text COLLATE "C" PRIMARY KEY,
+            admin text COLLATE "C" NOT NULL REFERENCES admins (name),
+            csrf_token text NOT NULL,
+            created_at timestamptz NOT NULL,
+            last_seen timestamptz NOT NULL,
+            address text NOT NULL
+        )
+        """,
+        "CREATE INDEX console_sessions_admin ON console_sessions (admin)",
+        "CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen)",
+        "CREATE INDEX certificates_expiry_by_integration ON certificates (integration_id, status, not_after)",
+        "CREATE INDEX certificates_expiry ON certificates (not_after)",
+        # The search by subject: a range on the subject with ASCII letters folded, bytewise ("C"),
+        # as SQLite's NOCASE index (store/search.py).
+        f"CREATE INDEX certificates_subject ON certificates (({PG_ASCII_FOLD}))",
+        # The dashboard's counts, maintained per integration, status and UTC day of expiry, as in
+        # SQLite (store/sqlite_console.py), by triggers. The shard
+        # (the session's pid modulo 8) spreads concurrent enrollments over several rows, so
+        # that they do not queue on one counter row's lock; readers sum the shards.
+        """
+        CREATE TABLE certificate_counts (
+            integration_id text COLLATE "C" NOT NULL,
+            status text NOT NULL,
+            expiry_day bigint NOT NULL,
+            shard integer NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (integration_id, status, expiry_day, shard)
+        )
+        """,
+        """
+        CREATE FUNCTION scep_expiry_day(t timestamptz) RETURNS bigint
+        LANGUAGE sql IMMUTABLE AS $$ SELECT floor(date_part('epoch', t) / 86400)::bigint $$
+        """,
+        # Inserts: one grouped upsert a statement (a bulk COPY is one, not one per row).
+        """
+        CREATE FUNCTION scep_count_inserted_certificates() RETURNS trigger
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            INSERT INTO certificate_counts
+            SELECT integration_id, status, scep_expiry_day(not_after), pg_backend_pid() % 8, count(*)
+            FROM new_rows GROUP BY 1, 2, 3
+            ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n + EXCLUDED.n;
+            RETURN NULL;
+        END
+        $fn$
+        """,
+        """
+        CREATE TRIGGER certificate_counts_insert AFTER INSERT ON certificates
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scep_count_inserted_certificates()
+        """,
+        """
+        CREATE FUNCTION scep_count_status_change() RETURNS trigger
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            INSERT INTO certificate_counts
+            VALUES (OLD.integration_id, OLD.status, scep_expiry_day(OLD.not_after), pg_backend_pid() % 8, -1)
+            ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n - 1;
+            INSERT INTO certificate_counts
+            VALUES (NEW.integration_id, NEW.status, scep_expiry_day(NEW.not_after), pg_backend_pid() % 8, 1)
+            ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n + 1;
+            RETURN NULL;
+        END
+        $fn$
+        """,
+        # Status changes only; delete_integration moves its counts itself, per day rather than per
+        # certificate (store/postgres.py), and says so with scep.counts_moved.
+        """
+        CREATE TRIGGER certificate_counts_update AFTER UPDATE OF status ON certificates FOR EACH ROW
+        WHEN (OLD.status IS DISTINCT FROM NEW.status
+              AND current_setting('scep.counts_moved', true) IS DISTINCT FROM 'on')
+        EXECUTE FUNCTION scep_count_status_change()
+        """,
+        """
+        INSERT INTO certificate_counts
+        SELECT integration_id, status, scep_expiry_day(not_after), 0, count(*) FROM certificates GROUP BY 1, 2, 3
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

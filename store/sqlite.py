@@ -65,6 +65,7 @@ from store.base import (
 )
 from store.columns import CERTIFICATES, INTEGRATIONS, TRANSACTIONS, insert_sql
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE, REVOCATION_EPOCH_KEY
+from store.sqlite_console import SQLiteConsoleMixin
 
 BUSY_TIMEOUT_MS = 5000
 # Primary result codes (https://sqlite.org/rescode.html) that are faults of the environment,
@@ -149,7 +150,7 @@ _AUTH_PURGE = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteConsoleMixin):
     """``Store`` on one SQLite database file. Call ``open()`` before use."""
 
     def __init__(self, path: Path) -> None:
@@ -701,7 +702,7 @@ class SQLiteStore:
         sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY at, writer, seq"
+        sql += " ORDER BY at DESC, writer DESC, seq DESC" if flt.newest_first else " ORDER BY at, writer, seq"
         if flt.limit is not None:
             sql += " LIMIT ?"
             params.append(max(flt.limit, 0))

@@ -33,6 +33,10 @@ def from_us(value: object) -> datetime:
     return _EPOCH + value * _MICROSECOND
 
 
+def opt_from_us(value: object) -> datetime | None:
+    return None if value is None else from_us(value)
+
+
 def opt_to_us(value: datetime | None) -> int | None:
     return None if value is None else to_us(value)
 

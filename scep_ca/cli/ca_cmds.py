@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 import sys
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from config.clock import utc_now
 from scep_ca.cli.audit_cmds import record
+from scep_ca.cli.console_cmds import first_admin_hint
 from scep_ca.cli.context import (
     CliError,
     UsageError,
@@ -154,6 +156,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = resolved(config)
     _warn_public_url(config, explicit=explicit)
     load_or_create_secret_key(config.data_dir)
+    console = config.console
+    if console.enabled:
+        try:
+            check_port_free(console.host, console.port)
+        except OSError as exc:
+            raise CliError(f"cannot listen on console.listen {console.listen}: {exc.strerror or exc}") from exc
+        from scep_ca.console.app import console_ssl_context  # with aiohttp: `serve` alone loads it
+
+        try:
+            console_ssl_context(console.tls.cert, console.tls.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"console.tls: cannot load {console.tls.cert} and {console.tls.key}: {exc}") from exc
+        hint = asyncio.run(first_admin_hint(config))
+        if hint:
+            print(f"scep-ca: {hint}", file=sys.stderr)
     workers = resolve_workers(config.server.workers)
     if workers == 1:
         # No supervisor: restarting a lone server process is the init system's job, and
@@ -224,7 +241,8 @@ def _serve(
     reuse_port: bool = False,
     renewed: tuple[Renewed, ...] = (),
 ) -> None:
-    from scep_ca.server.app import RaUpkeep, build_app, run_server
+    from scep_ca.cli.console_app import console_app, serve_with_console
+    from scep_ca.server.app import RaUpkeep, build_app
 
     # In the worker (after any fork): a token's keys may be generated here directly.
     upkeep = RaUpkeep(identity_loader(config), ra_files_renewer(config, fork=False), renewed_at_start=renewed)
@@ -237,9 +255,11 @@ def _serve(
         ra_upkeep=upkeep,
         notifier=notifier_for(config),
     )
+    # The console runs in one process: worker 0 (scep_ca.cli.console_app says why).
+    console = console_app(config, cas) if config.console.enabled and index == 0 else None
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_server(app, config, reuse_port=reuse_port, ready=ready))
+        asyncio.run(serve_with_console(app, console, config, reuse_port=reuse_port, ready=ready))
 
 
 def cmd_ra_create(args: argparse.Namespace) -> int:

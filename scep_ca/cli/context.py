@@ -23,6 +23,7 @@ from typing import Any, TextIO, cast
 from config import Config, load_config
 from config.files import check_key
 from scep_ca.pki.ca import CAIdentity, load_ca
+from scep_ca.pki.cert_format import colon_fingerprint as colon_fingerprint
 from scep_ca.pki.pkcs11_keys import Token, TokenSettings
 from scep_ca.pki.public_url import PUBLIC_URL_FILE, PublicUrlError, with_public_url
 from scep_ca.pki.records import Integration
@@ -161,11 +162,6 @@ def terminal_output() -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = saved
-
-
-def colon_fingerprint(hex_digest: str) -> str:
-    upper = hex_digest.upper()
-    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
 
 
 def run_async(

@@ -15,6 +15,7 @@ from scep_ca.cli import (
     audit_cmds,
     ca_cmds,
     cert_cmds,
+    console_cmds,
     db_cmds,
     integration_cmds,
     key_cmds,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_cmds.register(sub, common)
     audit_cmds.register(sub, common)
     status_cmds.register(sub, common)
+    console_cmds.register(sub, common)
     return parser
 
 

@@ -93,3 +93,9 @@ def der_to_pem(der: bytes) -> str:
     """RFC 7468 §5 textual encoding (64-character lines)."""
     body = "\n".join(textwrap.wrap(base64.b64encode(der).decode("ascii"), 64))
     return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+
+
+def colon_fingerprint(hex_digest: str) -> str:
+    """A hex digest as upper-case byte pairs joined by colons, as MDM forms and browsers show fingerprints."""
+    upper = hex_digest.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))

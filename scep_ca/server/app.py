@@ -31,6 +31,7 @@ from challenge.tls_binding import end_point_application_data
 from challenge.web import setup_challenge_routes
 from config.clients import TrustedProxies, is_loopback_host
 from config.model import Config
+from config.tls import harden
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.pkcs11_keys import Token
@@ -226,12 +227,6 @@ def build_app(
     return app
 
 
-# TLS 1.2 cipher suites: forward-secret AEAD only (RFC 9325 section 4.2). OpenSSL's default
-# list still offers CBC suites (Lucky13-style padding oracles, MAC-then-encrypt); TLS 1.3's
-# suites are all AEAD and are set apart from this list, so they stay as they are.
-TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-
-
 @dataclass(frozen=True)
 class RaUpkeep:
     """How a worker reloads its CA identity and renews the RA files (``scep-ca serve`` provides them)."""
@@ -294,9 +289,7 @@ def _add_ra_watch(
 def ssl_context(config: Config) -> ssl.SSLContext | None:
     if not config.tls.cert or not config.tls.key:
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx = harden(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
     ctx.load_cert_chain(str(config.tls.cert), str(config.tls.key))
     return ctx
 

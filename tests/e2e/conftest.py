@@ -133,12 +133,17 @@ class ScepCaServer:
         # RLIMIT_NOFILE (soft and hard) of the server process; None: inherited.
         self.fd_limit = fd_limit
         self.port = 0
+        # The console's port: each server its own, so that servers run side by side.
+        self.console_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def _write_config(self) -> None:
-        config = _merge({"server": {"host": clients.LOOPBACK, "port": self.port}}, self.extra_config)
+        console = {"listen": f"{clients.LOOPBACK}:{self.console_port}"}
+        config = _merge(
+            {"server": {"host": clients.LOOPBACK, "port": self.port}, "console": console}, self.extra_config
+        )
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self) -> ScepCaServer:
@@ -149,6 +154,7 @@ class ScepCaServer:
             # A restart keeps its port first: the public URL stored at the first start (and in
             # every certificate issued) names it.
             self.port = self.port if attempt == 0 and self.port else clients.free_port()
+            self.console_port = self.console_port if attempt == 0 and self.console_port else clients.free_port()
             self._write_config()
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
@@ -171,7 +177,7 @@ class ScepCaServer:
                 return self
             except clients.HarnessError:
                 self.stop()
-                if attempt == 2 or "address already in use" not in self.log().lower():
+                if attempt == 2 or not re.search("address already in use|cannot listen", self.log(), re.IGNORECASE):
                     raise
             except BaseException:
                 self.stop()
@@ -215,6 +221,10 @@ class ScepCaServer:
     @property
     def base_url(self) -> str:
         return f"http://{clients.LOOPBACK}:{self.port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{clients.LOOPBACK}:{self.console_port}/console"
 
     def scep_url(self, integration_id: str) -> str:
         return f"{self.base_url}/scep/{integration_id}"

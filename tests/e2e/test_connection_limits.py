@@ -295,7 +295,11 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     base = tmp_path_factory.mktemp("scep-ca-tls")
     cert, key = _self_signed(base)
     port = clients.free_port()
-    config = {"server": {**NET, "host": clients.LOOPBACK, "port": port}, "tls": {"cert": str(cert), "key": str(key)}}
+    config = {
+        "server": {**NET, "host": clients.LOOPBACK, "port": port},
+        "tls": {"cert": str(cert), "key": str(key)},
+        "console": {"listen": f"{clients.LOOPBACK}:{clients.free_port()}"},
+    }
     (base / "scep-ca.yaml").write_text(yaml.safe_dump(config))
     context = ssl.create_default_context(cafile=str(cert))
     with (base / "server.log").open("ab") as log:

@@ -96,6 +96,9 @@ class Server:
         self.log_path = log_path
         config = yaml.safe_load(deployment.config_path.read_text())
         config["server"] = {"host": clients.LOOPBACK, "port": self.port, "workers": workers}
+        # The console runs in worker 0 (or the lone process): on its own free port, so that
+        # servers of this module never contend for the default one.
+        config["console"] = {"listen": f"{clients.LOOPBACK}:{clients.free_port()}"}
         deployment.config_path.write_text(yaml.safe_dump(config))
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -25,6 +25,7 @@ from scep_ca.pki.ca import CAIdentity
 from scep_ca.protocol.enums import PKIStatus
 from scep_ca.server.app import build_app
 from store.base import AuditFilter, CertificateFilter
+from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE
 from store.sqlite import SQLiteStore
 from tests.integration.conftest import ServerFactory
 from tests.integration.test_cli import Cli, cli  # noqa: F401 - the fixture
@@ -174,15 +175,16 @@ async def test_an_upgraded_data_directory_starts_its_chains_with_log_started(
 ) -> None:
     config = load_config(None, {}, {"data_dir": str(tmp_path)})
     # A database of the release before the audit log: schema 6, no audit_events table.
-    old = SQLiteStore(config.sqlite_path)
-    await old.open()
-    await old.close()
-    db = sqlite3.connect(config.sqlite_path)
-    db.executescript(
-        "DROP TABLE audit_events; DROP INDEX certificates_revoked_shard;"
-        " ALTER TABLE certificates DROP COLUMN crl_shard; DELETE FROM schema_migrations WHERE version >= 7;"
-    )
-    db.close()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    try:
+        db.execute(MIGRATIONS_TABLE)
+        for migration in MIGRATIONS[:6]:
+            for statement in migration.statements:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (migration.version,))
+    finally:
+        db.close()
     store = SQLiteStore(config.sqlite_path)
     client = await aiohttp_client(build_app(config, shared_ca[1], store))
     events = [r.event for r in await store.list_audit(AuditFilter())]

@@ -744,7 +744,7 @@ async def test_migration_8_keeps_certificates_and_redefines_the_issuance_functio
         await conn.close()
     store = await opened(dsn)
     try:
-        assert (await store.info()).schema_version == LATEST_VERSION == 8
+        assert (await store.info()).schema_version == LATEST_VERSION
         kept = await store.get_certificate("01")
         assert kept is not None and kept.crl_shard is None and kept.der == old.der
         await store.record_issuance(issuance(certificate("02", crl_shard=5), None))

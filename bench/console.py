@@ -1,0 +1,250 @@
+"""The console's dashboard and certificate search at a million certificates.
+
+1. Creates a store (SQLite in a temporary data directory, or PostgreSQL with ``--dsn``: a fresh
+   database is created and dropped), ten integrations, and ``--rows`` certificates (default
+   1,000,000; 2 % revoked, expiries spread over two years, 50 pending requests), written with
+   direct SQL in batches: the store's own migrations made the schema and its indexes.
+2. Starts the console app in process (``scep_ca.cli.console_cmds.console_app``, the one
+   ``scep-ca serve`` runs) on a loopback port and signs in.
+3. Times, over HTTP, ``--rounds`` requests of each page and prints the median and the worst:
+   the dashboard (after one warm-up request that builds and signs the CRL), a search for one
+   device by subject text, by serial prefix, the first page sorted by expiry, and a filtered
+   page (one integration, expiring within 30 days).
+
+    python bench/console.py [--rows N] [--rounds N] [--dsn postgresql://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import re
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import load_config
+from scep_ca.cli.console_cmds import console_app
+from scep_ca.console.accounts import Accounts
+from scep_ca.pki.ca import create_ca
+from scep_ca.pki.ca_set import CASet
+from store.base import AdminRole
+from store.factory import open_store
+
+INTEGRATIONS = 10
+BATCH = 20_000
+PASSWORD = "bench password 123"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _us(when: dt.datetime) -> int:
+    return (when - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def rows(first: int, n: int, now: dt.datetime) -> list[tuple[object, ...]]:
+    """(serial, integration, subject, not_before, not_after, status, revoked_at, reason) per certificate."""
+    out = []
+    for i in range(first, first + n):
+        serial = format(secrets.randbits(159) | 1 << 150, "x")
+        not_after = now + dt.timedelta(minutes=(i * 7919) % (2 * 365 * 24 * 60))
+        revoked = i % 50 == 0
+        out.append(
+            (
+                serial,
+                f"bench{i % INTEGRATIONS}",
+                f"CN=device-{i:07d},OU=MDM,O=Example Corp",
+                not_after - dt.timedelta(days=365),
+                not_after,
+                "revoked" if revoked else "issued",
+                now if revoked else None,
+                "keyCompromise" if revoked else None,
+            )
+        )
+    return out
+
+
+_COLUMNS = (
+    "serial, integration_id, issuer_fingerprint, subject, not_before, not_after, der, transaction_id, "
+    "pubkey_sha256, message_type, status, revoked_at, revocation_reason, created_at"
+)
+
+
+def fill_sqlite(path: Path, n: int, fingerprint: str, now: dt.datetime) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous = OFF")
+        der = secrets.token_bytes(900)  # an RSA-2048 certificate's size
+        for start in range(0, n, BATCH):
+            batch = rows(start, min(BATCH, n - start), now)
+            conn.execute("BEGIN")
+            conn.executemany(
+                f"INSERT INTO certificates ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 19, ?, ?, ?, ?)",
+                [
+                    (
+                        s,
+                        i,
+                        fingerprint,
+                        subj,
+                        _us(nb),
+                        _us(na),
+                        der,
+                        f"t{s}",
+                        s,
+                        st,
+                        _us(ra) if ra else None,
+                        r,
+                        _us(now),
+                    )
+                    for s, i, subj, nb, na, st, ra, r in batch
+                ],
+            )
+            conn.execute("COMMIT")
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+
+
+async def fill_postgres(dsn: str, n: int, fingerprint: str, now: dt.datetime) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        der = secrets.token_bytes(900)
+        for start in range(0, n, BATCH):
+            batch = rows(start, min(BATCH, n - start), now)
+            await conn.copy_records_to_table(
+                "certificates",
+                columns=[c.strip() for c in _COLUMNS.split(",")],
+                records=[
+                    (s, i, fingerprint, subj, nb, na, der, f"t{s}", s, 19, st, ra, r, now)
+                    for s, i, subj, nb, na, st, ra, r in batch
+                ],
+            )
+        # As autovacuum would have by then: the visibility map lets counts read the index alone.
+        await conn.execute("VACUUM ANALYZE certificates")
+    finally:
+        await conn.close()
+
+
+async def timed(session: aiohttp.ClientSession, url: str, rounds: int, expect: str) -> tuple[float, float]:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        async with session.get(url) as answer:
+            body = await answer.text()
+        times.append((time.perf_counter() - start) * 1000)
+        assert answer.status == 200 and expect in body, (url, answer.status, body[-500:])
+    return statistics.median(times), max(times)
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    overrides: dict[str, object] = {"data_dir": str(tmp)}
+    admin_dsn, dbname = args.dsn, None
+    if admin_dsn:
+        dbname = f"scep_ca_bench_{secrets.token_hex(4)}"
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f"CREATE DATABASE {dbname}")
+        await admin.close()
+        overrides["store.dsn"] = re.sub(r"/[^/]*$", f"/{dbname}", admin_dsn)
+    try:
+        config = load_config(None, {}, overrides)
+        ca = create_ca(tmp, subject="CN=bench CA", key_size=2048, validity_days=3650, passphrase=None)
+        store = open_store(config)
+        await store.open()
+        from scep_ca.pki.records import Integration, Transaction, TransactionStatus
+
+        for k in range(INTEGRATIONS):
+            await store.create_integration(
+                Integration(f"bench{k}", f"Bench {k}", "CN=$USERID$", now, 365, f"scep-bench{k}")
+            )
+        for k in range(50):
+            txn = Transaction(
+                f"bench{k % INTEGRATIONS}", f"P{k}", "00" * 32, TransactionStatus.PENDING, now, csr_der=b"0"
+            )
+            await store.record_pending(txn, None, now)
+        await Accounts(store).create("bench", AdminRole.AUDITOR, PASSWORD)
+        await store.close()
+        start = time.perf_counter()
+        if config.store.dsn:
+            await fill_postgres(config.store.dsn, args.rows, ca.fingerprint_sha256, now)
+        else:
+            fill_sqlite(config.sqlite_path, args.rows, ca.fingerprint_sha256, now)
+        print(
+            f"filled {args.rows:,} certificates in {time.perf_counter() - start:.1f} s "
+            f"({'PostgreSQL' if config.store.dsn else 'SQLite'})"
+        )
+
+        runner = web.AppRunner(console_app(config, CASet(current=ca)))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        base = f"http://127.0.0.1:{port}/console"
+        try:
+            # unsafe=True: the jar keeps cookies of an IP-address host (127.0.0.1).
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+                page = await (await session.get(f"{base}/login")).text()
+                token = re.search(r'name="csrf" value="([^"]+)"', page)
+                assert token is not None
+                await session.post(
+                    f"{base}/login", data={"csrf": token.group(1), "name": "bench", "password": PASSWORD}
+                )
+                await timed(session, f"{base}/", 1, "Certificates by integration")  # warm-up: CRL signed once
+                target = f"device-{args.rows // 2:07d}"
+                serial_prefix = await _serial_of(config, target)
+                checks = [
+                    ("dashboard", f"{base}/", "Certificates by integration"),
+                    (f"search subject '{target}'", f"{base}/certificates?q={target}", target),
+                    ("search serial prefix (8 hex)", f"{base}/certificates?q={serial_prefix[:8]}", serial_prefix),
+                    ("first page by expiry", f"{base}/certificates", "device-"),
+                    ("integration + expiring 30 d", f"{base}/certificates?integration=bench3&expiring=30", "device-"),
+                    ("status revoked, page 2", f"{base}/certificates?status=revoked&page=2", "device-"),
+                ]
+                for label, url, expect in checks:
+                    median, worst = await timed(session, url, args.rounds, expect)
+                    print(f"{label:36} median {median:7.1f} ms   worst {worst:7.1f} ms   ({args.rounds} requests)")
+        finally:
+            await runner.cleanup()
+    finally:
+        if dbname:
+            admin = await asyncpg.connect(admin_dsn)
+            await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+            await admin.close()
+
+
+async def _serial_of(config: object, target: str) -> str:
+    store = open_store(config)  # type: ignore[arg-type]
+    await store.open()
+    try:
+        from store.base import CertificateSearch
+
+        (record,) = await store.search_certificates(CertificateSearch(now=dt.datetime.now(dt.UTC), text=target))
+        return record.serial
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--dsn", help="PostgreSQL admin DSN (a database is created and dropped); default SQLite")
+    args = parser.parse_args()
+    os.environ.pop("SCEP_CA_STORE_DSN", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The PostgreSQL store's console roles: admin accounts, sessions, dashboard counts and search.
+
+A mixin of ``PostgresStore`` (same pool), kept apart so that the enrollment store stays
+readable. Schema: migration 7 in ``store/schema_postgres.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from scep_ca.pki.records import CertificateRecord
+from store.base import (
+    AdminAccount,
+    AdminRole,
+    CertificateSearch,
+    ConsoleSession,
+    DuplicateAdmin,
+    IntegrationCounts,
+)
+from store.columns import CERTIFICATES
+from store.pg_pool import ConnectionPool
+from store.search import PG_ASCII_FOLD, dashboard_counts, search_terms
+
+_ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
+_SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
+_CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
+# As in SQLite: whole days strictly inside the intervals from the maintained counts, the day of
+# "now" and the horizon's day counted exactly from the certificates themselves.
+_COUNTS = """
+SELECT integration_id,
+       coalesce(sum(n) FILTER (WHERE status = 'issued' AND expiry_day > $1), 0),
+       coalesce(sum(n) FILTER (WHERE status = 'revoked'), 0),
+       coalesce(sum(n) FILTER (WHERE status = 'issued' AND expiry_day > $1 AND expiry_day < $2), 0)
+FROM certificate_counts GROUP BY integration_id
+"""
+_BOUNDARY_DAYS = """
+SELECT integration_id,
+       count(*) FILTER (WHERE not_after > $1 AND not_after < $2),
+       count(*) FILTER (WHERE not_after > $1 AND not_after < $2 AND not_after <= $3)
+         + count(*) FILTER (WHERE not_after >= $4 AND not_after <= $3 AND not_after >= $2)
+FROM certificates
+WHERE status = 'issued' AND ((not_after > $1 AND not_after < $2) OR (not_after >= $4 AND not_after <= $3))
+GROUP BY integration_id
+"""
+# delete_integration's revocation of every issued certificate, applied to the counts per day
+# (the update trigger skips that statement: store/schema_postgres.py, migration 7).
+MOVE_COUNTS_TO_REVOKED = """
+WITH moved AS (
+    DELETE FROM certificate_counts WHERE integration_id = $1 AND status = 'issued' RETURNING expiry_day, shard, n
+)
+INSERT INTO certificate_counts
+SELECT $1, 'revoked', expiry_day, shard, sum(n) FROM moved GROUP BY expiry_day, shard
+ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n + EXCLUDED.n
+"""
+_PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
+
+
+class PostgresConsoleMixin:
+    """``AdminStore``, ``SessionStore`` and ``OverviewStore`` for ``PostgresStore``."""
+
+    def _p(self) -> ConnectionPool:
+        raise NotImplementedError  # PostgresStore's
+
+    def _certificate_record(self, row: Any) -> CertificateRecord:
+        raise NotImplementedError  # PostgresStore's
+
+    # -- admins ------------------------------------------------------------------------
+
+    async def create_admin(self, account: AdminAccount) -> None:
+        try:
+            await self._p().execute(
+                f"INSERT INTO admins ({_ADMIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
+                account.name,
+                account.role.value,
+                account.password_scrypt,
+                account.created_at,
+                account.disabled_at,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise DuplicateAdmin(f"an admin named {account.name!r} exists") from exc
+
+    async def get_admin(self, name: str) -> AdminAccount | None:
+        row = await self._p().fetchrow(f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE name = $1", name)
+        return None if row is None else _admin(row)
+
+    async def list_admins(self) -> Sequence[AdminAccount]:
+        rows = await self._p().fetch(f"SELECT {_ADMIN_COLUMNS} FROM admins ORDER BY name")
+        return [_admin(row) for row in rows]
+
+    async def set_admin_password(self, name: str, password_scrypt: str) -> bool:
+        async with self._p().connection() as conn, conn.transaction():
+            status = await conn.execute("UPDATE admins SET password_scrypt = $2 WHERE name = $1", name, password_scrypt)
+            await conn.execute("DELETE FROM console_sessions WHERE admin = $1", name)
+        return bool(status == "UPDATE 1")
+
+    async def disable_admin(self, name: str, now: datetime) -> bool:
+        async with self._p().connection() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE admins SET disabled_at = $2 WHERE name = $1 AND disabled_at IS NULL", name, now
+            )
+            await conn.execute("DELETE FROM console_sessions WHERE admin = $1", name)
+        return bool(status == "UPDATE 1")
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def create_session(self, session: ConsoleSession) -> None:
+        await self._p().execute(
+            f"INSERT INTO console_sessions ({_SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+            session.token_hash,
+            session.admin,
+            session.csrf_token,
+            session.created_at,
+            session.last_seen,
+            session.address,
+        )
+
+    async def touch_session(
+        self, token_hash: str, now: datetime, idle_after: datetime, created_after: datetime
+    ) -> ConsoleSession | None:
+        async with self._p().connection() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM console_sessions WHERE last_seen <= $1 OR created_at <= $2", idle_after, created_after
+            )
+            row = await conn.fetchrow(
+                "UPDATE console_sessions s SET last_seen = $2 FROM admins a "
+                "WHERE s.token_hash = $1 AND a.name = s.admin AND a.disabled_at IS NULL "
+                f"RETURNING {', '.join('s.' + c for c in _SESSION_COLUMNS.split(', '))}",
+                token_hash,
+                now,
+            )
+            if row is None:
+                await conn.execute("DELETE FROM console_sessions WHERE token_hash = $1", token_hash)
+                return None
+        return ConsoleSession(*row)
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self._p().execute("DELETE FROM console_sessions WHERE token_hash = $1", token_hash)
+
+    # -- overview ----------------------------------------------------------------------
+
+    async def integration_counts(self, now: datetime, expiring_before: datetime) -> Sequence[IntegrationCounts]:
+        day = timedelta(days=1)
+        today, horizon_day = _day(now), _day(expiring_before)
+        tomorrow, horizon_start = _EPOCH + (today + 1) * day, _EPOCH + horizon_day * day
+        async with self._p().connection() as conn:
+            whole = await conn.fetch(_COUNTS, today, horizon_day)
+            edges = {
+                str(r[0]): (int(r[1]), int(r[2]))
+                for r in await conn.fetch(_BOUNDARY_DAYS, now, tomorrow, expiring_before, horizon_start)
+            }
+            pending = {str(r[0]): int(r[1]) for r in await conn.fetch(_PENDING)}
+        return dashboard_counts(whole, edges, pending, horizon_after_today=horizon_day > today)
+
+    async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
+        terms = search_terms(search)
+        clauses: list[str] = []
+        params: list[object] = []
+
+        def param(value: object) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if terms.text:
+            low, high = param(terms.subject_low), param(terms.subject_high)
+            matches = [f"({PG_ASCII_FOLD} >= {low} AND {PG_ASCII_FOLD} < {high})"]
+            if terms.serial_prefix:
+                # "g" sorts after every hex digit (the column's collation is "C").
+                low, high = param(terms.serial_prefix), param(terms.serial_prefix + "g")
+                matches.append(f"(serial >= {low} AND serial < {high})")
+            clauses.append("(" + " OR ".join(matches) + ")")
+        if search.integration_id:
+            clauses.append(f"integration_id = {param(search.integration_id)}")
+        if terms.status is not None:
+            status = terms.status_sql(param(search.now) if terms.status_needs_now else "")
+            assert status is not None
+            clauses.append(status)
+        if search.expiring_before is not None:
+            now, horizon = param(search.now), param(search.expiring_before)
+            clauses.append(f"status = 'issued' AND not_after > {now} AND not_after <= {horizon}")
+        sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY not_after, serial LIMIT {param(search.limit)} OFFSET {param(search.offset)}"
+        rows = await self._p().fetch(sql, *params)
+        return [self._certificate_record(row) for row in rows]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _day(when: datetime) -> int:
+    """The UTC day number of ``when``, as ``scep_expiry_day`` computes it in the database."""
+    return (when - _EPOCH) // timedelta(days=1)
+
+
+def _admin(row: Any) -> AdminAccount:
+    return AdminAccount(
+        name=row[0], role=AdminRole(row[1]), password_scrypt=row[2], created_at=row[3], disabled_at=row[4]
+    )

@@ -1,0 +1,229 @@
+"""The SQLite store's console roles: admin accounts, sessions, dashboard counts and search.
+
+A mixin of ``SQLiteStore`` (same connection, lock and transactions), kept apart so that the
+enrollment store stays readable. Schema: migration 7 in ``store/schema_sqlite.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+from scep_ca.pki.records import CertificateRecord
+from store import sqlite_codec as codec
+from store.base import (
+    AdminAccount,
+    AdminRole,
+    CertificateSearch,
+    ConsoleSession,
+    DuplicateAdmin,
+    IntegrationCounts,
+)
+from store.columns import CERTIFICATES
+from store.schema_sqlite import DAY_US
+from store.search import SearchTerms, dashboard_counts, search_terms
+
+_ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
+_SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
+_CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
+# Valid, revoked and expiring per integration from the maintained counts (migration 7): whole
+# days strictly inside the intervals from the counts, the day of "now" and the horizon's day
+# counted exactly from the certificates themselves (their rows in the expiry index).
+_COUNTS = """
+SELECT integration_id,
+       sum(n) FILTER (WHERE status = 'issued' AND expiry_day > :today),
+       sum(n) FILTER (WHERE status = 'revoked'),
+       sum(n) FILTER (WHERE status = 'issued' AND expiry_day > :today AND expiry_day < :horizon_day)
+FROM certificate_counts GROUP BY integration_id
+"""
+_BOUNDARY_DAYS = """
+SELECT integration_id,
+       count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow),
+       count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow AND not_after <= :horizon)
+         + count(*) FILTER (WHERE not_after >= :horizon_start AND not_after <= :horizon AND not_after >= :tomorrow)
+FROM certificates INDEXED BY certificates_expiry
+WHERE status = 'issued' AND ((not_after > :now AND not_after < :tomorrow)
+                             OR (not_after >= :horizon_start AND not_after <= :horizon))
+GROUP BY integration_id
+"""
+_PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
+
+
+class SQLiteConsoleMixin:
+    """``AdminStore``, ``SessionStore`` and ``OverviewStore`` for ``SQLiteStore``."""
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # SQLiteStore's
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # SQLiteStore's
+
+    # -- admins ------------------------------------------------------------------------
+
+    async def create_admin(self, account: AdminAccount) -> None:
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO admins ({_ADMIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        account.name,
+                        account.role.value,
+                        account.password_scrypt,
+                        codec.to_us(account.created_at),
+                        codec.opt_to_us(account.disabled_at),
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateAdmin(f"an admin named {account.name!r} exists") from exc
+
+    async def get_admin(self, name: str) -> AdminAccount | None:
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _admin(row)
+
+    async def list_admins(self) -> Sequence[AdminAccount]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_ADMIN_COLUMNS} FROM admins ORDER BY name").fetchall()
+        return [_admin(row) for row in rows]
+
+    async def set_admin_password(self, name: str, password_scrypt: str) -> bool:
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE admins SET password_scrypt = ? WHERE name = ?", (password_scrypt, name)
+            ).rowcount
+            conn.execute("DELETE FROM console_sessions WHERE admin = ?", (name,))
+        return changed == 1
+
+    async def disable_admin(self, name: str, now: datetime) -> bool:
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE admins SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL", (codec.to_us(now), name)
+            ).rowcount
+            conn.execute("DELETE FROM console_sessions WHERE admin = ?", (name,))
+        return changed == 1
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def create_session(self, session: ConsoleSession) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO console_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    session.token_hash,
+                    session.admin,
+                    session.csrf_token,
+                    codec.to_us(session.created_at),
+                    codec.to_us(session.last_seen),
+                    session.address,
+                ),
+            )
+
+    async def touch_session(
+        self, token_hash: str, now: datetime, idle_after: datetime, created_after: datetime
+    ) -> ConsoleSession | None:
+        with self._transaction() as conn:
+            # Expired sessions of anyone go with each touch: the table stays at the live ones.
+            conn.execute(
+                "DELETE FROM console_sessions WHERE last_seen <= ? OR created_at <= ?",
+                (codec.to_us(idle_after), codec.to_us(created_after)),
+            )
+            row = conn.execute(
+                f"SELECT {', '.join('s.' + c for c in _SESSION_COLUMNS.split(', '))} FROM console_sessions s "
+                "JOIN admins a ON a.name = s.admin AND a.disabled_at IS NULL WHERE s.token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+            if row is None:
+                conn.execute("DELETE FROM console_sessions WHERE token_hash = ?", (token_hash,))
+                return None
+            conn.execute(
+                "UPDATE console_sessions SET last_seen = ? WHERE token_hash = ?", (codec.to_us(now), token_hash)
+            )
+        session = _session(row)
+        return ConsoleSession(
+            session.token_hash, session.admin, session.csrf_token, session.created_at, now, session.address
+        )
+
+    async def delete_session(self, token_hash: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM console_sessions WHERE token_hash = ?", (token_hash,))
+
+    # -- overview ----------------------------------------------------------------------
+
+    async def integration_counts(self, now: datetime, expiring_before: datetime) -> Sequence[IntegrationCounts]:
+        now_us, horizon_us = codec.to_us(now), codec.to_us(expiring_before)
+        today, horizon_day = now_us // DAY_US, horizon_us // DAY_US
+        days = {"today": today, "horizon_day": horizon_day}
+        bounds = {
+            "now": now_us,
+            "tomorrow": (today + 1) * DAY_US,
+            "horizon": horizon_us,
+            "horizon_start": horizon_day * DAY_US,
+        }
+        with self._read() as conn:
+            whole = conn.execute(_COUNTS, days).fetchall()
+            edges = {str(r[0]): (int(r[1]), int(r[2])) for r in conn.execute(_BOUNDARY_DAYS, bounds).fetchall()}
+            pending = {str(k): int(v) for k, v in conn.execute(_PENDING).fetchall()}
+        return dashboard_counts(whole, edges, pending, horizon_after_today=horizon_day > today)
+
+    async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
+        terms = search_terms(search)
+        clauses, params = _where(terms, search)
+        # +not_after: with a text the index ranges of the match drive the query, sorted after;
+        # without one the expiry index gives the order and LIMIT stops the walk early.
+        order = "+not_after" if terms.text else "not_after"
+        sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY {order}, serial LIMIT ? OFFSET ?"
+        params += [search.limit, search.offset]
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [codec.CERTIFICATE_ROWS.record(row) for row in rows]
+
+
+def _where(terms: SearchTerms, search: CertificateSearch) -> tuple[list[str], list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if terms.text:
+        matches = ["(subject COLLATE NOCASE >= ? AND subject COLLATE NOCASE < ?)"]
+        params += [terms.subject_low, terms.subject_high]
+        if terms.serial_prefix:
+            matches.append("(serial >= ? AND serial < ?)")
+            params += [terms.serial_prefix, terms.serial_prefix + "g"]  # "g" sorts after every hex digit
+        clauses.append("(" + " OR ".join(matches) + ")")
+    if search.integration_id:
+        clauses.append("integration_id = ?")
+        params.append(search.integration_id)
+    now = codec.to_us(search.now)
+    status = terms.status_sql("?")
+    if status is not None:
+        clauses.append(status)
+        if terms.status_needs_now:
+            params.append(now)
+    if search.expiring_before is not None:
+        clauses.append("status = 'issued' AND not_after > ? AND not_after <= ?")
+        params += [now, codec.to_us(search.expiring_before)]
+    return clauses, params
+
+
+def _admin(row: Sequence[object]) -> AdminAccount:
+    return AdminAccount(
+        name=str(row[0]),
+        role=AdminRole(str(row[1])),
+        password_scrypt=str(row[2]),
+        created_at=codec.from_us(row[3]),
+        disabled_at=codec.opt_from_us(row[4]),
+    )
+
+
+def _session(row: Sequence[object]) -> ConsoleSession:
+    return ConsoleSession(
+        token_hash=str(row[0]),
+        admin=str(row[1]),
+        csrf_token=str(row[2]),
+        created_at=codec.from_us(row[3]),
+        last_seen=codec.from_us(row[4]),
+        address=str(row[5]),
+    )

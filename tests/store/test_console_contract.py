@@ -1,0 +1,159 @@
+"""The console's store roles (admins, sessions, overview): every backend passes these unchanged."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from scep_ca.pki.records import CertStatus, Transaction, TransactionStatus
+from store.base import (
+    AdminAccount,
+    AdminRole,
+    CertificateSearch,
+    CertSearchStatus,
+    ConsoleSession,
+    DuplicateAdmin,
+    IntegrationCounts,
+    Store,
+)
+from tests.store.conftest import Harness
+from tests.store.test_contract import NOW, certificate, integration
+
+IDLE = timedelta(minutes=15)
+MAX_AGE = timedelta(hours=8)
+
+
+def admin(name: str = "alice", role: AdminRole = AdminRole.ADMIN) -> AdminAccount:
+    return AdminAccount(name=name, role=role, password_scrypt="scrypt$16384$8$1$c2FsdA==$aGFzaA==", created_at=NOW)
+
+
+def session(token: str = "t1", who: str = "alice") -> ConsoleSession:
+    return ConsoleSession(token, who, "csrf-" + token, NOW, NOW, "192.0.2.9")
+
+
+async def touch(store: Store, token: str, at: timedelta) -> ConsoleSession | None:
+    now = NOW + at
+    return await store.touch_session(token, now, now - IDLE, now - MAX_AGE)
+
+
+async def test_admin_round_trip_and_duplicates(store: Store) -> None:
+    await store.create_admin(admin())
+    await store.create_admin(admin("bob", AdminRole.AUDITOR))
+    assert await store.get_admin("alice") == admin()
+    assert [a.name for a in await store.list_admins()] == ["alice", "bob"]
+    with pytest.raises(DuplicateAdmin):
+        await store.create_admin(admin("alice", AdminRole.OPERATOR))
+    assert await store.get_admin("alice") == admin()
+    assert await store.get_admin("nobody") is None
+
+
+async def test_session_idle_and_absolute_expiry(store: Store) -> None:
+    await store.create_admin(admin())
+    await store.create_session(session("t1"))
+    live = await touch(store, "t1", timedelta(minutes=14))
+    assert live is not None and live.admin == "alice" and live.csrf_token == "csrf-t1"
+    assert live.last_seen == NOW + timedelta(minutes=14)
+    # Kept alive every 14 minutes, it still ends 8 hours after login.
+    for step in range(2, 35):
+        assert await touch(store, "t1", timedelta(minutes=14 * step)) is not None
+    assert await touch(store, "t1", MAX_AGE) is None
+    await store.create_session(session("t2"))
+    assert await touch(store, "t2", IDLE) is None  # 15 minutes idle
+    assert await touch(store, "t2", timedelta(minutes=1)) is None  # gone, not revived
+
+
+async def test_logout_disable_and_password_reset_end_sessions(store: Store) -> None:
+    await store.create_admin(admin())
+    await store.create_admin(admin("bob", AdminRole.OPERATOR))
+    for token, who in (("a1", "alice"), ("a2", "alice"), ("b1", "bob")):
+        await store.create_session(session(token, who))
+    await store.delete_session("a1")
+    assert await touch(store, "a1", timedelta(0)) is None
+    assert await store.set_admin_password("alice", "scrypt$new") is True
+    assert await touch(store, "a2", timedelta(0)) is None
+    assert (await store.get_admin("alice")).password_scrypt == "scrypt$new"  # type: ignore[union-attr]
+    assert await store.disable_admin("bob", NOW) is True
+    assert await store.disable_admin("bob", NOW) is False
+    assert await touch(store, "b1", timedelta(0)) is None
+    assert (await store.get_admin("bob")).disabled  # type: ignore[union-attr]
+    assert await store.set_admin_password("nobody", "x") is False
+
+
+async def test_integration_counts(harness: Harness) -> None:
+    store = harness.store
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2"))
+    await store.create_integration(integration("int3"))
+    h = timedelta(hours=1)
+    rows = [
+        certificate("a1", not_after=NOW + timedelta(days=300)),
+        certificate("a2", not_after=NOW + timedelta(days=10)),  # expiring
+        certificate("a3", not_after=NOW - h),  # expired: neither valid nor expiring
+        certificate("a4", status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason="keyCompromise"),
+        certificate("b1", "int2", not_after=NOW + timedelta(days=29)),
+        certificate("a5", not_after=NOW + h),  # expires later today: counted from the row itself
+        certificate("b2", "int2", not_after=NOW + timedelta(days=30, minutes=-1)),  # the horizon's day, inside
+        certificate("b3", "int2", not_after=NOW + timedelta(days=30, minutes=1)),  # the horizon's day, after it
+    ]
+    await harness.bulk_insert_certificates(rows)
+    await store.record_pending(
+        Transaction("int3", "T1", "ab" * 32, TransactionStatus.PENDING, NOW, csr_der=b"0"), None, NOW
+    )
+    counts = await store.integration_counts(NOW, NOW + timedelta(days=30))
+    assert counts == [
+        IntegrationCounts("int1", valid=3, revoked=1, expiring=2, pending=0),
+        IntegrationCounts("int2", valid=3, revoked=0, expiring=2, pending=0),
+        IntegrationCounts("int3", valid=0, revoked=0, expiring=0, pending=1),
+    ]
+    # The counts follow revocations and deletions.
+    assert await store.revoke_certificate("a2", "keyCompromise", NOW)
+    await store.delete_integration("int2", NOW)
+    counts = await store.integration_counts(NOW, NOW + timedelta(days=30))
+    assert counts[:2] == [
+        IntegrationCounts("int1", valid=2, revoked=2, expiring=1, pending=0),
+        IntegrationCounts("int2", valid=0, revoked=3, expiring=0, pending=0),
+    ]
+    # A horizon inside today counts only what expires before it.
+    counts = await store.integration_counts(NOW, NOW + 2 * h)
+    assert counts[0] == IntegrationCounts("int1", valid=2, revoked=2, expiring=1, pending=0)
+
+
+async def test_search_by_subject_serial_and_filters(harness: Harness) -> None:
+    store = harness.store
+    await store.create_integration(integration("int1"))
+    await store.create_integration(integration("int2"))
+    await harness.bulk_insert_certificates(
+        [
+            certificate("c0ffee", subject="CN=Alice Laptop,O=Example", not_after=NOW + timedelta(days=5)),
+            certificate("c0ffef", subject="CN=bob-phone,O=Example", not_after=NOW + timedelta(days=50)),
+            certificate("abc", "int2", subject=r"CN=\<img src=x\>,O=Ex%ample", not_after=NOW + timedelta(days=1)),
+            certificate("abd", subject="CN=old,O=Example", not_after=NOW - timedelta(days=1)),
+            certificate("abe", subject="CN=gone,O=Example", status=CertStatus.REVOKED, revoked_at=NOW),
+        ]
+    )
+
+    async def serials(**kw: object) -> list[str]:
+        return [r.serial for r in await store.search_certificates(CertificateSearch(now=NOW, **kw))]  # type: ignore[arg-type]
+
+    assert await serials() == ["abd", "abc", "c0ffee", "c0ffef", "abe"]  # by expiry
+    assert await serials(text="alice") == ["c0ffee"]  # the start of the CN value, ASCII case folded
+    assert await serials(text="ALICE LAP") == ["c0ffee"]
+    assert await serials(text="cn=alice laptop,o=EXAMPLE") == ["c0ffee"]  # the start of the subject
+    assert await serials(text="laptop") == []  # not a substring search
+    assert await serials(text="O=Example") == []
+    assert await serials(text="C0:FF") == ["c0ffee", "c0ffef"]  # serial prefix, colons and case ignored
+    assert await serials(text="00c0ffee") == ["c0ffee"]
+    assert await serials(text="<img") == ["abc"]
+    assert await serials(text="<img src=x>") == ["abc"]  # escaped as stored (RFC 4514)
+    assert await serials(text=r"CN=\<img src=x\>,O=Ex%") == ["abc"]  # % is a character like any other
+    assert await serials(text="b%b") == []  # not a wildcard: "bob" does not match
+    assert await serials(text="b") == ["c0ffef"]  # "CN=b..." (and "b" is a serial prefix of none)
+    assert await serials(text="\U0010ffff") == []
+    assert await serials(integration_id="int2") == ["abc"]
+    assert await serials(status=CertSearchStatus.VALID) == ["abc", "c0ffee", "c0ffef"]
+    assert await serials(status=CertSearchStatus.EXPIRED) == ["abd"]
+    assert await serials(status=CertSearchStatus.REVOKED) == ["abe"]
+    assert await serials(expiring_before=NOW + timedelta(days=30)) == ["abc", "c0ffee"]
+    assert await serials(limit=2, offset=1) == ["abc", "c0ffee"]
+    assert await serials(text="nothing-like-this") == []
