@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import secrets
-import string
 
 from audit.events import Event
-from audit.service import Draft, integration_target, os_actor
-from challenge.credentials import make_credentials
+from audit.service import AuditSink, Draft, integration_target, os_actor
 from challenge.issuer import issue_challenge
 from challenge.secret_key import load_or_create_secret_key
 from challenge.urls import challenge_url as web_challenge_url
 from config import Config
-from config.clock import utc_now
 from scep_ca.cli.audit_cmds import cli_audit_log
 from scep_ca.cli.context import (
     CliError,
+    NoLiveIntegration,
     colon_fingerprint,
     live_integration,
     load_identity,
@@ -26,18 +23,11 @@ from scep_ca.cli.context import (
     print_table,
     run_async,
 )
-from scep_ca.cli.validator_cmds import add_create_arguments, describe_validator, register_test, validator_fields
+from scep_ca.cli.validator_cmds import add_create_arguments, describe_validator, register_test, validator_input
 from scep_ca.pki.records import Integration
-from scep_ca.protocol.dn import DNError, parse_dn
+from scep_ca.services.integrations import IntegrationInputError, IntegrationService, IntegrationSpec
 from scep_ca.services.validators.settings import ValidatorKind
-
-DEFAULT_SUBJECT = "CN=$USERID$"
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def new_integration_id() -> str:
-    """Short, URL-safe, lowercase (MDM forms and URLs keep it intact); never reused after delete."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+from store.base import IntegrationStore
 
 
 def scep_url(config: Config, integration_id: str) -> str:
@@ -66,47 +56,33 @@ def describe(config: Config, integration: Integration, ca_fingerprint: str) -> d
     }
 
 
+def _service(config: Config, store: IntegrationStore, audit: AuditSink) -> IntegrationService:
+    key = load_or_create_secret_key(config.data_dir)
+    return IntegrationService(store, key, config.certificate.validity_days, audit=audit)
+
+
 async def _create(config: Config, args: argparse.Namespace) -> int:
     ca = load_identity(config)
-    subject = args.subject or DEFAULT_SUBJECT
-    try:
-        parse_dn(subject)
-    except DNError as exc:
-        raise CliError(f"--subject: {exc}") from exc
-    integration_id = new_integration_id()
-    fields = validator_fields(args, config, integration_id)
-    # scrypt takes ~0.1 s: done before the store is opened, nothing is held meanwhile.
-    creds = make_credentials(load_or_create_secret_key(config.data_dir), integration_id)
+    spec = IntegrationSpec(
+        name=args.name,
+        subject=args.subject,
+        validity_days=args.validity_days,
+        allow_basic=args.basic,
+        require_approval=args.require_approval,
+        revoke_superseded=args.revoke_superseded,
+        include_ca_in_reply=args.include_ca,
+        validator=validator_input(args),
+    )
     async with opened_store(config) as store:
-        integration = Integration(
-            id=integration_id,
-            name=args.name,
-            subject_template=subject,
-            created_at=utc_now(),
-            validity_days=args.validity_days or config.certificate.validity_days,
-            username=creds.username,
-            password_scrypt=creds.password_scrypt,
-            nt_hash_encrypted=creds.nt_hash_encrypted,
-            allow_basic=args.basic,
-            require_approval=args.require_approval,
-            revoke_superseded=args.revoke_superseded,
-            include_ca_in_reply=args.include_ca,
-            validator=fields.kind,
-            validator_settings=fields.settings,
-            validator_secret_encrypted=fields.secret_encrypted,
-            allowed_san_types=fields.allowed_san_types,
-        )
-        created = Draft(
-            Event.INTEGRATION_CREATED,
-            integration_target(integration.id),
-            {"integration": integration.id, "name": integration.name, "subject": subject, "validator": fields.kind},
-            actor=os_actor(),
-        )
-        with cli_audit_log(config, store).recording(created) as seal:
-            await store.create_integration(integration, audit=seal)
+        try:
+            created = await _service(config, store, cli_audit_log(config, store)).create(spec, actor=os_actor())
+        except IntegrationInputError as exc:
+            flag = f"--{exc.field.replace('_', '-')}: " if exc.field else ""
+            raise CliError(flag + exc.problem) from exc
+    integration, password = created.integration, created.password
     info = describe(config, integration, ca.fingerprint_sha256)
-    info["password"] = creds.password
-    info.update(fields.shown)
+    info["password"] = password
+    info.update(created.shown)
     if args.json:
         print_json(info)
         return 0
@@ -117,36 +93,25 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
     print(f"  Subject:        {info['subject']}")
     print(f"  Challenge URL:  {info['challenge_url']}")
     print(f"  Username:       {info['username']}")
-    print(f"  Password:       {creds.password}")
+    print(f"  Password:       {password}")
     print()
     print("Challenge Type: Microsoft SCEP. The password is shown only now; `integration rotate-password`")
     print("replaces it.")
     print(f"CA fingerprint (SHA-256): {colon_fingerprint(ca.fingerprint_sha256)}")
-    if fields.kind is not ValidatorKind.NDES:
-        print(f"Validator: {fields.kind} (see `integration show {integration.id}`)")
-    for name, value in fields.shown:
+    if integration.validator != ValidatorKind.NDES:
+        print(f"Validator: {integration.validator} (see `integration show {integration.id}`)")
+    for name, value in created.shown:
         print(f"{name} (shown only now): {value}")
     return 0
 
 
 async def _rotate_password(config: Config, args: argparse.Namespace) -> int:
-    creds = make_credentials(load_or_create_secret_key(config.data_dir), args.id)
     async with opened_store(config) as store:
         integration = await live_integration(store, args.id)
-        rotated = Draft(
-            Event.PASSWORD_ROTATED,
-            integration_target(integration.id),
-            {"integration": integration.id, "username": creds.username},
-            actor=os_actor(),
-        )
-        with cli_audit_log(config, store).recording(rotated) as seal:
-            await store.update_credentials(
-                integration.id,
-                username=creds.username,
-                password_scrypt=creds.password_scrypt,
-                nt_hash_encrypted=creds.nt_hash_encrypted,
-                audit=seal,
-            )
+        service = _service(config, store, cli_audit_log(config, store))
+        creds = await service.rotate_password(integration.id, actor=os_actor())
+    if creds is None:
+        raise NoLiveIntegration(args.id)
     if args.json:
         print_json({"id": args.id, "username": creds.username, "password": creds.password})
         return 0

@@ -3,44 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import secrets
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from scep_ca.cli.context import CliError, live_integration, load_identity, opened_store, print_json, run_async
 from scep_ca.pki.records import Integration
+from scep_ca.services.integrations import ValidatorInput
 from scep_ca.services.validators.settings import (
-    INTUNE_SAN_TYPES,
     KINDS,
-    IntuneSettings,
     SettingsError,
     ValidatorKind,
-    WebhookSettings,
-    dump_intune,
-    dump_webhook,
-    encrypt_secret,
     intune_settings,
     webhook_settings,
 )
 
 INTUNE_SECRET_ENV = "SCEP_CA_INTUNE_CLIENT_SECRET"
 _MAX_SECRET_CHARS = 1024
-
-
-@dataclass(frozen=True)
-class ValidatorFields:
-    """What ``integration create`` stores for the chosen validator, and what it shows once."""
-
-    kind: ValidatorKind = ValidatorKind.NDES
-    settings: str = "{}"
-    secret_encrypted: bytes | None = None
-    allowed_san_types: tuple[str, ...] = ()
-    shown: tuple[tuple[str, str], ...] = ()
 
 
 def add_create_arguments(c: argparse.ArgumentParser) -> None:
@@ -79,9 +60,9 @@ _OPTIONS = {
 }
 
 
-def validator_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
-    """Check the options of the chosen validator; the secret is encrypted, bound to the
-    integration's id, before anything is stored."""
+def validator_input(args: argparse.Namespace) -> ValidatorInput:
+    """The validator options as the integration service takes them; the option combinations
+    are checked here, in the flags' own words, the values by the service."""
     kind = ValidatorKind(args.validator)
     for other, options in _OPTIONS.items():
         if other is not kind and any(getattr(args, option) for option in options):
@@ -89,57 +70,19 @@ def validator_fields(args: argparse.Namespace, config: Config, integration_id: s
     if kind is not ValidatorKind.NDES and args.require_approval:
         # Approval issues from the CLI, hours later: Intune's transaction would have expired.
         raise CliError("--require-approval works with --validator ndes only")
-    return _FIELDS[kind](args, config, integration_id)
-
-
-def _ndes_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
-    return ValidatorFields()
-
-
-def _intune_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
-    if not args.intune_tenant or not args.intune_client_id:
+    if kind is ValidatorKind.INTUNE and not (args.intune_tenant and args.intune_client_id):
         raise CliError("--validator intune needs --intune-tenant and --intune-client-id")
-    secret = _intune_secret(args)
-    key = load_or_create_secret_key(config.data_dir)
-    settings = IntuneSettings(tenant=args.intune_tenant, client_id=args.intune_client_id)
-    return ValidatorFields(
-        ValidatorKind.INTUNE,
-        dump_intune(settings),
-        encrypt_secret(key, integration_id, secret.encode("utf-8")),
-        INTUNE_SAN_TYPES,
-    )
-
-
-def _webhook_fields(args: argparse.Namespace, config: Config, integration_id: str) -> ValidatorFields:
-    if not args.webhook_url:
+    if kind is ValidatorKind.WEBHOOK and not args.webhook_url:
         raise CliError("--validator webhook needs --webhook-url")
-    pin = args.webhook_pin_sha256.replace(":", "").lower() if args.webhook_pin_sha256 else None
-    settings_w = WebhookSettings(url=args.webhook_url, notify_url=args.webhook_notify_url, tls_pin_sha256=pin)
-    try:
-        # The stored form read back: the same checks as when the server loads it.
-        webhook_settings(dump_webhook(settings_w))
-    except SettingsError as exc:
-        raise CliError(str(exc)) from exc
-    from scep_ca.services.validators.webhook import SECRET_BYTES  # with its HTTP client: see _test_validator
-
-    key = load_or_create_secret_key(config.data_dir)
-    hmac_key = secrets.token_bytes(SECRET_BYTES)
-    shown = base64.b64encode(hmac_key).decode("ascii")
-    return ValidatorFields(
-        ValidatorKind.WEBHOOK,
-        dump_webhook(settings_w),
-        encrypt_secret(key, integration_id, hmac_key),
-        (),
-        (("webhook_secret", shown),),
+    return ValidatorInput(
+        kind=kind.value,
+        intune_tenant=args.intune_tenant,
+        intune_client_id=args.intune_client_id,
+        intune_client_secret=_intune_secret(args) if kind is ValidatorKind.INTUNE else None,
+        webhook_url=args.webhook_url,
+        webhook_notify_url=args.webhook_notify_url,
+        webhook_pin_sha256=args.webhook_pin_sha256,
     )
-
-
-# Each kind's factory: what ``integration create`` stores for it.
-_FIELDS: dict[ValidatorKind, Callable[[argparse.Namespace, Config, str], ValidatorFields]] = {
-    ValidatorKind.NDES: _ndes_fields,
-    ValidatorKind.INTUNE: _intune_fields,
-    ValidatorKind.WEBHOOK: _webhook_fields,
-}
 
 
 def _describe_intune(settings: str) -> dict[str, object]:

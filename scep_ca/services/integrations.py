@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from audit.events import SYSTEM, Event
@@ -21,15 +22,16 @@ from scep_ca.protocol.dn import DNError, parse_dn
 from scep_ca.services.validators.settings import (
     INTUNE_SAN_TYPES,
     KINDS,
+    SECRET_BYTES,
     IntuneSettings,
     SettingsError,
+    ValidatorKind,
     WebhookSettings,
     dump_intune,
     dump_webhook,
     encrypt_secret,
     webhook_settings,
 )
-from scep_ca.services.validators.webhook import SECRET_BYTES
 from store.base import IntegrationStore
 
 DEFAULT_SUBJECT = "CN=$USERID$"
@@ -102,35 +104,44 @@ def validator_fields(
 ) -> ValidatorFields:
     """Check the chosen validator's settings; its secret is encrypted, bound to the
     integration's id, before anything is stored."""
-    kind = given.kind
-    if kind not in KINDS:
-        raise IntegrationInputError("validator", f"one of {', '.join(KINDS)}")
+    try:
+        kind = ValidatorKind(given.kind)
+    except ValueError:
+        raise IntegrationInputError("validator", f"one of {', '.join(KINDS)}") from None
     intune_opts = (given.intune_tenant, given.intune_client_id, given.intune_client_secret)
     webhook_opts = (given.webhook_url, given.webhook_notify_url, given.webhook_pin_sha256)
-    if kind != "intune" and any(intune_opts):
+    if kind is not ValidatorKind.INTUNE and any(intune_opts):
         raise IntegrationInputError(None, "the Intune settings need the intune validator")
-    if kind != "webhook" and any(webhook_opts):
+    if kind is not ValidatorKind.WEBHOOK and any(webhook_opts):
         raise IntegrationInputError(None, "the webhook settings need the webhook validator")
-    if kind != "ndes" and require_approval:
+    if kind is not ValidatorKind.NDES and require_approval:
         # Approval issues hours later: Intune's transaction would have expired.
         raise IntegrationInputError(None, "approval works with the ndes validator only")
-    if kind == "ndes":
-        return ValidatorFields()
-    if kind == "intune":
-        if not given.intune_tenant or not given.intune_client_id:
-            raise IntegrationInputError(None, "the intune validator needs a tenant and a client id")
-        secret = (given.intune_client_secret or "").strip()
-        if not secret:
-            raise IntegrationInputError("intune_client_secret", "the intune validator needs it")
-        if len(secret) > MAX_SECRET_CHARS:
-            raise IntegrationInputError("intune_client_secret", "too long")
-        settings = IntuneSettings(tenant=given.intune_tenant, client_id=given.intune_client_id)
-        return ValidatorFields(
-            kind,
-            dump_intune(settings),
-            encrypt_secret(secret_key, integration_id, secret.encode("utf-8")),
-            INTUNE_SAN_TYPES,
-        )
+    return _FIELDS[kind](given, secret_key, integration_id)
+
+
+def _ndes_fields(given: ValidatorInput, secret_key: bytes, integration_id: str) -> ValidatorFields:
+    return ValidatorFields()
+
+
+def _intune_fields(given: ValidatorInput, secret_key: bytes, integration_id: str) -> ValidatorFields:
+    if not given.intune_tenant or not given.intune_client_id:
+        raise IntegrationInputError(None, "the intune validator needs a tenant and a client id")
+    secret = (given.intune_client_secret or "").strip()
+    if not secret:
+        raise IntegrationInputError("intune_client_secret", "the intune validator needs it")
+    if len(secret) > MAX_SECRET_CHARS:
+        raise IntegrationInputError("intune_client_secret", "too long")
+    settings = IntuneSettings(tenant=given.intune_tenant, client_id=given.intune_client_id)
+    return ValidatorFields(
+        ValidatorKind.INTUNE,
+        dump_intune(settings),
+        encrypt_secret(secret_key, integration_id, secret.encode("utf-8")),
+        INTUNE_SAN_TYPES,
+    )
+
+
+def _webhook_fields(given: ValidatorInput, secret_key: bytes, integration_id: str) -> ValidatorFields:
     if not given.webhook_url:
         raise IntegrationInputError("webhook_url", "the webhook validator needs a webhook URL")
     pin = given.webhook_pin_sha256.replace(":", "").lower() if given.webhook_pin_sha256 else None
@@ -143,12 +154,20 @@ def validator_fields(
     hmac_key = secrets.token_bytes(SECRET_BYTES)
     shown = base64.b64encode(hmac_key).decode("ascii")
     return ValidatorFields(
-        kind,
+        ValidatorKind.WEBHOOK,
         dump_webhook(webhook),
         encrypt_secret(secret_key, integration_id, hmac_key),
         (),
         (("webhook_secret", shown),),
     )
+
+
+# Each kind's factory: what an integration of that kind stores (the CLI and the console).
+_FIELDS: dict[ValidatorKind, Callable[[ValidatorInput, bytes, str], ValidatorFields]] = {
+    ValidatorKind.NDES: _ndes_fields,
+    ValidatorKind.INTUNE: _intune_fields,
+    ValidatorKind.WEBHOOK: _webhook_fields,
+}
 
 
 class IntegrationService:

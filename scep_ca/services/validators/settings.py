@@ -31,6 +31,8 @@ class ValidatorKind(StrEnum):
 
 
 KINDS = tuple(kind.value for kind in ValidatorKind)
+# A webhook's HMAC-SHA256 secret (step-ca's webhooks use 32 random bytes).
+SECRET_BYTES = 32
 _NONCE_BYTES = 12
 _AAD_V1 = b"scep-ca/validator-secret/v1"
 _AAD_V2 = b"scep-ca/validator-secret/v2\x00"

@@ -27,13 +27,13 @@ from config.clock import Clock, utc_now
 from config.model import WebhookConfig
 from scep_ca.services.validators.base import ALLOW, ValidationRequest, Verdict
 from scep_ca.services.validators.http import HttpClient, HttpFailure, pinned
+from scep_ca.services.validators.settings import SECRET_BYTES as SECRET_BYTES
 from scep_ca.services.validators.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Smallstep-Signature"
 WEBHOOK_ID_HEADER = "X-Smallstep-Webhook-ID"
-SECRET_BYTES = 32
 _REFUSED = "the request was refused by the integration's webhook"
 _NOT_VALIDATED = "the request could not be validated by the integration's webhook"
 
