@@ -38,6 +38,20 @@ class Event(enum.StrEnum):
     RA_CREATED = "ra.created"
     RA_RENEWED = "ra.renewed"  # by itself (serve) or on demand (ra renew)
     KEY_IMPORTED = "key.imported"
+    # The operator console (scep_ca/console) and its accounts (`scep-ca admin`): who, from where.
+    LOGIN = "console.login"
+    CONSOLE_LOGIN_FAILED = "console.login_failed"
+    LOGOUT = "console.logout"
+    INTEGRATION_CREATE = "integration.create"
+    INTEGRATION_ROTATE = "integration.rotate_password"
+    INTEGRATION_DELETE = "integration.delete"
+    CHALLENGE_ISSUE = "challenge.issue"
+    CERTIFICATE_REVOKE = "certificate.revoke"
+    REQUEST_APPROVE = "request.approve"
+    REQUEST_REJECT = "request.reject"
+    ADMIN_CREATE = "admin.create"
+    ADMIN_DISABLE = "admin.disable"
+    ADMIN_RESET_PASSWORD = "admin.reset_password"
     # Operations.
     SERVER_START = "server.start"
     SERVER_STOP = "server.stop"

@@ -10,7 +10,6 @@ page reads the log through ``AuditLogReader``.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -18,26 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from audit.events import Event
 from audit.service import AuditLog, AuditSink, Draft
 from store.base import AuditFilter
 
 log = logging.getLogger("scep_ca.console.audit")
 
 
-class ConsoleEvent(enum.StrEnum):
-    LOGIN = "console.login"
-    LOGIN_FAILED = "console.login_failed"
-    LOGOUT = "console.logout"
-    INTEGRATION_CREATE = "integration.create"
-    INTEGRATION_ROTATE = "integration.rotate_password"
-    INTEGRATION_DELETE = "integration.delete"
-    CHALLENGE_ISSUE = "challenge.issue"
-    CERTIFICATE_REVOKE = "certificate.revoke"
-    REQUEST_APPROVE = "request.approve"
-    REQUEST_REJECT = "request.reject"
-    ADMIN_CREATE = "admin.create"
-    ADMIN_DISABLE = "admin.disable"
-    ADMIN_RESET_PASSWORD = "admin.reset_password"
+# The console's event names live with every other event name (audit/events.py).
+ConsoleEvent = Event
 
 
 class ConsoleAuditSink(Protocol):

@@ -202,7 +202,7 @@ async def login(request: web.Request) -> web.Response:
     result = await request.app[SESSIONS].login(name, password, _address(request))
     audit = request.app[SERVICE].audit_sink
     if result.token is None:
-        await audit.record(name[:64], _address(request), ConsoleEvent.LOGIN_FAILED, name[:64], {})
+        await audit.record(name[:64], _address(request), ConsoleEvent.CONSOLE_LOGIN_FAILED, name[:64], {})
         if result.retry_after:
             response = _login_form(request, 429, "Too many failed sign-ins. Try again later.")
             response.headers["Retry-After"] = str(max(1, int(result.retry_after)))
