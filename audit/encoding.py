@@ -10,6 +10,7 @@ hash chain, whoever can write the table cannot rewrite it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,25 +27,17 @@ class MacKey(Protocol):
     def mac(self, data: bytes) -> bytes: ...
 
 
-def canonical(
-    writer: str,
-    seq: int,
-    at: datetime,
-    actor: str,
-    event: str,
-    target: str,
-    details: Mapping[str, object],
-    prev_mac: str,
-) -> bytes:
+def canonical(record: AuditRecord, seq: int | None = None) -> bytes:
+    """The bytes a record's MAC covers: every field but the MAC (under another ``seq`` when given)."""
     body = {
-        "writer": writer,
-        "seq": seq,
-        "time": at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "actor": actor,
-        "event": event,
-        "object": target,
-        "details": details,
-        "prev_mac": prev_mac,
+        "writer": record.writer,
+        "seq": record.seq if seq is None else seq,
+        "time": record.at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor": record.actor,
+        "event": record.event,
+        "object": record.target,
+        "details": record.details,
+        "prev_mac": record.prev_mac,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -61,21 +54,10 @@ def seal(
     prev_mac: str,
 ) -> AuditRecord:
     # UTC to the microsecond, what both stores keep exactly: the MAC recomputes from a stored row.
-    at = at.astimezone(UTC)
-    mac = key.mac(canonical(writer, seq, at, actor, event, target, details, prev_mac)).hex()
-    return AuditRecord(writer, seq, at, actor, event, target, dict(details), prev_mac, mac)
+    unsealed = AuditRecord(writer, seq, at.astimezone(UTC), actor, event, target, dict(details), prev_mac, "")
+    return dataclasses.replace(unsealed, mac=key.mac(canonical(unsealed)).hex())
 
 
 def mac_of(key: MacKey, record: AuditRecord, *, seq: int | None = None) -> str:
     """The MAC ``record`` should carry (under another ``seq``, to recognise a moved record)."""
-    data = canonical(
-        record.writer,
-        record.seq if seq is None else seq,
-        record.at,
-        record.actor,
-        record.event,
-        record.target,
-        record.details,
-        record.prev_mac,
-    )
-    return key.mac(data).hex()
+    return key.mac(canonical(record, seq)).hex()

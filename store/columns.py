@@ -241,3 +241,8 @@ def insert_sql(table: Table[Any], placeholder: str) -> str:
     count = len(table.insert_columns)
     marks = "?" * count if placeholder == "?" else [f"${n}" for n in range(1, count + 1)]
     return f"INSERT INTO {table.name} ({table.insert_names()}) VALUES ({', '.join(marks)})"
+
+
+# The console's accounts and sessions (migration 9), read whole by both backends.
+ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
+SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"

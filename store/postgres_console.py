@@ -13,20 +13,11 @@ from typing import Any
 import asyncpg
 
 from scep_ca.pki.records import CertificateRecord
-from store.base import (
-    AdminAccount,
-    AdminRole,
-    CertificateSearch,
-    ConsoleSession,
-    DuplicateAdmin,
-    IntegrationCounts,
-)
-from store.columns import CERTIFICATES
+from store.base import AdminAccount, AdminRole, CertificateSearch, ConsoleSession, DuplicateAdmin, IntegrationCounts
+from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
 from store.pg_pool import ConnectionPool
 from store.search import PG_ASCII_FOLD, dashboard_counts, search_terms
 
-_ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
-_SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
 _CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
 # As in SQLite: whole days strictly inside the intervals from the maintained counts, the day of
 # "now" and the horizon's day counted exactly from the certificates themselves.
@@ -73,7 +64,7 @@ class PostgresConsoleMixin:
     async def create_admin(self, account: AdminAccount) -> None:
         try:
             await self._p().execute(
-                f"INSERT INTO admins ({_ADMIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
+                f"INSERT INTO admins ({ADMIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
                 account.name,
                 account.role.value,
                 account.password_scrypt,
@@ -84,11 +75,11 @@ class PostgresConsoleMixin:
             raise DuplicateAdmin(f"an admin named {account.name!r} exists") from exc
 
     async def get_admin(self, name: str) -> AdminAccount | None:
-        row = await self._p().fetchrow(f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE name = $1", name)
+        row = await self._p().fetchrow(f"SELECT {ADMIN_COLUMNS} FROM admins WHERE name = $1", name)
         return None if row is None else _admin(row)
 
     async def list_admins(self) -> Sequence[AdminAccount]:
-        rows = await self._p().fetch(f"SELECT {_ADMIN_COLUMNS} FROM admins ORDER BY name")
+        rows = await self._p().fetch(f"SELECT {ADMIN_COLUMNS} FROM admins ORDER BY name")
         return [_admin(row) for row in rows]
 
     async def set_admin_password(self, name: str, password_scrypt: str) -> bool:
@@ -109,7 +100,7 @@ class PostgresConsoleMixin:
 
     async def create_session(self, session: ConsoleSession) -> None:
         await self._p().execute(
-            f"INSERT INTO console_sessions ({_SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+            f"INSERT INTO console_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
             session.token_hash,
             session.admin,
             session.csrf_token,
@@ -128,7 +119,7 @@ class PostgresConsoleMixin:
             row = await conn.fetchrow(
                 "UPDATE console_sessions s SET last_seen = $2 FROM admins a "
                 "WHERE s.token_hash = $1 AND a.name = s.admin AND a.disabled_at IS NULL "
-                f"RETURNING {', '.join('s.' + c for c in _SESSION_COLUMNS.split(', '))}",
+                f"RETURNING {', '.join('s.' + c for c in SESSION_COLUMNS.split(', '))}",
                 token_hash,
                 now,
             )

@@ -13,20 +13,11 @@ from datetime import datetime
 
 from scep_ca.pki.records import CertificateRecord
 from store import sqlite_codec as codec
-from store.base import (
-    AdminAccount,
-    AdminRole,
-    CertificateSearch,
-    ConsoleSession,
-    DuplicateAdmin,
-    IntegrationCounts,
-)
-from store.columns import CERTIFICATES
+from store.base import AdminAccount, AdminRole, CertificateSearch, ConsoleSession, DuplicateAdmin, IntegrationCounts
+from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
 from store.schema_sqlite import DAY_US
 from store.search import SearchTerms, dashboard_counts, search_terms
 
-_ADMIN_COLUMNS = "name, role, password_scrypt, created_at, disabled_at"
-_SESSION_COLUMNS = "token_hash, admin, csrf_token, created_at, last_seen, address"
 _CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
 # Valid, revoked and expiring per integration from the maintained counts (migration 7): whole
 # days strictly inside the intervals from the counts, the day of "now" and the horizon's day
@@ -66,7 +57,7 @@ class SQLiteConsoleMixin:
         try:
             with self._transaction() as conn:
                 conn.execute(
-                    f"INSERT INTO admins ({_ADMIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT INTO admins ({ADMIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                     (
                         account.name,
                         account.role.value,
@@ -80,12 +71,12 @@ class SQLiteConsoleMixin:
 
     async def get_admin(self, name: str) -> AdminAccount | None:
         with self._read() as conn:
-            row = conn.execute(f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(f"SELECT {ADMIN_COLUMNS} FROM admins WHERE name = ?", (name,)).fetchone()
         return None if row is None else _admin(row)
 
     async def list_admins(self) -> Sequence[AdminAccount]:
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {_ADMIN_COLUMNS} FROM admins ORDER BY name").fetchall()
+            rows = conn.execute(f"SELECT {ADMIN_COLUMNS} FROM admins ORDER BY name").fetchall()
         return [_admin(row) for row in rows]
 
     async def set_admin_password(self, name: str, password_scrypt: str) -> bool:
@@ -109,7 +100,7 @@ class SQLiteConsoleMixin:
     async def create_session(self, session: ConsoleSession) -> None:
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT INTO console_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO console_sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     session.token_hash,
                     session.admin,
@@ -130,7 +121,7 @@ class SQLiteConsoleMixin:
                 (codec.to_us(idle_after), codec.to_us(created_after)),
             )
             row = conn.execute(
-                f"SELECT {', '.join('s.' + c for c in _SESSION_COLUMNS.split(', '))} FROM console_sessions s "
+                f"SELECT {', '.join('s.' + c for c in SESSION_COLUMNS.split(', '))} FROM console_sessions s "
                 "JOIN admins a ON a.name = s.admin AND a.disabled_at IS NULL WHERE s.token_hash = ?",
                 (token_hash,),
             ).fetchone()
