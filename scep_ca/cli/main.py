@@ -12,6 +12,7 @@ from config import ConfigError
 from config.files import FileModeError
 from scep_ca.cli import (
     audit_cmds,
+    backup_cmds,
     ca_cmds,
     cert_cmds,
     db_cmds,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_cmds.register(sub, common)
     audit_cmds.register(sub, common)
     status_cmds.register(sub, common)
+    backup_cmds.register(sub, common)
     return parser
 
 
