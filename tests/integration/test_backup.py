@@ -3,18 +3,23 @@ keys made and files opened by Debian's real ``age`` CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import stat
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from scep_ca.cli.main import main
+from tests.store.conftest import PG_ADMIN_DSN
 
 
 class Cli:
@@ -214,3 +219,107 @@ def test_restore_refuses_a_newer_version(cli: Cli, tmp_path: Path) -> None:
                 tar.addfile(member, io.BytesIO(data))
         err = _refused(cli, tmp_path / "new", str(newer))
         assert "newer scep-ca" in err and "upgrade" in err
+
+
+# -- audit replay ------------------------------------------------------------------------
+
+
+def _after_backup_export(cli: Cli, tmp_path: Path, identity: tuple[Path, str]) -> tuple[Path, list[str]]:
+    """A restored directory, and the old host's export with events made after the backup."""
+    key, recipient = identity
+    out = _backup(cli, tmp_path, recipient)
+    assert cli("integration", "create", "Later")[0] == 0
+    export = tmp_path / "events.jsonl"
+    assert cli("audit", "export", "--out", str(export))[0] == 0
+    target = tmp_path / "restored"
+    assert cli("restore", str(out), "--identity", str(key), data_dir=target)[0] == 0
+    return target, export.read_text().splitlines()
+
+
+def _audit_rows(data_dir: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(data_dir / "scep-ca.sqlite3") as conn:
+        return conn.execute("SELECT writer, seq, mac FROM audit_events ORDER BY writer, seq").fetchall()
+
+
+def test_replay_refuses_a_forged_event(cli: Cli, tmp_path: Path, identity: tuple[Path, str]) -> None:
+    target, lines = _after_backup_export(cli, tmp_path, identity)
+    before = _audit_rows(target)
+    created = next(i for i, line in enumerate(lines) if '"Later"' in line)
+    forged = list(lines)
+    forged[created] = forged[created].replace('"Later"', '"Forged"')
+    (tmp_path / "forged.jsonl").write_text("\n".join(forged) + "\n")
+    code, _, err = cli("audit", "replay", str(tmp_path / "forged.jsonl"), data_dir=target)
+    assert code == 1 and "does not verify under the restored audit key" in err, err
+    assert _audit_rows(target) == before
+    (tmp_path / "junk.jsonl").write_text("{not json\n")
+    code, _, err = cli("audit", "replay", str(tmp_path / "junk.jsonl"), data_dir=target)
+    assert code == 1 and "line 1: not an exported audit event" in err
+    assert _audit_rows(target) == before
+
+
+def test_replay_writes_the_events_back_and_is_repeatable(cli: Cli, tmp_path: Path, identity: tuple[Path, str]) -> None:
+    target, lines = _after_backup_export(cli, tmp_path, identity)
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    code, text, err = cli("audit", "replay", str(tmp_path / "events.jsonl"), data_dir=target)
+    assert code == 0, err
+    once = _audit_rows(target)
+    code, text, err = cli("audit", "replay", str(tmp_path / "events.jsonl"), data_dir=target)
+    assert code == 0 and "replayed 0 events" in text, text
+    # Only the second replay's own audit.replayed record is new.
+    assert len(_audit_rows(target)) == len(once) + 1
+    code, text, err = cli("audit", "verify", data_dir=target)
+    assert code == 0, err
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    name = f"scep_ca_restore_{secrets.token_hex(4)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(sql: str, dsn: str = PG_ADMIN_DSN) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+def test_restore_refuses_a_database_with_scep_ca_tables(
+    cli: Cli, tmp_path: Path, identity: tuple[Path, str], pg_database: str
+) -> None:
+    key, recipient = identity
+    out = _backup(cli, tmp_path, recipient)
+    asyncio.run(_admin("CREATE TABLE certificates (serial text)", pg_database))
+    target = tmp_path / "new"
+    err = _refused(cli, target, str(out), "--identity", str(key), "--database-url", pg_database)
+    assert "already holds scep-ca tables (certificates)" in err
+    assert not target.exists()
+    tables = asyncio.run(
+        _admin("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", pg_database)
+    )
+    assert [r["table_name"] for r in tables] == ["certificates"]
+
+
+@pytest.mark.postgres
+def test_restore_refuses_a_sqlite_backup_into_postgresql(
+    cli: Cli, tmp_path: Path, identity: tuple[Path, str], pg_database: str
+) -> None:
+    key, recipient = identity
+    out = _backup(cli, tmp_path, recipient)
+    target = tmp_path / "new"
+    err = _refused(cli, target, str(out), "--identity", str(key), "--database-url", pg_database)
+    assert "leave out --database-url" in err
+    assert not target.exists()
+    tables = asyncio.run(
+        _admin("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", pg_database)
+    )
+    assert tables == []
