@@ -13,9 +13,7 @@ it has its issue event and the reverse, and every chain verifies.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
 import shutil
 import subprocess
 import threading
@@ -26,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -37,30 +34,16 @@ from scep_ca.protocol.enums import PKIStatus
 from tests.e2e.clients import free_port, run_scepclient
 from tests.e2e.conftest import ScepCaServer
 from tests.e2e.test_revocation_real_clients import fetch_crl, ocsp_status, serial_of
-from tests.store.conftest import PG_ADMIN_DSN
+from tests.store.conftest import sql_sync, temporary_database_sync
 
 pytestmark = pytest.mark.e2e
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 def databases() -> Iterator[list[str]]:
     """Two fresh databases: the old host's and the new host's."""
-    names = [f"scep_ca_drill_{secrets.token_hex(4)}" for _ in range(2)]
-    for name in names:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield [PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}" for name in names]
-    finally:
-        for name in names:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with temporary_database_sync() as old, temporary_database_sync() as new:
+        yield [old, new]
 
 
 def _crl_number(crl: x509.CertificateRevocationList) -> int:
@@ -109,7 +92,7 @@ def test_disaster_drill(backend: str, tmp_path: Path, databases: list[str]) -> N
         old.stop()
     shutil.rmtree(old.data_dir)
     if backend == "postgresql":
-        asyncio.run(_admin(f'DROP DATABASE "{old_db.rsplit("/", 1)[1]}" WITH (FORCE)'))
+        sql_sync(f'DROP DATABASE "{old_db.rsplit("/", 1)[1]}" WITH (FORCE)')
 
     new = ScepCaServer(tmp_path / "new", {"store": {"dsn": new_db}} if backend == "postgresql" else {})
     new.base_dir.mkdir()

@@ -3,10 +3,8 @@ keys made and files opened by Debian's real ``age`` CLI."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import stat
@@ -15,11 +13,10 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from scep_ca.cli.main import main
-from tests.store.conftest import PG_ADMIN_DSN
+from tests.store.conftest import sql_sync, temporary_database_sync
 
 
 class Cli:
@@ -276,20 +273,13 @@ def test_replay_writes_the_events_back_and_is_repeatable(cli: Cli, tmp_path: Pat
 
 @pytest.fixture
 def pg_database() -> Iterator[str]:
-    name = f"scep_ca_restore_{secrets.token_hex(4)}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with temporary_database_sync() as dsn:
+        yield dsn
 
 
-async def _admin(sql: str, dsn: str = PG_ADMIN_DSN) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
+def _public_tables(dsn: str) -> list[str]:
+    rows = sql_sync("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", dsn)
+    return sorted(r["table_name"] for r in rows)
 
 
 @pytest.mark.postgres
@@ -298,15 +288,12 @@ def test_restore_refuses_a_database_with_scep_ca_tables(
 ) -> None:
     key, recipient = identity
     out = _backup(cli, tmp_path, recipient)
-    asyncio.run(_admin("CREATE TABLE certificates (serial text)", pg_database))
+    sql_sync("CREATE TABLE certificates (serial text)", pg_database)
     target = tmp_path / "new"
     err = _refused(cli, target, str(out), "--identity", str(key), "--database-url", pg_database)
     assert "already holds scep-ca tables (certificates)" in err
     assert not target.exists()
-    tables = asyncio.run(
-        _admin("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", pg_database)
-    )
-    assert [r["table_name"] for r in tables] == ["certificates"]
+    assert _public_tables(pg_database) == ["certificates"]
 
 
 @pytest.mark.postgres
@@ -319,7 +306,4 @@ def test_restore_refuses_a_sqlite_backup_into_postgresql(
     err = _refused(cli, target, str(out), "--identity", str(key), "--database-url", pg_database)
     assert "leave out --database-url" in err
     assert not target.exists()
-    tables = asyncio.run(
-        _admin("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", pg_database)
-    )
-    assert tables == []
+    assert _public_tables(pg_database) == []
