@@ -12,17 +12,20 @@ The facts are read with plain SQL from the copy itself, which is why they cannot
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import sqlite3
 import subprocess
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from store.base import StoreError, StoreUnavailable
+from store.base import AuditRecord, StoreError, StoreUnavailable
 
 # Tables whose presence means a database already belongs to a scep-ca (restore refuses it).
 _OWN_TABLES = ("schema_migrations", "certificates", "audit_events")
@@ -154,6 +157,61 @@ def pg_dump_readable(dump: Path) -> None:
     done = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, check=False)
     if done.returncode != 0:
         raise StoreError(f"the database dump is unreadable: {_first_line(done.stderr)}")
+
+
+_COPY_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
+_COPY_SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _copy_field(text: str) -> str | None:
+    """One field of PostgreSQL's COPY text format (``\\N`` is NULL, backslash escapes)."""
+    if text == "\\N":
+        return None
+
+    def unescape(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code[0] == "x" and len(code) > 1:
+            return chr(int(code[1:], 16))
+        if code[0] in "01234567":
+            return chr(int(code, 8))
+        return _COPY_SIMPLE.get(code, code)
+
+    return _COPY_ESCAPE.sub(unescape, text)
+
+
+def pg_dump_audit_records(dump: Path) -> list[AuditRecord]:
+    """The audit records of a custom-format dump, ordered by writer and seq, read through
+    ``pg_restore --data-only`` (COPY text) without a database to restore into."""
+    done = subprocess.run(
+        ["pg_restore", "--data-only", "--table=audit_events", "--file=-", str(dump)], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        raise StoreError(f"the database dump is unreadable: {_first_line(done.stderr)}")
+    records: list[AuditRecord] = []
+    columns: list[str] | None = None
+    for line in done.stdout.decode("utf-8").split("\n"):
+        if columns is None:
+            if line.startswith("COPY ") and ".audit_events " in line:
+                columns = [c.strip() for c in line[line.index("(") + 1 : line.index(")")].split(",")]
+            continue
+        if line == "\\.":
+            break
+        row = dict(zip(columns, (_copy_field(f) for f in line.split("\t")), strict=True))
+        records.append(
+            AuditRecord(
+                str(row["writer"]),
+                int(str(row["seq"])),
+                datetime.fromisoformat(str(row["at"])),
+                str(row["actor"]),
+                str(row["event"]),
+                str(row["object"]),
+                json.loads(str(row["details"])),
+                str(row["prev_mac"]),
+                str(row["mac"]),
+            )
+        )
+    records.sort(key=lambda r: (r.writer, r.seq))
+    return records
 
 
 async def pg_raise_crl_numbers(dsn: str, margin: int) -> None:

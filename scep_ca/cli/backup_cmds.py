@@ -90,7 +90,7 @@ async def _verify(config: Config, args: argparse.Namespace) -> int:
     except BackupError as exc:
         raise CliError(f"{args.file}: {exc}") from None
     m = result.manifest
-    chains = "audit chains not opened (PostgreSQL dump: restore to check them)"
+    chains = "audit chains not checked (the audit key is in the token: run `audit verify` after a restore)"
     if result.audit_records is not None:
         chains = f"{result.audit_records} audit records verify"
     plain = "" if result.encrypted else " (NOT encrypted)"

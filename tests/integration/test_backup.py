@@ -307,3 +307,34 @@ def test_restore_refuses_a_sqlite_backup_into_postgresql(
     assert "leave out --database-url" in err
     assert not target.exists()
     assert _public_tables(pg_database) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_verify_checks_the_audit_chains_in_the_copy(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_database: str
+) -> None:
+    config = tmp_path / "scep-ca.yaml"
+    config.write_text(f"store:\n  dsn: {pg_database}\n" if backend == "postgresql" else "{}\n")
+    runner = Cli(tmp_path / "data", capsys)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        return runner("--config", str(config), *args)
+
+    assert run("init")[0] == 0
+    assert run("integration", "create", "Fleet")[0] == 0
+    good = tmp_path / "good.tar"
+    assert run("backup", "--out", str(good), "--insecure-plaintext")[0] == 0
+    code, text, err = run("backup", "verify", str(good))
+    assert code == 0 and "audit records verify" in text, err
+    tamper = "UPDATE audit_events SET details = '{\"name\": \"Forged\"}' WHERE event = 'integration.created'"
+    if backend == "postgresql":
+        sql_sync(tamper, pg_database)
+    else:
+        with sqlite3.connect(tmp_path / "data" / "scep-ca.sqlite3") as conn:
+            conn.execute(tamper)
+    bad = tmp_path / "bad.tar"
+    assert run("backup", "--out", str(bad), "--insecure-plaintext")[0] == 0
+    code, _, err = run("backup", "verify", str(bad))
+    assert code == 1 and "the audit log in the backup does not verify" in err and "(integration.created)" in err, err
+    assert len(err.strip().splitlines()) == 1

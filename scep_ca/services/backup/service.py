@@ -32,7 +32,9 @@ from cryptography.hazmat.primitives import hashes
 
 from audit.events import Event
 from audit.factory import audit_log
-from audit.service import Draft, os_actor
+from audit.keys import MAC_KEY_FILE, load_mac_key
+from audit.service import AuditLog, Draft, os_actor
+from audit.verify import Verifier
 from config.clock import Clock
 from config.model import Config
 from scep_ca.pki.keys import KeyUnavailable
@@ -198,7 +200,7 @@ def _unpack(path: Path, opening: Opening, work: Path) -> tuple[dict[str, Any], b
 class VerifyResult:
     manifest: dict[str, Any]
     encrypted: bool
-    audit_records: int | None  # None: the chains were not opened (a PostgreSQL dump)
+    audit_records: int | None  # None: the MAC key is in a token, the chains were not checked
 
 
 async def verify_backup(path: Path, opening: Opening, clock: Clock, scratch: Path) -> VerifyResult:
@@ -208,24 +210,29 @@ async def verify_backup(path: Path, opening: Opening, clock: Clock, scratch: Pat
         work = Path(work_text)
         manifest, encrypted = _unpack(path, opening, work)
         unpacked = work / "unpacked"
-        if manifest.get("backend") == "postgresql":
-            snapshot.pg_dump_readable(unpacked / "database" / "scep-ca.pgdump")
-            return VerifyResult(manifest, encrypted, None)
-        db = unpacked / "database" / "scep-ca.sqlite3"
-        facts = snapshot.sqlite_facts(db)
-        if facts.as_json() != manifest.get("database"):
-            raise BackupError("the database copy does not match the manifest's counts")
         data = work / "data"
         data.mkdir(mode=0o700)
         archive.place_files(unpacked, manifest, "files", data)
-        shutil.move(db, data / "scep-ca.sqlite3")
-        config = Config(data_dir=data)
-        store = SQLiteStore(config.sqlite_path)
-        await store.open()
-        try:
-            report = await audit_log(config, store, clock, create_keys=False).verify()
-        finally:
-            await store.close()
+        if not (data / MAC_KEY_FILE).exists():
+            # keys.pkcs11: the MAC key never leaves the token; restore, then `audit verify` there.
+            return VerifyResult(manifest, encrypted, None)
+        key = load_mac_key(data, create=False)
+        if manifest.get("backend") == "postgresql":
+            verifier = Verifier(key)
+            for record in snapshot.pg_dump_audit_records(unpacked / "database" / "scep-ca.pgdump"):
+                verifier.add(record)
+            report = verifier.report()
+        else:
+            db = unpacked / "database" / "scep-ca.sqlite3"
+            if snapshot.sqlite_facts(db).as_json() != manifest.get("database"):
+                raise BackupError("the database copy does not match the manifest's counts")
+            shutil.move(db, data / "scep-ca.sqlite3")
+            store = SQLiteStore(data / "scep-ca.sqlite3")
+            await store.open()
+            try:
+                report = await AuditLog(store, key, clock).verify()
+            finally:
+                await store.close()
         if not report.ok:
             raise BackupError(f"the audit log in the backup does not verify: {report.problems[0]}")
         return VerifyResult(manifest, encrypted, report.records)
