@@ -8,6 +8,8 @@
 #   postgresql  the server the store contract suite runs against
 #   softhsm2    a software PKCS#11 token for the CA/RA keys in a token (softhsm2-util)
 #   opensc      pkcs11-tool, which the tests use to inspect key attributes
+#   postgresql-client  pg_dump / pg_restore: `scep-ca backup` and `restore` of a PostgreSQL store
+#   age         age, age-keygen: the backup tests open backups with the real age CLI
 #   prometheus  promtool: `promtool check rules` / `promtool test rules` on packaging/prometheus/alerts.yml
 #
 # apt-get runs only when something is missing (or with --always, as CI does).
@@ -21,7 +23,7 @@ fi
 
 need=0
 for bin in scepclient scepserver getcert /usr/lib/certmonger/scep-submit dbus-daemon curl openssl pg_isready \
-    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so promtool; do
+    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so promtool pg_dump pg_restore age age-keygen; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
         need=1
     fi
@@ -36,7 +38,7 @@ if [ "$need" = 1 ] || [ "${1:-}" = "--always" ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends \
         scep certmonger dbus openssl curl postgresql postgresql-client python3-venv \
-        softhsm2 opensc prometheus
+        softhsm2 opensc prometheus age
 fi
 
 # PostgreSQL at 127.0.0.1:5432; start the newest installed cluster if it is down.

@@ -86,7 +86,7 @@ async def _backup(config: Config, args: argparse.Namespace) -> int:
 
 async def _verify(config: Config, args: argparse.Namespace) -> int:
     try:
-        result = await service.verify_backup(args.file, _opening(args), utc_now, args.file.resolve().parent)
+        result = await service.verify_backup(args.file, _opening(args), utc_now)
     except BackupError as exc:
         raise CliError(f"{args.file}: {exc}") from None
     m = result.manifest

@@ -203,10 +203,11 @@ class VerifyResult:
     audit_records: int | None  # None: the MAC key is in a token, the chains were not checked
 
 
-async def verify_backup(path: Path, opening: Opening, clock: Clock, scratch: Path) -> VerifyResult:
+async def verify_backup(path: Path, opening: Opening, clock: Clock) -> VerifyResult:
     """Decrypt, check every member's hash, open the database copy and verify its audit chains
-    under the backup's own audit key. Writes only into a private directory under ``scratch``."""
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".scep-ca-verify-") as work_text:
+    under the backup's own audit key. Writes only into a private temporary directory (the
+    backup's own directory may be read-only offsite storage), removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="scep-ca-verify-") as work_text:
         work = Path(work_text)
         manifest, encrypted = _unpack(path, opening, work)
         unpacked = work / "unpacked"
