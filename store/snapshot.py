@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -222,10 +224,28 @@ async def pg_raise_crl_numbers(dsn: str, margin: int) -> None:
         await conn.close()
 
 
+def _without_password(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The arguments with a URL DSN's password moved into PGPASSWORD: another local user can
+    read a process's arguments (``ps``), not its environment."""
+    env = dict(os.environ)
+    out = []
+    for arg in argv:
+        if arg.startswith("--dbname="):
+            parts = urlsplit(arg.removeprefix("--dbname="))
+            if parts.password is not None:
+                env["PGPASSWORD"] = unquote(parts.password)
+                netloc = parts.netloc.rsplit("@", 1)
+                user = netloc[0].split(":", 1)[0]
+                arg = "--dbname=" + urlunsplit(parts._replace(netloc=f"{user}@{netloc[1]}"))
+        out.append(arg)
+    return out, env
+
+
 async def _run(argv: list[str]) -> None:
+    argv, env = _without_password(argv)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
         )
     except FileNotFoundError as exc:
         raise StoreUnavailable(f"{argv[0]} is not installed (Debian: postgresql-client)") from exc
