@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -100,8 +101,6 @@ async def _verify(config: Config, args: argparse.Namespace) -> int:
 
 async def _restore(config: Config, args: argparse.Namespace) -> int:
     if args.database_url is not None:
-        import dataclasses
-
         config = dataclasses.replace(config, store=dataclasses.replace(config.store, dsn=args.database_url))
     try:
         result = await service.restore(args.file, _opening(args), config, utc_now, token=key_token(config))
