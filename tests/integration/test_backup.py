@@ -283,30 +283,25 @@ def _public_tables(dsn: str) -> list[str]:
 
 
 @pytest.mark.postgres
-def test_restore_refuses_a_database_with_scep_ca_tables(
-    cli: Cli, tmp_path: Path, identity: tuple[Path, str], pg_database: str
+@pytest.mark.parametrize(
+    ("existing", "refusal"),
+    [
+        ([], "a SQLite backup restores into the data directory: leave out --database-url"),
+        (["certificates"], "already holds scep-ca tables (certificates)"),
+    ],
+)
+def test_restore_refuses_the_database(
+    cli: Cli, tmp_path: Path, identity: tuple[Path, str], pg_database: str, existing: list[str], refusal: str
 ) -> None:
     key, recipient = identity
     out = _backup(cli, tmp_path, recipient)
-    sql_sync("CREATE TABLE certificates (serial text)", pg_database)
+    for table in existing:
+        sql_sync(f"CREATE TABLE {table} (serial text)", pg_database)
     target = tmp_path / "new"
     err = _refused(cli, target, str(out), "--identity", str(key), "--database-url", pg_database)
-    assert "already holds scep-ca tables (certificates)" in err
+    assert refusal in err
     assert not target.exists()
-    assert _public_tables(pg_database) == ["certificates"]
-
-
-@pytest.mark.postgres
-def test_restore_refuses_a_sqlite_backup_into_postgresql(
-    cli: Cli, tmp_path: Path, identity: tuple[Path, str], pg_database: str
-) -> None:
-    key, recipient = identity
-    out = _backup(cli, tmp_path, recipient)
-    target = tmp_path / "new"
-    err = _refused(cli, target, str(out), "--identity", str(key), "--database-url", pg_database)
-    assert "leave out --database-url" in err
-    assert not target.exists()
-    assert _public_tables(pg_database) == []
+    assert _public_tables(pg_database) == existing
 
 
 @pytest.mark.postgres
