@@ -333,3 +333,18 @@ def test_verify_checks_the_audit_chains_in_the_copy(
     code, _, err = run("backup", "verify", str(bad))
     assert code == 1 and "the audit log in the backup does not verify" in err and "(integration.created)" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_include_config(cli: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "scep-ca.yaml"
+    config.write_text("certificate:\n  validity_days: 90\n")
+    out = tmp_path / "c.tar"
+    code, _, err = cli("--config", str(config), "backup", "--out", str(out), "--insecure-plaintext", "--include-config")
+    assert code == 0, err
+    target = tmp_path / "restored"
+    assert cli("restore", str(out), data_dir=target)[0] == 0
+    restored = target / "config-from-backup" / "scep-ca.yaml"
+    assert restored.read_text() == config.read_text()
+    assert stat.S_IMODE(restored.stat().st_mode) == 0o600
+    code, _, err = cli("backup", "--out", str(tmp_path / "d.tar"), "--insecure-plaintext", "--include-config")
+    assert code == 1 and "--include-config needs --config FILE" in err and not (tmp_path / "d.tar").exists()
