@@ -348,3 +348,20 @@ def test_include_config(cli: Cli, tmp_path: Path) -> None:
     assert stat.S_IMODE(restored.stat().st_mode) == 0o600
     code, _, err = cli("backup", "--out", str(tmp_path / "d.tar"), "--insecure-plaintext", "--include-config")
     assert code == 1 and "--include-config needs --config FILE" in err and not (tmp_path / "d.tar").exists()
+
+
+def test_backups_kept_inside_the_data_directory_are_not_backed_up_again(cli: Cli, identity: tuple[Path, str]) -> None:
+    key, recipient = identity
+    shelf = cli.data_dir / "backups"
+    shelf.mkdir(mode=0o700)
+    for _ in range(2):
+        assert cli("backup", "--dir", str(shelf), "--recipient", recipient)[0] == 0
+    newest = sorted(shelf.iterdir())[-1]
+    code, _, err = cli("backup", "verify", str(newest), "--identity", str(key))
+    assert code == 0, err
+    plain = shelf.parent.parent / "newest.tar"
+    subprocess.run(["age", "-d", "-i", str(key), "-o", str(plain), str(newest)], check=True)
+    with tarfile.open(plain) as tar:
+        assert not [n for n in tar.getnames() if "backups" in n]
+    code, _, err = cli("backup", "--out", str(cli.data_dir / "b.tar"), "--recipient", recipient)
+    assert code == 1 and "outside the data directory" in err and not (cli.data_dir / "b.tar").exists()

@@ -85,11 +85,17 @@ class RestoreResult:
     crl_margin: int
 
 
-def _data_members(data_dir: Path) -> list[archive.Member]:
+def _data_members(data_dir: Path, skip: Path) -> list[archive.Member]:
+    """Every file of the data directory but the live database and ``skip`` (the directory the
+    backup goes to, when an operator keeps backups inside the data directory)."""
     members = []
+    skip = skip.resolve()
+    inside = skip.is_relative_to(data_dir.resolve()) and skip != data_dir.resolve()
     for path in sorted(data_dir.rglob("*")):
         relative = path.relative_to(data_dir)
         if not path.is_file() or path.is_symlink() or (len(relative.parts) == 1 and path.name in _SQLITE_FILES):
+            continue
+        if inside and path.resolve().is_relative_to(skip):
             continue
         members.append(archive.Member(f"files/{relative.as_posix()}", path.stat().st_mode & 0o777, path.read_bytes()))
     return members
@@ -122,6 +128,8 @@ async def create_backup(
         raise BackupError(f"{out} exists; backups are never overwritten")
     if not out.parent.is_dir():
         raise BackupError(f"{out.parent} is not a directory")
+    if out.parent.resolve() == config.data_dir.resolve():
+        raise BackupError("write backups outside the data directory (or into a directory of their own in it)")
     made = clock()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".scep-ca-backup-") as work:
         if config.store.dsn is not None:
@@ -134,7 +142,7 @@ async def create_backup(
                 raise BackupError(f"{config.sqlite_path}: no database to back up")
             db_path = Path(work) / "db.sqlite3"
             facts = snapshot.sqlite_copy(config.sqlite_path, db_path)
-        members = [archive.Member(db_member, 0o600, path=db_path), *_data_members(config.data_dir)]
+        members = [archive.Member(db_member, 0o600, path=db_path), *_data_members(config.data_dir, out.parent)]
         if config_file is not None:
             members.append(archive.Member(f"config/{config_file.name}", 0o600, config_file.read_bytes()))
         manifest: dict[str, Any] = {
