@@ -365,3 +365,19 @@ def test_backups_kept_inside_the_data_directory_are_not_backed_up_again(cli: Cli
         assert not [n for n in tar.getnames() if "backups" in n]
     code, _, err = cli("backup", "--out", str(cli.data_dir / "b.tar"), "--recipient", recipient)
     assert code == 1 and "outside the data directory" in err and not (cli.data_dir / "b.tar").exists()
+
+
+def test_recipients_file_and_a_bad_recipient(cli: Cli, tmp_path: Path, identity: tuple[Path, str]) -> None:
+    key, recipient = identity
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text(f"# the offsite key\n\n{recipient}\n")
+    out = tmp_path / "r.tar.age"
+    code, _, err = cli("backup", "--out", str(out), "--recipients-file", str(recipients))
+    assert code == 0, err
+    subprocess.run(["age", "-d", "-i", str(key), "-o", str(tmp_path / "r.tar"), str(out)], check=True)
+    assert tarfile.is_tarfile(tmp_path / "r.tar")
+    bad = tmp_path / "bad.tar.age"
+    code, _, err = cli("backup", "--out", str(bad), "--recipient", "age1notakey")
+    assert code == 1 and "not an age recipient" in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".scep-ca-backup-")] == []
