@@ -56,6 +56,10 @@ class Event(enum.StrEnum):
     SERVER_START = "server.start"
     SERVER_STOP = "server.stop"
     CRL_ISSUED = "crl.issued"
+    # Backups (scep_ca.services.backup).
+    BACKUP_CREATED = "backup.created"
+    BACKUP_RESTORED = "backup.restored"  # the first record of a restored log's new chains
+    AUDIT_REPLAYED = "audit.replayed"  # an old host's exported events put back after a restore
 
 
 SYSTEM = "system"  # the actor of the server's own actions

@@ -16,6 +16,13 @@ from scep_ca.pki.pkcs11_keys import Token
 from store.base import AuditStore
 
 
+def mac_key(config: Config, *, create_keys: bool = True, token: Token | None = None) -> MacKey:
+    """The MAC key: in ``token`` when given (``keys.pkcs11``), else ``audit.key`` in the data directory."""
+    if token is not None:
+        return TokenMacKey(token, create=create_keys)
+    return load_mac_key(config.data_dir, create=create_keys)
+
+
 def audit_log(
     config: Config,
     store: AuditStore,
@@ -28,13 +35,11 @@ def audit_log(
     else the data directory's files. Created on first use, unless ``create_keys`` is False
     (verifying under a new key would only report forgeries). Token keys are opened lazily, in
     the process that first uses them (a supervisor forks workers before any PKCS#11 call)."""
-    key: MacKey
     checkpoint_key: Callable[[], CheckpointSigner]
+    key = mac_key(config, create_keys=create_keys, token=token)
     if token is not None:
-        key = TokenMacKey(token, create=create_keys)
         checkpoint_key = functools.partial(load_token_checkpoint_key, config.data_dir, token)
     else:
-        key = load_mac_key(config.data_dir, create=create_keys)
         files_key = load_checkpoint_key(config.data_dir)  # created with the MAC key, by the first command
         checkpoint_key = lambda: files_key  # noqa: E731
     signer: list[CheckpointSigner] = []

@@ -8,6 +8,8 @@
 #   postgresql  the server the store contract suite runs against
 #   softhsm2    a software PKCS#11 token for the CA/RA keys in a token (softhsm2-util)
 #   opensc      pkcs11-tool, which the tests use to inspect key attributes
+#   postgresql-client  pg_dump / pg_restore: `scep-ca backup` and `restore` of a PostgreSQL store
+#   age         age, age-keygen: the backup tests open backups with the real age CLI
 #   prometheus  promtool: `promtool check rules` / `promtool test rules` on packaging/prometheus/alerts.yml
 #
 # With --packaging (as .ci/run does), also what tests/packaging needs (issue 22):
@@ -47,7 +49,8 @@ if [ "$packaging" = 1 ]; then
     done
 fi
 for bin in scepclient scepserver getcert /usr/lib/certmonger/scep-submit dbus-daemon curl openssl pg_isready \
-    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so promtool /usr/bin/chromium /usr/bin/chromedriver; do
+    softhsm2-util pkcs11-tool /usr/lib/softhsm/libsofthsm2.so promtool /usr/bin/chromium /usr/bin/chromedriver \
+    pg_dump pg_restore age age-keygen; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
         need=1
     fi
@@ -62,7 +65,7 @@ if [ "$need" = 1 ] || [ "$always" = 1 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends \
         scep certmonger dbus openssl curl postgresql postgresql-client python3-venv \
-        softhsm2 opensc prometheus chromium chromium-driver "${packaging_packages[@]}"
+        softhsm2 opensc prometheus chromium chromium-driver age "${packaging_packages[@]}"
 fi
 
 # PostgreSQL at 127.0.0.1:5432; start the newest installed cluster if it is down.

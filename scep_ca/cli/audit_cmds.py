@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -17,7 +18,7 @@ from typing import Any
 
 from audit.checkpoint import CheckpointError
 from audit.events import Event
-from audit.factory import audit_log
+from audit.factory import audit_log, mac_key
 from audit.keys import load_checkpoint_public_key
 from audit.service import AuditLog, AuditQuery, Draft, os_actor
 from config.files import write_public
@@ -184,6 +185,41 @@ async def _checkpoint(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _replay(config: Config, args: argparse.Namespace) -> int:
+    # Lazy: the backup service is only needed here.
+    from scep_ca.services.backup import replay
+    from scep_ca.services.backup.crypt import BackupError
+
+    try:
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
+    async with opened_store(config) as store:
+        token = key_token(config)
+        try:
+            records = replay.parse_export(lines)
+            heads = {w: (s, m) for w, s, m in await store.audit_heads()}
+            fresh = replay.check_events(mac_key(config, create_keys=False, token=token), records, heads)
+            result = await replay.replay(store, fresh, replay.ca_certificates(config.data_dir))
+        except BackupError as exc:
+            raise CliError(f"{args.file}: {exc}") from None
+        await cli_audit_log(config, store, create_keys=False).append(
+            Draft(
+                Event.AUDIT_REPLAYED,
+                "audit",
+                {"file": str(args.file), **dataclasses.asdict(result)},
+                actor=os_actor(),
+            )
+        )
+    print(
+        f"replayed {result.events} events ({len(records) - len(fresh)} already"
+        f" in the log): {result.certificates} certificates, {result.revocations} revocations restored"
+    )
+    if result.not_restorable:
+        print(f"{result.not_restorable} certificates belong to integrations this store does not have: not restored")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("audit", help="the tamper-evident audit log")
     asub = p.add_subparsers(dest="audit_cmd", required=True)
@@ -209,6 +245,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_async(_verify))
+    c = asub.add_parser(
+        "replay", parents=[common], help="after a restore: put back certificates and revocations from exported events"
+    )
+    c.add_argument("file", type=Path, help="`audit export` lines of the old host")
+    c.set_defaults(func=run_async(_replay))
     c = asub.add_parser("checkpoint", parents=[common], help="sign the head of every chain now")
     c.add_argument("--out", type=Path, help="a new file (default: standard output)")
     c.set_defaults(func=run_async(_checkpoint))

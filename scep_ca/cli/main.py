@@ -13,6 +13,7 @@ from config import ConfigError
 from config.files import FileModeError
 from scep_ca.cli import (
     audit_cmds,
+    backup_cmds,
     ca_cmds,
     cert_cmds,
     console_cmds,
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmds.register(sub, common)
     status_cmds.register(sub, common)
     console_cmds.register(sub, common)
+    backup_cmds.register(sub, common)
     return parser
 
 

@@ -12,11 +12,12 @@ them, so that a broken CI machine cannot pass without the PostgreSQL half of the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -135,6 +136,31 @@ async def temporary_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@contextmanager
+def temporary_database_sync() -> Iterator[str]:
+    """``temporary_database`` for synchronous tests (the CLI in-process, servers as processes)."""
+    loop = asyncio.new_event_loop()
+    database = temporary_database()
+    try:
+        yield loop.run_until_complete(database.__aenter__())
+    finally:
+        loop.run_until_complete(database.__aexit__(None, None, None))
+        loop.close()
+
+
+def sql_sync(sql: str, dsn: str = PG_ADMIN_DSN) -> list[asyncpg.Record]:
+    """Run one statement on ``dsn`` (default: the admin database) and return its rows."""
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 class PostgresHarness:

@@ -1,0 +1,1 @@
+"""Backup and restore (issue 19): ``service`` is the API."""
