@@ -140,10 +140,12 @@ class ScepCaServer:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def _write_config(self) -> None:
-        console = {"listen": f"{clients.LOOPBACK}:{self.console_port}"}
-        config = _merge(
-            {"server": {"host": clients.LOOPBACK, "port": self.port}, "console": console}, self.extra_config
-        )
+        base: dict[str, Any] = {"server": {"host": clients.LOOPBACK, "port": self.port}}
+        if self.console_port:
+            # Before the first start (CLI commands on a server not started yet) the default
+            # stands: nothing binds it, and port 0 is no console address.
+            base["console"] = {"listen": f"{clients.LOOPBACK}:{self.console_port}"}
+        config = _merge(base, self.extra_config)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self) -> ScepCaServer:
