@@ -145,7 +145,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("created a new CA in %s (SHA-256 %s)", config.data_dir, ca.fingerprint_sha256)
     # Before any worker loads the RA: workers of this host and other hosts take the same lease.
     renewed = _renew_at_start(config)
-    cas = load_ca_set(config.data_dir, ca_passphrase(config), key_token(config))
+    # One Token for every key user of a process (CA set, RA reloads, audit keys, console): a
+    # PKCS#11 library re-initialised by one user would leave another's cached handles pointing
+    # at other objects. It opens nothing here; each worker opens it after the fork.
+    token = key_token(config)
+    cas = load_ca_set(config.data_dir, ca_passphrase(config), token)
     log_expiry(cas.current, utc_now(), config.ra.renew_before_days)
     # Token keys are checked in a forked child: this process forks the workers, and a
     # PKCS#11 library's state must not be inherited (README, "Keys in an HSM").
@@ -175,7 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         # No supervisor: restarting a lone server process is the init system's job, and
         # serving in-process keeps signals and exit statuses direct.
-        _serve(config, cas, 0, None, renewed=renewed)
+        _serve(config, cas, token, 0, None, renewed=renewed)
         return 0
     try:
         check_port_free(config.server.host, config.server.port)
@@ -185,7 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # same moment race to create it. Each worker then opens its own connection.
     asyncio.run(_prepare_store(config))
     log.info("serving on %s with %d worker processes", config.base_url, workers)
-    return Supervisor(workers, functools.partial(_worker, config, cas, renewed)).run()
+    return Supervisor(workers, functools.partial(_worker, config, cas, token, renewed)).run()
 
 
 def _renew_at_start(config: Config) -> tuple[Renewed, ...]:
@@ -223,18 +227,26 @@ async def _prepare_store(config: Config) -> None:
     await store.close()
 
 
-def _worker(config: Config, cas: CASet, renewed: tuple[Renewed, ...], index: int, ready: Callable[[], None]) -> int:
+def _worker(
+    config: Config,
+    cas: CASet,
+    token: Token | None,
+    renewed: tuple[Renewed, ...],
+    index: int,
+    ready: Callable[[], None],
+) -> int:
     """A worker process (after fork): its own app and store connection on the shared port."""
     from scep_ca.server.logsetup import tag_worker
 
     tag_worker(index)
-    _serve(config, cas, index, ready, reuse_port=True, renewed=renewed)
+    _serve(config, cas, token, index, ready, reuse_port=True, renewed=renewed)
     return 0
 
 
 def _serve(
     config: Config,
     cas: CASet,
+    token: Token | None,
     index: int,
     ready: Callable[[], None] | None,
     *,
@@ -245,18 +257,20 @@ def _serve(
     from scep_ca.server.app import RaUpkeep, build_app
 
     # In the worker (after any fork): a token's keys may be generated here directly.
-    upkeep = RaUpkeep(identity_loader(config), ra_files_renewer(config, fork=False), renewed_at_start=renewed)
+    upkeep = RaUpkeep(
+        identity_loader(config, token), ra_files_renewer(config, fork=False, token=token), renewed_at_start=renewed
+    )
     app = build_app(
         config,
         cas,
         open_store(config),
         worker=index,
-        token=key_token(config),
+        token=token,
         ra_upkeep=upkeep,
         notifier=notifier_for(config),
     )
     # The console runs in one process: worker 0 (scep_ca.cli.console_app says why).
-    console = console_app(config, cas) if config.console.enabled and index == 0 else None
+    console = console_app(config, cas, token) if config.console.enabled and index == 0 else None
     # run_server handles SIGINT itself; this only hides a Ctrl-C that lands before that.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_with_console(app, console, config, reuse_port=reuse_port, ready=ready))

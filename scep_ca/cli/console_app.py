@@ -20,12 +20,12 @@ from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from config.clients import TrustedProxies
-from scep_ca.cli.context import key_token
 from scep_ca.console.accounts import Sessions
 from scep_ca.console.app import build_console_app, console_listener
 from scep_ca.console.audit import AuditLogReader, AuditLogSink, LogAuditSink
 from scep_ca.console.service import ConsoleService
 from scep_ca.pki.ca_set import CASet
+from scep_ca.pki.pkcs11_keys import Token
 from scep_ca.server.app import run_server
 from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.store_faults import StoreFaults
@@ -36,12 +36,13 @@ from scep_ca.services.wiring import enroller_for
 from store.factory import open_store
 
 
-def console_app(config: Config, cas: CASet) -> web.Application:
-    """The console for this process, with its own store connection, validators and audit log."""
+def console_app(config: Config, cas: CASet, token: Token | None) -> web.Application:
+    """The console for this process, with its own store connection, validators and audit log
+    (``token``: the process's one PKCS#11 Token, see ``scep_ca.cli.ca_cmds``)."""
     store = open_store(config)
     ca = cas.current
     secret_key = load_or_create_secret_key(config.data_dir)
-    audit = audit_log(config, store, token=key_token(config))
+    audit = audit_log(config, store, token=token)
     validators = Validators(
         config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string(), limits=config.validators
     )

@@ -14,7 +14,7 @@ from config.clock import utc_now
 from scep_ca.cli.audit_cmds import cli_audit_log
 from scep_ca.cli.context import CliError, ca_passphrase, config_from_args, key_token, opened_store
 from scep_ca.pki.ca import CAError, CAIdentity, load_ca
-from scep_ca.pki.pkcs11_keys import in_child
+from scep_ca.pki.pkcs11_keys import Token, in_child
 from scep_ca.pki.ra_renewal import Renewed, renew_ra
 from scep_ca.services.ra_renewal import LoadIdentity, RaRenewer, RenewalEvents, RenewFiles
 
@@ -40,8 +40,9 @@ def notifier_for(config: Config) -> Notifier | None:
         raise CliError(f"{settings.secret_env}: {exc}") from exc
 
 
-def identity_loader(config: Config) -> LoadIdentity:
-    passphrase, token = ca_passphrase(config), key_token(config)
+def identity_loader(config: Config, token: Token | None = None) -> LoadIdentity:
+    """Loads the CA identity again (RA reloads); ``token``: the process's one Token, else a new one."""
+    passphrase, token = ca_passphrase(config), token or key_token(config)
 
     def load() -> CAIdentity:
         return load_ca(config.data_dir, passphrase, token, ra_validity_days=config.ra.validity_days)
@@ -49,10 +50,10 @@ def identity_loader(config: Config) -> LoadIdentity:
     return load
 
 
-def ra_files_renewer(config: Config, *, fork: bool) -> RenewFiles:
+def ra_files_renewer(config: Config, *, fork: bool, token: Token | None = None) -> RenewFiles:
     """``renew_ra`` with the configured keys; with ``fork`` and a token, in a forked child
     (the caller forks workers later and must hold no PKCS#11 state, see ``in_child``)."""
-    passphrase, token = ca_passphrase(config), key_token(config)
+    passphrase, token = ca_passphrase(config), token or key_token(config)
 
     def renew(identity: CAIdentity, usages: tuple[str, ...]) -> None:
         def work() -> None:

@@ -80,7 +80,7 @@ async def make_console(
         accounts = Accounts(store)
         for name, role in (("alice", AdminRole.ADMIN), ("oscar", AdminRole.OPERATOR), ("audrey", AdminRole.AUDITOR)):
             await accounts.create(name, role, PASSWORD)
-        client = await aiohttp_client(console_app(config, CASet(current=shared_ca[1])))
+        client = await aiohttp_client(console_app(config, CASet(current=shared_ca[1]), None))
         return Console(client, store, config)
 
     return factory
