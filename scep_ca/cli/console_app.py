@@ -10,7 +10,6 @@ worker 0 like any other. Sessions are in the database, so nothing is lost with i
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -30,9 +29,8 @@ from scep_ca.server.app import run_server
 from scep_ca.server.safety_net import safety_net_middleware
 from scep_ca.server.store_faults import StoreFaults
 from scep_ca.services.integrations import IntegrationService
-from scep_ca.services.revocation import RevocationService
 from scep_ca.services.validators.registry import Validators
-from scep_ca.services.wiring import enroller_for
+from scep_ca.services.wiring import enroller_for, revocation_for
 from store.factory import open_store
 
 
@@ -46,14 +44,7 @@ def console_app(config: Config, cas: CASet, token: Token | None) -> web.Applicat
     validators = Validators(
         config.intune, config.webhook, secret_key, ca.cert.subject.rfc4514_string(), limits=config.validators
     )
-    revocation = RevocationService(
-        store,
-        cas,
-        crl_next_update_hours=config.revocation.crl_next_update_hours,
-        ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
-        audit=audit,
-        public_url=config.base_url,
-    )
+    revocation = revocation_for(config, store, cas, audit)
     service = ConsoleService(
         config,
         store,

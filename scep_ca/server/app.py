@@ -13,7 +13,6 @@ each worker builds its own app (store connection, caches, metrics) and calls
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import signal
 import ssl
@@ -51,10 +50,9 @@ from scep_ca.server.store_faults import StoreFaults
 from scep_ca.services.expiry import CountsCache
 from scep_ca.services.notify import DailyNotices, Notifier, NotifyingRenewalEvents
 from scep_ca.services.ra_renewal import LoadIdentity, RaRenewer, RenewalEvents, RenewFiles
-from scep_ca.services.revocation import RevocationService
 from scep_ca.services.scep import ScepService
 from scep_ca.services.validators.registry import Validators
-from scep_ca.services.wiring import enroller_for
+from scep_ca.services.wiring import enroller_for, revocation_for
 from store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -168,14 +166,7 @@ def build_app(
         audit=audit,
     )
     setup_challenge_routes(app, challenges)
-    revocation = RevocationService(
-        store,
-        ca_set,
-        crl_next_update_hours=config.revocation.crl_next_update_hours,
-        ocsp_validity=dt.timedelta(minutes=config.revocation.ocsp_validity_minutes),
-        audit=audit,
-        public_url=config.base_url,
-    )
+    revocation = revocation_for(config, store, ca_set, audit)
     setup_revocation_routes(app, revocation, config.server.api_token)
     enroller = enroller_for(config, store, ca, validators, audit=audit)
 
