@@ -273,7 +273,7 @@ def test_enroll_find_revoke_with_ocsp(
     for event in ("integration.created", "challenge.issued", "cert.revoked"):
         assert ("console:alice", event) in seen, rows
     assert any(row[3] == "console.login" and row[2] == "127.0.0.1" for row in rows), rows
-    browser.find_element(By.ID, "verify").click()
+    navigate(browser, browser.find_element(By.ID, "verify"))
     assert text(browser, "verdict").startswith("OK: "), text(browser, "verdict")
     shot(browser, "audit")
 
