@@ -4,7 +4,7 @@
    database is created and dropped), ten integrations, and ``--rows`` certificates (default
    1,000,000; 2 % revoked, expiries spread over two years, 50 pending requests), written with
    direct SQL in batches: the store's own migrations made the schema and its indexes.
-2. Starts the console app in process (``scep_ca.cli.console_cmds.console_app``, the one
+2. Starts the console app in process (``scep_ca.cli.console_app.console_app``, the one
    ``scep-ca serve`` runs) on a loopback port and signs in.
 3. Times, over HTTP, ``--rounds`` requests of each page and prints the median and the worst:
    the dashboard (after one warm-up request that builds and signs the CRL), a search for one
@@ -36,7 +36,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import load_config
-from scep_ca.cli.console_cmds import console_app
+from scep_ca.cli.console_app import console_app
 from scep_ca.console.accounts import Accounts
 from scep_ca.pki.ca import create_ca
 from scep_ca.pki.ca_set import CASet
@@ -185,7 +185,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             f"({'PostgreSQL' if config.store.dsn else 'SQLite'})"
         )
 
-        runner = web.AppRunner(console_app(config, CASet(current=ca)))
+        runner = web.AppRunner(console_app(config, CASet(current=ca), None))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -19,7 +19,7 @@ from challenge.request_client import client_middleware
 from challenge.secret_key import load_or_create_secret_key
 from config import Config
 from config.clients import TrustedProxies
-from scep_ca.console.accounts import Sessions
+from scep_ca.console.accounts import Accounts, Sessions
 from scep_ca.console.app import build_console_app, console_listener
 from scep_ca.console.audit import AuditLogReader, AuditLogSink, LogAuditSink
 from scep_ca.console.service import ConsoleService
@@ -55,6 +55,7 @@ def console_app(config: Config, cas: CASet, token: Token | None) -> web.Applicat
         AuditLogSink(audit) if config.audit.enabled else LogAuditSink(),
         AuditLogReader(audit) if config.audit.enabled else None,
         audit_log=audit,
+        accounts=Accounts(store),
     )
     middlewares = [
         client_middleware(TrustedProxies.parse(config.server.trusted_proxies)),

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -36,6 +37,15 @@ _TOKEN_BYTES = 32
 
 class AccountError(ValueError):
     """Bad account input (name, password, unknown account); ``str()`` is fit to show."""
+
+
+class UnknownAdmin(AccountError):
+    """No account has this name."""
+
+
+class SelfLockout(AccountError):
+    """The change would lock the console's admins out: an admin disabling their own account,
+    or the last enabled admin account (the console could then no longer manage accounts)."""
 
 
 class AccountStore(AdminStore, SessionStore, ThrottleStore, Protocol):
@@ -59,11 +69,15 @@ def token_hash(token: str) -> str:
 
 
 class Accounts:
-    """Create and manage admin accounts (``scep-ca admin ...``)."""
+    """Create and manage admin accounts: ``scep-ca admin ...`` and the console's admins page."""
 
     def __init__(self, store: AdminStore, clock: Clock = utc_now) -> None:
         self._store = store
         self._clock = clock
+
+    async def accounts(self) -> Sequence[AdminAccount]:
+        """Every account, disabled ones included, by name."""
+        return await self._store.list_admins()
 
     async def create(self, name: str, role: AdminRole, password: str | None) -> tuple[AdminAccount, str]:
         """The new account and its password (generated when ``password`` is None: show it once)."""
@@ -75,15 +89,34 @@ class Accounts:
         return account, chosen
 
     async def reset_password(self, name: str, password: str | None) -> str:
+        """The new password (generated when ``password`` is None: show it once); the account's
+        sessions end. ``UnknownAdmin`` when there is no such account."""
         chosen = generate_password() if password is None else check_password(password)
         hashed = await asyncio.to_thread(scrypt_hash, chosen)
         if not await self._store.set_admin_password(name, hashed):
-            raise AccountError(f"no admin named {name!r}")
+            raise UnknownAdmin(f"no admin named {name!r}")
         return chosen
 
-    async def disable(self, name: str) -> None:
+    async def disable(self, name: str, *, by: str | None = None) -> None:
+        """Disable the account and end its sessions. ``by``: the console admin doing it, who may
+        not disable their own account nor the last enabled admin (``SelfLockout``); the CLI
+        (``by`` None) may, since it needs no account and can create the next one."""
+        if by is not None:
+            await self._check_not_locking_out(name, by)
         if not await self._store.disable_admin(name, self._clock()):
-            raise AccountError(f"no enabled admin named {name!r}")
+            if await self._store.get_admin(name) is None:
+                raise UnknownAdmin(f"no admin named {name!r}")
+            raise AccountError(f"admin {name!r} is already disabled")
+
+    async def _check_not_locking_out(self, name: str, by: str) -> None:
+        if name == by:
+            raise SelfLockout("you cannot disable your own account: another admin (or scep-ca admin disable) can")
+        listed = await self._store.list_admins()
+        enabled_admins = {a.name for a in listed if a.role is AdminRole.ADMIN and not a.disabled}
+        # Not atomic with the store's update: two admins disabling each other at the same moment
+        # could both pass. `scep-ca admin create` on the server is the way back from that.
+        if enabled_admins == {name}:
+            raise SelfLockout(f"{name!r} is the last enabled admin: create another admin first")
 
     async def any_enabled(self) -> bool:
         return any(not a.disabled for a in await self._store.list_admins())

@@ -9,9 +9,9 @@ from store.base import AdminRole
 
 
 class Permission(enum.StrEnum):
-    READ = "read"  # every page, PEM downloads
+    READ = "read"  # every page but the admins page, PEM downloads
     OPERATE = "operate"  # approve, reject, revoke, issue test challenges
-    MANAGE = "manage"  # create, rotate, delete integrations; admin accounts
+    MANAGE = "manage"  # create, rotate, delete integrations; the admins page and its actions
 
 
 _GRANTS: dict[AdminRole, frozenset[Permission]] = {

@@ -21,6 +21,7 @@ from challenge.issuer import issue_challenge
 from challenge.urls import challenge_url
 from config.clock import Clock, utc_now
 from config.model import Config
+from scep_ca.console.accounts import AccountError, Accounts, UnknownAdmin, check_name
 from scep_ca.console.audit import AuditReader, ConsoleAuditSink, ConsoleEvent
 from scep_ca.console.roles import Forbidden, Permission, allows
 from scep_ca.pki.ca_set import CASet
@@ -32,10 +33,12 @@ from scep_ca.services.enrollment import Enroller
 from scep_ca.services.integrations import CreatedIntegration, IntegrationService, IntegrationSpec
 from scep_ca.services.revocation import RevocationService
 from store.base import (
+    AdminAccount,
     AdminRole,
     CertificateSearch,
     CertificateStore,
     ChallengeStore,
+    DuplicateAdmin,
     IntegrationCounts,
     IntegrationNotFound,
     IntegrationStore,
@@ -52,6 +55,10 @@ class ConsoleStore(IntegrationStore, ChallengeStore, IssuanceStore, CertificateS
 
 class ActionRefused(ValueError):
     """The action cannot be done as asked (unknown object, wrong confirmation); ``str()`` is fit to show."""
+
+
+class NotFound(ActionRefused):
+    """The object the action names does not exist (HTTP 404)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,8 @@ class ConsoleService:
         audit_reader: AuditReader | None = None,
         clock: Clock = utc_now,
         audit_log: AuditSink | None = None,
+        *,
+        accounts: Accounts,
     ) -> None:
         # Where actions that change the store write their event, in their own transaction.
         self._audit = audit_log or NoAudit()
@@ -124,6 +133,7 @@ class ConsoleService:
         self.audit_sink = audit
         self.audit_reader = audit_reader
         self._clock = clock
+        self._accounts = accounts
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -263,8 +273,63 @@ class ConsoleService:
             raise ActionRefused(exc.text) from exc
         await self._record(actor, ConsoleEvent.REQUEST_REJECT, f"{integration_id}:{transaction_id}")
 
+    # -- admin accounts (the same Accounts service as `scep-ca admin`) ---------------------
+
+    async def admins(self, actor: Actor) -> Sequence[AdminAccount]:
+        """Every account. Admins only: names and roles tell an attacker which account to aim at."""
+        _require(actor, Permission.MANAGE)
+        return await self._accounts.accounts()
+
+    async def create_admin(self, actor: Actor, name: str, role: str) -> tuple[AdminAccount, str]:
+        """The new account and its generated password (shown once, never stored or logged)."""
+        _require(actor, Permission.MANAGE)
+        try:
+            chosen = AdminRole(role)
+        except ValueError:
+            raise ActionRefused(f"role: one of {', '.join(r.value for r in AdminRole)}") from None
+        try:
+            account, password = await self._accounts.create(name.strip(), chosen, None)
+        except (AccountError, DuplicateAdmin) as exc:
+            raise ActionRefused(str(exc)) from exc
+        await self._record(actor, ConsoleEvent.ADMIN_CREATE, _admin_object(account.name), role=chosen.value)
+        return account, password
+
+    async def disable_admin(self, actor: Actor, name: str) -> None:
+        """Disable the account and end its sessions; not the actor's own nor the last admin."""
+        _require(actor, Permission.MANAGE)
+        try:
+            await self._accounts.disable(_known_name(name), by=actor.name)
+        except UnknownAdmin as exc:
+            raise NotFound("no such admin") from exc
+        except AccountError as exc:
+            raise ActionRefused(str(exc)) from exc
+        await self._record(actor, ConsoleEvent.ADMIN_DISABLE, _admin_object(name))
+
+    async def reset_admin_password(self, actor: Actor, name: str) -> str:
+        """A new generated password (shown once); the account's sessions end."""
+        _require(actor, Permission.MANAGE)
+        try:
+            password = await self._accounts.reset_password(_known_name(name), None)
+        except UnknownAdmin as exc:
+            raise NotFound("no such admin") from exc
+        await self._record(actor, ConsoleEvent.ADMIN_RESET_PASSWORD, _admin_object(name))
+        return password
+
     async def _record(self, actor: Actor, event: ConsoleEvent, obj: str, **details: object) -> None:
         await self.audit_sink.record(actor.name, actor.address, event, obj, details)
+
+
+def _known_name(name: str) -> str:
+    """``name`` if it could name an account: any other text (markup, a megabyte) is simply unknown."""
+    try:
+        return check_name(name)
+    except AccountError:
+        raise NotFound("no such admin") from None
+
+
+def _admin_object(name: str) -> str:
+    # The audit target reads console/admin/<name>, apart from integration ids (console/<id>).
+    return f"admin/{name}"
 
 
 def _require(actor: Actor, permission: Permission) -> None:

@@ -26,12 +26,12 @@ from config.clock import utc_now
 from scep_ca.console.accounts import Sessions, SignedIn
 from scep_ca.console.audit import ConsoleEvent
 from scep_ca.console.roles import Forbidden, Permission
-from scep_ca.console.service import PAGE_SIZE, ActionRefused, Actor, ConsoleService
+from scep_ca.console.service import PAGE_SIZE, ActionRefused, Actor, ConsoleService, NotFound
 from scep_ca.pki.cert_format import der_to_pem, effective_status
 from scep_ca.pki.reasons import operator_reason_names
 from scep_ca.pki.serials import colon_hex
 from scep_ca.services.integrations import IntegrationInputError, IntegrationSpec, ValidatorInput
-from store.base import CertificateSearch, CertSearchStatus
+from store.base import AdminRole, CertificateSearch, CertSearchStatus
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,10 @@ def setup_console_routes(app: web.Application, service: ConsoleService, sessions
     r.add_post(f"{PREFIX}/requests/approve", approve)
     r.add_post(f"{PREFIX}/requests/reject", reject)
     r.add_get(f"{PREFIX}/audit", audit)
+    r.add_get(f"{PREFIX}/admins", admins)
+    r.add_post(f"{PREFIX}/admins", create_admin)
+    r.add_post(f"{PREFIX}/admins/{{name}}/disable", disable_admin)
+    r.add_post(f"{PREFIX}/admins/{{name}}/reset-password", reset_admin_password)
     r.add_static(f"{PREFIX}/static/", _HERE / "static", append_version=False)
 
 
@@ -131,6 +135,8 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except Forbidden:
         return _error(request, 403, "Your role does not allow this.")
+    except NotFound as exc:
+        return _error(request, 404, str(exc))
     except ActionRefused as exc:
         return _error(request, 400, str(exc))
 
@@ -443,3 +449,57 @@ async def audit(request: web.Request) -> web.Response:
     events = await reader.events(event=q.get("event") or None, actor=q.get("actor") or None, limit=200)
     verdict = await reader.verify() if q.get("verify") else None
     return _render(request, "audit.html", available=True, events=events, verdict=verdict)
+
+
+async def admins(request: web.Request) -> web.Response:
+    return await _admins_page(request)
+
+
+async def _admins_page(
+    request: web.Request,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    message: str | None = None,
+    password_for: str | None = None,
+    password: str | None = None,
+) -> web.Response:
+    listed = await request.app[SERVICE].admins(_actor(request))
+    return _render(
+        request,
+        "admins.html",
+        status=status,
+        accounts=listed,
+        roles=list(AdminRole),
+        error=error,
+        message=message,
+        password_for=password_for,
+        password=password,
+    )
+
+
+async def create_admin(request: web.Request) -> web.Response:
+    form = await request.post()
+    try:
+        name, role = _field(form, "name") or "", _field(form, "role") or ""
+        account, password = await request.app[SERVICE].create_admin(_actor(request), name, role)
+    except ActionRefused as exc:
+        return await _admins_page(request, 400, error=str(exc))
+    message = f"Admin {account.name} created ({account.role.value})."
+    return await _admins_page(request, message=message, password_for=account.name, password=password)
+
+
+async def disable_admin(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await request.app[SERVICE].disable_admin(_actor(request), name)
+    return await _admins_page(request, message=f"Admin {name} disabled; their sessions ended.")
+
+
+async def reset_admin_password(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    password = await request.app[SERVICE].reset_admin_password(_actor(request), name)
+    own = name == request[SIGNED_IN].account.name
+    message = f"Password of {name} replaced; " + (
+        "your session ended: sign in again with it." if own else "their sessions ended."
+    )
+    return await _admins_page(request, message=message, password_for=name, password=password)

@@ -23,7 +23,7 @@ from config import Config, ConfigError, load_config
 from scep_ca.cli.console_app import console_app
 from scep_ca.cli.console_cmds import first_admin_hint
 from scep_ca.cli.main import main as cli_main
-from scep_ca.console.accounts import Accounts
+from scep_ca.console.accounts import Accounts, SelfLockout
 from scep_ca.pki.ca import CAIdentity
 from scep_ca.pki.ca_set import CASet
 from scep_ca.pki.records import Integration
@@ -310,3 +310,180 @@ def test_serve_refuses_an_unsafe_or_broken_console(tmp_path: Path, console: dict
     result = subprocess.run([*argv, "serve"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 1 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- the admins page -------------------------------------------------------------------------
+
+
+def _session_token(console: Console) -> str:
+    (token,) = [c.value for c in console.client.session.cookie_jar if c.key == "scep_console"]
+    return token
+
+
+async def _as(console: Console, token: str, path: str) -> tuple[int, str]:
+    """GET ``path`` with another session's cookie (the jar holds the last login's)."""
+    answer = await console.client.get(path, cookies={"scep_console": token}, allow_redirects=False)
+    return answer.status, await answer.text()
+
+
+async def _admin_events(console: Console) -> list[tuple[str, str, str, dict[str, object]]]:
+    found = []
+    for event in ("admin.create", "admin.disable", "admin.reset_password"):
+        for e in await console.store.list_audit(AuditFilter(event=event)):
+            found.append((e.event, e.actor, e.target, dict(e.details)))
+    return found
+
+
+async def test_an_admin_creates_an_account_whose_password_is_shown_once(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert await console.login("alice") == 303
+    page = await console.client.get("/console/admins")
+    body = await page.text()
+    assert page.status == 200 and 'href="/console/admins"' in body
+    assert re.findall(r'<tr id="admin-([a-z]+)">', body) == ["alice", "audrey", "oscar"]
+    # No disable button on one's own row.
+    assert 'action="/console/admins/alice/disable"' not in body and 'action="/console/admins/oscar/disable"' in body
+
+    status, body = await console.post("/console/admins", name="bob", role="operator")
+    shown = re.search(r'<code id="new-password">([^<]+)</code>', body)
+    assert status == 200 and shown is not None and "Admin bob created (operator)." in body
+    password = shown.group(1)
+    account = await console.store.get_admin("bob")
+    assert account is not None and account.role.value == "operator" and not account.disabled
+    assert await _admin_events(console) == [
+        ("admin.create", "console:alice", "console/admin/bob", {"role": "operator", "address": "127.0.0.1"})
+    ]
+    # Never again: not on the page afterwards, not in a log line, not in the audit log.
+    assert password not in await (await console.client.get("/console/admins")).text()
+    assert password not in caplog.text
+    assert all(password not in str(e.details) for e in await console.store.list_audit(AuditFilter()))
+    # The new operator signs in with it and has no admins page.
+    assert await console.login("bob", password) == 303
+    dashboard = await (await console.client.get("/console/")).text()
+    assert "/console/admins" not in dashboard
+    assert (await console.client.get("/console/admins")).status == 403
+
+
+async def test_disabling_and_resetting_end_the_accounts_sessions(console: Console) -> None:
+    assert await console.login("oscar") == 303
+    oscar = _session_token(console)
+    assert await console.login("audrey") == 303
+    audrey = _session_token(console)
+    assert await console.login("alice") == 303
+    assert (await _as(console, oscar, "/console/"))[0] == 200
+
+    status, body = await console.post("/console/admins/oscar/disable")
+    assert status == 200 and "Admin oscar disabled; their sessions ended." in body
+    assert (await _as(console, oscar, "/console/"))[0] == 303  # back to the login page
+    account = await console.store.get_admin("oscar")
+    assert account is not None and account.disabled
+    assert await console.login("oscar") == 401
+    # Disabled already: refused, told so.
+    assert await console.login("alice") == 303
+    status, body = await console.post("/console/admins/oscar/disable")
+    assert (status, "admin &#39;oscar&#39; is already disabled" in body) == (400, True), body[-400:]
+
+    status, body = await console.post("/console/admins/audrey/reset-password")
+    shown = re.search(r'<code id="new-password">([^<]+)</code>', body)
+    assert status == 200 and shown is not None and "their sessions ended" in body
+    assert (await _as(console, audrey, "/console/"))[0] == 303
+    assert await console.login("audrey") == 401  # the old password
+    assert await console.login("audrey", shown.group(1)) == 303
+
+    assert [(e[0], e[1], e[2]) for e in await _admin_events(console)] == [
+        ("admin.disable", "console:alice", "console/admin/oscar"),
+        ("admin.reset_password", "console:alice", "console/admin/audrey"),
+    ]
+
+
+async def test_an_admin_resetting_their_own_password_is_signed_out(console: Console) -> None:
+    assert await console.login("alice") == 303
+    status, body = await console.post("/console/admins/alice/reset-password")
+    shown = re.search(r'<code id="new-password">([^<]+)</code>', body)
+    assert status == 200 and shown is not None and "your session ended: sign in again with it." in body
+    answer = await console.client.get("/console/", allow_redirects=False)
+    assert (answer.status, answer.headers["Location"]) == (303, "/console/login")
+    assert await console.login("alice", shown.group(1)) == 303
+
+
+async def test_admins_page_error_paths_answer_4xx_and_change_nothing(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert await console.login("alice") == 303
+    before = await console.store.list_admins()
+    cases = [
+        ("/console/admins", {"name": "<b>x</b>", "role": "operator"}, 400, "admin names are 1-64 letters"),
+        ("/console/admins", {"name": "a" * 65, "role": "operator"}, 400, "admin names are 1-64 letters"),
+        ("/console/admins", {"name": "", "role": "operator"}, 400, "admin names are 1-64 letters"),
+        ("/console/admins", {"name": "bob", "role": "root"}, 400, "role: one of admin, operator, auditor"),
+        ("/console/admins", {"name": "bob"}, 400, "role: one of admin, operator, auditor"),
+        ("/console/admins", {"name": "oscar", "role": "admin"}, 400, "an admin named &#39;oscar&#39; exists"),
+        ("/console/admins/nobody/disable", {}, 404, "no such admin"),
+        ("/console/admins/nobody/reset-password", {}, 404, "no such admin"),
+        ("/console/admins/%3Cscript%3Ealert(1)%3C%2Fscript%3E/disable", {}, 404, "no such admin"),
+        ("/console/admins/%3Cscript%3Ealert(1)%3C%2Fscript%3E/reset-password", {}, 404, "no such admin"),
+        ("/console/admins/alice/disable", {}, 400, "you cannot disable your own account"),
+    ]
+    for path, fields, status, message in cases:
+        got, body = await console.post(path, **fields)
+        assert (got, message in body) == (status, True), (path, got, body[-400:])
+        assert "<b>x</b>" not in body and "<script>" not in body
+    assert await console.store.list_admins() == before
+    assert await _admin_events(console) == []
+    assert "<script>" not in caplog.text
+
+
+async def test_the_last_enabled_admin_is_not_disabled_from_the_console(console: Console) -> None:
+    """The console's own-account rule covers it over HTTP (the actor is an enabled admin); the
+    service refuses it too, for any console actor, while the CLI (no actor) may."""
+    accounts = Accounts(console.store)
+    with pytest.raises(SelfLockout, match="'alice' is the last enabled admin"):
+        await accounts.disable("alice", by="someone-else")
+    alice = await console.store.get_admin("alice")
+    assert alice is not None and not alice.disabled
+    await accounts.disable("oscar", by="alice")  # not an admin: no lockout
+    await accounts.create("second", AdminRole.ADMIN, PASSWORD)
+    await accounts.disable("alice", by="second")
+    await accounts.disable("second")  # the CLI: may disable the last one
+    assert not any(a.role is AdminRole.ADMIN and not a.disabled for a in await console.store.list_admins())
+
+
+@pytest.mark.parametrize("name", ["oscar", "audrey"])
+async def test_operators_and_auditors_have_no_admins_page_and_their_posts_get_403(console: Console, name: str) -> None:
+    assert await console.login(name) == 303
+    assert "/console/admins" not in await (await console.client.get("/console/")).text()
+    page = await console.client.get("/console/admins")
+    assert page.status == 403 and "Your role does not allow this." in await page.text()
+    before = await console.store.list_admins()
+    for path, fields in (
+        ("/console/admins", {"name": "mallory", "role": "admin"}),
+        ("/console/admins/alice/disable", {}),
+        ("/console/admins/alice/reset-password", {}),
+        (f"/console/admins/{name}/reset-password", {}),
+    ):
+        status, body = await console.post(path, **fields)
+        assert (status, "Your role does not allow this." in body) == (403, True), (path, status)
+    assert await console.store.list_admins() == before
+    assert await _admin_events(console) == []
+    assert await console.login("alice") == 303  # alice's password was not reset
+
+
+async def test_admins_posts_without_the_csrf_token_get_403(console: Console) -> None:
+    assert await console.login("alice") == 303
+    before = await console.store.list_admins()
+    for path, fields in (
+        ("/console/admins", {"name": "mallory", "role": "admin"}),
+        ("/console/admins/oscar/disable", {}),
+        ("/console/admins/oscar/reset-password", {}),
+    ):
+        for csrf in ({}, {"csrf": ""}, {"csrf": "x" * 43}):
+            answer = await console.client.post(path, data={**fields, **csrf}, allow_redirects=False)
+            assert answer.status == 403 and "security token is missing or wrong" in await answer.text(), path
+    without_session = await console.client.post(
+        "/console/admins", data={"name": "m", "role": "admin"}, cookies={"scep_console": "gone"}, allow_redirects=False
+    )
+    assert (without_session.status, without_session.headers["Location"]) == (303, "/console/login")
+    assert await console.store.list_admins() == before
+    assert await _admin_events(console) == []
