@@ -13,10 +13,18 @@ from datetime import datetime
 
 from scep_ca.pki.records import CertificateRecord
 from store import sqlite_codec as codec
-from store.base import AdminAccount, AdminRole, CertificateSearch, ConsoleSession, DuplicateAdmin, IntegrationCounts
+from store.base import (
+    AdminAccount,
+    AdminRole,
+    CertificateSearch,
+    CertSearchStatus,
+    ConsoleSession,
+    DuplicateAdmin,
+    IntegrationCounts,
+)
 from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
 from store.schema_sqlite import DAY_US
-from store.search import SearchTerms, dashboard_counts, search_terms
+from store.search import SearchTerms, dashboard_counts, revoked_page_walks_expiry, search_terms
 
 _CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
 # Valid, revoked and expiring per integration from the maintained counts (migration 7): whole
@@ -160,6 +168,10 @@ class SQLiteConsoleMixin:
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)
+        if _only_revoked(terms, search):
+            with self._read() as conn:
+                rows = _revoked_page(conn, search.limit, search.offset)
+            return [codec.CERTIFICATE_ROWS.record(row) for row in rows]
         clauses, params = _where(terms, search)
         # +not_after: with a text the index ranges of the match drive the query, sorted after;
         # without one the expiry index gives the order and LIMIT stops the walk early.
@@ -172,6 +184,42 @@ class SQLiteConsoleMixin:
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [codec.CERTIFICATE_ROWS.record(row) for row in rows]
+
+
+def _only_revoked(terms: SearchTerms, search: CertificateSearch) -> bool:
+    """Revoked certificates of every integration: no index holds them in expiry order (an
+    integration's do: the planner walks ``certificates_expiry_by_integration``)."""
+    return (
+        terms.status is CertSearchStatus.REVOKED
+        and not terms.text
+        and not search.integration_id
+        and search.expiring_before is None
+    )
+
+
+def _revoked_page(conn: sqlite3.Connection, limit: int, offset: int) -> list[Sequence[object]]:
+    """A page of revoked certificates by expiry, the cheaper of two exact ways (was 0.1-0.3 s at a
+    million certificates, 2 % revoked: every revoked row, each with its DER, went through the sort).
+
+    Walking the expiry index stops after ``offset + limit`` revoked rows: cheap while they are
+    dense. Otherwise the revoked rows come from the partial index, only their keys are sorted and
+    the page's rows are read last. The counts (the partial index's entries, the largest rowid)
+    choose between them and cost about a millisecond.
+    """
+    (revoked,) = conn.execute("SELECT count(*) FROM certificates WHERE status = 'revoked'").fetchone()
+    (largest,) = conn.execute("SELECT max(rowid) FROM certificates").fetchone()
+    if revoked_page_walks_expiry(offset=offset, limit=limit, certificates=largest or 0, revoked=revoked):
+        sql = (
+            f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates INDEXED BY certificates_expiry "
+            "WHERE status = 'revoked' ORDER BY not_after, serial LIMIT ? OFFSET ?"
+        )
+    else:
+        sql = (
+            f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates WHERE rowid IN ("
+            "SELECT rowid FROM certificates WHERE status = 'revoked' ORDER BY not_after, serial LIMIT ? OFFSET ?"
+            ") ORDER BY not_after, serial"
+        )
+    return conn.execute(sql, (limit, offset)).fetchall()
 
 
 def _where(terms: SearchTerms, search: CertificateSearch) -> tuple[list[str], list[object]]:

@@ -6,7 +6,8 @@ five values; issue a challenge; scepclient enrolls with it; find the certificate
 it with keyCompromise and see ``openssl ocsp`` answer revoked with that reason; approve a pending
 request; delete an integration through the preview; an auditor sees no revoke button and its
 forged POST gets 403; a form posted without its CSRF token gets 403; an expired session goes back
-to the login page; a hostile CN renders as text and no dialog opens. Every page is saved as a
+to the login page; a hostile CN renders as text and no dialog opens; an admin creates and
+disables an account on the admins page, and the disabled account's session ends. Every page is saved as a
 screenshot under ``$SCEP_CA_TEST_ARTIFACTS/console`` (default ``test-artifacts/console``).
 
 A missing chromium or chromedriver fails these tests (MissingBinaryError), never skips them.
@@ -389,6 +390,58 @@ def test_a_form_without_its_csrf_token_gets_403(
     status, _ = post(server, "/login", {"name": "alice", "password": accounts["alice"]}, None)
     assert status == 403
     assert cert_status(server, serial) == "valid"
+
+
+def test_admin_manages_admins_and_a_disabled_account_is_signed_out(
+    browser: WebDriver, server: ScepCaServer, accounts: dict[str, str]
+) -> None:
+    """An admin creates an operator on the admins page and reads its one-time password; the
+    operator signs in with it and has no admins page; the admin disables it; its session ends."""
+    login(browser, server, "alice", accounts["alice"])
+    navigate(browser, browser.find_element(By.ID, "nav-admins"))
+    assert browser.current_url == f"{server.console_url}/admins"
+    form = browser.find_element(By.ID, "create-admin")
+    form.find_element(By.NAME, "name").send_keys("olivia")
+    Select(form.find_element(By.NAME, "role")).select_by_value("operator")
+    navigate(browser, form.find_element(By.ID, "create"))
+    assert text(browser, "message") == "Admin olivia created (operator).", browser.page_source
+    assert text(browser, "password-for") == "olivia"
+    password = text(browser, "new-password")
+    assert re.fullmatch(r"\S{32}", password), password
+    row = browser.find_element(By.ID, "admin-olivia")
+    assert "operator" in row.text and "enabled" in row.text
+    shot(browser, "admins")
+    # Shown once: the page afterwards does not show it.
+    browser.get(f"{server.console_url}/admins")
+    assert browser.find_elements(By.ID, "new-password") == [] and password not in browser.page_source
+
+    login(browser, server, "olivia", password)
+    assert browser.find_elements(By.ID, "nav-admins") == []
+    browser.get(f"{server.console_url}/admins")
+    assert "Your role does not allow this." in text(browser, "message")
+    assert browser.find_elements(By.CSS_SELECTOR, "form[action^='/console/admins']") == []
+    shot(browser, "admins-operator")
+    olivia = session_cookie(browser)
+
+    login(browser, server, "alice", accounts["alice"])
+    browser.get(f"{server.console_url}/admins")
+    navigate(browser, browser.find_element(By.ID, "admin-olivia").find_element(By.CLASS_NAME, "disable"))
+    assert text(browser, "message") == "Admin olivia disabled; their sessions ended."
+    assert "disabled" in browser.find_element(By.ID, "admin-olivia").text
+    # No disable button on one's own row: an admin cannot lock themselves out.
+    assert browser.find_element(By.ID, "admin-alice").find_elements(By.CLASS_NAME, "disable") == []
+    shot(browser, "admins-disabled")
+
+    # Olivia's browser, her cookie back: the next page is the login page.
+    browser.delete_all_cookies()
+    browser.add_cookie({"name": "scep_console", "value": olivia, "path": "/console/", "httpOnly": True})
+    browser.get(f"{server.console_url}/certificates")
+    assert browser.current_url == f"{server.console_url}/login"
+    for event in ("admin.create", "admin.disable"):
+        listed = json.loads(server.cli("audit", "list", "--event", event, "--json").stdout)
+        by_console = [(e["details"]["address"], e["object"]) for e in listed if e["actor"] == "console:alice"]
+        assert by_console == [("127.0.0.1", "console/admin/olivia")], listed
+        assert password not in json.dumps(listed)
 
 
 def _shift_sessions(server: ScepCaServer, column: str, by: datetime.timedelta) -> None:

@@ -17,6 +17,7 @@ from store.base import (
     IntegrationCounts,
     Store,
 )
+from store.search import revoked_page_walks_expiry
 from tests.store.conftest import Harness
 from tests.store.test_contract import NOW, certificate, integration
 
@@ -157,3 +158,46 @@ async def test_search_by_subject_serial_and_filters(harness: Harness) -> None:
     assert await serials(expiring_before=NOW + timedelta(days=30)) == ["abc", "c0ffee"]
     assert await serials(limit=2, offset=1) == ["abc", "c0ffee"]
     assert await serials(text="nothing-like-this") == []
+
+
+async def test_revoked_pages_by_expiry_whichever_way_is_cheaper(harness: Harness) -> None:
+    """Pages of revoked certificates of every integration: shallow pages walk the expiry index,
+    deeper ones sort the revoked rows' keys (store.search.revoked_page_walks_expiry); both give
+    the same rows in the same order, ties of expiry broken by serial."""
+    store = harness.store
+    for name in ("int1", "int2", "int3"):
+        await store.create_integration(integration(name))
+    rows = [
+        certificate(
+            f"{0xA000 + n:x}",
+            f"int{n % 3 + 1}",
+            # Three certificates share each expiry; listed out of order.
+            not_after=NOW + timedelta(days=(n * 37) % 40 + 1),
+            **({"status": CertStatus.REVOKED, "revoked_at": NOW} if n % 3 == 0 or n % 5 == 0 else {}),
+        )
+        for n in range(120)
+    ]
+    await harness.bulk_insert_certificates(rows)
+    revoked = sorted((r for r in rows if r.status is CertStatus.REVOKED), key=lambda r: (r.not_after, r.serial))
+    expected = [r.serial for r in revoked]
+    assert len(expected) == 56
+    walks = {
+        offset: revoked_page_walks_expiry(offset=offset, limit=5, certificates=len(rows), revoked=len(expected))
+        for offset in range(0, 60, 5)
+    }
+    assert walks[0] and walks[20] and not walks[25] and not walks[55]  # both ways are taken below
+    for offset in walks:
+        page = await store.search_certificates(
+            CertificateSearch(now=NOW, status=CertSearchStatus.REVOKED, limit=5, offset=offset)
+        )
+        assert [r.serial for r in page] == expected[offset : offset + 5], offset
+
+
+def test_revoked_page_walks_expiry_while_revoked_rows_are_dense() -> None:
+    # A million certificates, 2 % revoked: pages 1 to 4 of 50 walk (about 5,000 rows for page 2).
+    assert revoked_page_walks_expiry(offset=50, limit=51, certificates=1_000_000, revoked=20_000)
+    assert not revoked_page_walks_expiry(offset=500, limit=51, certificates=1_000_000, revoked=20_000)
+    # A few revoked among many: reading them is cheaper than walking past the rest.
+    assert not revoked_page_walks_expiry(offset=0, limit=51, certificates=1_000_000, revoked=100)
+    assert not revoked_page_walks_expiry(offset=0, limit=51, certificates=1_000_000, revoked=0)
+    assert not revoked_page_walks_expiry(offset=0, limit=51, certificates=0, revoked=0)
