@@ -66,6 +66,18 @@ class SearchTerms:
         return self.status is not None and "{now}" in _STATUS_SQL[self.status]
 
 
+def only_revoked(terms: SearchTerms, search: CertificateSearch) -> bool:
+    """A page of revoked certificates of every integration, nothing else asked: no index holds
+    them in expiry order (one integration's are, in ``certificates_expiry_by_integration``), so
+    each backend shapes this query apart."""
+    return (
+        terms.status is CertSearchStatus.REVOKED
+        and not terms.text
+        and not search.integration_id
+        and search.expiring_before is None
+    )
+
+
 def revoked_page_walks_expiry(*, offset: int, limit: int, certificates: int, revoked: int) -> bool:
     """For a page of revoked certificates by expiry (no text, no integration): True when walking
     the expiry index and skipping the other rows is cheaper than reading every revoked row.

@@ -17,14 +17,13 @@ from store.base import (
     AdminAccount,
     AdminRole,
     CertificateSearch,
-    CertSearchStatus,
     ConsoleSession,
     DuplicateAdmin,
     IntegrationCounts,
 )
 from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
 from store.schema_sqlite import DAY_US
-from store.search import SearchTerms, dashboard_counts, revoked_page_walks_expiry, search_terms
+from store.search import SearchTerms, dashboard_counts, only_revoked, revoked_page_walks_expiry, search_terms
 
 _CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
 # Valid, revoked and expiring per integration from the maintained counts (migration 7): whole
@@ -168,7 +167,7 @@ class SQLiteConsoleMixin:
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)
-        if _only_revoked(terms, search):
+        if only_revoked(terms, search):
             with self._read() as conn:
                 rows = _revoked_page(conn, search.limit, search.offset)
             return [codec.CERTIFICATE_ROWS.record(row) for row in rows]
@@ -184,17 +183,6 @@ class SQLiteConsoleMixin:
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [codec.CERTIFICATE_ROWS.record(row) for row in rows]
-
-
-def _only_revoked(terms: SearchTerms, search: CertificateSearch) -> bool:
-    """Revoked certificates of every integration: no index holds them in expiry order (an
-    integration's do: the planner walks ``certificates_expiry_by_integration``)."""
-    return (
-        terms.status is CertSearchStatus.REVOKED
-        and not terms.text
-        and not search.integration_id
-        and search.expiring_before is None
-    )
 
 
 def _revoked_page(conn: sqlite3.Connection, limit: int, offset: int) -> list[Sequence[object]]:
