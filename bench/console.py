@@ -9,7 +9,7 @@
 3. Times, over HTTP, ``--rounds`` requests of each page and prints the median and the worst:
    the dashboard (after one warm-up request that builds and signs the CRL), a search for one
    device by subject text, by serial prefix, the first page sorted by expiry, and a filtered
-   page (one integration, expiring within 30 days).
+   page (one integration, expiring within 30 days), and pages 2 and 100 of the revoked ones.
 
     python bench/console.py [--rows N] [--rounds N] [--dsn postgresql://postgres@127.0.0.1/postgres]
 """
@@ -210,6 +210,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                     ("first page by expiry", f"{base}/certificates", "device-"),
                     ("integration + expiring 30 d", f"{base}/certificates?integration=bench3&expiring=30", "device-"),
                     ("status revoked, page 2", f"{base}/certificates?status=revoked&page=2", "device-"),
+                    ("status revoked, page 100", f"{base}/certificates?status=revoked&page=100", "device-"),
                 ]
                 for label, url, expect in checks:
                     median, worst = await timed(session, url, args.rounds, expect)

@@ -207,6 +207,10 @@ async def test_roles_are_enforced_on_the_server(
 
 async def test_search_parameters_out_of_range_are_ignored(console: Console) -> None:
     assert await console.login("audrey") == 303
+    # The page says what the search matches: the start of a text, not a substring.
+    help_text = re.sub(r"<[^>]+>|\s+", " ", await (await console.client.get("/console/certificates")).text())
+    assert "The text matches the start of the subject" in re.sub(" +", " ", help_text)
+    assert "does not find text in the middle" in help_text
     for query in ("?page=99999999999", "?expiring=-1", "?status=bogus", "?q=" + "x" * 5000, "?page=0"):
         answer = await console.client.get("/console/certificates" + query)
         assert answer.status == 200, query
