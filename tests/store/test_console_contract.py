@@ -157,3 +157,27 @@ async def test_search_by_subject_serial_and_filters(harness: Harness) -> None:
     assert await serials(expiring_before=NOW + timedelta(days=30)) == ["abc", "c0ffee"]
     assert await serials(limit=2, offset=1) == ["abc", "c0ffee"]
     assert await serials(text="nothing-like-this") == []
+
+
+async def test_keyset_pages_follow_expiry_then_serial(harness: Harness) -> None:
+    """``after`` (``cert list``'s cursor) continues strictly after the given (notAfter, serial):
+    rows with the same notAfter are split by serial, none repeated, none skipped."""
+    store = harness.store
+    await store.create_integration(integration("int1"))
+    same = NOW + timedelta(days=7)
+    rows = [certificate(s, not_after=same) for s in ("a1", "a2", "a3")]
+    rows += [certificate("b1", not_after=NOW + timedelta(days=1)), certificate("c1", not_after=NOW + timedelta(days=9))]
+    rows.append(certificate("ab1", status=CertStatus.REVOKED, revoked_at=NOW, not_after=same))
+    await harness.bulk_insert_certificates(rows)
+
+    async def page(after: tuple[object, str] | None, **kw: object) -> list[str]:
+        search = CertificateSearch(now=NOW, limit=2, after=after, **kw)  # type: ignore[arg-type]
+        return [r.serial for r in await store.search_certificates(search)]
+
+    assert await page(None) == ["b1", "a1"]
+    assert await page((same, "a1")) == ["a2", "a3"]
+    assert await page((same, "a3")) == ["ab1", "c1"]
+    assert await page((NOW + timedelta(days=9), "c1")) == []
+    # With a filter the cursor only narrows it.
+    assert await page((same, "a1"), status=CertSearchStatus.VALID) == ["a2", "a3"]
+    assert await page((same, "a3"), status=CertSearchStatus.VALID) == ["c1"]
