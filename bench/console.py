@@ -10,6 +10,9 @@
    the dashboard (after one warm-up request that builds and signs the CRL), a search for one
    device by subject text, by serial prefix, the first page sorted by expiry, and a filtered
    page (one integration, expiring within 30 days), and pages 2 and 100 of the revoked ones.
+4. Times ``scep-ca cert list`` pages in process (the CLI's ``main``: store opened, one page read
+   and printed): the first page, a page from the middle (``--after``), the same with a status and
+   an integration filter, and a search.
 
     python bench/console.py [--rows N] [--rounds N] [--dsn postgresql://postgres@127.0.0.1/postgres]
 """
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import io
 import os
 import re
 import secrets
@@ -35,12 +40,15 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import load_config
+from config import Config, load_config
+from scep_ca.cli.cert_cmds import cursor_of
 from scep_ca.cli.console_app import console_app
+from scep_ca.cli.main import main as cli_main
 from scep_ca.console.accounts import Accounts
 from scep_ca.pki.ca import create_ca
 from scep_ca.pki.ca_set import CASet
-from store.base import AdminRole
+from scep_ca.pki.records import CertificateRecord
+from store.base import AdminRole, CertificateSearch
 from store.factory import open_store
 
 INTEGRATIONS = 10
@@ -217,6 +225,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                     print(f"{label:36} median {median:7.1f} ms   worst {worst:7.1f} ms   ({args.rounds} requests)")
         finally:
             await runner.cleanup()
+        middle = await _record_of(config, target)
+        for label, argv in _cli_pages(target, cursor_of(middle)):
+            median, worst = await asyncio.to_thread(timed_cli, config, argv, args.rounds)
+            print(f"{label:36} median {median:7.1f} ms   worst {worst:7.1f} ms   ({args.rounds} runs, in process)")
     finally:
         if dbname:
             admin = await asyncpg.connect(admin_dsn)
@@ -224,16 +236,48 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             await admin.close()
 
 
-async def _serial_of(config: object, target: str) -> str:
-    store = open_store(config)  # type: ignore[arg-type]
+async def _serial_of(config: Config, target: str) -> str:
+    return (await _record_of(config, target)).serial
+
+
+async def _record_of(config: Config, target: str) -> CertificateRecord:
+    store = open_store(config)
     await store.open()
     try:
-        from store.base import CertificateSearch
-
         (record,) = await store.search_certificates(CertificateSearch(now=dt.datetime.now(dt.UTC), text=target))
-        return record.serial
+        return record
     finally:
         await store.close()
+
+
+def _cli_pages(target: str, middle: str) -> list[tuple[str, list[str]]]:
+    """``scep-ca cert list`` pages (issue 23: under 100 ms a page), the whole command in process."""
+    return [
+        ("cert list, first page", ["cert", "list"]),
+        ("cert list, page from the middle", ["cert", "list", "--after", middle]),
+        ("cert list --status revoked, middle", ["cert", "list", "--status", "revoked", "--after", middle]),
+        ("cert list --integration, middle", ["cert", "list", "--integration", "bench3", "--after", middle]),
+        (f"cert list --search {target}", ["cert", "list", "--search", target]),
+    ]
+
+
+def timed_cli(config: Config, argv: list[str], rounds: int) -> tuple[float, float]:
+    """Runs the CLI's ``main`` (store opened and closed each time, as the command does), output discarded."""
+    base = ["--data-dir", str(config.data_dir)]
+    if config.store.dsn:
+        os.environ["SCEP_CA_STORE_DSN"] = config.store.dsn
+    times = []
+    try:
+        for _ in range(rounds):
+            out, err = io.StringIO(), io.StringIO()
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli_main([*base, *argv])
+            times.append((time.perf_counter() - start) * 1000)
+            assert code == 0 and out.getvalue().count("\n") > 1, (argv, err.getvalue())
+    finally:
+        os.environ.pop("SCEP_CA_STORE_DSN", None)
+    return statistics.median(times), max(times)
 
 
 def main() -> None:

@@ -510,6 +510,9 @@ class CertificateSearch:
     expiring_before: datetime | None = None
     limit: int = 50
     offset: int = 0
+    # Keyset paging (``cert list``): only certificates sorted after this (notAfter, serial), the
+    # last row of the previous page. Each page is then one index range, however deep.
+    after: tuple[datetime, str] | None = None
 
 
 class AdminStore(Protocol):

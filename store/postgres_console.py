@@ -172,6 +172,10 @@ class PostgresConsoleMixin:
         if search.expiring_before is not None:
             now, horizon = param(search.now), param(search.expiring_before)
             clauses.append(f"status = 'issued' AND not_after > {now} AND not_after <= {horizon}")
+        if search.after is not None:
+            # The leading range lets the planner walk the index on not_after.
+            when, serial = param(search.after[0]), param(search.after[1])
+            clauses.append(f"not_after >= {when} AND (not_after, serial) > ({when}, {serial})")
         page = f"ORDER BY not_after, serial LIMIT {param(search.limit)} OFFSET {param(search.offset)}"
         if only_revoked(terms, search):
             # The planner walks the expiry index for early pages; for later ones it sorts every

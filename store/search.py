@@ -75,6 +75,7 @@ def only_revoked(terms: SearchTerms, search: CertificateSearch) -> bool:
         and not terms.text
         and not search.integration_id
         and search.expiring_before is None
+        and search.after is None  # a cursor's page is one range of the expiry index from the cursor
     )
 
 

@@ -232,6 +232,11 @@ def _where(terms: SearchTerms, search: CertificateSearch) -> tuple[list[str], li
     if search.expiring_before is not None:
         clauses.append("status = 'issued' AND not_after > ? AND not_after <= ?")
         params += [now, codec.to_us(search.expiring_before)]
+    if search.after is not None:
+        # The row value on its own does not use the index on not_after: the leading range does.
+        after_us = codec.to_us(search.after[0])
+        clauses.append("not_after >= ? AND (not_after, serial) > (?, ?)")
+        params += [after_us, after_us, search.after[1]]
     return clauses, params
 
 

@@ -27,38 +27,91 @@ from scep_ca.cli.context import (
 from scep_ca.pki.ca_set import load_ca_set
 from scep_ca.pki.cert_format import TABLE_COLUMNS, der_to_pem, format_table, record_to_dict, table_row
 from scep_ca.pki.reasons import ReasonError, operator_reason_names
-from scep_ca.pki.records import CertificateRecord, CertStatus
+from scep_ca.pki.records import CertificateRecord
 from scep_ca.pki.serials import Base, SerialError
 from scep_ca.services.revocation import AmbiguousSerial, RevocationService
-from store.base import CertificateFilter, IntegrationNotFound
+from store.base import CertificateSearch, CertSearchStatus, IntegrationNotFound
 
 _STATUSES = ("issued", "revoked", "expired")
 
 
-def _filter(args: argparse.Namespace, now: dt.datetime) -> CertificateFilter:
+# A page of ``cert list``: one index range in the store however deep the page (keyset paging).
+PAGE_DEFAULT = 100
+PAGE_MAX = 10_000
+_STATUS_FILTERS = {
+    "issued": CertSearchStatus.VALID,
+    "revoked": CertSearchStatus.REVOKED,
+    "expired": CertSearchStatus.EXPIRED,
+}
+
+
+def _search(
+    args: argparse.Namespace, now: dt.datetime, limit: int, after: tuple[dt.datetime, str] | None
+) -> CertificateSearch:
+    expiring_before = None
     if args.expiring is not None:
         if args.status not in (None, "issued"):
             raise CliError("--expiring lists valid (issued, unexpired) certificates: leave out --status")
-        return CertificateFilter(
-            integration_id=args.integration, issued_only_unexpired_at=now, expires_by=now + args.expiring
-        )
-    if args.status == "expired":
-        return CertificateFilter(integration_id=args.integration, status=CertStatus.ISSUED, expired_before=now)
-    if args.status == "issued":
-        return CertificateFilter(integration_id=args.integration, issued_only_unexpired_at=now)
-    if args.status == "revoked":
-        return CertificateFilter(integration_id=args.integration, status=CertStatus.REVOKED)
-    return CertificateFilter(integration_id=args.integration)
+        expiring_before = now + args.expiring
+    return CertificateSearch(
+        now=now,
+        text=args.search,
+        integration_id=args.integration,
+        status=None if expiring_before else _STATUS_FILTERS.get(args.status),
+        expiring_before=expiring_before,
+        limit=limit,
+        after=after,
+    )
+
+
+def _page_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= PAGE_MAX:
+        raise argparse.ArgumentTypeError(f"a page holds 1 to {PAGE_MAX} certificates")
+    return value
+
+
+def cursor_of(record: CertificateRecord) -> str:
+    """Where the next page starts: the last row's notAfter (UTC, microseconds) and serial."""
+    return f"{record.not_after.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')},{record.serial}"
+
+
+def parse_cursor(text: str) -> tuple[dt.datetime, str]:
+    when, sep, serial = text.partition(",")
+    try:
+        parsed = dt.datetime.fromisoformat(when)
+    except ValueError:
+        parsed = None
+    if not sep or parsed is None or parsed.tzinfo is None or not serial or not all(c in _HEX for c in serial):
+        raise CliError(f"--after takes the value a previous page printed (NOTAFTER,SERIAL), not {text!r}")
+    return parsed, serial
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 async def _list(config: Config, args: argparse.Namespace) -> int:
+    """Certificates sorted by notAfter (soonest first), a page at a time; ``--all`` walks every page."""
     now = utc_now()
+    limit = PAGE_MAX if args.all else args.limit
+    after = parse_cursor(args.after) if args.after is not None else None
+    records: list[CertificateRecord] = []
     async with opened_store(config) as store:
-        records = await store.list_certificates(_filter(args, now))
+        while True:
+            page = await store.search_certificates(_search(args, now, limit, after))
+            records.extend(page)
+            if not args.all or len(page) < limit:
+                break
+            after = (page[-1].not_after, page[-1].serial)
     if args.json:
         print_json([record_to_dict(r, now) for r in records])
     else:
         print(format_table([table_row(r, now) for r in records], TABLE_COLUMNS))
+    if not args.all and len(records) == limit:
+        print(f"more certificates: the next page is --after {cursor_of(records[-1])}", file=sys.stderr)
     return 0
 
 
@@ -193,6 +246,12 @@ def register(
         metavar="Nd",
         help="only valid certificates that expire within N days (e.g. 30d), the devices to renew",
     )
+    c.add_argument("--search", metavar="TEXT", help="the start of the subject (CN=..., or a CN) or of the serial")
+    c.add_argument(
+        "--limit", type=_page_size, default=PAGE_DEFAULT, help=f"certificates a page (default {PAGE_DEFAULT})"
+    )
+    c.add_argument("--after", metavar="CURSOR", help="the next page: the cursor the previous page printed")
+    c.add_argument("--all", action="store_true", help="every page")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_async(_list))
     c = csub.add_parser("show", parents=[common], help="show one certificate and its audit trail")

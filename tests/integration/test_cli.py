@@ -476,3 +476,62 @@ def test_version_is_pyprojects(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"scep-ca {version}\n"
+
+
+def _seed_certificates(db: Path, integration_id: str, count: int) -> None:
+    """``count`` certificates of one integration, a day apart in expiry, inserted as the store's rows."""
+    import asyncio
+    import datetime as dt
+    from dataclasses import replace
+
+    from tests.store.conftest import SQLiteHarness
+    from tests.store.test_contract import NOW, certificate
+
+    async def seed() -> None:
+        harness = SQLiteHarness(db)
+        await harness.store.open()
+        rows = [
+            replace(certificate(f"{i + 1:x}0", integration_id), not_after=NOW + dt.timedelta(days=400 + i))
+            for i in range(count)
+        ]
+        await harness.bulk_insert_certificates(rows)
+        await harness.close()
+
+    asyncio.run(seed())
+
+
+def test_cert_list_pages_with_a_cursor(cli: Cli) -> None:
+    info = cli.json("integration", "create", "paged")
+    assert isinstance(info, dict)
+    _seed_certificates(cli.data_dir / "scep-ca.sqlite3", info["id"], 5)
+    code, out, err = cli("cert", "list", "--limit", "2")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["10", "20"]  # soonest expiry first
+    cursor = err.split("--after ")[1].strip()
+    assert cursor.endswith(",20")
+    second = cli.json("cert", "list", "--limit", "2", "--after", cursor)
+    assert isinstance(second, list) and [c["serial"] for c in second] == ["30", "40"]
+    code, _, err = cli("cert", "list", "--limit", "2", "--after", cursor, "--json")
+    third_cursor = err.split("--after ")[1].strip()
+    code, out, err = cli("cert", "list", "--limit", "2", "--after", third_cursor)
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["50"] and err == ""  # the last page says no more
+    everything = cli.json("cert", "list", "--all")
+    assert isinstance(everything, list) and [c["serial"] for c in everything] == ["10", "20", "30", "40", "50"]
+    found = cli.json("cert", "list", "--search", "CN=device-3")
+    assert isinstance(found, list) and [c["serial"] for c in found] == ["30"]
+
+
+@pytest.mark.parametrize(
+    "cursor", ["", "yesterday,10", "2027-01-01T00:00:00,10", "2027-01-01T00:00:00Z,", "2027-01-01T00:00:00Z,xyz"]
+)
+def test_cert_list_refuses_a_bad_cursor(cli: Cli, cursor: str) -> None:
+    code, out, err = cli("cert", "list", "--after", cursor)
+    assert code == 1 and out == "" and "--after takes the value a previous page printed" in err
+
+
+@pytest.mark.parametrize("limit", ["0", "10001", "ten"])
+def test_cert_list_refuses_a_bad_page_size(cli: Cli, limit: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli("cert", "list", "--limit", limit)
+    assert exc.value.code == 2
+    assert "a page holds 1 to 10000 certificates" in cli.capsys.readouterr().err

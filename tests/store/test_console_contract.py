@@ -201,3 +201,30 @@ def test_revoked_page_walks_expiry_while_revoked_rows_are_dense() -> None:
     assert not revoked_page_walks_expiry(offset=0, limit=51, certificates=1_000_000, revoked=100)
     assert not revoked_page_walks_expiry(offset=0, limit=51, certificates=1_000_000, revoked=0)
     assert not revoked_page_walks_expiry(offset=0, limit=51, certificates=0, revoked=0)
+
+
+async def test_keyset_pages_follow_expiry_then_serial(harness: Harness) -> None:
+    """``after`` (``cert list``'s cursor) continues strictly after the given (notAfter, serial):
+    rows with the same notAfter are split by serial, none repeated, none skipped."""
+    store = harness.store
+    await store.create_integration(integration("int1"))
+    same = NOW + timedelta(days=7)
+    rows = [certificate(s, not_after=same) for s in ("a1", "a2", "a3")]
+    rows += [certificate("b1", not_after=NOW + timedelta(days=1)), certificate("c1", not_after=NOW + timedelta(days=9))]
+    rows.append(certificate("ab1", status=CertStatus.REVOKED, revoked_at=NOW, not_after=same))
+    await harness.bulk_insert_certificates(rows)
+
+    async def page(after: tuple[object, str] | None, **kw: object) -> list[str]:
+        search = CertificateSearch(now=NOW, limit=2, after=after, **kw)  # type: ignore[arg-type]
+        return [r.serial for r in await store.search_certificates(search)]
+
+    assert await page(None) == ["b1", "a1"]
+    assert await page((same, "a1")) == ["a2", "a3"]
+    assert await page((same, "a3")) == ["ab1", "c1"]
+    assert await page((NOW + timedelta(days=9), "c1")) == []
+    # With a filter the cursor only narrows it.
+    assert await page((same, "a1"), status=CertSearchStatus.VALID) == ["a2", "a3"]
+    assert await page((same, "a3"), status=CertSearchStatus.VALID) == ["c1"]
+    # Revoked ones of every integration too (not the offset pages' own query shape).
+    assert await page(None, status=CertSearchStatus.REVOKED) == ["ab1"]
+    assert await page((same, "ab1"), status=CertSearchStatus.REVOKED) == []
