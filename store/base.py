@@ -451,6 +451,10 @@ class DuplicateAdmin(StoreError):
     """An admin account with this name already exists (names are never reused)."""
 
 
+class LastAdmin(StoreError):
+    """Disabling this account would leave no enabled admin (``disable_admin(keep_an_admin=True)``)."""
+
+
 @dataclass(frozen=True)
 class AdminAccount:
     name: str
@@ -528,8 +532,12 @@ class AdminStore(Protocol):
     async def set_admin_password(self, name: str, password_scrypt: str) -> bool:
         """Replace the password and end the account's sessions; False when there is no such account."""
 
-    async def disable_admin(self, name: str, now: datetime) -> bool:
-        """Disable the account and end its sessions; False when unknown or already disabled."""
+    async def disable_admin(self, name: str, now: datetime, *, keep_an_admin: bool = False) -> bool:
+        """Disable the account and end its sessions; False when unknown or already disabled.
+
+        ``keep_an_admin``: raise ``LastAdmin`` instead when the account is the last enabled admin,
+        decided in the same transaction as the update, so that two admins disabling each other at
+        once cannot both succeed."""
 
 
 class SessionStore(Protocol):

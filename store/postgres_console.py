@@ -13,7 +13,15 @@ from typing import Any
 import asyncpg
 
 from scep_ca.pki.records import CertificateRecord
-from store.base import AdminAccount, AdminRole, CertificateSearch, ConsoleSession, DuplicateAdmin, IntegrationCounts
+from store.base import (
+    AdminAccount,
+    AdminRole,
+    CertificateSearch,
+    ConsoleSession,
+    DuplicateAdmin,
+    IntegrationCounts,
+    LastAdmin,
+)
 from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
 from store.pg_pool import ConnectionPool
 from store.search import PG_ASCII_FOLD, dashboard_counts, only_revoked, search_terms
@@ -88,8 +96,17 @@ class PostgresConsoleMixin:
             await conn.execute("DELETE FROM console_sessions WHERE admin = $1", name)
         return bool(status == "UPDATE 1")
 
-    async def disable_admin(self, name: str, now: datetime) -> bool:
+    async def disable_admin(self, name: str, now: datetime, *, keep_an_admin: bool = False) -> bool:
         async with self._p().connection() as conn, conn.transaction():
+            if keep_an_admin:
+                # FOR UPDATE locks every enabled admin: a concurrent disable waits here, then reads
+                # the rows again (READ COMMITTED) and sees this one's update.
+                enabled = await conn.fetch(
+                    "SELECT name FROM admins WHERE role = 'admin' AND disabled_at IS NULL ORDER BY name FOR UPDATE"
+                )
+                names = {row["name"] for row in enabled}
+                if names == {name}:
+                    raise LastAdmin(name)
             status = await conn.execute(
                 "UPDATE admins SET disabled_at = $2 WHERE name = $1 AND disabled_at IS NULL", name, now
             )

@@ -20,6 +20,7 @@ from store.base import (
     ConsoleSession,
     DuplicateAdmin,
     IntegrationCounts,
+    LastAdmin,
 )
 from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
 from store.schema_sqlite import DAY_US
@@ -94,8 +95,18 @@ class SQLiteConsoleMixin:
             conn.execute("DELETE FROM console_sessions WHERE admin = ?", (name,))
         return changed == 1
 
-    async def disable_admin(self, name: str, now: datetime) -> bool:
+    async def disable_admin(self, name: str, now: datetime, *, keep_an_admin: bool = False) -> bool:
+        # BEGIN IMMEDIATE: no other writer between the count and the update.
         with self._transaction() as conn:
+            if keep_an_admin:
+                (others,) = conn.execute(
+                    "SELECT count(*) FROM admins WHERE role = 'admin' AND disabled_at IS NULL AND name != ?", (name,)
+                ).fetchone()
+                target = conn.execute(
+                    "SELECT 1 FROM admins WHERE name = ? AND role = 'admin' AND disabled_at IS NULL", (name,)
+                ).fetchone()
+                if target is not None and others == 0:
+                    raise LastAdmin(name)
             changed = conn.execute(
                 "UPDATE admins SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL", (codec.to_us(now), name)
             ).rowcount

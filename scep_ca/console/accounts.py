@@ -27,7 +27,15 @@ from challenge.credentials import UNUSABLE_SCRYPT_HASH, generate_password, scryp
 from challenge.lockout import Lockout
 from config.clock import Clock, utc_now
 from config.model import ChallengeConfig, ConsoleConfig
-from store.base import AdminAccount, AdminRole, AdminStore, ConsoleSession, SessionStore, ThrottleStore
+from store.base import (
+    AdminAccount,
+    AdminRole,
+    AdminStore,
+    ConsoleSession,
+    LastAdmin,
+    SessionStore,
+    ThrottleStore,
+)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD_CHARS = 12
@@ -99,24 +107,19 @@ class Accounts:
 
     async def disable(self, name: str, *, by: str | None = None) -> None:
         """Disable the account and end its sessions. ``by``: the console admin doing it, who may
-        not disable their own account nor the last enabled admin (``SelfLockout``); the CLI
-        (``by`` None) may, since it needs no account and can create the next one."""
-        if by is not None:
-            await self._check_not_locking_out(name, by)
-        if not await self._store.disable_admin(name, self._clock()):
+        not disable their own account nor the last enabled admin (``SelfLockout``; the store
+        decides the latter in the update's own transaction); the CLI (``by`` None) may, since it
+        needs no account and can create the next one."""
+        if by is not None and name == by:
+            raise SelfLockout("you cannot disable your own account: another admin (or scep-ca admin disable) can")
+        try:
+            disabled = await self._store.disable_admin(name, self._clock(), keep_an_admin=by is not None)
+        except LastAdmin as exc:
+            raise SelfLockout(f"{name!r} is the last enabled admin: create another admin first") from exc
+        if not disabled:
             if await self._store.get_admin(name) is None:
                 raise UnknownAdmin(f"no admin named {name!r}")
             raise AccountError(f"admin {name!r} is already disabled")
-
-    async def _check_not_locking_out(self, name: str, by: str) -> None:
-        if name == by:
-            raise SelfLockout("you cannot disable your own account: another admin (or scep-ca admin disable) can")
-        listed = await self._store.list_admins()
-        enabled_admins = {a.name for a in listed if a.role is AdminRole.ADMIN and not a.disabled}
-        # Not atomic with the store's update: two admins disabling each other at the same moment
-        # could both pass. `scep-ca admin create` on the server is the way back from that.
-        if enabled_admins == {name}:
-            raise SelfLockout(f"{name!r} is the last enabled admin: create another admin first")
 
     async def any_enabled(self) -> bool:
         return any(not a.disabled for a in await self._store.list_admins())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from store.base import (
     ConsoleSession,
     DuplicateAdmin,
     IntegrationCounts,
+    LastAdmin,
     Store,
 )
 from store.search import revoked_page_walks_expiry
@@ -228,3 +230,28 @@ async def test_keyset_pages_follow_expiry_then_serial(harness: Harness) -> None:
     # Revoked ones of every integration too (not the offset pages' own query shape).
     assert await page(None, status=CertSearchStatus.REVOKED) == ["ab1"]
     assert await page((same, "ab1"), status=CertSearchStatus.REVOKED) == []
+
+
+async def test_the_last_enabled_admin_is_kept_even_when_two_disable_each_other_at_once(harness: Harness) -> None:
+    """``keep_an_admin``: the check and the update are one transaction. Two admins disabling each
+    other at the same moment (each the other's console request, on its own connection) leave one
+    enabled; before, each read the other as enabled and both were disabled."""
+    store = harness.store
+    other = await harness.second_store()
+    await store.create_admin(admin("alice"))
+    await store.create_admin(admin("bob"))
+    await store.create_admin(admin("olga", AdminRole.OPERATOR))
+    results = await asyncio.gather(
+        store.disable_admin("alice", NOW, keep_an_admin=True),
+        other.disable_admin("bob", NOW, keep_an_admin=True),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["LastAdmin", "bool"]
+    enabled = [a.name for a in await store.list_admins() if a.role is AdminRole.ADMIN and not a.disabled]
+    assert len(enabled) == 1
+    with pytest.raises(LastAdmin):
+        await store.disable_admin(enabled[0], NOW, keep_an_admin=True)
+    # Not an admin, or without the flag (the CLI): no such limit.
+    assert await store.disable_admin("olga", NOW, keep_an_admin=True) is True
+    assert await store.disable_admin(enabled[0], NOW) is True
+    assert await store.disable_admin("nobody", NOW, keep_an_admin=True) is False
