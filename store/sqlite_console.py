@@ -12,32 +12,33 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 
 from scep_ca.pki.records import CertificateRecord
+from store import revocation_rule as rule
 from store import sqlite_codec as codec
 from store.base import AdminAccount, AdminRole, CertificateSearch, ConsoleSession, DuplicateAdmin, IntegrationCounts
-from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
+from store.columns import ADMIN_COLUMNS, SESSION_COLUMNS
 from store.schema_sqlite import DAY_US
 from store.search import SearchTerms, dashboard_counts, search_terms
 
-_CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
 # Valid, revoked and expiring per integration from the maintained counts (migration 7): whole
 # days strictly inside the intervals from the counts, the day of "now" and the horizon's day
-# counted exactly from the certificates themselves (their rows in the expiry index).
-_COUNTS = """
-SELECT integration_id,
-       sum(n) FILTER (WHERE status = 'issued' AND expiry_day > :today),
-       sum(n) FILTER (WHERE status = 'revoked'),
-       sum(n) FILTER (WHERE status = 'issued' AND expiry_day > :today AND expiry_day < :horizon_day)
-FROM certificate_counts GROUP BY integration_id
+# counted exactly from the certificates themselves (their rows in the expiry index). The counts
+# are kept per status as written; the revocation rule (store/revocation_rule.py) applies on read.
+_COUNTS = f"""
+SELECT c.integration_id,
+       sum(n) FILTER (WHERE {rule.ISSUED} AND expiry_day > :today),
+       sum(n) FILTER (WHERE {rule.REVOKED}),
+       sum(n) FILTER (WHERE {rule.ISSUED} AND expiry_day > :today AND expiry_day < :horizon_day)
+FROM certificate_counts c JOIN integrations i ON i.id = c.integration_id GROUP BY c.integration_id
 """
-_BOUNDARY_DAYS = """
-SELECT integration_id,
+_BOUNDARY_DAYS = f"""
+SELECT c.integration_id,
        count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow),
        count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow AND not_after <= :horizon)
          + count(*) FILTER (WHERE not_after >= :horizon_start AND not_after <= :horizon AND not_after >= :tomorrow)
-FROM certificates INDEXED BY certificates_expiry
-WHERE status = 'issued' AND ((not_after > :now AND not_after < :tomorrow)
+FROM certificates c INDEXED BY certificates_expiry JOIN integrations i ON i.id = c.integration_id
+WHERE {rule.ISSUED} AND ((not_after > :now AND not_after < :tomorrow)
                              OR (not_after >= :horizon_start AND not_after <= :horizon))
-GROUP BY integration_id
+GROUP BY c.integration_id
 """
 _PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
 
@@ -164,7 +165,7 @@ class SQLiteConsoleMixin:
         # +not_after: with a text the index ranges of the match drive the query, sorted after;
         # without one the expiry index gives the order and LIMIT stops the walk early.
         order = "+not_after" if terms.text else "not_after"
-        sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
+        sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += f" ORDER BY {order}, serial LIMIT ? OFFSET ?"
@@ -185,7 +186,7 @@ def _where(terms: SearchTerms, search: CertificateSearch) -> tuple[list[str], li
             params += [terms.serial_prefix, terms.serial_prefix + "g"]  # "g" sorts after every hex digit
         clauses.append("(" + " OR ".join(matches) + ")")
     if search.integration_id:
-        clauses.append("integration_id = ?")
+        clauses.append("c.integration_id = ?")
         params.append(search.integration_id)
     now = codec.to_us(search.now)
     status = terms.status_sql("?")
@@ -194,7 +195,7 @@ def _where(terms: SearchTerms, search: CertificateSearch) -> tuple[list[str], li
         if terms.status_needs_now:
             params.append(now)
     if search.expiring_before is not None:
-        clauses.append("status = 'issued' AND not_after > ? AND not_after <= ?")
+        clauses.append(f"{rule.ISSUED} AND not_after > ? AND not_after <= ?")
         params += [now, codec.to_us(search.expiring_before)]
     return clauses, params
 
