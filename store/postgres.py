@@ -277,8 +277,8 @@ _LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = 
 # Certificates as read, with the revocation rule applied (store/revocation_rule.py).
 _GET_CERTIFICATE = f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE c.serial = $1"
 _COUNT_BY_DELETION = rule.count_by_deletion_sql("$1")
-_REVOKED_ENTRIES = rule.revoked_entries_sql("$1")
-_REVOKED_SHARD_ENTRIES = rule.revoked_entries_sql("$1", "$2", "$3")
+_REVOKED_ENTRIES = rule.revoked_entries_sql("$1", deleted_ids_array=True)
+_REVOKED_SHARD_ENTRIES = rule.revoked_entries_sql("$1", "$2", "$3", deleted_ids_array=True)
 _ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
 
 

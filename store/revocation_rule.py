@@ -77,6 +77,7 @@ def revoked_entries_sql(
     not_after_from: str | None = None,
     *,
     join_certificates: str = "JOIN certificates c",
+    deleted_ids_array: bool = False,
 ) -> str:
     """``(serial, revocationDate, reason)`` of every revoked certificate of ``issuer`` (a CRL's
     entries, RFC 5280 section 5.1.2.6), oldest first; with ``shard``, of that CRL shard only, and
@@ -87,10 +88,17 @@ def revoked_entries_sql(
     entry); the deleted integrations' rows from ``certificates_integration_shard``, one range
     per deleted integration (and status, and shard). ``join_certificates`` joins the certificates
     to the deleted integrations in that second part: SQLite's planner, without statistics, is told
-    the order and the index (``CROSS JOIN certificates c INDEXED BY ...``); PostgreSQL plans it.
+    the order and the index (``CROSS JOIN certificates c INDEXED BY ...``). ``deleted_ids_array``
+    (PostgreSQL) also names the deleted integrations as an array computed once, so that the
+    index scan gets (integration_id = ANY, status = ANY, crl_shard =) as its conditions whatever
+    the planner guesses of the integrations table (never analysed while it has a few rows, it
+    guessed 199 deleted ones and merge-joined over a scan of every shard: 197 ms a shard at
+    1,000,000 rows, against 9 ms at 200,000 with the array, where the merge join took 28 ms).
     """
     own = [f"c.issuer_fingerprint = {issuer}", "c.status = 'revoked'"]
     derived = [f"c.issuer_fingerprint = {issuer}", "c.status IN ('issued', 'revoked')", BY_DELETION]
+    if deleted_ids_array:
+        derived.insert(0, f"c.integration_id = ANY (ARRAY{_DELETED_IDS})")
     if shard is not None:
         own.append(f"c.crl_shard = {shard}")
         derived.append(f"c.crl_shard = {shard}")
