@@ -32,9 +32,10 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   of the integration has committed (a transaction's locks are released after its commit is
   visible), and an issuance that arrives meanwhile queues behind the delete, then sees
   ``deleted_at`` set and fails with IntegrationNotFound. The delete's later statements run with
-  fresh snapshots (READ COMMITTED takes one per statement), so its bulk revoke sees every
-  certificate committed before it got the lock. Hence after the delete returns, every
-  certificate of the integration is revoked and none can be added.
+  fresh snapshots (READ COMMITTED takes one per statement), so its count of the certificates it
+  revokes sees every certificate committed before it got the lock. The revocation itself is
+  derived from ``deleted_at`` (``store/revocation_rule.py``), so after the delete returns, every
+  certificate of the integration reads as revoked and none can be added.
   Why not ``SELECT ... FOR SHARE`` on the integration row: row locks do not queue fairly. A new
   FOR SHARE request that is compatible with the current share holders is granted even while
   the delete's UPDATE waits, so under steady enrollment traffic the row is never free and the
@@ -133,7 +134,6 @@ from store.pg_pool import ConnectionPool, safe_dsn
 from store.postgres_console import PostgresConsoleMixin
 from store.sqlite_codec import to_us
 
-DELETION_REASON = rule.DELETION_REASON
 # Bounds the graceful close of each idle connection in close().
 CLOSE_TIMEOUT_S = 5.0
 

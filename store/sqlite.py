@@ -88,7 +88,6 @@ _UNAVAILABLE_CODES = frozenset(
     }
 )
 WAL_AUTOCHECKPOINT_PAGES = 4000
-DELETION_REASON = rule.DELETION_REASON
 
 # What each table is selected as (store.columns); a certificate with the revocation rule applied.
 _INTEGRATION_COLUMNS = INTEGRATIONS.select_names()

@@ -362,7 +362,7 @@ def uncapped_challenge(integration_id: str, challenge: str) -> ChallengeAdd:
 
 async def test_delete_100k_does_not_stall_other_integrations(dsn: str) -> None:
     """Deleting a 100,000-certificate integration locks only that integration's rows: issuance
-    for another integration carries on while the bulk revoke runs."""
+    for another integration carries on while the delete runs."""
     harness = PostgresHarness(dsn)
     await harness.store.open()
     store = harness.store
