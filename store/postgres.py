@@ -236,6 +236,8 @@ _INSERT_INTEGRATION = insert_sql(INTEGRATIONS, "$")
 _INSERT_CERTIFICATE = insert_sql(CERTIFICATES, "$")
 _INSERT_TRANSACTION = insert_sql(TRANSACTIONS, "$")
 # See scep_record_renewal (store/schema_postgres.py) for why this settles concurrent renewals.
+# These two run only once the integration is known live in the same transaction (a deleted
+# one's certificates are revoked by store/revocation_rule.py, whatever their status column says).
 _MARK_RENEWED = (
     "UPDATE certificates SET superseded_by = $1 "
     "WHERE serial = $2 AND integration_id = $3 AND status = 'issued' AND superseded_by IS NULL"

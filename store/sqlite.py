@@ -98,6 +98,8 @@ _INSERT_CERTIFICATE = insert_sql(CERTIFICATES, "?")
 _INSERT_TRANSACTION = insert_sql(TRANSACTIONS, "?")
 # A certificate is renewed once: only an unrenewed, unrevoked certificate of the integration takes
 # the mark, so of two renewals signed by one certificate exactly one commits.
+# These two run only once the integration is known live in the same transaction (a deleted
+# one's certificates are revoked by store/revocation_rule.py, whatever their status column says).
 _MARK_RENEWED = (
     "UPDATE certificates SET superseded_by = ? "
     "WHERE serial = ? AND integration_id = ? AND status = 'issued' AND superseded_by IS NULL"
