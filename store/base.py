@@ -252,7 +252,9 @@ class IntegrationStore(Protocol):
     async def delete_integration(
         self, integration_id: str, now: datetime, *, audit: AuditSeal | None = None
     ) -> DeleteResult:
-        """Mark deleted, revoke every certificate (cessationOfOperation, one time), kill challenges.
+        """Mark deleted, which revokes every issued or held certificate of it (cessationOfOperation,
+        revocationDate = ``now``) without a write per certificate (``store/revocation_rule.py``),
+        and kill its challenges. ``DeleteResult.revoked`` counts the certificates so revoked.
 
         All or nothing. Raises IntegrationNotFound if there is no live integration with this id.
         """

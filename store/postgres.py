@@ -32,9 +32,10 @@ Concurrency, under PostgreSQL's default READ COMMITTED isolation:
   of the integration has committed (a transaction's locks are released after its commit is
   visible), and an issuance that arrives meanwhile queues behind the delete, then sees
   ``deleted_at`` set and fails with IntegrationNotFound. The delete's later statements run with
-  fresh snapshots (READ COMMITTED takes one per statement), so its bulk revoke sees every
-  certificate committed before it got the lock. Hence after the delete returns, every
-  certificate of the integration is revoked and none can be added.
+  fresh snapshots (READ COMMITTED takes one per statement), so its count of the certificates it
+  revokes sees every certificate committed before it got the lock. The revocation itself is
+  derived from ``deleted_at`` (``store/revocation_rule.py``), so after the delete returns, every
+  certificate of the integration reads as revoked and none can be added.
   Why not ``SELECT ... FOR SHARE`` on the integration row: row locks do not queue fairly. A new
   FOR SHARE request that is compatible with the current share holders is granted even while
   the delete's UPDATE waits, so under steady enrollment traffic the row is never free and the
@@ -91,6 +92,7 @@ from typing import Any
 import asyncpg
 
 from scep_ca.pki.records import CertificateRecord, Integration, RevokedEntry, Transaction, TransactionStatus
+from store import revocation_rule as rule
 from store import schema_postgres as schema
 from store import throttle
 from store.base import (
@@ -129,10 +131,9 @@ from store.columns import (
     username_key,
 )
 from store.pg_pool import ConnectionPool, safe_dsn
-from store.postgres_console import MOVE_COUNTS_TO_REVOKED, PostgresConsoleMixin
+from store.postgres_console import PostgresConsoleMixin
 from store.sqlite_codec import to_us
 
-DELETION_REASON = "cessationOfOperation"
 # Bounds the graceful close of each idle connection in close().
 CLOSE_TIMEOUT_S = 5.0
 
@@ -167,7 +168,6 @@ _TRANSACTION_ROWS = RowMapper(TRANSACTIONS, _PG)
 INTEGRATION_COLUMNS = INTEGRATIONS.select_names()
 # The inserted certificate columns (the store tests bulk-load rows with them).
 CERTIFICATE_COLUMNS = CERTIFICATES.insert_names()
-CERTIFICATE_READ_COLUMNS = CERTIFICATES.select_names()
 TRANSACTION_COLUMNS = TRANSACTIONS.select_names()
 
 
@@ -236,6 +236,8 @@ _INSERT_INTEGRATION = insert_sql(INTEGRATIONS, "$")
 _INSERT_CERTIFICATE = insert_sql(CERTIFICATES, "$")
 _INSERT_TRANSACTION = insert_sql(TRANSACTIONS, "$")
 # See scep_record_renewal (store/schema_postgres.py) for why this settles concurrent renewals.
+# These two run only once the integration is known live in the same transaction (a deleted
+# one's certificates are revoked by store/revocation_rule.py, whatever their status column says).
 _MARK_RENEWED = (
     "UPDATE certificates SET superseded_by = $1 "
     "WHERE serial = $2 AND integration_id = $3 AND status = 'issued' AND superseded_by IS NULL"
@@ -274,6 +276,11 @@ UPDATE auth_throttle SET window_start = $2, failures = $3, pending = $4, locked_
 WHERE key = $1
 """
 _LIVE_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1 AND deleted_at IS NULL"
+# Certificates as read, with the revocation rule applied (store/revocation_rule.py).
+_GET_CERTIFICATE = f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE c.serial = $1"
+_COUNT_BY_DELETION = rule.count_by_deletion_sql("$1")
+_REVOKED_ENTRIES = rule.revoked_entries_sql("$1", deleted_ids_array=True)
+_REVOKED_SHARD_ENTRIES = rule.revoked_entries_sql("$1", "$2", "$3", deleted_ids_array=True)
 _ANY_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
 
 
@@ -408,19 +415,10 @@ class PostgresStore(PostgresConsoleMixin):
             )
             if _rowcount(status) != 1:
                 raise IntegrationNotFound(integration_id)
-            # The dashboard's counts move per day below, not per row in the update trigger.
-            await conn.execute("SET LOCAL scep.counts_moved = 'on'")
-            # A new statement, so a new snapshot: it sees every issuance committed before the lock.
-            status = await conn.execute(
-                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 "
-                "WHERE integration_id = $3 AND status = 'issued'",
-                now,
-                DELETION_REASON,
-                integration_id,
-            )
-            revoked = _rowcount(status)
-            await conn.execute(MOVE_COUNTS_TO_REVOKED, integration_id)
-            await conn.execute("SET LOCAL scep.counts_moved = 'off'")
+            # Nothing is written per certificate: deleted_at revokes them (store/revocation_rule.py).
+            # Counted for the audit event and the operator; a new statement, so a new snapshot:
+            # it sees every issuance committed before the lock.
+            revoked = sum(int(row[0]) for row in await conn.fetch(_COUNT_BY_DELETION, integration_id))
             # Used ones too: nothing can consume them any more, and nothing would purge them.
             await conn.execute("DELETE FROM challenges WHERE integration_id = $1", integration_id)
             await conn.execute(_BUMP_EPOCH, schema.REVOCATION_EPOCH_KEY)
@@ -627,7 +625,7 @@ class PostgresStore(PostgresConsoleMixin):
     # -- certificates ----------------------------------------------------------------
 
     async def get_certificate(self, serial: str) -> CertificateRecord | None:
-        row = await self._p().fetchrow(f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates WHERE serial = $1", serial)
+        row = await self._p().fetchrow(_GET_CERTIFICATE, serial)
         return None if row is None else _CERTIFICATE_ROWS.record(row)
 
     async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
@@ -639,21 +637,21 @@ class PostgresStore(PostgresConsoleMixin):
             return f"${len(params)}"
 
         if flt.integration_id is not None:
-            clauses.append(f"integration_id = {param(flt.integration_id)}")
+            clauses.append(f"c.integration_id = {param(flt.integration_id)}")
         if flt.status is not None:
-            clauses.append(f"status = {param(flt.status.value)}")
+            clauses.append(rule.status_is(flt.status))
         if flt.expired_before is not None:
-            clauses.append(f"not_after < {param(aware(flt.expired_before))}")
+            clauses.append(f"c.not_after < {param(aware(flt.expired_before))}")
         if flt.issued_only_unexpired_at is not None:
-            clauses.append(f"status = 'issued' AND not_after >= {param(aware(flt.issued_only_unexpired_at))}")
+            clauses.append(f"{rule.ISSUED} AND c.not_after >= {param(aware(flt.issued_only_unexpired_at))}")
         if flt.on_hold:
-            clauses.append(f"status = 'revoked' AND revocation_reason = {param(HOLD)}")
+            clauses.append(rule.ON_HOLD)
         if flt.expires_by is not None:
-            clauses.append(f"not_after <= {param(aware(flt.expires_by))}")
-        sql = f"SELECT {CERTIFICATE_READ_COLUMNS} FROM certificates"
+            clauses.append(f"c.not_after <= {param(aware(flt.expires_by))}")
+        sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY created_at, serial"
+        sql += " ORDER BY c.created_at, c.serial"
         if flt.limit is not None:
             sql += f" LIMIT {param(max(flt.limit, 0))}"
         rows = await self._p().fetch(sql, *params)
@@ -670,13 +668,19 @@ class PostgresStore(PostgresConsoleMixin):
 
     async def certificate_counts(self, now: datetime, horizons: Sequence[timedelta]) -> Sequence[CertificateCounts]:
         now = aware(now)
-        valid = "status = 'issued' AND not_after > $1"
+        # Counted per (integration, status as written) in one scan, then the revocation rule
+        # applied to those few groups (store/revocation_rule.py), not joined per row.
         expiring = "".join(
-            f", count(*) FILTER (WHERE {valid} AND not_after <= $1 + ${i + 2}::interval)" for i in range(len(horizons))
+            f", count(*) FILTER (WHERE not_after > $1 AND not_after <= $1 + ${i + 2}::interval) AS e{i}"
+            for i in range(len(horizons))
         )
+        derived = "".join(f", coalesce(sum(c.e{i}) FILTER (WHERE {rule.ISSUED}), 0)" for i in range(len(horizons)))
         rows = await self._p().fetch(
-            f"SELECT integration_id, count(*) FILTER (WHERE {valid}), count(*) FILTER (WHERE status = 'revoked')"
-            f"{expiring} FROM certificates GROUP BY integration_id ORDER BY integration_id",
+            f"SELECT c.integration_id, coalesce(sum(c.valid) FILTER (WHERE {rule.ISSUED}), 0), "
+            f"coalesce(sum(c.n) FILTER (WHERE {rule.REVOKED}), 0){derived} "
+            f"FROM (SELECT integration_id, status, count(*) AS n, count(*) FILTER (WHERE not_after > $1) AS valid"
+            f"{expiring} FROM certificates GROUP BY integration_id, status) c "
+            "JOIN integrations i ON i.id = c.integration_id GROUP BY c.integration_id ORDER BY c.integration_id",
             now,
             *horizons,
         )
@@ -773,24 +777,13 @@ class PostgresStore(PostgresConsoleMixin):
         return await self._p().fetchval("SELECT 1 FROM audit_events LIMIT 1") is None
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]:
-        rows = await self._p().fetch(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates "
-            "WHERE issuer_fingerprint = $1 AND status = 'revoked' ORDER BY revoked_at, serial",
-            issuer_fingerprint,
-        )
+        rows = await self._p().fetch(_REVOKED_ENTRIES, issuer_fingerprint)
         return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
 
     async def revoked_shard_entries(
         self, issuer_fingerprint: str, shard: int, expired_before: datetime
     ) -> Sequence[RevokedEntry]:
-        rows = await self._p().fetch(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates "
-            "WHERE issuer_fingerprint = $1 AND crl_shard = $2 AND status = 'revoked' AND not_after >= $3 "
-            "ORDER BY revoked_at, serial",
-            issuer_fingerprint,
-            shard,
-            aware(expired_before),
-        )
+        rows = await self._p().fetch(_REVOKED_SHARD_ENTRIES, issuer_fingerprint, shard, aware(expired_before))
         return [RevokedEntry(serial=row[0], revoked_at=row[1], reason=row[2]) for row in rows]
 
     async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:
@@ -857,7 +850,7 @@ _NEXT_CRL_NUMBER = (
 _REVOKE = (
     "WITH revoked AS ("
     "  UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2"
-    "  WHERE serial = $3 AND status = 'issued' RETURNING 1"
+    f"  WHERE serial = $3 AND status = 'issued' AND {rule.LIVE_INTEGRATION} RETURNING 1"
     "), bumped AS ("
     "  UPDATE meta SET value = value + 1 WHERE key = $4 AND EXISTS (SELECT 1 FROM revoked) RETURNING 1"
     ") SELECT count(*) FROM revoked"
@@ -868,7 +861,7 @@ _END_HOLD = (
     "    status = CASE WHEN $1::text IS NULL THEN 'issued' ELSE 'revoked' END,"
     "    revoked_at = CASE WHEN $1::text IS NULL THEN NULL ELSE $2::timestamptz END,"
     "    revocation_reason = $1::text"
-    "  WHERE serial = $3 AND status = 'revoked' AND revocation_reason = $4 RETURNING 1"
+    f"  WHERE serial = $3 AND status = 'revoked' AND revocation_reason = $4 AND {rule.LIVE_INTEGRATION} RETURNING 1"
     "), bumped AS ("
     "  UPDATE meta SET value = value + 1 WHERE key = $5 AND EXISTS (SELECT 1 FROM ended) RETURNING 1"
     ") SELECT count(*) FROM ended"

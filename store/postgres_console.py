@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from scep_ca.pki.records import CertificateRecord
+from store import revocation_rule as rule
 from store.base import (
     AdminAccount,
     AdminRole,
@@ -22,38 +23,28 @@ from store.base import (
     IntegrationCounts,
     LastAdmin,
 )
-from store.columns import ADMIN_COLUMNS, CERTIFICATES, SESSION_COLUMNS
+from store.columns import ADMIN_COLUMNS, SESSION_COLUMNS
 from store.pg_pool import ConnectionPool
 from store.search import PG_ASCII_FOLD, dashboard_counts, only_revoked, search_terms
 
-_CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
 # As in SQLite: whole days strictly inside the intervals from the maintained counts, the day of
-# "now" and the horizon's day counted exactly from the certificates themselves.
-_COUNTS = """
-SELECT integration_id,
-       coalesce(sum(n) FILTER (WHERE status = 'issued' AND expiry_day > $1), 0),
-       coalesce(sum(n) FILTER (WHERE status = 'revoked'), 0),
-       coalesce(sum(n) FILTER (WHERE status = 'issued' AND expiry_day > $1 AND expiry_day < $2), 0)
-FROM certificate_counts GROUP BY integration_id
+# "now" and the horizon's day counted exactly from the certificates themselves; the counts are
+# kept per status as written, the revocation rule (store/revocation_rule.py) applies on read.
+_COUNTS = f"""
+SELECT c.integration_id,
+       coalesce(sum(n) FILTER (WHERE {rule.ISSUED} AND expiry_day > $1), 0),
+       coalesce(sum(n) FILTER (WHERE {rule.REVOKED}), 0),
+       coalesce(sum(n) FILTER (WHERE {rule.ISSUED} AND expiry_day > $1 AND expiry_day < $2), 0)
+FROM certificate_counts c JOIN integrations i ON i.id = c.integration_id GROUP BY c.integration_id
 """
-_BOUNDARY_DAYS = """
-SELECT integration_id,
+_BOUNDARY_DAYS = f"""
+SELECT c.integration_id,
        count(*) FILTER (WHERE not_after > $1 AND not_after < $2),
        count(*) FILTER (WHERE not_after > $1 AND not_after < $2 AND not_after <= $3)
          + count(*) FILTER (WHERE not_after >= $4 AND not_after <= $3 AND not_after >= $2)
-FROM certificates
-WHERE status = 'issued' AND ((not_after > $1 AND not_after < $2) OR (not_after >= $4 AND not_after <= $3))
-GROUP BY integration_id
-"""
-# delete_integration's revocation of every issued certificate, applied to the counts per day
-# (the update trigger skips that statement: store/schema_postgres.py, migration 7).
-MOVE_COUNTS_TO_REVOKED = """
-WITH moved AS (
-    DELETE FROM certificate_counts WHERE integration_id = $1 AND status = 'issued' RETURNING expiry_day, shard, n
-)
-INSERT INTO certificate_counts
-SELECT $1, 'revoked', expiry_day, shard, sum(n) FROM moved GROUP BY expiry_day, shard
-ON CONFLICT (integration_id, status, expiry_day, shard) DO UPDATE SET n = certificate_counts.n + EXCLUDED.n
+FROM {rule.JOINED}
+WHERE {rule.ISSUED} AND ((not_after > $1 AND not_after < $2) OR (not_after >= $4 AND not_after <= $3))
+GROUP BY c.integration_id
 """
 _PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
 
@@ -181,14 +172,14 @@ class PostgresConsoleMixin:
                 matches.append(f"(serial >= {low} AND serial < {high})")
             clauses.append("(" + " OR ".join(matches) + ")")
         if search.integration_id:
-            clauses.append(f"integration_id = {param(search.integration_id)}")
+            clauses.append(f"c.integration_id = {param(search.integration_id)}")
         if terms.status is not None:
             status = terms.status_sql(param(search.now) if terms.status_needs_now else "")
             assert status is not None
             clauses.append(status)
         if search.expiring_before is not None:
             now, horizon = param(search.now), param(search.expiring_before)
-            clauses.append(f"status = 'issued' AND not_after > {now} AND not_after <= {horizon}")
+            clauses.append(f"{rule.ISSUED} AND not_after > {now} AND not_after <= {horizon}")
         if search.after is not None:
             # The leading range lets the planner walk the index on not_after.
             when, serial = param(search.after[0]), param(search.after[1])
@@ -199,11 +190,11 @@ class PostgresConsoleMixin:
             # revoked row: only their keys here (a sort in memory, not a 24 MB spill at a million
             # certificates, 2 % revoked), the page's rows read last by primary key.
             sql = (
-                f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates WHERE serial IN ("
-                f"SELECT serial FROM certificates WHERE status = 'revoked' {page}) ORDER BY not_after, serial"
+                f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE c.serial IN ("
+                f"SELECT serial FROM ({rule.REVOKED_KEYS_PG}) revoked {page}) ORDER BY not_after, serial"
             )
         else:
-            sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
+            sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED}"
             if clauses:
                 sql += " WHERE " + " AND ".join(clauses)
             sql += " " + page

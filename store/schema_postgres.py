@@ -612,7 +612,18 @@ _V9 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+_V10 = Migration(
+    10,
+    (
+        # As SQLite's migration 10: revocation by deletion is derived (store/revocation_rule.py),
+        # and the CRL shards read a deleted integration's issued rows of one shard through this
+        # index, which replaces migration 1's (integration_id, status): its prefix serves the same.
+        "DROP INDEX certificates_integration_status",
+        "CREATE INDEX certificates_integration_shard ON certificates (integration_id, status, crl_shard)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -307,4 +307,17 @@ _V9 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+_V10 = Migration(
+    10,
+    (
+        # Revocation by deletion is derived (store/revocation_rule.py): a deleted integration's
+        # issued certificates are revoked without a write per row, and the CRL shards read them as
+        # "issued rows of deleted integration X in shard S". The shard joins migration 1's
+        # (integration_id, status) index, whose prefix still serves everything that one did:
+        # one index as before, so enrollment pays nothing more.
+        "DROP INDEX certificates_integration_status",
+        "CREATE INDEX certificates_integration_shard ON certificates (integration_id, status, crl_shard)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)

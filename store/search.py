@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from store import revocation_rule as rule
 from store.base import CertificateSearch, CertSearchStatus, IntegrationCounts
 
 # Longer search texts are cut: a subject is an RFC 4514 string of a few hundred characters at most.
@@ -20,11 +21,12 @@ _HEX = frozenset(string.hexdigits)
 # "CN=", "O=", "2.5.4.3=": the text starts with an attribute, so it is the start of a subject.
 _NAMES_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*=|[0-9]+(\.[0-9]+)+=")
 
-# The status filter with ``{now}`` where the backend puts its placeholder for the search's time.
+# The status filter with ``{now}`` where the backend puts its placeholder for the search's time,
+# on certificates joined with their integrations (store/revocation_rule.py).
 _STATUS_SQL = {
-    CertSearchStatus.VALID: "status = 'issued' AND not_after > {now}",
-    CertSearchStatus.REVOKED: "status = 'revoked'",
-    CertSearchStatus.EXPIRED: "status = 'issued' AND not_after <= {now}",
+    CertSearchStatus.VALID: f"{rule.ISSUED} AND c.not_after > {{now}}",
+    CertSearchStatus.REVOKED: rule.REVOKED,
+    CertSearchStatus.EXPIRED: f"{rule.ISSUED} AND c.not_after <= {{now}}",
 }
 
 

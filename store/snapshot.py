@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from store import revocation_rule as rule
 from store.base import AuditRecord, StoreError, StoreUnavailable
 
 # Tables whose presence means a database already belongs to a scep-ca (restore refuses it).
@@ -59,7 +60,7 @@ _COUNTS = (
     "SELECT (SELECT max(version) FROM schema_migrations),"
     " (SELECT count(*) FROM integrations),"
     " (SELECT count(*) FROM certificates),"
-    " (SELECT count(*) FROM certificates WHERE status = 'revoked')"
+    f" (SELECT count(*) FROM {rule.JOINED} WHERE {rule.REVOKED})"
 )
 _CRL = "SELECT issuer_fingerprint, number FROM crl_numbers"
 _HEADS = (

@@ -37,6 +37,7 @@ from pathlib import Path
 from config.clock import utc_now
 from config.files import PRIVATE_MODE, check_not_writable, write_private
 from scep_ca.pki.records import CertificateRecord, CertStatus, Integration, RevokedEntry, Transaction, TransactionStatus
+from store import revocation_rule as rule
 from store import sqlite_codec as codec
 from store import throttle
 from store.base import (
@@ -87,17 +88,18 @@ _UNAVAILABLE_CODES = frozenset(
     }
 )
 WAL_AUTOCHECKPOINT_PAGES = 4000
-DELETION_REASON = "cessationOfOperation"
 
-# What each table is selected as (store.columns).
+# What each table is selected as (store.columns); a certificate with the revocation rule applied.
 _INTEGRATION_COLUMNS = INTEGRATIONS.select_names()
-_CERTIFICATE_COLUMNS = CERTIFICATES.select_names()
+_GET_CERTIFICATE = f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE c.serial = ?"
 _TRANSACTION_COLUMNS = TRANSACTIONS.select_names()
 _INSERT_INTEGRATION = insert_sql(INTEGRATIONS, "?")
 _INSERT_CERTIFICATE = insert_sql(CERTIFICATES, "?")
 _INSERT_TRANSACTION = insert_sql(TRANSACTIONS, "?")
 # A certificate is renewed once: only an unrenewed, unrevoked certificate of the integration takes
 # the mark, so of two renewals signed by one certificate exactly one commits.
+# These two run only once the integration is known live in the same transaction (a deleted
+# one's certificates are revoked by store/revocation_rule.py, whatever their status column says).
 _MARK_RENEWED = (
     "UPDATE certificates SET superseded_by = ? "
     "WHERE serial = ? AND integration_id = ? AND status = 'issued' AND superseded_by IS NULL"
@@ -125,15 +127,30 @@ WHERE id = (
 )
 """
 _BUMP_EPOCH = "UPDATE meta SET value = value + 1 WHERE key = ?"
-# A hold ends once, whichever of confirmation, refusal or recovery comes first.
+# A hold ends once, whichever of confirmation, refusal or recovery comes first; a hold of a
+# deleted integration has ended already (revoked by the deletion: store/revocation_rule.py).
 _RELEASE_HOLD = (
     "UPDATE certificates SET status = 'issued', revoked_at = NULL, revocation_reason = NULL "
-    "WHERE serial = ? AND status = 'revoked' AND revocation_reason = ?"
+    f"WHERE serial = ? AND status = 'revoked' AND revocation_reason = ? AND {rule.LIVE_INTEGRATION}"
 )
 _REVOKE_HELD = (
     "UPDATE certificates SET revoked_at = ?, revocation_reason = ? "
-    "WHERE serial = ? AND status = 'revoked' AND revocation_reason = ?"
+    f"WHERE serial = ? AND status = 'revoked' AND revocation_reason = ? AND {rule.LIVE_INTEGRATION}"
 )
+# A deleted integration's certificates are revoked already (store/revocation_rule.py).
+_REVOKE = (
+    "UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ? "
+    f"WHERE serial = ? AND status = 'issued' AND {rule.LIVE_INTEGRATION}"
+)
+# The CRLs: rows revoked on their own and the deleted integrations' rows (store/revocation_rule.py).
+# CROSS JOIN: the deleted integrations first, then each one's range of the index (the planner,
+# without statistics, would otherwise walk the whole index and look up each row's integration).
+_DELETED_FIRST = "CROSS JOIN certificates c INDEXED BY certificates_integration_shard"
+_REVOKED_ENTRIES = rule.revoked_entries_sql(":issuer", join_certificates=_DELETED_FIRST)
+_REVOKED_SHARD_ENTRIES = rule.revoked_entries_sql(
+    ":issuer", ":shard", ":not_after_from", join_certificates=_DELETED_FIRST
+)
+_COUNT_BY_DELETION = rule.count_by_deletion_sql("?")
 # One row whatever exists: the transaction's columns (NULL when there is none), then whether
 # the challenge is usable (same lookup as challenge_usable).
 _ENROLLMENT_STATE = (
@@ -319,11 +336,9 @@ class SQLiteStore(SQLiteConsoleMixin):
             )
             if cursor.rowcount != 1:
                 raise IntegrationNotFound(integration_id)
-            revoked = conn.execute(
-                "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? "
-                "WHERE integration_id = ? AND status = 'issued'",
-                (now_us, DELETION_REASON, integration_id),
-            ).rowcount
+            # Nothing is written per certificate: deleted_at revokes them (store/revocation_rule.py).
+            # Counted for the audit event and the operator; two ranges of one index.
+            revoked = sum(n for (n,) in conn.execute(_COUNT_BY_DELETION, (integration_id, integration_id)))
             # Used ones too: nothing can consume them any more, and nothing would purge them.
             conn.execute("DELETE FROM challenges WHERE integration_id = ?", (integration_id,))
             conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
@@ -530,36 +545,32 @@ class SQLiteStore(SQLiteConsoleMixin):
 
     async def get_certificate(self, serial: str) -> CertificateRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?", (serial,)
-            ).fetchone()
+            row = conn.execute(_GET_CERTIFICATE, (serial,)).fetchone()
         return None if row is None else codec.CERTIFICATE_ROWS.record(row)
 
     async def list_certificates(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
         clauses: list[str] = []
         params: list[object] = []
         if flt.integration_id is not None:
-            clauses.append("integration_id = ?")
+            clauses.append("c.integration_id = ?")
             params.append(flt.integration_id)
         if flt.status is not None:
-            clauses.append("status = ?")
-            params.append(flt.status.value)
+            clauses.append(rule.status_is(flt.status))
         if flt.expired_before is not None:
-            clauses.append("not_after < ?")
+            clauses.append("c.not_after < ?")
             params.append(codec.to_us(flt.expired_before))
         if flt.issued_only_unexpired_at is not None:
-            clauses.append("status = 'issued' AND not_after >= ?")
+            clauses.append(f"{rule.ISSUED} AND c.not_after >= ?")
             params.append(codec.to_us(flt.issued_only_unexpired_at))
         if flt.on_hold:
-            clauses.append("status = 'revoked' AND revocation_reason = ?")
-            params.append(HOLD)
+            clauses.append(rule.ON_HOLD)
         if flt.expires_by is not None:
-            clauses.append("not_after <= ?")
+            clauses.append("c.not_after <= ?")
             params.append(codec.to_us(flt.expires_by))
-        sql = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"
+        sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY created_at, serial"
+        sql += " ORDER BY c.created_at, c.serial"
         if flt.limit is not None:
             sql += " LIMIT ?"
             params.append(max(flt.limit, 0))
@@ -586,16 +597,21 @@ class SQLiteStore(SQLiteConsoleMixin):
 
     def _certificate_counts(self, now: datetime, horizons: Sequence[timedelta]) -> list[CertificateCounts]:
         now_us = codec.to_us(now)
-        valid = "status = 'issued' AND not_after > ?"
-        expiring = "".join(f", sum({valid} AND not_after <= ?)" for _ in horizons)
+        # Counted per (integration, status as written) in one scan, then the revocation rule
+        # applied to those few groups (store/revocation_rule.py), not joined per row.
+        expiring = "".join(f", sum(not_after > ? AND not_after <= ?) AS e{i}" for i in range(len(horizons)))
         params: list[int] = [now_us]
         for horizon in horizons:
             params += [now_us, codec.to_us(now + horizon)]
+        derived = "".join(f", sum(CASE WHEN {rule.ISSUED} THEN c.e{i} ELSE 0 END)" for i in range(len(horizons)))
         with _faults(), closing(sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             rows = conn.execute(
-                f"SELECT integration_id, sum({valid}), sum(status = 'revoked'){expiring} "
-                "FROM certificates GROUP BY integration_id ORDER BY integration_id",
+                f"SELECT c.integration_id, sum(CASE WHEN {rule.ISSUED} THEN c.valid ELSE 0 END), "
+                f"sum(CASE WHEN {rule.REVOKED} THEN c.n ELSE 0 END){derived} "
+                f"FROM (SELECT integration_id, status, count(*) AS n, sum(not_after > ?) AS valid{expiring} "
+                "FROM certificates GROUP BY integration_id, status) c JOIN integrations i ON i.id = c.integration_id "
+                "GROUP BY c.integration_id ORDER BY c.integration_id",
                 params,
             ).fetchall()
         return [CertificateCounts(row[0], int(row[1]), int(row[2]), tuple(int(n) for n in row[3:])) for row in rows]
@@ -619,11 +635,7 @@ class SQLiteStore(SQLiteConsoleMixin):
         self, serial: str, reason: str, now: datetime, *, audit: AuditSeal | None = None
     ) -> bool:
         with self._transaction() as conn:
-            changed = conn.execute(
-                "UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ? "
-                "WHERE serial = ? AND status = 'issued'",
-                (CertStatus.REVOKED.value, codec.to_us(now), reason, serial),
-            ).rowcount
+            changed = conn.execute(_REVOKE, (CertStatus.REVOKED.value, codec.to_us(now), reason, serial)).rowcount
             if changed:
                 conn.execute(_BUMP_EPOCH, (REVOCATION_EPOCH_KEY,))
                 _append_audit(conn, audit)
@@ -646,23 +658,15 @@ class SQLiteStore(SQLiteConsoleMixin):
 
     async def revoked_entries(self, issuer_fingerprint: str) -> Sequence[RevokedEntry]:
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT serial, revoked_at, revocation_reason FROM certificates "
-                "WHERE issuer_fingerprint = ? AND status = 'revoked' ORDER BY revoked_at, serial",
-                (issuer_fingerprint,),
-            ).fetchall()
+            rows = conn.execute(_REVOKED_ENTRIES, {"issuer": issuer_fingerprint}).fetchall()
         return [codec.revoked_from_row(row) for row in rows]
 
     async def revoked_shard_entries(
         self, issuer_fingerprint: str, shard: int, expired_before: datetime
     ) -> Sequence[RevokedEntry]:
+        params = {"issuer": issuer_fingerprint, "shard": shard, "not_after_from": codec.to_us(expired_before)}
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT serial, revoked_at, revocation_reason FROM certificates "
-                "WHERE issuer_fingerprint = ? AND crl_shard = ? AND status = 'revoked' AND not_after >= ? "
-                "ORDER BY revoked_at, serial",
-                (issuer_fingerprint, shard, codec.to_us(expired_before)),
-            ).fetchall()
+            rows = conn.execute(_REVOKED_SHARD_ENTRIES, params).fetchall()
         return [codec.revoked_from_row(row) for row in rows]
 
     async def next_crl_number(self, issuer_fingerprint: str, *, audit: AuditSeal | None = None) -> int:

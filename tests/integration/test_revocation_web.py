@@ -261,6 +261,24 @@ async def test_a_revoked_certificate_is_in_its_shard_only_and_in_the_full_crl(ma
         (await env.crl()).extensions.get_extension_for_class(x509.IssuingDistributionPoint)
 
 
+async def test_a_deleted_integrations_certificates_are_in_their_shards(make_env: EnvFactory) -> None:
+    """Deletion writes nothing per certificate (store/revocation_rule.py); the shards a relying
+    party fetches over HTTP still list each certificate, cessationOfOperation at the deletion."""
+    env = await make_env(certificates=5, shards=2)
+    for shard in (0, 1):
+        assert len(await _shard(env, shard)) == 0  # cached: the deletion must invalidate them
+    result = await env.service.delete_integration("intega")
+    assert result.revoked == 4
+    listed = {}
+    for shard in (0, 1):
+        for entry in await _shard(env, shard):
+            assert entry.serial_number % 2 == shard
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+            listed[entry.serial_number] = (entry.revocation_date_utc, reason)
+    when = result.deleted_at.replace(microsecond=0)
+    assert listed == {c.serial_number: (when, x509.ReasonFlags.cessation_of_operation) for c in env.certs[:4]}
+
+
 async def test_an_expired_certificate_leaves_its_shard_one_crl_period_after_not_after(make_env: EnvFactory) -> None:
     """RFC 5280 section 3.3: an entry stays until a CRL issued after the certificate's notAfter
     listed it; one nextUpdate period (24 h here) after notAfter it leaves the shard, at the

@@ -51,9 +51,9 @@ class Harness(Protocol):
     async def execute(self, sql: str) -> None:
         """Run SQL directly on the database, past the store (tampering, fault injection)."""
 
-    async def fail_revocation_after(self, integration_id: str, revoked: int) -> None:
-        """Make revoking this integration's certificates fail with an error whose message contains
-        'injected failure' once ``revoked`` of them are revoked."""
+    async def fail_deleting_challenges(self, integration_id: str) -> None:
+        """Make deleting this integration's challenges (a statement of ``delete_integration`` after
+        the one that marks it deleted) fail with an error whose message contains 'injected failure'."""
 
     async def close(self) -> None: ...
 
@@ -93,14 +93,11 @@ class SQLiteHarness:
         sql = insert_sql(CERTIFICATES, "?")
         self._execute(sql, [sqlite_codec.certificate_params(r, r.not_before) for r in records])
 
-    async def fail_revocation_after(self, integration_id: str, revoked: int) -> None:
+    async def fail_deleting_challenges(self, integration_id: str) -> None:
         self._execute(
             f"""
-            CREATE TRIGGER inject_revocation_failure BEFORE UPDATE OF status ON certificates
-            WHEN NEW.status = 'revoked' AND NEW.integration_id = '{integration_id}' AND (
-                SELECT count(*) FROM certificates
-                WHERE integration_id = NEW.integration_id AND status = 'revoked'
-            ) >= {int(revoked)}
+            CREATE TRIGGER inject_deletion_failure BEFORE DELETE ON challenges
+            WHEN OLD.integration_id = '{integration_id}'
             BEGIN SELECT RAISE(ABORT, 'injected failure'); END
             """
         )
@@ -216,22 +213,18 @@ class PostgresHarness:
         finally:
             await conn.close()
 
-    async def fail_revocation_after(self, integration_id: str, revoked: int) -> None:
-        # A row-level BEFORE trigger sees the rows its statement has already updated.
+    async def fail_deleting_challenges(self, integration_id: str) -> None:
         await self._execute(
             f"""
-            CREATE FUNCTION inject_revocation_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE FUNCTION inject_deletion_failure() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF NEW.status = 'revoked' AND NEW.integration_id = '{integration_id}' AND (
-                    SELECT count(*) FROM certificates
-                    WHERE integration_id = NEW.integration_id AND status = 'revoked'
-                ) >= {int(revoked)} THEN
+                IF OLD.integration_id = '{integration_id}' THEN
                     RAISE EXCEPTION 'injected failure';
                 END IF;
-                RETURN NEW;
+                RETURN OLD;
             END $$;
-            CREATE TRIGGER inject_revocation_failure BEFORE UPDATE OF status ON certificates
-                FOR EACH ROW EXECUTE FUNCTION inject_revocation_failure();
+            CREATE TRIGGER inject_deletion_failure BEFORE DELETE ON challenges
+                FOR EACH ROW EXECUTE FUNCTION inject_deletion_failure();
             """
         )
 

@@ -193,6 +193,21 @@ async def test_revoked_pages_by_expiry_whichever_way_is_cheaper(harness: Harness
             CertificateSearch(now=NOW, status=CertSearchStatus.REVOKED, limit=5, offset=offset)
         )
         assert [r.serial for r in page] == expected[offset : offset + 5], offset
+    # A deleted integration's certificates are revoked (store/revocation_rule.py): every one of
+    # them joins the pages, in expiry order, through either way (both taken: the deep pages sort).
+    await store.delete_integration("int2", NOW)
+    revoked = sorted(
+        (r for r in rows if r.status is CertStatus.REVOKED or r.integration_id == "int2"),
+        key=lambda r: (r.not_after, r.serial),
+    )
+    expected = [r.serial for r in revoked]
+    assert len(expected) == 88
+    for offset in range(0, 90, 5):
+        page = await store.search_certificates(
+            CertificateSearch(now=NOW, status=CertSearchStatus.REVOKED, limit=5, offset=offset)
+        )
+        assert [r.serial for r in page] == expected[offset : offset + 5], offset
+        assert all(r.status is CertStatus.REVOKED for r in page)
 
 
 def test_revoked_page_walks_expiry_while_revoked_rows_are_dense() -> None:

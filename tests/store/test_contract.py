@@ -461,7 +461,8 @@ async def test_delete_integration_is_all_or_nothing(harness: Harness) -> None:
         await store.record_issuance(issuance(certificate(f"{n:02x}"), None))
     await add(store, "c1")
     epoch = await store.revocation_epoch()
-    await harness.fail_revocation_after("int1", 10)
+    # Fails after the integration is marked deleted (and so its certificates revoked), before commit.
+    await harness.fail_deleting_challenges("int1")
 
     with pytest.raises(Exception, match="injected failure"):
         await store.delete_integration("int1", NOW)

@@ -27,14 +27,14 @@ from scep_ca.cli import db_cmds
 from scep_ca.cli.context import CliError
 from scep_ca.pki.records import CertStatus
 from store import schema_sqlite
-from store.base import CertificateFilter, ChallengeAdd, ChallengeRejected, IntegrationNotFound, StoreError
+from store.base import HOLD, CertificateFilter, ChallengeAdd, ChallengeRejected, IntegrationNotFound, StoreError
 from store.columns import CERTIFICATES, RowMapper
 from store.factory import open_store
 from store.pg_pool import ConnectionPool
 from store.postgres import CERTIFICATE_COLUMNS, PostgresConverters, PostgresStore
 from store.schema_postgres import LATEST_VERSION, LOCK_CLASS_INTEGRATION, MIGRATIONS, MIGRATIONS_TABLE, upgrade
 from tests.store.conftest import PostgresHarness, temporary_database
-from tests.store.test_contract import NOW, add, certificate, integration, issuance, pending
+from tests.store.test_contract import ISSUER, NOW, add, certificate, integration, issuance, pending
 
 pytestmark = pytest.mark.postgres
 
@@ -362,7 +362,7 @@ def uncapped_challenge(integration_id: str, challenge: str) -> ChallengeAdd:
 
 async def test_delete_100k_does_not_stall_other_integrations(dsn: str) -> None:
     """Deleting a 100,000-certificate integration locks only that integration's rows: issuance
-    for another integration carries on while the bulk revoke runs."""
+    for another integration carries on while the delete runs."""
     harness = PostgresHarness(dsn)
     await harness.store.open()
     store = harness.store
@@ -753,5 +753,50 @@ async def test_migration_8_keeps_certificates_and_redefines_the_issuance_functio
         for serial, shard in (("02", 5), ("03", 9)):
             new = await store.get_certificate(serial)
             assert new is not None and new.crl_shard == shard
+    finally:
+        await store.close()
+
+
+async def test_migration_10_replaces_the_integration_index_and_reads_old_deletions_alike(dsn: str) -> None:
+    """As SQLite's: a version 9 database whose integration was deleted the old way (its issued
+    certificate revoked per row, its hold left on hold). After migration 10 the index is
+    (integration_id, status, crl_shard), the row revoked then keeps its date, and the hold left
+    behind reads as revoked by the deletion."""
+    cessation = "cessationOfOperation"
+    revoked = certificate("01", crl_shard=1, status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason=cessation)
+    held = certificate("02", crl_shard=1, status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason=HOLD)
+    deleted_at = NOW + timedelta(hours=1)
+    mapper = RowMapper(CERTIFICATES, PostgresConverters())
+    conn = await raw(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(MIGRATIONS_TABLE)
+            for migration in MIGRATIONS[:9]:
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+            await conn.execute(
+                "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
+                " username_key, deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1', $1)",
+                deleted_at,
+            )
+            marks = ", ".join(f"${n}" for n in range(1, len(CERTIFICATES.insert_columns) + 1))
+            for record in (revoked, held):
+                params = mapper.params(record, created_at=record.not_before)
+                await conn.execute(f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({marks})", *params)
+    finally:
+        await conn.close()
+    store = await opened(dsn)
+    try:
+        assert (await store.info()).schema_version == LATEST_VERSION
+        conn = await raw(dsn)
+        try:
+            indexes = {r[0]: r[1] for r in await conn.fetch("SELECT indexname, indexdef FROM pg_indexes")}
+        finally:
+            await conn.close()
+        assert "certificates_integration_status" not in indexes
+        assert "(integration_id, status, crl_shard)" in indexes["certificates_integration_shard"]
+        entries = {e.serial: (e.revoked_at, e.reason) for e in await store.revoked_shard_entries(ISSUER, 1, NOW)}
+        assert entries == {"01": (NOW, cessation), "02": (deleted_at, cessation)}
     finally:
         await store.close()

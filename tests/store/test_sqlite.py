@@ -6,18 +6,22 @@ import asyncio
 import sqlite3
 import stat
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from config.model import Config
-from store.base import ChallengeRejected, StoreError
-from store.columns import CERTIFICATES
+from scep_ca.pki.records import CertStatus
+from store.base import HOLD, ChallengeRejected, StoreError
+from store.columns import CERTIFICATES, insert_sql
 from store.factory import open_store
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE
 from store.sqlite import SQLiteStore
-from store.sqlite_codec import certificate_params
-from tests.store.test_contract import add, certificate, integration, issuance
+from store.sqlite_codec import certificate_params, to_us
+from tests.store.test_contract import ISSUER, NOW, add, certificate, integration, issuance
+
+CESSATION = "cessationOfOperation"
 
 
 async def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
@@ -205,5 +209,50 @@ async def test_migration_8_keeps_certificates_and_gives_them_no_shard(tmp_path: 
         await store.record_issuance(issuance(certificate("02", crl_shard=5), None))
         new = await store.get_certificate("02")
         assert new is not None and new.crl_shard == 5
+    finally:
+        await store.close()
+
+
+async def test_migration_10_replaces_the_integration_index_and_reads_old_deletions_alike(tmp_path: Path) -> None:
+    """A database of version 9 whose integration was deleted the old way (its issued certificate
+    revoked per row; its hold left on hold): after migration 10 the (integration_id, status)
+    index is (integration_id, status, crl_shard), the row revoked then keeps its date, and the
+    hold left behind reads as revoked by the deletion."""
+    path = tmp_path / "db.sqlite3"
+    revoked = certificate("01", crl_shard=1, status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason=CESSATION)
+    held = certificate("02", crl_shard=1, status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason=HOLD)
+    deleted_at = NOW + timedelta(hours=1)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(MIGRATIONS_TABLE)
+        for migration in MIGRATIONS[:9]:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (migration.version,))
+        conn.execute(
+            "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username, username_key,"
+            " deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', 0, 365, 'u1', 'u1', ?)",
+            (to_us(deleted_at),),
+        )
+        for record in (revoked, held):
+            conn.execute(insert_sql(CERTIFICATES, "?"), certificate_params(record, record.not_before))
+    finally:
+        conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.info()).schema_version == MIGRATIONS[-1].version
+        conn = sqlite3.connect(path)
+        try:
+            indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            (columns,) = conn.execute(
+                "SELECT group_concat(name) FROM pragma_index_info('certificates_integration_shard')"
+            ).fetchone()
+        finally:
+            conn.close()
+        assert "certificates_integration_status" not in indexes
+        assert columns == "integration_id,status,crl_shard"
+        entries = {e.serial: (e.revoked_at, e.reason) for e in await store.revoked_shard_entries(ISSUER, 1, NOW)}
+        assert entries == {"01": (NOW, CESSATION), "02": (deleted_at, CESSATION)}
     finally:
         await store.close()
