@@ -13,6 +13,8 @@
 4. Times ``scep-ca cert list`` pages in process (the CLI's ``main``: store opened, one page read
    and printed): the first page, a page from the middle (``--after``), the same with a status and
    an integration filter, and a search.
+5. Deletes one integration (a tenth of the rows; its certificates are then revoked by rule) and
+   times the revoked pages again, of every integration and of the deleted one.
 
     python bench/console.py [--rows N] [--rounds N] [--dsn postgresql://postgres@127.0.0.1/postgres]
 """
@@ -41,7 +43,6 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Config, load_config
-from scep_ca.cli.cert_cmds import cursor_of
 from scep_ca.cli.console_app import console_app
 from scep_ca.cli.main import main as cli_main
 from scep_ca.console.accounts import Accounts
@@ -223,17 +224,41 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 for label, url, expect in checks:
                     median, worst = await timed(session, url, args.rounds, expect)
                     print(f"{label:36} median {median:7.1f} ms   worst {worst:7.1f} ms   ({args.rounds} requests)")
+                # A cursor half-way through the expiry range (rows expire over two years).
+                middle = f"{now + dt.timedelta(days=365):%Y-%m-%dT%H:%M:%S.%fZ},0"
+                for label, argv in _cli_pages(target, middle):
+                    median, worst = await asyncio.to_thread(timed_cli, config, argv, args.rounds)
+                    print(
+                        f"{label:36} median {median:7.1f} ms   worst {worst:7.1f} ms   ({args.rounds} runs, in process)"
+                    )
+                # A deleted integration's certificates are revoked by rule (store/revocation_rule.py):
+                # the revoked pages then read them through the integration's index as well.
+                start = time.perf_counter()
+                revoked = await _delete_integration(config, "bench3", now)
+                print(f"deleted bench3 ({revoked:,} certificates revoked) in {time.perf_counter() - start:.3f} s")
+                for label, url in (
+                    ("then status revoked, page 2", f"{base}/certificates?status=revoked&page=2"),
+                    ("then status revoked, page 100", f"{base}/certificates?status=revoked&page=100"),
+                    ("then bench3, revoked, page 2", f"{base}/certificates?integration=bench3&status=revoked&page=2"),
+                ):
+                    median, worst = await timed(session, url, args.rounds, "device-")
+                    print(f"{label:36} median {median:7.1f} ms   worst {worst:7.1f} ms   ({args.rounds} requests)")
         finally:
             await runner.cleanup()
-        middle = await _record_of(config, target)
-        for label, argv in _cli_pages(target, cursor_of(middle)):
-            median, worst = await asyncio.to_thread(timed_cli, config, argv, args.rounds)
-            print(f"{label:36} median {median:7.1f} ms   worst {worst:7.1f} ms   ({args.rounds} runs, in process)")
     finally:
         if dbname:
             admin = await asyncpg.connect(admin_dsn)
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
             await admin.close()
+
+
+async def _delete_integration(config: Config, integration_id: str, now: dt.datetime) -> int:
+    store = open_store(config)
+    await store.open()
+    try:
+        return (await store.delete_integration(integration_id, now)).revoked
+    finally:
+        await store.close()
 
 
 async def _serial_of(config: Config, target: str) -> str:
