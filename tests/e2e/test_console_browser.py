@@ -31,12 +31,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.e2e import clients
@@ -119,11 +118,21 @@ def login(driver: WebDriver, server: ScepCaServer, name: str, password: str) -> 
 
 
 def navigate(driver: WebDriver, element: WebElement) -> None:
-    """Click a link or a submit button and wait until the next page replaced this one: click()
-    returns before the new page loads, and on a loaded machine the old page is still there."""
+    """Click a link or a submit button and wait until the next page replaced this one and loaded:
+    click() returns before the new page loads, and on a loaded machine the old page is still there.
+
+    The old document is marked before the click and the wait ends only in a loaded document
+    without the mark. Waiting for the clicked element to go stale, then for readyState, could end
+    early: ChromeDriver may call the element stale while the old document is unloading and still
+    "complete", and the next lookup then raced the new document ("Node with given id does not
+    belong to the document", once in a full run under load)."""
+    driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
-    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && document.documentElement.dataset.leaving === undefined"
+        )
+    )
 
 
 def text(driver: WebDriver, element_id: str) -> str:
