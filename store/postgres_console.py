@@ -171,8 +171,9 @@ class PostgresConsoleMixin:
                 low, high = param(terms.serial_prefix), param(terms.serial_prefix + "g")
                 matches.append(f"(serial >= {low} AND serial < {high})")
             clauses.append("(" + " OR ".join(matches) + ")")
-        if search.integration_id:
-            clauses.append(f"c.integration_id = {param(search.integration_id)}")
+        integration = param(search.integration_id) if search.integration_id else None
+        if integration:
+            clauses.append(f"c.integration_id = {integration}")
         if terms.status is not None:
             status = terms.status_sql(param(search.now) if terms.status_needs_now else "")
             assert status is not None
@@ -186,12 +187,13 @@ class PostgresConsoleMixin:
             clauses.append(f"not_after >= {when} AND (not_after, serial) > ({when}, {serial})")
         page = f"ORDER BY not_after, serial LIMIT {param(search.limit)} OFFSET {param(search.offset)}"
         if only_revoked(terms, search):
-            # The planner walks the expiry index for early pages; for later ones it sorts every
-            # revoked row: only their keys here (a sort in memory, not a 24 MB spill at a million
-            # certificates, 2 % revoked), the page's rows read last by primary key.
+            # Revoked rows' keys from their indexes (rule.revoked_keys_pg), only the keys sorted (a
+            # sort in memory, not a 24 MB spill of every revoked row at a million certificates, 2 %
+            # revoked), the page's rows read last by primary key.
             sql = (
                 f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE c.serial IN ("
-                f"SELECT serial FROM ({rule.REVOKED_KEYS_PG}) revoked {page}) ORDER BY not_after, serial"
+                f"SELECT serial FROM ({rule.revoked_keys_pg(integration)}) revoked {page}) "
+                "ORDER BY not_after, serial"
             )
         else:
             sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED}"

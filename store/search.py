@@ -69,13 +69,13 @@ class SearchTerms:
 
 
 def only_revoked(terms: SearchTerms, search: CertificateSearch) -> bool:
-    """A page of revoked certificates of every integration, nothing else asked: no index holds
-    them in expiry order (one integration's are, in ``certificates_expiry_by_integration``), so
-    each backend shapes this query apart."""
+    """A page of revoked certificates (of every integration, or of one), nothing else asked: no
+    index holds them in expiry order, since a certificate of a deleted integration is revoked
+    whatever its own status says (``store/revocation_rule.py``), so each backend shapes this
+    query apart."""
     return (
         terms.status is CertSearchStatus.REVOKED
         and not terms.text
-        and not search.integration_id
         and search.expiring_before is None
         and search.after is None  # a cursor's page is one range of the expiry index from the cursor
     )

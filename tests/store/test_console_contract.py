@@ -208,6 +208,15 @@ async def test_revoked_pages_by_expiry_whichever_way_is_cheaper(harness: Harness
         )
         assert [r.serial for r in page] == expected[offset : offset + 5], offset
         assert all(r.status is CertStatus.REVOKED for r in page)
+    # And of one integration: the deleted one (every row) and a live one (its own revoked rows).
+    for name in ("int2", "int1"):
+        mine = [r for r in revoked if r.integration_id == name]
+        for offset in range(0, len(mine) + 5, 5):
+            search = CertificateSearch(
+                now=NOW, integration_id=name, status=CertSearchStatus.REVOKED, limit=5, offset=offset
+            )
+            page = await store.search_certificates(search)
+            assert [r.serial for r in page] == [r.serial for r in mine[offset : offset + 5]], (name, offset)
 
 
 def test_revoked_page_walks_expiry_while_revoked_rows_are_dense() -> None:
