@@ -25,7 +25,7 @@ from store.base import (
 )
 from store.columns import ADMIN_COLUMNS, SESSION_COLUMNS
 from store.pg_pool import ConnectionPool
-from store.search import PG_ASCII_FOLD, dashboard_counts, only_revoked, search_terms
+from store.search import PG_ASCII_FOLD, dashboard_counts, only_revoked, revoked_page_walks_expiry, search_terms
 
 # As in SQLite: whole days strictly inside the intervals from the maintained counts, the day of
 # "now" and the horizon's day counted exactly from the certificates themselves; the counts are
@@ -37,15 +37,22 @@ SELECT c.integration_id,
        coalesce(sum(n) FILTER (WHERE {rule.ISSUED} AND expiry_day > $1 AND expiry_day < $2), 0)
 FROM certificate_counts c JOIN integrations i ON i.id = c.integration_id GROUP BY c.integration_id
 """
-_BOUNDARY_DAYS = f"""
-SELECT c.integration_id,
-       count(*) FILTER (WHERE not_after > $1 AND not_after < $2),
-       count(*) FILTER (WHERE not_after > $1 AND not_after < $2 AND not_after <= $3)
-         + count(*) FILTER (WHERE not_after >= $4 AND not_after <= $3 AND not_after >= $2)
-FROM {rule.JOINED}
-WHERE {rule.ISSUED} AND ((not_after > $1 AND not_after < $2) OR (not_after >= $4 AND not_after <= $3))
-GROUP BY c.integration_id
+# Counted from the certificates alone, then only live integrations kept (the rule's ISSUED: an
+# issued row of a deleted integration is revoked): joined per row, PostgreSQL intersected each
+# integration's whole index range with the days' (157 ms at a million certificates, against 13).
+_BOUNDARY_DAYS = """
+SELECT b.* FROM (
+  SELECT integration_id,
+         count(*) FILTER (WHERE not_after > $1 AND not_after < $2),
+         count(*) FILTER (WHERE not_after > $1 AND not_after < $2 AND not_after <= $3)
+           + count(*) FILTER (WHERE not_after >= $4 AND not_after <= $3 AND not_after >= $2)
+  FROM certificates
+  WHERE status = 'issued' AND ((not_after > $1 AND not_after < $2) OR (not_after >= $4 AND not_after <= $3))
+  GROUP BY integration_id
+) b JOIN integrations i ON i.id = b.integration_id WHERE i.deleted_at IS NULL
 """
+# A page of the revoked certificates (``_revoked_page``): limit and offset are $1 and $2.
+_PAGE = "ORDER BY not_after, serial LIMIT $1 OFFSET $2"
 _PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
 
 
@@ -156,6 +163,8 @@ class PostgresConsoleMixin:
 
     async def search_certificates(self, search: CertificateSearch) -> Sequence[CertificateRecord]:
         terms = search_terms(search)
+        if only_revoked(terms, search):
+            return await self._revoked_page(search)
         clauses: list[str] = []
         params: list[object] = []
 
@@ -171,9 +180,8 @@ class PostgresConsoleMixin:
                 low, high = param(terms.serial_prefix), param(terms.serial_prefix + "g")
                 matches.append(f"(serial >= {low} AND serial < {high})")
             clauses.append("(" + " OR ".join(matches) + ")")
-        integration = param(search.integration_id) if search.integration_id else None
-        if integration:
-            clauses.append(f"c.integration_id = {integration}")
+        if search.integration_id:
+            clauses.append(f"c.integration_id = {param(search.integration_id)}")
         if terms.status is not None:
             status = terms.status_sql(param(search.now) if terms.status_needs_now else "")
             assert status is not None
@@ -185,22 +193,40 @@ class PostgresConsoleMixin:
             # The leading range lets the planner walk the index on not_after.
             when, serial = param(search.after[0]), param(search.after[1])
             clauses.append(f"not_after >= {when} AND (not_after, serial) > ({when}, {serial})")
-        page = f"ORDER BY not_after, serial LIMIT {param(search.limit)} OFFSET {param(search.offset)}"
-        if only_revoked(terms, search):
-            # Revoked rows' keys from their indexes (rule.revoked_keys_pg), only the keys sorted (a
-            # sort in memory, not a 24 MB spill of every revoked row at a million certificates, 2 %
-            # revoked), the page's rows read last by primary key.
-            sql = (
-                f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE c.serial IN ("
-                f"SELECT serial FROM ({rule.revoked_keys_pg(integration)}) revoked {page}) "
-                "ORDER BY not_after, serial"
-            )
-        else:
-            sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED}"
-            if clauses:
-                sql += " WHERE " + " AND ".join(clauses)
-            sql += " " + page
+        sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY not_after, serial LIMIT {param(search.limit)} OFFSET {param(search.offset)}"
         rows = await self._p().fetch(sql, *params)
+        return [self._certificate_record(row) for row in rows]
+
+    async def _revoked_page(self, search: CertificateSearch) -> list[CertificateRecord]:
+        """A page of revoked certificates by expiry (of one integration, or of all), the cheaper of
+        two exact ways, chosen as in SQLite (``store.search.revoked_page_walks_expiry``): walking
+        the expiry index while revoked rows are dense, otherwise sorting only the revoked rows'
+        keys from their indexes (``rule.revoked_keys_pg``; not a 24 MB spill of every revoked row
+        at a million certificates, 2 % revoked) and reading the page's rows last by primary key."""
+        one = [search.integration_id] if search.integration_id else []
+        integration = "$2" if one else None
+        async with self._p().connection() as conn:
+            deleted = [row[0] for row in await conn.fetch("SELECT id FROM integrations WHERE deleted_at IS NOT NULL")]
+            revoked = await conn.fetchval(rule.revoked_estimate_pg("$1", integration), deleted, *one)
+            # The maintained counts (a few rows a day an integration) hold the total.
+            total = await conn.fetchval("SELECT coalesce(sum(n), 0) FROM certificate_counts")
+            if revoked_page_walks_expiry(
+                offset=search.offset, limit=search.limit, certificates=int(total), revoked=int(revoked)
+            ):
+                where = rule.REVOKED + (" AND c.integration_id = $3" if one else "")
+                sql = f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE {where} {_PAGE}"
+                params: list[object] = [search.limit, search.offset, *one]
+            else:
+                keys = rule.revoked_keys_pg("$3", "$4" if one else None, any_deleted=bool(deleted))
+                sql = (
+                    f"SELECT {rule.COLUMNS} FROM {rule.JOINED} WHERE c.serial IN (SELECT serial FROM ({keys}) "
+                    f"revoked {_PAGE}) ORDER BY not_after, serial"
+                )
+                params = [search.limit, search.offset, deleted, *one]
+            rows = await conn.fetch(sql, *params)
         return [self._certificate_record(row) for row in rows]
 
 
