@@ -291,6 +291,24 @@ def summarize(
     )
 
 
+def prepare(base: list[str], config_path: Path, data_dir: Path, pool: KeyPool, n: int) -> tuple[str, list[bytes]]:
+    """A CA and an integration (the real CLI), ``n`` challenges and ``n`` PKCSReq messages built
+    with them: (integration id, request bodies)."""
+    subprocess.run([*base, "init"], check=True, capture_output=True)
+    created = subprocess.run(
+        [*base, "integration", "create", "bench", "--subject", "CN=$USERID$,O=bench", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    integration = json.loads(created.stdout)["id"]
+    challenges = asyncio.run(seed(config_path, integration, n))
+    # Requests go to the encryption RA of the default pair (ra.pem when the RA is combined).
+    enc = data_dir / "ra-enc.pem"
+    ra = x509.load_pem_x509_certificate((enc if enc.exists() else data_dir / "ra.pem").read_bytes())
+    return integration, pool.requests(ra, challenges, "CN=device-{i},O=bench")
+
+
 def run_scep_ca(
     target: str,
     workers: int,
@@ -314,19 +332,7 @@ def run_scep_ca(
         "console: {enabled: false}\n"
     )
     base = [*scep_ca_cmd(), "--config", str(config_path)]
-    subprocess.run([*base, "init"], check=True, capture_output=True)
-    created = subprocess.run(
-        [*base, "integration", "create", "bench", "--subject", "CN=$USERID$,O=bench", "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    integration = json.loads(created.stdout)["id"]
-    challenges = asyncio.run(seed(config_path, integration, args.n))
-    # Requests go to the encryption RA of the default pair (ra.pem when the RA is combined).
-    enc = data_dir / "ra-enc.pem"
-    ra = x509.load_pem_x509_certificate((enc if enc.exists() else data_dir / "ra.pem").read_bytes())
-    bodies = pool.requests(ra, challenges, "CN=device-{i},O=bench")
+    integration, bodies = prepare(base, config_path, data_dir, pool, args.n)
     serve = [*base, "serve"]
     pin = can_pin() and workers == 1
     if pin:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -34,8 +33,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from cryptography import x509
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -69,18 +66,7 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[int, int, int]:
         f"challenge: {{max_unused: {args.n + WARM_UP + 10}}}\nlog: {{level: WARNING}}\nconsole: {{enabled: false}}\n"
     )
     base = [*enroll.scep_ca_cmd(), "--config", str(config_path)]
-    subprocess.run([*base, "init"], check=True, capture_output=True)
-    created = subprocess.run(
-        [*base, "integration", "create", "bench", "--subject", "CN=$USERID$,O=bench", "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    integration = json.loads(created.stdout)["id"]
-    challenges = asyncio.run(enroll.seed(config_path, integration, args.n + WARM_UP))
-    enc = data_dir / "ra-enc.pem"
-    ra = x509.load_pem_x509_certificate((enc if enc.exists() else data_dir / "ra.pem").read_bytes())
-    bodies = pool.requests(ra, challenges, "CN=device-{i},O=bench")
+    integration, bodies = enroll.prepare(base, config_path, data_dir, pool, args.n + WARM_UP)
     profile = tmp / "callgrind.out"
     env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={profile}"]
