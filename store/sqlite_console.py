@@ -38,15 +38,19 @@ SELECT c.integration_id,
        sum(n) FILTER (WHERE {rule.ISSUED} AND expiry_day > :today AND expiry_day < :horizon_day)
 FROM certificate_counts c JOIN integrations i ON i.id = c.integration_id GROUP BY c.integration_id
 """
-_BOUNDARY_DAYS = f"""
-SELECT c.integration_id,
-       count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow),
-       count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow AND not_after <= :horizon)
-         + count(*) FILTER (WHERE not_after >= :horizon_start AND not_after <= :horizon AND not_after >= :tomorrow)
-FROM certificates c INDEXED BY certificates_expiry JOIN integrations i ON i.id = c.integration_id
-WHERE {rule.ISSUED} AND ((not_after > :now AND not_after < :tomorrow)
-                             OR (not_after >= :horizon_start AND not_after <= :horizon))
-GROUP BY c.integration_id
+# Counted from the certificates alone, then only live integrations kept (the rule's ISSUED: an
+# issued row of a deleted integration is revoked), as in PostgreSQL (store/postgres_console.py).
+_BOUNDARY_DAYS = """
+SELECT b.* FROM (
+  SELECT integration_id,
+         count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow),
+         count(*) FILTER (WHERE not_after > :now AND not_after < :tomorrow AND not_after <= :horizon)
+           + count(*) FILTER (WHERE not_after >= :horizon_start AND not_after <= :horizon AND not_after >= :tomorrow)
+  FROM certificates INDEXED BY certificates_expiry
+  WHERE status = 'issued' AND ((not_after > :now AND not_after < :tomorrow)
+                               OR (not_after >= :horizon_start AND not_after <= :horizon))
+  GROUP BY integration_id
+) b JOIN integrations i ON i.id = b.integration_id WHERE i.deleted_at IS NULL
 """
 _PENDING = "SELECT integration_id, count(*) FROM transactions WHERE status = 'pending' GROUP BY integration_id"
 
