@@ -48,7 +48,6 @@ from scep_ca.cli.main import main as cli_main
 from scep_ca.console.accounts import Accounts
 from scep_ca.pki.ca import create_ca
 from scep_ca.pki.ca_set import CASet
-from scep_ca.pki.records import CertificateRecord
 from store.base import AdminRole, CertificateSearch
 from store.factory import open_store
 
@@ -262,15 +261,11 @@ async def _delete_integration(config: Config, integration_id: str, now: dt.datet
 
 
 async def _serial_of(config: Config, target: str) -> str:
-    return (await _record_of(config, target)).serial
-
-
-async def _record_of(config: Config, target: str) -> CertificateRecord:
     store = open_store(config)
     await store.open()
     try:
         (record,) = await store.search_certificates(CertificateSearch(now=dt.datetime.now(dt.UTC), text=target))
-        return record
+        return record.serial
     finally:
         await store.close()
 

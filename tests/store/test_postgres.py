@@ -718,6 +718,15 @@ async def test_db_commands_on_sqlite(tmp_path: Any, capsys: pytest.CaptureFixtur
     assert "already up to date" in out
 
 
+async def _apply_migrations(conn: asyncpg.Connection, count: int) -> None:
+    """The first ``count`` migrations, as a store of that version applied them."""
+    await conn.execute(MIGRATIONS_TABLE)
+    for migration in MIGRATIONS[:count]:
+        for statement in migration.statements:
+            await conn.execute(statement)
+        await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+
+
 async def test_migration_8_keeps_certificates_and_redefines_the_issuance_functions(dsn: str) -> None:
     """A database of version 7 with a certificate: migration 8 adds the CRL shard column (NULL
     for that certificate) and redefines scep_record_issuance and scep_record_renewal, which
@@ -729,11 +738,7 @@ async def test_migration_8_keeps_certificates_and_redefines_the_issuance_functio
     conn = await raw(dsn)
     try:
         async with conn.transaction():
-            await conn.execute(MIGRATIONS_TABLE)
-            for migration in MIGRATIONS[:7]:
-                for statement in migration.statements:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+            await _apply_migrations(conn, 7)
             await conn.execute(
                 "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
                 " username_key) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1')"
@@ -770,11 +775,7 @@ async def test_migration_10_replaces_the_integration_index_and_reads_old_deletio
     conn = await raw(dsn)
     try:
         async with conn.transaction():
-            await conn.execute(MIGRATIONS_TABLE)
-            for migration in MIGRATIONS[:9]:
-                for statement in migration.statements:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+            await _apply_migrations(conn, 9)
             await conn.execute(
                 "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
                 " username_key, deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1', $1)",

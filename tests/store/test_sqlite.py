@@ -174,6 +174,15 @@ async def test_used_challenges_do_not_pile_up(tmp_path: Path) -> None:
         await store.close()
 
 
+def _apply_migrations(conn: sqlite3.Connection, count: int) -> None:
+    """The first ``count`` migrations, as a store of that version applied them."""
+    conn.execute(MIGRATIONS_TABLE)
+    for migration in MIGRATIONS[:count]:
+        for statement in migration.statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (migration.version,))
+
+
 async def test_migration_8_keeps_certificates_and_gives_them_no_shard(tmp_path: Path) -> None:
     """A database of version 7 with a certificate: migration 8 adds the CRL shard column
     (NULL for that certificate, whose CDP names the full CRL) and new issuances store theirs."""
@@ -185,11 +194,7 @@ async def test_migration_8_keeps_certificates_and_gives_them_no_shard(tmp_path: 
     del values["crl_shard"]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute(MIGRATIONS_TABLE)
-        for migration in MIGRATIONS[:7]:
-            for statement in migration.statements:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (migration.version,))
+        _apply_migrations(conn, 7)
         conn.execute(
             "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username, username_key)"
             " VALUES ('int1', 'one', 'CN=$USERID$', 0, 365, 'u1', 'u1')"
@@ -224,11 +229,7 @@ async def test_migration_10_replaces_the_integration_index_and_reads_old_deletio
     deleted_at = NOW + timedelta(hours=1)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute(MIGRATIONS_TABLE)
-        for migration in MIGRATIONS[:9]:
-            for statement in migration.statements:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (migration.version,))
+        _apply_migrations(conn, 9)
         conn.execute(
             "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username, username_key,"
             " deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', 0, 365, 'u1', 'u1', ?)",
