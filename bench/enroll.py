@@ -31,7 +31,10 @@ operations per second / 3 (decrypt, sign certificate, sign CertRep) is the RSA-b
 core. Prints enrollments/s, p50/p99 latency, ratio to the ceiling (per worker), the server's CPU time
 per enrollment and its ratio to three signatures' CPU time (openssl speed divides by CPU time, so
 this ratio does not move when the virtual machine loses wall-clock time to its neighbours), ratio to
-scepserver, the 1 -> 2 worker scaling, and file keys vs SoftHSM keys.
+scepserver, the 1 -> 2 worker scaling, and file keys vs SoftHSM keys. Beside the server's CPU: its
+PostgreSQL backends' CPU (``db cpu ms``) and the whole machine's busy CPU (``machine cpu ms``, load
+generator and database included) per enrollment; with two busy cores the second bounds what a
+target can reach, so PostgreSQL against SQLite at two workers is printed with that bound.
 """
 
 from __future__ import annotations
@@ -86,21 +89,53 @@ class Result:
     distinct_serials: int
     successes: int
     cpu_ms: float  # server CPU time (user + system, every process of the server) per enrollment
+    db_cpu_ms: float | None  # PostgreSQL's backends for the server's database, per enrollment
+    machine_cpu_ms: float  # every process on the machine (/proc/stat), load generator included
+
+
+def _stat_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process, from /proc (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_backends_cpu_seconds(database: str) -> float:
+    """User + system CPU time of PostgreSQL's backends connected to ``database``.
+
+    Backends set their process title to ``postgres: [<cluster>:] <user> <database> <client> <state>``
+    (Debian names the cluster, ``15/main:``); the pool's connections live through a run, so before
+    and after bracket their work on it.
+    """
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        words = title.split()
+        if words[:1] == ["postgres:"] and database in words[1:4]:
+            total += _stat_cpu_seconds(int(proc.name))
+    return total
+
+
+def machine_busy_cpu_seconds() -> float:
+    """Every core's non-idle time since boot (/proc/stat), in seconds."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and its live children (the worker processes), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
     children = Path(f"/proc/{pid}/task/{pid}/children")
     pids = [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
-    for one in pids:
-        try:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(_stat_cpu_seconds(one) for one in pids)
 
 
 def scep_ca_cmd() -> list[str]:
@@ -275,8 +310,35 @@ async def seed(config_path: Path, integration_id: str, n: int) -> list[str]:
         await store.close()
 
 
+@dataclass(frozen=True)
+class CpuSpent:
+    """CPU seconds over the timed part of a run: the server's, its database's, the machine's."""
+
+    server: float
+    database: float | None
+    machine: float
+
+
+class CpuMeter:
+    """Brackets the timed part of a run (``start``, then ``stop``)."""
+
+    def __init__(self, server_pid: int | None, database: str | None) -> None:
+        self._pid, self._database = server_pid, database
+        self._start = self._read()
+
+    def _read(self) -> CpuSpent:
+        server = process_tree_cpu_seconds(self._pid) if self._pid else float("nan")
+        db = database_backends_cpu_seconds(self._database) if self._database else None
+        return CpuSpent(server, db, machine_busy_cpu_seconds())
+
+    def stop(self) -> CpuSpent:
+        end = self._read()
+        db = None if end.database is None or self._start.database is None else end.database - self._start.database
+        return CpuSpent(end.server - self._start.server, db, end.machine - self._start.machine)
+
+
 def summarize(
-    target: str, workers: int, n: int, latencies: list[float], elapsed: float, check: tuple[int, int], cpu: float
+    target: str, workers: int, n: int, latencies: list[float], elapsed: float, check: tuple[int, int], cpu: CpuSpent
 ) -> Result:
     lat = sorted(latencies)
     return Result(
@@ -287,7 +349,9 @@ def summarize(
         p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         successes=check[0],
         distinct_serials=check[1],
-        cpu_ms=cpu / n * 1000,
+        cpu_ms=cpu.server / n * 1000,
+        db_cpu_ms=None if cpu.database is None else cpu.database / n * 1000,
+        machine_cpu_ms=cpu.machine / n * 1000,
     )
 
 
@@ -343,9 +407,9 @@ def run_scep_ca(
         wait_ready(url, server)
         if pin:
             os.sched_setaffinity(0, {1})
-        cpu_before = process_tree_cpu_seconds(server.pid)
+        meter = CpuMeter(server.pid, dsn.rsplit("/", 1)[1] if dsn else None)
         replies, latencies, elapsed = asyncio.run(fire(url, bodies, args.concurrency))
-        cpu = process_tree_cpu_seconds(server.pid) - cpu_before
+        cpu = meter.stop()
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         server.send_signal(signal.SIGTERM)
@@ -365,10 +429,9 @@ def run_scepserver(pool: KeyPool, args: argparse.Namespace, tmp: Path) -> Result
         if pin and ref._proc is not None:
             subprocess.run(["taskset", "-a", "-p", "-c", "0", str(ref._proc.pid)], check=True, capture_output=True)
             os.sched_setaffinity(0, {1})
-        pid = ref._proc.pid if ref._proc is not None else None
-        cpu_before = process_tree_cpu_seconds(pid) if pid else 0.0
+        meter = CpuMeter(ref._proc.pid if ref._proc is not None else None, None)
         replies, latencies, elapsed = asyncio.run(fire(ref.url, bodies, args.concurrency))
-        cpu = process_tree_cpu_seconds(pid) - cpu_before if pid else float("nan")
+        cpu = meter.stop()
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         ref.stop()
@@ -407,6 +470,8 @@ class Summary:
     per_core_high: float
     cpu_ms: float
     cpu_ratio: float  # median of (3 signatures' CPU time) / (server CPU time per enrollment)
+    db_cpu_ms: float | None
+    machine_cpu_ms: float
 
 
 def summarize_target(target: str, runs: list[tuple[Result, float]]) -> Summary:
@@ -424,6 +489,8 @@ def summarize_target(target: str, runs: list[tuple[Result, float]]) -> Summary:
         per_core_high=max(per_core),
         cpu_ms=statistics.median(r.cpu_ms for r, _ in runs),
         cpu_ratio=statistics.median(3000 / signs / r.cpu_ms for r, signs in runs),
+        db_cpu_ms=None if runs[0][0].db_cpu_ms is None else statistics.median(r.db_cpu_ms or 0.0 for r, _ in runs),
+        machine_cpu_ms=statistics.median(r.machine_cpu_ms for r, _ in runs),
     )
 
 
@@ -469,13 +536,18 @@ def main() -> int:
     )
     reference = next((r for r in results if r.target == "scepserver"), None)
     header = f"{'target':20} {'workers':>7} {'enroll/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'serials':>8}"
-    print(header + f" {'vs ceiling/core':>18} {'cpu ms/enroll':>14} {'vs ceiling (cpu)':>17} {'vs scepserver':>14}")
+    print(
+        header + f" {'vs ceiling/core':>18} {'cpu ms/enroll':>14} {'vs ceiling (cpu)':>17} {'vs scepserver':>14}"
+        f" {'db cpu ms':>10} {'machine cpu ms':>15}"
+    )
     for r in results:
         vs_ref = f"{r.rate / reference.rate:.2f}x" if reference else "-"
         spread = f"{r.per_core:.0%} ({r.per_core_low:.0%}-{r.per_core_high:.0%})"
+        db = "-" if r.db_cpu_ms is None else f"{r.db_cpu_ms:.2f}"
         print(
             f"{r.target:20} {r.workers:>7} {r.rate:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.successes:>6} "
             f"{r.distinct_serials:>8} {spread:>18} {r.cpu_ms:>14.2f} {r.cpu_ratio:>17.0%} {vs_ref:>14}"
+            f" {db:>10} {r.machine_cpu_ms:>15.2f}"
         )
     # openssl speed divides by CPU time, not wall-clock time: "vs ceiling (cpu)" compares the
     # server's CPU time per enrollment with three signatures' CPU time on the same footing.
@@ -484,6 +556,16 @@ def main() -> int:
     two = next((r for r in results if r.target == "scep-ca:2"), None)
     if one and two:
         print(f"scaling 1 -> 2 workers (SQLite): {two.rate / one.rate:.2f}x")
+    pg = next((r for r in results if r.target == "scep-ca-pg:2"), None)
+    if two and pg:
+        # Two busy cores finish 2 / (CPU per enrollment) enrollments a second, whoever spends it:
+        # the machine's CPU per enrollment bounds the PostgreSQL/SQLite ratio when both saturate.
+        print(
+            f"PostgreSQL vs SQLite (2 workers): {pg.rate / two.rate:.0%}; machine CPU per enrollment "
+            f"{pg.machine_cpu_ms:.2f} vs {two.machine_cpu_ms:.2f} ms "
+            f"(bound {two.machine_cpu_ms / pg.machine_cpu_ms:.0%}): "
+            f"workers {pg.cpu_ms:.2f} vs {two.cpu_ms:.2f} ms, PostgreSQL's backends {pg.db_cpu_ms or 0.0:.2f} ms"
+        )
     hsm = next((r for r in results if r.target == "scep-ca-hsm:1"), None)
     if one and hsm:
         print(f"SoftHSM keys vs file keys (1 worker): {hsm.rate / one.rate:.2f}x")
