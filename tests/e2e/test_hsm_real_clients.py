@@ -148,8 +148,7 @@ def test_scepclient_and_certmonger_enroll_and_crl_and_ocsp_verify(
 def test_serve_first_start_with_ra_keys_in_files_and_scepclient_enrolls(softhsm: SoftHsm, tmp_path: Path) -> None:
     """``keys.pkcs11.ra_keys: files``: the CA that ``serve`` makes on its first start (in a forked
     child) has its key in the token and its RA pair in 0600 files; scepclient enrolls through them."""
-    keys = softhsm.keys_config(tmp_path / "pin")
-    keys["pkcs11"]["ra_keys"] = "files"  # type: ignore[index]
+    keys = softhsm.keys_config(tmp_path / "pin", ra_keys="files")
     settings = {"keys": keys, "ca": {"subject": "CN=HSM RA files CA,O=test"}}
     with ScepCaServer(tmp_path / "server", settings) as server:
         data = server.data_dir

@@ -110,15 +110,14 @@ class HsmCli:
     def __init__(self, tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> None:
         self.data_dir = tmp_path / "data"
         self.config = tmp_path / "scep-ca.yaml"
-        self._keys = hsm.keys_config(tmp_path / "pin")
+        self._hsm, self._pin_file = hsm, tmp_path / "pin"
         self.write_config()
         self.capsys = capsys
 
     def write_config(self, *, ra_keys: str | None = None, passphrase_env: str | None = None) -> None:
         """The config every later call reads: the token, and ``keys.pkcs11.ra_keys`` and
         ``ca.passphrase_env`` when given."""
-        pkcs11 = {**self._keys["pkcs11"], **({"ra_keys": ra_keys} if ra_keys else {})}  # type: ignore[dict-item]
-        settings: dict[str, object] = {"keys": {"pkcs11": pkcs11}}
+        settings: dict[str, object] = {"keys": self._hsm.keys_config(self._pin_file, ra_keys)}
         if passphrase_env:
             settings["ca"] = {"passphrase_env": passphrase_env}
         self.config.write_text(yaml.safe_dump(settings))
