@@ -11,6 +11,8 @@ Targets (``--targets``, comma separated; default all):
   ``scep-ca-pg:2``       scep-ca serve, 2 workers, PostgreSQL at 127.0.0.1:5432 (a fresh database)
   ``scep-ca-hsm:1``      as ``scep-ca:1``, with the CA and RA keys in a temporary SoftHSM2 token
                          (keys.pkcs11; its own SOFTHSM2_CONF and token directory, removed afterwards)
+  ``scep-ca-hsm-ca:1``   as ``scep-ca-hsm:1``, with only the CA key in the token and the RA keys in
+                         files (keys.pkcs11.ra_keys: files): one token operation an enrollment, not three
   ``scepserver``         micromdm's scepserver 2.1.0 (Debian package ``scep``), pinned to CPU 0
   ``<scep-ca target>/noaudit``  that target with ``audit.enabled: false`` (no audit events);
                          ``--audit-cost`` runs each scep-ca target given both ways, interleaved,
@@ -31,10 +33,11 @@ operations per second / 3 (decrypt, sign certificate, sign CertRep) is the RSA-b
 core. Prints enrollments/s, p50/p99 latency, ratio to the ceiling (per worker), the server's CPU time
 per enrollment and its ratio to three signatures' CPU time (openssl speed divides by CPU time, so
 this ratio does not move when the virtual machine loses wall-clock time to its neighbours), ratio to
-scepserver, the 1 -> 2 worker scaling, and file keys vs SoftHSM keys. Beside the server's CPU: its
-PostgreSQL backends' CPU (``db cpu ms``) and the whole machine's busy CPU (``machine cpu ms``, load
-generator and database included) per enrollment; with two busy cores the second bounds what a
-target can reach, so PostgreSQL against SQLite at two workers is printed with that bound.
+scepserver, the 1 -> 2 worker scaling, and file keys vs SoftHSM keys (all of them, or the CA's alone).
+Beside the server's CPU: its PostgreSQL backends' CPU (``db cpu ms``) and the whole machine's busy
+CPU (``machine cpu ms``, load generator and database included) per enrollment; with two busy cores
+the second bounds what a target can reach, so PostgreSQL against SQLite at two workers is printed
+with that bound.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ from store.factory import open_store  # noqa: E402
 from tests.e2e.clients import ScepServerProcess, free_port  # noqa: E402
 from tests.hsm import SoftHsm, init_softhsm  # noqa: E402
 
-ALL_TARGETS = ("scep-ca:1", "scep-ca:2", "scep-ca-pg:2", "scep-ca-hsm:1", "scepserver")
+ALL_TARGETS = ("scep-ca:1", "scep-ca:2", "scep-ca-pg:2", "scep-ca-hsm:1", "scep-ca-hsm-ca:1", "scepserver")
+# The SoftHSM targets and their keys.pkcs11.ra_keys: every key in the token, or the CA's alone.
+HSM_RA_KEYS = {"scep-ca-hsm": "token", "scep-ca-hsm-ca": "files"}
 NO_AUDIT = "/noaudit"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -382,13 +387,14 @@ def run_scep_ca(
     tmp: Path,
     hsm: SoftHsm | None = None,
     audit: bool = True,
+    ra_keys: str = "token",
 ) -> Result:
     data_dir = tmp / "data"
     config_path = tmp / "config.yaml"
     port = free_port()
     store_line = f"store: {{dsn: '{dsn}'}}\n" if dsn else ""
     # init and serve find the token through SOFTHSM2_CONF, inherited from this process.
-    keys_line = f"keys: {json.dumps(hsm.keys_config(tmp / 'pin'))}\n" if hsm else ""
+    keys_line = f"keys: {json.dumps(hsm.keys_config(tmp / 'pin', ra_keys))}\n" if hsm else ""
     config_path.write_text(
         f"data_dir: {data_dir}\nserver: {{port: {port}, workers: {workers}}}\n"
         f"challenge: {{max_unused: {args.n + 10}}}\nlog: {{level: WARNING}}\n{store_line}{keys_line}"
@@ -448,9 +454,10 @@ def run_target(target: str, pool: KeyPool, args: argparse.Namespace) -> Result:
         if target.startswith("scep-ca-pg"):
             with postgres_database() as dsn:
                 return run_scep_ca(target, workers, dsn, pool, args, Path(tmp), audit=audit)
-        if target.startswith("scep-ca-hsm"):
+        ra_keys = HSM_RA_KEYS.get(target.split(":")[0])
+        if ra_keys is not None:
             with softhsm_token(Path(tmp)) as hsm:
-                return run_scep_ca(target, workers, None, pool, args, Path(tmp), hsm, audit=audit)
+                return run_scep_ca(target, workers, None, pool, args, Path(tmp), hsm, audit=audit, ra_keys=ra_keys)
         return run_scep_ca(target, workers, None, pool, args, Path(tmp), audit=audit)
 
 
@@ -569,6 +576,9 @@ def main() -> int:
     hsm = next((r for r in results if r.target == "scep-ca-hsm:1"), None)
     if one and hsm:
         print(f"SoftHSM keys vs file keys (1 worker): {hsm.rate / one.rate:.2f}x")
+    hsm_ca = next((r for r in results if r.target == "scep-ca-hsm-ca:1"), None)
+    if one and hsm_ca:
+        print(f"SoftHSM CA key, RA keys in files vs file keys (1 worker): {hsm_ca.rate / one.rate:.2f}x")
     for r in results:
         without = next((w for w in results if w.target == r.target + NO_AUDIT), None)
         if without is not None:

@@ -202,6 +202,12 @@ class LogConfig:
     format: str = "text"  # "text" or "json"
 
 
+# keys.pkcs11.ra_keys: where new RA keys go when a token is configured.
+RA_KEYS_IN_TOKEN = "token"
+RA_KEYS_IN_FILES = "files"
+RA_KEY_PLACES = frozenset({RA_KEYS_IN_TOKEN, RA_KEYS_IN_FILES})
+
+
 @dataclass(frozen=True)
 class Pkcs11Config:
     # The vendor's PKCS#11 library; None: keys are files in the data directory.
@@ -213,6 +219,9 @@ class Pkcs11Config:
     # A token that went missing (removed, HSM restarting) is looked for again by re-initialising
     # the library, at most this often: SoftHSM and most modules list slots only at C_Initialize.
     reinit_interval_seconds: int = 5
+    # Where new RA keys go (RA_KEY_PLACES): the token, or 0600 files as without one while the CA
+    # key stays in the token: the RA keys are used on every request (README "Keys in an HSM").
+    ra_keys: str = RA_KEYS_IN_TOKEN
 
 
 @dataclass(frozen=True)

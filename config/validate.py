@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from config.clients import is_loopback_host, parse_networks
 from config.errors import ConfigError
-from config.model import MAX_CRL_SHARDS, Config, split_listen
+from config.model import MAX_CRL_SHARDS, RA_KEY_PLACES, RA_KEYS_IN_TOKEN, Config, split_listen
 from config.urls import public_url_problem
 
 RSA_KEY_SIZES = frozenset({2048, 3072, 4096})
@@ -175,10 +175,16 @@ def _validate_log(config: Config) -> None:
 def _validate_pkcs11(config: Config) -> None:
     p11 = config.keys.pkcs11
     _positive("keys.pkcs11.reinit_interval_seconds", p11.reinit_interval_seconds)
+    if p11.ra_keys not in RA_KEY_PLACES:
+        raise ConfigError("keys.pkcs11.ra_keys", f"must be one of {_listing(RA_KEY_PLACES)}")
     if p11.module is None:
         for name in ("token_label", "pin_env", "pin_file"):
             if getattr(p11, name) is not None:
                 raise ConfigError(f"keys.pkcs11.{name}", "needs keys.pkcs11.module (the PKCS#11 library)")
+        # Without a token every key is a file already: asking for RA files only means the
+        # operator expected the CA key in a token that is not configured.
+        if p11.ra_keys != RA_KEYS_IN_TOKEN:
+            raise ConfigError("keys.pkcs11.ra_keys", "needs keys.pkcs11.module (the token that holds the CA key)")
         return
     if not p11.token_label or not p11.token_label.strip():
         raise ConfigError("keys.pkcs11.token_label", "must be set when keys.pkcs11.module is set")

@@ -28,11 +28,13 @@ class SoftHsm:
     label: str = TOKEN_LABEL
     pin: str = USER_PIN
 
-    def keys_config(self, pin_file: Path) -> dict[str, object]:
-        """The ``keys`` section of a scep-ca config for this token (PIN from ``pin_file``)."""
+    def keys_config(self, pin_file: Path, ra_keys: str | None = None) -> dict[str, object]:
+        """The ``keys`` section of a scep-ca config for this token (PIN from ``pin_file``), with
+        ``keys.pkcs11.ra_keys`` when given."""
         pin_file.write_text(self.pin + "\n")
         pin_file.chmod(0o600)  # refused otherwise, like a key file
-        return {"pkcs11": {"module": str(self.module), "token_label": self.label, "pin_file": str(pin_file)}}
+        pkcs11 = {"module": str(self.module), "token_label": self.label, "pin_file": str(pin_file)}
+        return {"pkcs11": pkcs11 | ({"ra_keys": ra_keys} if ra_keys else {})}
 
 
 def init_softhsm(workdir: Path) -> SoftHsm:

@@ -93,7 +93,7 @@ def key_token(config: Config) -> Token | None:
             pin = p11.pin_file.read_text().strip()
         except OSError as exc:
             raise CliError(f"cannot read keys.pkcs11.pin_file {p11.pin_file}: {exc.strerror}") from None
-    return Token(TokenSettings(str(p11.module), p11.token_label, pin, p11.reinit_interval_seconds))
+    return Token(TokenSettings(str(p11.module), p11.token_label, pin, p11.reinit_interval_seconds, p11.ra_keys))
 
 
 def load_identity(config: Config) -> CAIdentity:

@@ -38,6 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from config.clock import utc_now
 from config.files import check_dir, check_key, check_not_writable, make_private_dir, write_private, write_public
+from config.model import RA_KEYS_IN_TOKEN
 from scep_ca.asn1 import der, oids
 from scep_ca.pki.keys import KeyUnavailable
 from scep_ca.pki.pkcs11_keys import URI_SUFFIX, KeyRef, Token, load_key
@@ -144,6 +145,17 @@ def _new_key(path: Path, key_size: int, passphrase: bytes | None, token: Token |
     return file_key
 
 
+def ra_key_token(token: Token | None) -> Token | None:
+    """The token a new RA key is generated in: ``token``, unless its settings keep RA keys in
+    files (``keys.pkcs11.ra_keys: files``); None: a 0600 file, as without a token.
+
+    The one place the choice is made: every RA key (init, ``serve``'s first start, ``ra create``,
+    renewal, rollover, an RA missing at load) is made by ``create_ra``, which asks this. The CA
+    key, which alone issues certificates and CRLs, stays in ``token`` either way.
+    """
+    return token if token is not None and token.settings.ra_keys == RA_KEYS_IN_TOKEN else None
+
+
 def sign_certificate(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:
     """``builder`` signed with sha256WithRSAEncryption by ``key`` (RFC 5280 section 4.1).
 
@@ -227,7 +239,7 @@ def create_ra(
         not_after = min(not_after, now + dt.timedelta(days=validity_days))
     subject = _ra_subject(ca_cert.subject, suffix)
     # CKA_LABEL: the subject as RFC 4514 text, like the CA's ("<subject> CA"); pkcs11-tool shows it.
-    key = _new_key(data_dir / key_file, key_size, passphrase, token, subject.rfc4514_string())
+    key = _new_key(data_dir / key_file, key_size, passphrase, ra_key_token(token), subject.rfc4514_string())
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = sign_certificate(
         x509.CertificateBuilder()

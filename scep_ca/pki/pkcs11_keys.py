@@ -79,6 +79,8 @@ class TokenSettings:
     token_label: str
     pin: str = field(repr=False)
     reinit_interval: float = Pkcs11Config.reinit_interval_seconds
+    # Where new RA keys go (config.model.RA_KEY_PLACES); ``scep_ca.pki.ca.ra_key_token`` reads it.
+    ra_keys: str = Pkcs11Config.ra_keys
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 NDES's most common outage is an expired RA certificate. Here an RA within
 ``ra.renew_before_days`` of its notAfter gets a new key pair (in the token when
-``keys.pkcs11`` is set) certified by the CA, and the new files take the RA's place:
+``keys.pkcs11`` is set, unless ``keys.pkcs11.ra_keys: files``; ``create_ra`` decides) certified
+by the CA, and the new files take the RA's place:
 
 - the old signing RA moves to ``retired/<UTC time>/`` (kept for audit, never used again:
   CertReps are signed by the certificate GetCACert serves, RFC 8894 section 3.3.2);

@@ -143,3 +143,25 @@ def test_scepclient_and_certmonger_enroll_and_crl_and_ocsp_verify(
     )
     assert verified.returncode == 0 and "verify OK" in verified.stderr + verified.stdout, verified
     assert ocsp_status(server, result.cert_path).status == "good"  # asserts "Response verify OK"
+
+
+def test_serve_first_start_with_ra_keys_in_files_and_scepclient_enrolls(softhsm: SoftHsm, tmp_path: Path) -> None:
+    """``keys.pkcs11.ra_keys: files``: the CA that ``serve`` makes on its first start (in a forked
+    child) has its key in the token and its RA pair in 0600 files; scepclient enrolls through them."""
+    keys = softhsm.keys_config(tmp_path / "pin", ra_keys="files")
+    settings = {"keys": keys, "ca": {"subject": "CN=HSM RA files CA,O=test"}}
+    with ScepCaServer(tmp_path / "server", settings) as server:
+        data = server.data_dir
+        assert (data / "ca.key.pkcs11").exists() and not (data / "ca.key").exists()
+        for name in ("ra.key", "ra-enc.key"):
+            assert (data / name).stat().st_mode & 0o777 == 0o600
+            assert (data / name).read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+        assert not list(data.glob("ra*.pkcs11"))
+        labels = [line for line in private_key_objects(softhsm).splitlines() if "HSM RA files CA" in line]
+        assert [line.split(":", 1)[1].strip() for line in labels] == ["CN=HSM RA files CA,O=test CA"], labels
+
+        integration = server.create_integration("hsm-ra-files")
+        result = run_scepclient(integration["scep_url"], server.challenge(integration["id"]), tmp_path, subject_cn="rf")
+        assert result.issued, result.describe()
+        check_issued(server, integration, result.cert_path, "rf")
+        assert openssl_verify(result.cert_path, server.ca_pem).ok

@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from challenge.issuer import issue_challenge
 from config import Config, load_config
 from scep_ca.cli.main import main
 from scep_ca.pki.ca import CAIdentity, create_ca
+from scep_ca.pki.ca_set import load_ca_set
+from scep_ca.pki.pkcs11_keys import Token, TokenSettings
 from scep_ca.pki.records import Integration
+from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
+from scep_ca.protocol.dn import parse_dn
 from scep_ca.server.app import build_app
 from store.base import Store
 from store.factory import open_store
@@ -105,8 +110,17 @@ class HsmCli:
     def __init__(self, tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> None:
         self.data_dir = tmp_path / "data"
         self.config = tmp_path / "scep-ca.yaml"
-        self.config.write_text(yaml.safe_dump({"keys": hsm.keys_config(tmp_path / "pin")}))
+        self._hsm, self._pin_file = hsm, tmp_path / "pin"
+        self.write_config()
         self.capsys = capsys
+
+    def write_config(self, *, ra_keys: str | None = None, passphrase_env: str | None = None) -> None:
+        """The config every later call reads: the token, and ``keys.pkcs11.ra_keys`` and
+        ``ca.passphrase_env`` when given."""
+        settings: dict[str, object] = {"keys": self._hsm.keys_config(self._pin_file, ra_keys)}
+        if passphrase_env:
+            settings["ca"] = {"passphrase_env": passphrase_env}
+        self.config.write_text(yaml.safe_dump(settings))
 
     def __call__(self, *args: str) -> str:
         self.capsys.readouterr()
@@ -121,3 +135,29 @@ def cli(tmp_path: Path, hsm: SoftHsm, capsys: pytest.CaptureFixture[str]) -> Hsm
     runner = HsmCli(tmp_path, hsm, capsys)
     runner("init", "--subject", "CN=Token CA,O=Example")
     return runner
+
+
+async def enroll_with_token(
+    hsm: SoftHsm,
+    data_dir: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    recipient: str,
+    device_key: rsa.RSAPrivateKey,
+    *,
+    passphrase: bytes | None = None,
+) -> Reply:
+    """Load the data directory with the token as ``serve`` does and enroll to ``ra.pem`` or ``ra-enc.pem``."""
+    cas = load_ca_set(data_dir, passphrase, Token(TokenSettings(str(hsm.module), hsm.label, hsm.pin)))
+    config = load_config(None, {}, {"data_dir": str(data_dir)})
+    store = open_store(config)
+    client = await aiohttp_client(build_app(config, cas, store))
+    await store.create_integration(_integration("tok"))
+    challenge = await issue_challenge(store, config.challenge, "tok")
+    assert challenge is not None
+    signer = self_signed_signer(device_key)
+    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), challenge)
+    ra = x509.load_pem_x509_certificate((data_dir / recipient).read_bytes())
+    req = build_request(csr, signer_cert=signer, signer_key=device_key, recipient=ra, transaction_id="t1")
+    resp = await client.post("/scep/tok?operation=PKIOperation", data=req.der)
+    assert resp.status == 200, await resp.text()
+    return open_reply(await resp.read(), signer, device_key)

@@ -14,17 +14,10 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from challenge.issuer import issue_challenge
-from config import load_config
-from scep_ca.pki.ca_set import load_ca_set
-from scep_ca.pki.pkcs11_keys import KeyRef, Token, TokenSettings
-from scep_ca.protocol.client import Reply, build_csr, build_request, open_reply, self_signed_signer
-from scep_ca.protocol.dn import parse_dn
+from scep_ca.pki.pkcs11_keys import KeyRef
 from scep_ca.protocol.enums import PKIStatus
-from scep_ca.server.app import build_app
-from store.factory import open_store
 from tests.hsm import SoftHsm, private_key_objects
-from tests.integration.conftest import HsmCli, _integration
+from tests.integration.conftest import HsmCli, enroll_with_token
 
 Client = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 
@@ -50,26 +43,6 @@ def _assert_in_token(hsm: SoftHsm, data_dir: Path, ref_file: Path, cert_file: Pa
     assert not leaked, leaked
 
 
-async def _app_and_enroll(
-    hsm: SoftHsm, data_dir: Path, aiohttp_client: Client, recipient: str, device_key: rsa.RSAPrivateKey
-) -> Reply:
-    """Load the data directory with the token as ``serve`` does and enroll to ``ra.pem`` or ``ra-enc.pem``."""
-    cas = load_ca_set(data_dir, None, Token(TokenSettings(str(hsm.module), hsm.label, hsm.pin)))
-    config = load_config(None, {}, {"data_dir": str(data_dir)})
-    store = open_store(config)
-    client = await aiohttp_client(build_app(config, cas, store))
-    await store.create_integration(_integration("tok"))
-    challenge = await issue_challenge(store, config.challenge, "tok")
-    assert challenge is not None
-    signer = self_signed_signer(device_key)
-    csr = build_csr(device_key, parse_dn("CN=alice,O=Example"), challenge)
-    ra = x509.load_pem_x509_certificate((data_dir / recipient).read_bytes())
-    req = build_request(csr, signer_cert=signer, signer_key=device_key, recipient=ra, transaction_id="t1")
-    resp = await client.post("/scep/tok?operation=PKIOperation", data=req.der)
-    assert resp.status == 200, await resp.text()
-    return open_reply(await resp.read(), signer, device_key)
-
-
 async def test_ca_rollover_generates_the_next_keys_in_the_token(
     cli: HsmCli, hsm: SoftHsm, aiohttp_client: Client, device_key: rsa.RSAPrivateKey
 ) -> None:
@@ -90,7 +63,7 @@ async def test_ca_rollover_generates_the_next_keys_in_the_token(
     # No public_url (init defaulted it: it follows the listen address); the database holds the
     # audit log of these key operations (its keys are in the token).
     assert _files(data) == sorted([*pair_files, "scep-ca.sqlite3"])
-    reply = await _app_and_enroll(hsm, data, aiohttp_client, "ra-enc.pem", device_key)
+    reply = await enroll_with_token(hsm, data, aiohttp_client, "ra-enc.pem", device_key)
     assert reply.status is PKIStatus.SUCCESS, reply.fail_info
     new_ca = x509.load_pem_x509_certificate((data / "ca.pem").read_bytes())
     reply.certificates[0].verify_directly_issued_by(new_ca)
@@ -116,7 +89,7 @@ async def test_ra_create_generates_the_new_ra_keys_in_the_token(
     for ref, cert in zip(refs, certs, strict=True):
         _assert_in_token(hsm, data, data / ref, data / cert)
 
-    reply = await _app_and_enroll(hsm, data, aiohttp_client, certs[0], device_key)
+    reply = await enroll_with_token(hsm, data, aiohttp_client, certs[0], device_key)
     assert reply.status is PKIStatus.SUCCESS, reply.fail_info
     # CertReps are signed by the (signing) RA, whose key is in the token too.
     assert x509.load_der_x509_certificate(reply.signer_cert_der) == x509.load_pem_x509_certificate(
@@ -141,7 +114,7 @@ async def test_ra_renew_generates_keys_in_the_token_and_the_previous_token_key_s
         _assert_in_token(hsm, data, data / ref, data / ref.replace(".key.pkcs11", ".pem"))
     # A request encrypted to the previous encryption RA: decrypted with its key in the token.
     (data / "ra-enc-old.pem").write_bytes((previous / "ra-enc.pem").read_bytes())
-    reply = await _app_and_enroll(hsm, data, aiohttp_client, "ra-enc-old.pem", device_key)
+    reply = await enroll_with_token(hsm, data, aiohttp_client, "ra-enc-old.pem", device_key)
     assert reply.status is PKIStatus.SUCCESS, reply.fail_info
     assert x509.load_der_x509_certificate(reply.signer_cert_der) == x509.load_pem_x509_certificate(
         (data / "ra.pem").read_bytes()

@@ -105,8 +105,27 @@ def test_nested_section_must_be_a_mapping(tmp_path: Path, text: str, key: str) -
             {"keys.pkcs11.pin_file": "/run/pin"},
             "keys.pkcs11.pin_file: needs keys.pkcs11.module (the PKCS#11 library) (from command line)",
         ),
+        (
+            {"keys.pkcs11.module": MODULE, "keys.pkcs11.token_label": "t", "keys.pkcs11.pin_env": "P"}
+            | {"keys.pkcs11.ra_keys": "file"},
+            "keys.pkcs11.ra_keys: must be one of files, token (from command line)",
+        ),
+        (
+            # Without a token the CA key would be a file too: not what "RA keys in files" asked for.
+            {"keys.pkcs11.ra_keys": "files"},
+            "keys.pkcs11.ra_keys: needs keys.pkcs11.module (the token that holds the CA key) (from command line)",
+        ),
     ],
-    ids=["no-token-label", "blank-token-label", "both-pins", "no-pin", "label-without-module", "pin-without-module"],
+    ids=[
+        "no-token-label",
+        "blank-token-label",
+        "both-pins",
+        "no-pin",
+        "label-without-module",
+        "pin-without-module",
+        "ra-keys-misspelt",
+        "ra-files-without-module",
+    ],
 )
 def test_validation_messages(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -136,4 +155,28 @@ def test_reinit_interval_default_environment_and_validation() -> None:
         load_config(None, {}, {"keys.pkcs11.reinit_interval_seconds": 0})
     assert (
         str(info.value) == "keys.pkcs11.reinit_interval_seconds: must be a positive integer, got 0 (from command line)"
+    )
+
+
+def test_ra_keys_in_files_from_the_file_and_token_by_default(tmp_path: Path) -> None:
+    section = f"keys:\n  pkcs11:\n    module: {MODULE}\n    token_label: scep-ca\n    pin_env: PIN\n"
+    assert load_config(write(tmp_path, section), {}, {}).keys.pkcs11.ra_keys == "token"
+    config = load_config(write(tmp_path, section + "    ra_keys: files\n"), {}, {})
+    assert config.keys.pkcs11.ra_keys == "files"
+    # The default needs no module: file keys throughout, as before the setting existed.
+    assert load_config(None, {}, {}).keys.pkcs11.ra_keys == "token"
+
+
+def test_ra_keys_from_the_environment_is_named_in_its_error() -> None:
+    env = {
+        "SCEP_CA_KEYS_PKCS11_MODULE": MODULE,
+        "SCEP_CA_KEYS_PKCS11_TOKEN_LABEL": "t",
+        "SCEP_CA_KEYS_PKCS11_PIN_ENV": "P",
+    }
+    assert load_config(None, {**env, "SCEP_CA_KEYS_PKCS11_RA_KEYS": "files"}, {}).keys.pkcs11.ra_keys == "files"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {**env, "SCEP_CA_KEYS_PKCS11_RA_KEYS": "hsm"}, {})
+    assert info.value.key == "keys.pkcs11.ra_keys"
+    assert str(info.value) == (
+        "keys.pkcs11.ra_keys: must be one of files, token (from environment variable SCEP_CA_KEYS_PKCS11_RA_KEYS)"
     )
