@@ -10,10 +10,10 @@ hash chain, whoever can write the table cannot rewrite it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Protocol
 
 from store.base import AuditRecord
@@ -27,19 +27,42 @@ class MacKey(Protocol):
     def mac(self, data: bytes) -> bytes: ...
 
 
+def details_json(details: Mapping[str, object]) -> str:
+    """The canonical JSON text of an event's details (what ``canonical`` puts under "details")."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical(
+    writer: str, seq: int, at: datetime, actor: str, event: str, target: str, details_text: str, prev_mac: str
+) -> bytes:
+    """The canonical JSON of a record's fields, written out key by key in sorted order with the
+    details already encoded: byte for byte ``json.dumps`` of the whole object with sorted keys,
+    no whitespace and ``ensure_ascii=False`` (the tests compare the two)."""
+    text = (
+        f'{{"actor":{_string(actor)},"details":{details_text},"event":{_string(event)},'
+        f'"object":{_string(target)},"prev_mac":{_string(prev_mac)},"seq":{int(seq)},'
+        f'"time":{_string(at.astimezone(UTC).isoformat(timespec="microseconds"))},"writer":{_string(writer)}}}'
+    )
+    return text.encode("utf-8")
+
+
+def _string(value: str) -> str:
+    # json.dumps(value, ensure_ascii=False) for a str: the C encoder, without a JSONEncoder per call.
+    return encode_basestring(value)
+
+
 def canonical(record: AuditRecord, seq: int | None = None) -> bytes:
     """The bytes a record's MAC covers: every field but the MAC (under another ``seq`` when given)."""
-    body = {
-        "writer": record.writer,
-        "seq": record.seq if seq is None else seq,
-        "time": record.at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "actor": record.actor,
-        "event": record.event,
-        "object": record.target,
-        "details": record.details,
-        "prev_mac": record.prev_mac,
-    }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _canonical(
+        record.writer,
+        record.seq if seq is None else seq,
+        record.at,
+        record.actor,
+        record.event,
+        record.target,
+        record.details_json if record.details_json is not None else details_json(record.details),
+        record.prev_mac,
+    )
 
 
 def seal(
@@ -54,8 +77,11 @@ def seal(
     prev_mac: str,
 ) -> AuditRecord:
     # UTC to the microsecond, what both stores keep exactly: the MAC recomputes from a stored row.
-    unsealed = AuditRecord(writer, seq, at.astimezone(UTC), actor, event, target, dict(details), prev_mac, "")
-    return dataclasses.replace(unsealed, mac=key.mac(canonical(unsealed)).hex())
+    at = at.astimezone(UTC)
+    text = details_json(details)
+    mac = key.mac(_canonical(writer, seq, at, actor, event, target, text, prev_mac)).hex()
+    # The details' text goes to the store with the record: encoded once, for the MAC and the row.
+    return AuditRecord(writer, seq, at, actor, event, target, dict(details), prev_mac, mac, details_json=text)
 
 
 def mac_of(key: MacKey, record: AuditRecord, *, seq: int | None = None) -> str:

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[int, int, int]:
     assert ok == serials == args.n, f"{ok} successes, {serials} distinct serials of {args.n}"
     total, rsa = inclusive_counts(profile)
     assert all(rsa.values()), f"no RSA function found in the profile: {rsa}"
+    if args.save_profile is not None:
+        shutil.copyfile(profile, args.save_profile)
     return ok, total, sum(rsa.values())
 
 
@@ -98,6 +100,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="enrollments counted (after 48 warm-up ones)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the server")
+    parser.add_argument("--save-profile", type=Path, metavar="PATH", help="keep the callgrind profile")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:

@@ -59,6 +59,9 @@ class CsrPolicy:
 @dataclass(frozen=True)
 class CheckedCsr:
     csr: x509.CertificateSigningRequest
+    # The request's DER as it arrived (cryptography loads DER only, so these are its octets):
+    # kept, because cryptography's public_bytes encodes the whole request again.
+    der: bytes
     public_key: rsa.RSAPublicKey
     spki_der: bytes  # the SubjectPublicKeyInfo, DER: encoded once for the hash, the SKI and the TBS
     subject: x509.Name  # what the certificate carries: the template's RDN order, whichever way the CSR ran
@@ -252,6 +255,7 @@ def check_csr(der: bytes, policy: CsrPolicy) -> CheckedCsr:
             dropped.append(_san_type(san))
     return CheckedCsr(
         csr=csr,
+        der=bytes(der),
         public_key=key,
         spki_der=spki_der(key),
         subject=subject,

@@ -165,7 +165,7 @@ class Enroller:
             status=TransactionStatus.PENDING,
             created_at=now,
             message_type=who.message_type,
-            csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
+            csr_der=checked.der,
             renews=renews,
         )
         pending = Draft(
@@ -586,7 +586,7 @@ def _validation_request(
 ) -> ValidationRequest:
     return ValidationRequest(
         integration_id=integration.id,
-        csr_der=checked.csr.public_bytes(serialization.Encoding.DER),
+        csr_der=checked.der,
         csr=checked.csr,
         challenge=checked.challenge,
         transaction_id=who.transaction_id,

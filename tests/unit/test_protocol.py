@@ -339,6 +339,18 @@ def test_not_a_csr_is_bad_request() -> None:
         check_csr(b"\x30\x00", POLICY)
 
 
+def test_the_checked_csr_keeps_the_requests_octets(device_key: rsa.RSAPrivateKey) -> None:
+    der = build_csr(device_key, parse_dn("CN=a,O=Example"), "x")
+    assert check_csr(der, POLICY).der == der == x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.DER)
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"\x00\x00", b"\x30\x00"])
+def test_a_csr_with_trailing_octets_is_bad_request(device_key: rsa.RSAPrivateKey, extra: bytes) -> None:
+    # What lets CheckedCsr.der stand for the request: nothing but the CSR's own DER is accepted.
+    with pytest.raises(BadRequest, match="PKCS#10"):
+        check_csr(build_csr(device_key, parse_dn("CN=a,O=Example"), "x") + extra, POLICY)
+
+
 def test_issued_certificate_profile(ca: CAIdentity, device_key: rsa.RSAPrivateKey) -> None:
     now = dt.datetime.now(dt.UTC)
     serial = random_serial()
