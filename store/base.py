@@ -9,6 +9,7 @@ The store never holds private keys. Serials are stored as lowercase hexadecimal 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -179,6 +180,12 @@ class AuditRecord:
     prev_mac: str
     mac: str
     details_json: str | None = field(default=None, compare=False, repr=False)
+
+    def details_text(self) -> str:
+        """The details column's text: the sealer's when it has one, else the details encoded here."""
+        if self.details_json is not None:
+            return self.details_json
+        return json.dumps(self.details, separators=(",", ":"))
 
 
 class AuditSeal(Protocol):

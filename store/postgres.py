@@ -878,17 +878,10 @@ def _audit_params(rows: Sequence[AuditRecord]) -> tuple[list[Any], ...]:
         [r.actor for r in rows],
         [r.event for r in rows],
         [r.target for r in rows],
-        [_details_text(r) for r in rows],
+        [r.details_text() for r in rows],
         [r.prev_mac for r in rows],
         [r.mac for r in rows],
     )
-
-
-def _details_text(record: AuditRecord) -> str:
-    """The details parameter: the sealer's text when it has one, else the details encoded here."""
-    if record.details_json is not None:
-        return record.details_json
-    return json.dumps(record.details, separators=(",", ":"))
 
 
 async def _append_audit(conn: Any, seal: AuditSeal | None, outcome: Mapping[str, int] | None = None) -> None:

@@ -809,17 +809,10 @@ def _append_audit(conn: sqlite3.Connection, seal: AuditSeal | None, outcome: Map
     if seal is None:
         return
     rows = [
-        (r.writer, r.seq, codec.to_us(r.at), r.actor, r.event, r.target, _details_text(r), r.prev_mac, r.mac)
+        (r.writer, r.seq, codec.to_us(r.at), r.actor, r.event, r.target, r.details_text(), r.prev_mac, r.mac)
         for r in seal(outcome or {})
     ]
     conn.executemany(_INSERT_AUDIT, rows)
-
-
-def _details_text(record: AuditRecord) -> str:
-    """The details column: the sealer's text when it has one, else the details encoded here."""
-    if record.details_json is not None:
-        return record.details_json
-    return json.dumps(record.details, separators=(",", ":"))
 
 
 def _audit_record(row: sqlite3.Row | tuple[object, ...]) -> AuditRecord:
