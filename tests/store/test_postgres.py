@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ from store.columns import CERTIFICATES, RowMapper
 from store.factory import open_store
 from store.pg_pool import ConnectionPool
 from store.postgres import CERTIFICATE_COLUMNS, PostgresConverters, PostgresStore
+from store.postgres_console import _day as postgres_console_day
 from store.schema_postgres import LATEST_VERSION, LOCK_CLASS_INTEGRATION, MIGRATIONS, MIGRATIONS_TABLE, upgrade
 from tests.store.conftest import PostgresHarness, temporary_database
 from tests.store.test_contract import ISSUER, NOW, add, certificate, integration, issuance, pending
@@ -801,3 +802,55 @@ async def test_migration_10_replaces_the_integration_index_and_reads_old_deletio
         assert entries == {"01": (NOW, cessation), "02": (deleted_at, cessation)}
     finally:
         await store.close()
+
+
+async def test_migration_11_makes_the_expiry_day_inlinable_and_keeps_every_day(dsn: str) -> None:
+    """Migration 9's scep_expiry_day was declared IMMUTABLE over a STABLE body, so the planner
+    called it row by row; migration 11's body is inlined into the query (EXPLAIN shows the
+    expression, not the call). The day is the same as migration 9's and as Python's ``_day``
+    at the instants where floating point or a time zone could move it, and the counts a
+    version 10 database kept are still taken back exactly when the certificate is revoked."""
+    instants = [
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 12, 7, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 12, 8, 4, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5))),
+        datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ]
+    conn = await raw(dsn)
+    try:
+        async with conn.transaction():
+            await _apply_migrations(conn, 10)
+            old = [await conn.fetchval("SELECT scep_expiry_day($1)", t) for t in instants]
+            await conn.execute(
+                "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
+                " username_key) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1')"
+            )
+            record = certificate("0a")
+            marks = ", ".join(f"${n}" for n in range(1, len(CERTIFICATES.insert_columns) + 1))
+            params = RowMapper(CERTIFICATES, PostgresConverters()).params(record, created_at=record.not_before)
+            await conn.execute(f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({marks})", *params)
+        plan_before = "\n".join(r[0] for r in await conn.fetch("EXPLAIN VERBOSE SELECT scep_expiry_day(now())"))
+    finally:
+        await conn.close()
+    assert "scep_expiry_day" in plan_before  # the call this migration removes
+    store = await opened(dsn)
+    try:
+        assert (await store.info()).schema_version == LATEST_VERSION
+        conn = await raw(dsn)
+        try:
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN VERBOSE SELECT scep_expiry_day(now())"))
+            new = [await conn.fetchval("SELECT scep_expiry_day($1)", t) for t in instants]
+            await conn.execute("UPDATE certificates SET status = 'revoked' WHERE serial = '0a'")
+            counts = {
+                r[0]: r[1] for r in await conn.fetch("SELECT status, sum(n) FROM certificate_counts GROUP BY status")
+            }
+        finally:
+            await conn.close()
+    finally:
+        await store.close()
+    assert "scep_expiry_day" not in plan and "EXTRACT(epoch" in plan, plan
+    assert new == old == [postgres_console_day(t) for t in instants]
+    # The insert counted under the old body, the revocation took it back under the new one.
+    assert counts == {"issued": 0, "revoked": 1}
