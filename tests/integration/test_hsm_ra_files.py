@@ -76,18 +76,22 @@ def _public_numbers(key_file: Path, passphrase: bytes | None) -> rsa.RSAPublicNu
     return key.public_key().public_numbers()
 
 
+# The data directory with the CA key in the token (its reference file) and the RA keys as files.
+_CA_IN_TOKEN_RA_IN_FILES = [
+    "ca.key.pkcs11",
+    "ca.pem",
+    "ra-enc.key",
+    "ra-enc.pem",
+    "ra.key",
+    "ra.pem",
+    "scep-ca.sqlite3",
+]
+
+
 def test_init_puts_the_ca_key_in_the_token_and_the_ra_keys_in_files(files_cli: HsmCli, hsm: SoftHsm) -> None:
     data = files_cli.data_dir
     assert "token scep-ca (pkcs11:token=scep-ca;id=" in files_cli("init", "--subject", "CN=Split CA,O=Example")
-    assert _files(data) == [
-        "ca.key.pkcs11",
-        "ca.pem",
-        "ra-enc.key",
-        "ra-enc.pem",
-        "ra.key",
-        "ra.pem",
-        "scep-ca.sqlite3",
-    ]
+    assert _files(data) == _CA_IN_TOKEN_RA_IN_FILES
     for name in ("ra.key", "ra-enc.key"):
         _assert_file_key(data / name, data / name.replace(".key", ".pem"), PASSPHRASE)
     # One key in the token: the CA's, its CKA_ID the certificate's subjectKeyIdentifier.
@@ -179,15 +183,7 @@ async def test_an_all_token_directory_moves_its_ra_keys_to_files_at_the_next_ren
     assert len(_token_labels(hsm)) == 3  # init without the setting: CA and RA pair in the token
     cli.write_config(ra_keys="files")
     await asyncio.to_thread(cli, "ra", "renew", "--all")
-    assert _files(data) == [
-        "ca.key.pkcs11",
-        "ca.pem",
-        "ra-enc.key",
-        "ra-enc.pem",
-        "ra.key",
-        "ra.pem",
-        "scep-ca.sqlite3",
-    ]
+    assert _files(data) == _CA_IN_TOKEN_RA_IN_FILES
     for name in ("ra.key", "ra-enc.key"):
         _assert_file_key(data / name, data / name.replace(".key", ".pem"), None)
     (previous,) = (data / "ra-previous").iterdir()
