@@ -167,7 +167,8 @@ class AuditRecord:
     ``details_json``: ``details`` as JSON text when the sealer has encoded them already (its
     canonical form, ``audit.encoding``); a store writes that text rather than encode the details
     a second time (an issuance's details carry the certificate: a second encoding costs about
-    2% of an enrollment). Not part of the record's value: it never takes part in comparisons.
+    2% of an enrollment's instructions besides RSA, bench/enroll_instructions.py). Not part of
+    the record's value: it never takes part in comparisons.
     """
 
     writer: str
