@@ -25,7 +25,7 @@ import pytest
 from config.model import Config, StoreConfig
 from scep_ca.cli import db_cmds
 from scep_ca.cli.context import CliError
-from scep_ca.pki.records import CertStatus
+from scep_ca.pki.records import CertificateRecord, CertStatus
 from store import schema_sqlite
 from store.base import HOLD, CertificateFilter, ChallengeAdd, ChallengeRejected, IntegrationNotFound, StoreError
 from store.columns import CERTIFICATES, RowMapper
@@ -728,24 +728,36 @@ async def _apply_migrations(conn: asyncpg.Connection, count: int) -> None:
         await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
 
 
+async def _insert_old_integration(conn: asyncpg.Connection, deleted_at: datetime | None = None) -> None:
+    """Integration ``int1`` written row-wise into a database of an older schema version."""
+    await conn.execute(
+        "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
+        " username_key, deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1', $1)",
+        deleted_at,
+    )
+
+
+async def _insert_old_certificate(
+    conn: asyncpg.Connection, record: CertificateRecord, *, without: tuple[str, ...] = ()
+) -> None:
+    """``record`` written row-wise, without the columns ``without`` that an older schema lacks."""
+    params = RowMapper(CERTIFICATES, PostgresConverters()).params(record, created_at=record.not_before)
+    values = {c: v for c, v in zip(CERTIFICATE_COLUMNS.split(", "), params, strict=True) if c not in without}
+    marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    await conn.execute(f"INSERT INTO certificates ({', '.join(values)}) VALUES ({marks})", *values.values())
+
+
 async def test_migration_8_keeps_certificates_and_redefines_the_issuance_functions(dsn: str) -> None:
     """A database of version 7 with a certificate: migration 8 adds the CRL shard column (NULL
     for that certificate) and redefines scep_record_issuance and scep_record_renewal, which
     then store a new certificate's shard, a renewal's included."""
     old = certificate("01")
-    params = RowMapper(CERTIFICATES, PostgresConverters()).params(old, created_at=old.not_before)
-    values = dict(zip(CERTIFICATE_COLUMNS.split(", "), params, strict=True))
-    del values["crl_shard"]
     conn = await raw(dsn)
     try:
         async with conn.transaction():
             await _apply_migrations(conn, 7)
-            await conn.execute(
-                "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
-                " username_key) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1')"
-            )
-            marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-            await conn.execute(f"INSERT INTO certificates ({', '.join(values)}) VALUES ({marks})", *values.values())
+            await _insert_old_integration(conn)
+            await _insert_old_certificate(conn, old, without=("crl_shard",))
     finally:
         await conn.close()
     store = await opened(dsn)
@@ -772,20 +784,13 @@ async def test_migration_10_replaces_the_integration_index_and_reads_old_deletio
     revoked = certificate("01", crl_shard=1, status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason=cessation)
     held = certificate("02", crl_shard=1, status=CertStatus.REVOKED, revoked_at=NOW, revocation_reason=HOLD)
     deleted_at = NOW + timedelta(hours=1)
-    mapper = RowMapper(CERTIFICATES, PostgresConverters())
     conn = await raw(dsn)
     try:
         async with conn.transaction():
             await _apply_migrations(conn, 9)
-            await conn.execute(
-                "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
-                " username_key, deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1', $1)",
-                deleted_at,
-            )
-            marks = ", ".join(f"${n}" for n in range(1, len(CERTIFICATES.insert_columns) + 1))
+            await _insert_old_integration(conn, deleted_at)
             for record in (revoked, held):
-                params = mapper.params(record, created_at=record.not_before)
-                await conn.execute(f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({marks})", *params)
+                await _insert_old_certificate(conn, record)
     finally:
         await conn.close()
     store = await opened(dsn)
@@ -823,14 +828,8 @@ async def test_migration_11_makes_the_expiry_day_inlinable_and_keeps_every_day(d
         async with conn.transaction():
             await _apply_migrations(conn, 10)
             old = [await conn.fetchval("SELECT scep_expiry_day($1)", t) for t in instants]
-            await conn.execute(
-                "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username,"
-                " username_key) VALUES ('int1', 'one', 'CN=$USERID$', now(), 365, 'u1', 'u1')"
-            )
-            record = certificate("0a")
-            marks = ", ".join(f"${n}" for n in range(1, len(CERTIFICATES.insert_columns) + 1))
-            params = RowMapper(CERTIFICATES, PostgresConverters()).params(record, created_at=record.not_before)
-            await conn.execute(f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES ({marks})", *params)
+            await _insert_old_integration(conn)
+            await _insert_old_certificate(conn, certificate("0a"))
         plan_before = "\n".join(r[0] for r in await conn.fetch("EXPLAIN VERBOSE SELECT scep_expiry_day(now())"))
     finally:
         await conn.close()
