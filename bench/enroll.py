@@ -325,7 +325,7 @@ class CpuSpent:
 
 
 class CpuMeter:
-    """Brackets the timed part of a run (``start``, then ``stop``)."""
+    """Brackets the timed part of a run: made just before it, ``stop`` just after."""
 
     def __init__(self, server_pid: int | None, database: str | None) -> None:
         self._pid, self._database = server_pid, database

@@ -6,15 +6,15 @@ import asyncio
 import sqlite3
 import stat
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from config.model import Config
-from scep_ca.pki.records import CertStatus
+from scep_ca.pki.records import CertificateRecord, CertStatus
 from store.base import HOLD, ChallengeRejected, StoreError
-from store.columns import CERTIFICATES, insert_sql
+from store.columns import CERTIFICATES
 from store.factory import open_store
 from store.schema_sqlite import MIGRATIONS, MIGRATIONS_TABLE
 from store.sqlite import SQLiteStore
@@ -183,26 +183,39 @@ def _apply_migrations(conn: sqlite3.Connection, count: int) -> None:
         conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (migration.version,))
 
 
+def _insert_old_integration(conn: sqlite3.Connection, deleted_at: datetime | None = None) -> None:
+    """Integration ``int1`` written row-wise into a database of an older schema version."""
+    conn.execute(
+        "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username, username_key,"
+        " deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', 0, 365, 'u1', 'u1', ?)",
+        (None if deleted_at is None else to_us(deleted_at),),
+    )
+
+
+def _insert_old_certificate(
+    conn: sqlite3.Connection, record: CertificateRecord, *, without: tuple[str, ...] = ()
+) -> None:
+    """``record`` written row-wise, without the columns ``without`` that an older schema lacks."""
+    names = [c.name for c in CERTIFICATES.insert_columns]
+    params = certificate_params(record, record.not_before)
+    values = {n: v for n, v in zip(names, params, strict=True) if n not in without}
+    conn.execute(
+        f"INSERT INTO certificates ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+        list(values.values()),
+    )
+
+
 async def test_migration_8_keeps_certificates_and_gives_them_no_shard(tmp_path: Path) -> None:
     """A database of version 7 with a certificate: migration 8 adds the CRL shard column
     (NULL for that certificate, whose CDP names the full CRL) and new issuances store theirs."""
     path = tmp_path / "db.sqlite3"
     old = certificate("01")
-    # The certificate as version 6 stored it: every column but crl_shard.
-    names = [c.name for c in CERTIFICATES.insert_columns]
-    values = dict(zip(names, certificate_params(old, old.not_before), strict=True))
-    del values["crl_shard"]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _apply_migrations(conn, 7)
-        conn.execute(
-            "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username, username_key)"
-            " VALUES ('int1', 'one', 'CN=$USERID$', 0, 365, 'u1', 'u1')"
-        )
-        conn.execute(
-            f"INSERT INTO certificates ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-            list(values.values()),
-        )
+        _insert_old_integration(conn)
+        # The certificate as version 7 stored it: every column but crl_shard.
+        _insert_old_certificate(conn, old, without=("crl_shard",))
     finally:
         conn.close()
     store = SQLiteStore(path)
@@ -230,13 +243,9 @@ async def test_migration_10_replaces_the_integration_index_and_reads_old_deletio
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _apply_migrations(conn, 9)
-        conn.execute(
-            "INSERT INTO integrations (id, name, subject_template, created_at, validity_days, username, username_key,"
-            " deleted_at) VALUES ('int1', 'one', 'CN=$USERID$', 0, 365, 'u1', 'u1', ?)",
-            (to_us(deleted_at),),
-        )
+        _insert_old_integration(conn, deleted_at)
         for record in (revoked, held):
-            conn.execute(insert_sql(CERTIFICATES, "?"), certificate_params(record, record.not_before))
+            _insert_old_certificate(conn, record)
     finally:
         conn.close()
     store = SQLiteStore(path)
